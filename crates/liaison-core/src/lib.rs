@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+pub mod agency;
+pub mod audit;
+pub mod clock;
+pub mod entry;
+pub mod envelope;
+pub mod policy;
+pub mod reject;
+
+pub use agency::{Agency, AgencyCode, Registry, RegistryError};
+pub use clock::{Clock, SystemClock};
+pub use entry::{Entry, EntryKind};
+pub use envelope::{Channel, Envelope, EnvelopeError, Submission};
+pub use policy::{OriginalMessage, Policy, PolicyError, PolicyLoadError, Recipient, RecipientRole, Route};
+pub use reject::RejectCode;

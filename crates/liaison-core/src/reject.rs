@@ -1,0 +1,165 @@
+//! Stable rejection codes: the contract with agency integrators.
+//!
+//! Every answer that is not `202 Accepted` carries one of these codes in its RFC 9457
+//! problem document (`code` member) and in the ledger event that records the rejection.
+//! A code, once published, keeps its meaning; a retired code is never reused.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    /// The request body is not valid UTF-8.
+    InvalidUtf8,
+    /// The request body is not well-formed JSON.
+    MalformedJson,
+    /// The JSON nests deeper than the configured limit.
+    TooDeep,
+    /// The request body is larger than the configured limit.
+    BodyTooLarge,
+    /// The request's content type is not a JSON CloudEvent.
+    UnsupportedMediaType,
+    /// The CloudEvents envelope breaks the envelope schema.
+    EnvelopeInvalid,
+    /// The `type` attribute names no message type of the catalogue.
+    UnknownType,
+    /// The payload (`data`) breaks the schema of its type.
+    PayloadInvalid,
+    /// The authenticated agency is not in the registry.
+    UnknownAgency,
+    /// `source` names an agency other than the authenticated sender.
+    SourceMismatch,
+    /// The policy does not allow this sender to send this type.
+    TypeNotAllowed,
+    /// `recipients` names an agency the policy does not route this message to.
+    RecipientsNotAllowed,
+    /// `inreplyto` names a message the ledger does not hold, or one this sender did not receive.
+    UnknownOriginal,
+    /// The message id was already used for a message with different bytes.
+    IdConflict,
+    /// No client certificate, or one that does not name an agency.
+    Unauthenticated,
+    /// The resource does not exist or is not visible to this agency.
+    NotFound,
+    /// The broker cannot record the message right now; retry later with the same bytes.
+    Unavailable,
+    /// An unexpected failure inside the broker.
+    Internal,
+}
+
+impl RejectCode {
+    pub const ALL: [RejectCode; 18] = [
+        Self::InvalidUtf8,
+        Self::MalformedJson,
+        Self::TooDeep,
+        Self::BodyTooLarge,
+        Self::UnsupportedMediaType,
+        Self::EnvelopeInvalid,
+        Self::UnknownType,
+        Self::PayloadInvalid,
+        Self::UnknownAgency,
+        Self::SourceMismatch,
+        Self::TypeNotAllowed,
+        Self::RecipientsNotAllowed,
+        Self::UnknownOriginal,
+        Self::IdConflict,
+        Self::Unauthenticated,
+        Self::NotFound,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::MalformedJson => "malformed_json",
+            Self::TooDeep => "too_deep",
+            Self::BodyTooLarge => "body_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::EnvelopeInvalid => "envelope_invalid",
+            Self::UnknownType => "unknown_type",
+            Self::PayloadInvalid => "payload_invalid",
+            Self::UnknownAgency => "unknown_agency",
+            Self::SourceMismatch => "source_mismatch",
+            Self::TypeNotAllowed => "type_not_allowed",
+            Self::RecipientsNotAllowed => "recipients_not_allowed",
+            Self::UnknownOriginal => "unknown_original",
+            Self::IdConflict => "id_conflict",
+            Self::Unauthenticated => "unauthenticated",
+            Self::NotFound => "not_found",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidUtf8 | Self::MalformedJson | Self::TooDeep => 400,
+            Self::BodyTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::EnvelopeInvalid | Self::UnknownType | Self::PayloadInvalid => 422,
+            Self::UnknownOriginal => 422,
+            Self::UnknownAgency
+            | Self::SourceMismatch
+            | Self::TypeNotAllowed
+            | Self::RecipientsNotAllowed => 403,
+            Self::IdConflict => 409,
+            Self::Unauthenticated => 401,
+            Self::NotFound => 404,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+
+    /// A short human title for the problem document.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::InvalidUtf8 => "Body is not valid UTF-8",
+            Self::MalformedJson => "Body is not well-formed JSON",
+            Self::TooDeep => "JSON nests too deeply",
+            Self::BodyTooLarge => "Body is too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::EnvelopeInvalid => "CloudEvents envelope is invalid",
+            Self::UnknownType => "Unknown message type",
+            Self::PayloadInvalid => "Payload does not match its schema",
+            Self::UnknownAgency => "Agency is not registered",
+            Self::SourceMismatch => "source does not match the authenticated agency",
+            Self::TypeNotAllowed => "Sender may not send this message type",
+            Self::RecipientsNotAllowed => "Recipients are not allowed by the routing policy",
+            Self::UnknownOriginal => "inreplyto names no message this agency received",
+            Self::IdConflict => "Message id already used with different content",
+            Self::Unauthenticated => "Client is not authenticated",
+            Self::NotFound => "Not found",
+            Self::Unavailable => "Broker temporarily unavailable",
+            Self::Internal => "Internal error",
+        }
+    }
+
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Unavailable | Self::Internal)
+    }
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_match_their_serde_names() {
+        let mut seen = std::collections::HashSet::new();
+        for code in RejectCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::String(code.as_str().to_owned()));
+            assert!((400..600).contains(&code.http_status()));
+        }
+    }
+}

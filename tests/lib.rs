@@ -1,0 +1,1 @@
+//! Shared helpers for liaison's end-to-end tests.
