@@ -1,1 +1,147 @@
-//! Shared helpers for liaison's end-to-end tests.
+//! The harness of liaison's end-to-end tests: every test gets its own PostgreSQL database,
+//! its own RabbitMQ virtual host and its own development PKI, and runs the real broker
+//! against them over real mutual TLS. Nothing here is mocked; if a service is down the
+//! test fails and says which one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use liaison_bus::{Bus, BusConfig};
+use liaison_cli::client::AgencyClient;
+use liaison_core::{AgencyCode, Registry, SystemClock};
+use liaison_ledger::{Ledger, LedgerConfig};
+use liaison_server::pki::{self, PkiLayout, PkiOptions};
+use liaison_server::{Broker, Config};
+use uuid::Uuid;
+
+/// The repository root (the data files of the demo county live there).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn base_database_url() -> String {
+    std::env::var("LIAISON_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn base_amqp_url() -> String {
+    std::env::var("LIAISON_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
+}
+
+pub fn code(s: &str) -> AgencyCode {
+    AgencyCode::new(s).expect("valid agency code")
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run rabbitmqctl {args:?} ({e}); the end-to-end tests need the local RabbitMQ"));
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// One isolated world for one test: database, virtual host, PKI, configuration.
+pub struct World {
+    pub config: Config,
+    pub vhost: String,
+    pub database: String,
+    _pki: tempfile::TempDir,
+}
+
+impl World {
+    pub async fn new() -> World {
+        liaison_server::tls::install_crypto_provider();
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let vhost = format!("liaison-test-{id}");
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+
+        let database = format!("liaison_test_{id}");
+        let database_url = format!("{}/{database}", base_database_url());
+        liaison_ledger::ensure_database(&database_url).await.unwrap_or_else(|e| {
+            panic!("cannot create test database at {database_url} ({e}); is PostgreSQL running? (LIAISON_TEST_DATABASE_URL)")
+        });
+
+        let root = repo_root();
+        let pki_dir = tempfile::tempdir().expect("temp dir");
+        let registry =
+            Registry::load(&root.join("deploy/demo/agencies.toml")).expect("demo registry");
+        pki::init(pki_dir.path(), &registry, &PkiOptions::default()).expect("development PKI");
+
+        let mut config = Config {
+            database_url,
+            amqp_url: format!("{}/{vhost}", base_amqp_url()),
+            tls_dir: pki_dir.path().to_owned(),
+            registry: root.join("deploy/demo/agencies.toml"),
+            policy: root.join("deploy/demo/policy.toml"),
+            schemas: root.join("schemas"),
+            ..Config::default()
+        };
+        config.listen.set_port(0);
+        config.ops_listen.set_port(0);
+        World {
+            config,
+            vhost,
+            database,
+            _pki: pki_dir,
+        }
+    }
+
+    pub fn layout(&self) -> PkiLayout {
+        PkiLayout {
+            dir: self.config.tls_dir.clone(),
+        }
+    }
+
+    pub async fn start(&self) -> Broker {
+        Broker::start(self.config.clone())
+            .await
+            .expect("broker starts against the local services")
+    }
+
+    pub fn client(&self, broker: &Broker, agency: &str) -> AgencyClient {
+        AgencyClient::new(
+            &self.layout(),
+            &code(agency),
+            &format!("https://localhost:{}", broker.https_addr.port()),
+        )
+        .expect("agency client")
+    }
+
+    pub async fn bus(&self) -> Bus {
+        Bus::connect(BusConfig {
+            url: self.config.amqp_url.clone(),
+            ..BusConfig::default()
+        })
+        .await
+        .expect("RabbitMQ connection to the test virtual host")
+    }
+
+    pub async fn ledger(&self) -> Ledger {
+        Ledger::open(
+            LedgerConfig {
+                database_url: self.config.database_url.clone(),
+                ..LedgerConfig::default()
+            },
+            Arc::new(SystemClock),
+        )
+        .await
+        .expect("ledger of the test database")
+    }
+
+    /// Removes the virtual host and the database (best effort: a failed test keeps its
+    /// database for inspection only if it panics before getting here).
+    pub async fn cleanup(self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.vhost])
+            .output();
+        let _ = liaison_ledger::drop_database(&self.config.database_url).await;
+    }
+}

@@ -1,1 +1,20 @@
+#![doc = include_str!("../README.md")]
 
+mod connection;
+mod consumer;
+mod deadline;
+mod error;
+mod publisher;
+mod topology;
+
+pub use connection::{Bus, BusConfig, redact_password};
+pub use consumer::{Consumer, Delivery};
+pub use error::BusError;
+pub use publisher::{
+    APP_ID, CONTENT_TYPE, HEADER_CASEREF, HEADER_DELIVERY, HEADER_SEQ, HEADER_TRACEPARENT,
+    Outgoing, PublishOutcome, Publisher,
+};
+pub use topology::{
+    AGENCY_QUEUE_PREFIX, EXCHANGE_DELIVER, EXCHANGE_DLX, EXCHANGE_INTAKE, QUEUE_DEAD, QUEUE_INTAKE,
+    agency_queue,
+};

@@ -1,1 +1,316 @@
-fn main() {}
+//! `liaison`: the one binary. Parses the command line, sets up logging, and hands over to
+//! the library crates; nothing here decides anything about messages.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use liaison_core::{AgencyCode, Registry, SystemClock};
+use liaison_ledger::{Ledger, LedgerConfig, TraceKey};
+use liaison_server::Config;
+use liaison_server::pki::{self, PkiLayout, PkiOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "liaison",
+    version,
+    about = "Inter-agency message broker: checked, recorded, delivered"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// TOML configuration file (see deploy/liaison.example.toml); LIAISON_* variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(self.config.as_deref(), std::env::vars())?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker: HTTPS gateway, outbox relay, operations port.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the effective configuration (passwords masked) and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Start the local services, make a development PKI, run the broker, and send a lead
+    /// from the environment bureau to the procuratorate and a receipt back.
+    Demo {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Exit after the scenario: 0 if every step did what it should.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Development PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Post a CloudEvent file as an agency, with that agency's client certificate.
+    Submit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The sending agency (its certificate is taken from the PKI directory).
+        #[arg(long = "as", value_name = "AGENCY")]
+        agency: String,
+        /// The CloudEvent (structured JSON) to post.
+        file: PathBuf,
+        /// Gateway URL; defaults to https://localhost:<port of `listen`>.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// The ledger entries of a message id or a case reference, in order.
+    Trace {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A message id (UUID) or a case reference.
+        key: String,
+        /// Print JSON (one array of entries) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The local RabbitMQ and PostgreSQL this machine runs for development.
+    Services {
+        #[command(subcommand)]
+        command: ServicesCommand,
+    },
+    /// The message catalogue.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create a development CA, a server certificate, one client certificate per agency of
+    /// the registry, and the ledger signing key.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, value_name = "FILE", default_value = "deploy/demo/agencies.toml")]
+        registry: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServicesCommand {
+    /// Check that both answer on their standard ports; start them when installed but down.
+    Ensure,
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// List the message types of the catalogue.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Compile every schema, check every example behaves as labelled, and check that every
+    /// type the policy names exists.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LIAISON_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,liaison=info"));
+    let json = std::env::var("LIAISON_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    liaison_server::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            config,
+            print_config,
+        } => {
+            let config = config.load()?;
+            if print_config {
+                print!("{}", config.redacted());
+                return Ok(());
+            }
+            liaison_server::run(config, shutdown_signal()).await?;
+        }
+        Command::Demo { config, once } => liaison_cli::demo::run(config.load()?, once).await?,
+        Command::Pki {
+            command: PkiCommand::Init { out, registry },
+        } => {
+            let registry = Registry::load(&registry)?;
+            let summary = pki::init(&out, &registry, &PkiOptions::default())?;
+            println!(
+                "development PKI written to {}: CA, server certificate, {} agency certificates, ledger signing key",
+                summary.dir.display(),
+                summary.agencies
+            );
+        }
+        Command::Submit {
+            config,
+            agency,
+            file,
+            url,
+        } => {
+            let config = config.load()?;
+            let agency = AgencyCode::new(agency)?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let base = url.unwrap_or_else(|| format!("https://localhost:{}", config.listen.port()));
+            let client = liaison_cli::client::AgencyClient::new(
+                &PkiLayout {
+                    dir: config.tls_dir.clone(),
+                },
+                &agency,
+                &base,
+            )?;
+            let answer = client.submit_bytes(bytes).await?;
+            println!(
+                "{} {}",
+                answer.status,
+                serde_json::to_string_pretty(&answer.body)?
+            );
+            anyhow::ensure!(answer.status == 202, "not accepted");
+        }
+        Command::Trace { config, key, json } => {
+            let config = config.load()?;
+            let ledger = Ledger::open(
+                LedgerConfig {
+                    database_url: config.database_url.clone(),
+                    ..LedgerConfig::default()
+                },
+                std::sync::Arc::new(SystemClock),
+            )
+            .await?;
+            let entries = ledger.trace(&TraceKey::parse(&key)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else if entries.is_empty() {
+                anyhow::bail!("the ledger holds nothing for {key}");
+            } else {
+                print!("{}", liaison_cli::trace::render_text(&entries));
+            }
+        }
+        Command::Services {
+            command: ServicesCommand::Ensure,
+        } => {
+            liaison_cli::services::ensure_all()?;
+            println!("PostgreSQL and RabbitMQ are up");
+        }
+        Command::Schemas {
+            command: SchemasCommand::Check { config },
+        } => {
+            let config = config.load()?;
+            let catalogue = liaison_schema::Catalogue::load(&config.schemas)?;
+            let examples = liaison_schema::load_examples(&config.schemas)?;
+            let failures: Vec<String> = examples
+                .iter()
+                .filter_map(|e| catalogue.check_example(e).err())
+                .map(|f| f.to_string())
+                .collect();
+            let registry = Registry::load(&config.registry)?;
+            let policy = liaison_core::Policy::load(&config.policy, &registry)?;
+            let unknown: Vec<&str> = policy
+                .types()
+                .filter(|t| catalogue.get(t).is_none())
+                .collect();
+            for f in &failures {
+                eprintln!("✗ {f}");
+            }
+            for t in &unknown {
+                eprintln!(
+                    "✗ {} names type {t}, which the catalogue lacks",
+                    config.policy.display()
+                );
+            }
+            anyhow::ensure!(
+                failures.is_empty() && unknown.is_empty(),
+                "{} example(s) and {} policy type(s) failed",
+                failures.len(),
+                unknown.len()
+            );
+            println!(
+                "✓ {} types compiled, {} examples behave as labelled, every policy type exists",
+                catalogue.types().count(),
+                examples.len()
+            );
+        }
+        Command::Schemas {
+            command: SchemasCommand::List { config },
+        } => {
+            let config = config.load()?;
+            let catalogue = liaison_schema::Catalogue::load(&config.schemas)?;
+            for t in catalogue.types() {
+                println!("{:<24} {}", t.name, t.title);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

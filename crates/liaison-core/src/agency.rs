@@ -23,11 +23,18 @@ impl AgencyCode {
         let code = code.into();
         let ok = !code.is_empty()
             && code.len() <= 64
-            && code.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && code
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             && code
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok { Ok(Self(code)) } else { Err(InvalidAgencyCode(code)) }
+        if ok {
+            Ok(Self(code))
+        } else {
+            Err(InvalidAgencyCode(code))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -41,7 +48,8 @@ impl AgencyCode {
 
     /// Reads an agency code from its URN form; `None` for anything else.
     pub fn from_urn(urn: &str) -> Option<Self> {
-        urn.strip_prefix(AGENCY_URN_PREFIX).and_then(|c| Self::new(c).ok())
+        urn.strip_prefix(AGENCY_URN_PREFIX)
+            .and_then(|c| Self::new(c).ok())
     }
 }
 
@@ -125,7 +133,10 @@ impl Registry {
         for agency in file.agencies {
             let code = agency.code.clone();
             if agencies.insert(code.clone(), agency).is_some() {
-                return Err(RegistryError::Duplicate { path: origin.to_owned(), code });
+                return Err(RegistryError::Duplicate {
+                    path: origin.to_owned(),
+                    code,
+                });
             }
         }
         Ok(Self { agencies })
@@ -192,7 +203,10 @@ mod tests {
             name_zh = "x"
             name_en = "y"
         "#;
-        assert!(matches!(Registry::from_toml(dup, "t"), Err(RegistryError::Duplicate { .. })));
+        assert!(matches!(
+            Registry::from_toml(dup, "t"),
+            Err(RegistryError::Duplicate { .. })
+        ));
         let unknown = r#"
             [[agency]]
             code = "eco"
@@ -200,6 +214,9 @@ mod tests {
             name_en = "Ecology"
             colour = "green"
         "#;
-        assert!(matches!(Registry::from_toml(unknown, "t"), Err(RegistryError::Parse { .. })));
+        assert!(matches!(
+            Registry::from_toml(unknown, "t"),
+            Err(RegistryError::Parse { .. })
+        ));
     }
 }

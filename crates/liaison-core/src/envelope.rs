@@ -60,7 +60,10 @@ pub enum EnvelopeError {
     #[error("the envelope must be a JSON object")]
     NotAnObject,
     #[error("attribute {attribute}: {message}")]
-    Attribute { attribute: &'static str, message: String },
+    Attribute {
+        attribute: &'static str,
+        message: String,
+    },
 }
 
 impl EnvelopeError {
@@ -81,39 +84,63 @@ impl Envelope {
             match obj.get(attribute) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(EnvelopeError::Attribute { attribute, message: "must be a string".into() }),
+                Some(_) => Err(EnvelopeError::Attribute {
+                    attribute,
+                    message: "must be a string".into(),
+                }),
             }
         };
         let required = |attribute: &'static str| -> Result<String, EnvelopeError> {
-            string(attribute)?.ok_or(EnvelopeError::Attribute { attribute, message: "is required".into() })
+            string(attribute)?.ok_or(EnvelopeError::Attribute {
+                attribute,
+                message: "is required".into(),
+            })
         };
         let uuid = |attribute: &'static str, s: &str| -> Result<Uuid, EnvelopeError> {
-            Uuid::parse_str(s).map_err(|e| EnvelopeError::Attribute { attribute, message: format!("must be a UUID: {e}") })
+            Uuid::parse_str(s).map_err(|e| EnvelopeError::Attribute {
+                attribute,
+                message: format!("must be a UUID: {e}"),
+            })
         };
 
         let specversion = required("specversion")?;
         if specversion != "1.0" {
-            return Err(EnvelopeError::Attribute { attribute: "specversion", message: "must be \"1.0\"".into() });
+            return Err(EnvelopeError::Attribute {
+                attribute: "specversion",
+                message: "must be \"1.0\"".into(),
+            });
         }
         let id = uuid("id", &required("id")?)?;
         let time_text = required("time")?;
-        let time = OffsetDateTime::parse(&time_text, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| EnvelopeError::Attribute { attribute: "time", message: format!("must be an RFC 3339 timestamp: {e}") })?;
-        let inreplyto = string("inreplyto")?.map(|s| uuid("inreplyto", &s)).transpose()?;
+        let time =
+            OffsetDateTime::parse(&time_text, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| EnvelopeError::Attribute {
+                    attribute: "time",
+                    message: format!("must be an RFC 3339 timestamp: {e}"),
+                })?;
+        let inreplyto = string("inreplyto")?
+            .map(|s| uuid("inreplyto", &s))
+            .transpose()?;
         let recipients = match obj.get("recipients") {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) => Some(
                 items
                     .iter()
                     .map(|item| {
-                        item.as_str()
-                            .and_then(|s| AgencyCode::new(s).ok())
-                            .ok_or(EnvelopeError::Attribute { attribute: "recipients", message: "must be a list of agency codes".into() })
+                        item.as_str().and_then(|s| AgencyCode::new(s).ok()).ok_or(
+                            EnvelopeError::Attribute {
+                                attribute: "recipients",
+                                message: "must be a list of agency codes".into(),
+                            },
+                        )
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             Some(_) => {
-                return Err(EnvelopeError::Attribute { attribute: "recipients", message: "must be a list of agency codes".into() });
+                return Err(EnvelopeError::Attribute {
+                    attribute: "recipients",
+                    message: "must be a list of agency codes".into(),
+                });
             }
         };
         Ok(Self {
@@ -172,13 +199,19 @@ mod tests {
 
         let mut bad = lead();
         bad["specversion"] = json!("0.3");
-        assert_eq!(Envelope::from_value(&bad).unwrap_err().pointer(), "/specversion");
+        assert_eq!(
+            Envelope::from_value(&bad).unwrap_err().pointer(),
+            "/specversion"
+        );
 
         let mut bad = lead();
         bad.as_object_mut().unwrap().remove("time");
         assert_eq!(Envelope::from_value(&bad).unwrap_err().pointer(), "/time");
 
-        assert_eq!(Envelope::from_value(&json!([1])).unwrap_err(), EnvelopeError::NotAnObject);
+        assert_eq!(
+            Envelope::from_value(&json!([1])).unwrap_err(),
+            EnvelopeError::NotAnObject
+        );
     }
 
     #[test]

@@ -12,5 +12,7 @@ pub use agency::{Agency, AgencyCode, Registry, RegistryError};
 pub use clock::{Clock, SystemClock};
 pub use entry::{Entry, EntryKind};
 pub use envelope::{Channel, Envelope, EnvelopeError, Submission};
-pub use policy::{OriginalMessage, Policy, PolicyError, PolicyLoadError, Recipient, RecipientRole, Route};
+pub use policy::{
+    OriginalMessage, Policy, PolicyError, PolicyLoadError, Recipient, RecipientRole, Route,
+};
 pub use reject::RejectCode;

@@ -108,12 +108,18 @@ pub enum PolicyError {
     TypeNotAllowed { sender: AgencyCode, type_: String },
     #[error("the policy does not route this message to {}", join(.agencies))]
     RecipientsNotAllowed { agencies: Vec<AgencyCode> },
-    #[error("{type_} answers another message: inreplyto must name a message {sender} sent or received")]
+    #[error(
+        "{type_} answers another message: inreplyto must name a message {sender} sent or received"
+    )]
     UnknownOriginal { sender: AgencyCode, type_: String },
 }
 
 fn join(agencies: &[AgencyCode]) -> String {
-    agencies.iter().map(AgencyCode::as_str).collect::<Vec<_>>().join(", ")
+    agencies
+        .iter()
+        .map(AgencyCode::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl PolicyError {
@@ -137,7 +143,11 @@ pub enum PolicyLoadError {
     #[error("policy {path}: {message}")]
     Parse { path: String, message: String },
     #[error("policy {path}, rule {rule:?}: {message}")]
-    Rule { path: String, rule: String, message: String },
+    Rule {
+        path: String,
+        rule: String,
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -155,9 +165,15 @@ impl Policy {
     }
 
     /// Parses and checks a policy against the registry; `origin` names the file in errors.
-    pub fn from_toml(text: &str, origin: &str, registry: &Registry) -> Result<Self, PolicyLoadError> {
-        let file: PolicyFile = toml::from_str(text)
-            .map_err(|e| PolicyLoadError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        registry: &Registry,
+    ) -> Result<Self, PolicyLoadError> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyLoadError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         let mut names = BTreeMap::new();
         let mut rules = Vec::with_capacity(file.rules.len());
         for rule in file.rules {
@@ -171,7 +187,9 @@ impl Policy {
             }
             let from = if rule.from.iter().any(|f| f == "*") {
                 if rule.from.len() > 1 {
-                    return Err(fail("\"*\" in `from` cannot be combined with agency codes".into()));
+                    return Err(fail(
+                        "\"*\" in `from` cannot be combined with agency codes".into(),
+                    ));
                 }
                 Senders::Any
             } else {
@@ -195,7 +213,9 @@ impl Policy {
                 }
             }
             if rule.to.is_empty() && rule.cc.is_empty() && rule.reply_to.is_none() {
-                return Err(fail("the rule names no recipients (`to`, `cc` or `reply_to`)".into()));
+                return Err(fail(
+                    "the rule names no recipients (`to`, `cc` or `reply_to`)".into(),
+                ));
             }
             rules.push(Rule {
                 name: rule.name,
@@ -216,7 +236,9 @@ impl Policy {
 
     /// Whether some rule routes `type_` as an answer to an earlier message.
     pub fn is_reply_type(&self, type_: &str) -> bool {
-        self.rules.iter().any(|r| r.type_ == type_ && r.reply_to.is_some())
+        self.rules
+            .iter()
+            .any(|r| r.type_ == type_ && r.reply_to.is_some())
     }
 
     /// Decides the recipients of one message, or why it may not be sent.
@@ -239,7 +261,10 @@ impl Policy {
             })
             .collect();
         if matching.is_empty() {
-            return Err(PolicyError::TypeNotAllowed { sender: sender.clone(), type_: envelope.type_.clone() });
+            return Err(PolicyError::TypeNotAllowed {
+                sender: sender.clone(),
+                type_: envelope.type_.clone(),
+            });
         }
 
         let mut chosen: BTreeMap<AgencyCode, Recipient> = BTreeMap::new();
@@ -266,7 +291,10 @@ impl Policy {
                 add(agency, RecipientRole::Cc, &rule.name);
             }
             if let Some(reply_to) = rule.reply_to {
-                let unknown = || PolicyError::UnknownOriginal { sender: sender.clone(), type_: envelope.type_.clone() };
+                let unknown = || PolicyError::UnknownOriginal {
+                    sender: sender.clone(),
+                    type_: envelope.type_.clone(),
+                };
                 let original = original.ok_or_else(unknown)?;
                 let is_party = &original.sender == sender || original.recipients.contains(sender);
                 if !is_party {
@@ -282,7 +310,11 @@ impl Policy {
         }
 
         if let Some(wanted) = &envelope.recipients {
-            let refused: Vec<AgencyCode> = wanted.iter().filter(|a| !chosen.contains_key(*a)).cloned().collect();
+            let refused: Vec<AgencyCode> = wanted
+                .iter()
+                .filter(|a| !chosen.contains_key(*a))
+                .cloned()
+                .collect();
             if !refused.is_empty() {
                 return Err(PolicyError::RecipientsNotAllowed { agencies: refused });
             }
@@ -304,7 +336,9 @@ mod tests {
     fn registry() -> Registry {
         let mut text = String::new();
         for code in ["eco", "procuratorate", "police", "gov", "market"] {
-            text.push_str(&format!("[[agency]]\ncode = \"{code}\"\nname_zh = \"{code}\"\nname_en = \"{code}\"\n"));
+            text.push_str(&format!(
+                "[[agency]]\ncode = \"{code}\"\nname_zh = \"{code}\"\nname_en = \"{code}\"\n"
+            ));
         }
         Registry::from_toml(&text, "test").unwrap()
     }
@@ -359,54 +393,111 @@ mod tests {
     }
 
     fn agencies(route: &Route) -> Vec<(&str, RecipientRole)> {
-        route.recipients.iter().map(|r| (r.agency.as_str(), r.role)).collect()
+        route
+            .recipients
+            .iter()
+            .map(|r| (r.agency.as_str(), r.role))
+            .collect()
     }
 
     #[test]
     fn a_pil_lead_goes_to_the_procuratorate() {
-        let route = policy().route(&code("eco"), &envelope("pil.lead.v1", None), None).unwrap();
+        let route = policy()
+            .route(&code("eco"), &envelope("pil.lead.v1", None), None)
+            .unwrap();
         assert_eq!(agencies(&route), vec![("procuratorate", RecipientRole::To)]);
         assert_eq!(route.recipients[0].rule, "pil-lead");
     }
 
     #[test]
     fn a_case_transfer_goes_to_police_with_a_copy_to_the_procuratorate() {
-        let route = policy().route(&code("market"), &envelope("case.transfer.v1", None), None).unwrap();
-        assert_eq!(agencies(&route), vec![("police", RecipientRole::To), ("procuratorate", RecipientRole::Cc)]);
+        let route = policy()
+            .route(&code("market"), &envelope("case.transfer.v1", None), None)
+            .unwrap();
+        assert_eq!(
+            agencies(&route),
+            vec![
+                ("police", RecipientRole::To),
+                ("procuratorate", RecipientRole::Cc)
+            ]
+        );
     }
 
     #[test]
     fn senders_not_named_and_unknown_types_are_denied() {
         let p = policy();
-        let err = p.route(&code("gov"), &envelope("case.transfer.v1", None), None).unwrap_err();
+        let err = p
+            .route(&code("gov"), &envelope("case.transfer.v1", None), None)
+            .unwrap_err();
         assert_eq!(err.code(), RejectCode::TypeNotAllowed);
-        let err = p.route(&code("eco"), &envelope("no.such.v1", None), None).unwrap_err();
+        let err = p
+            .route(&code("eco"), &envelope("no.such.v1", None), None)
+            .unwrap_err();
         assert_eq!(err.code(), RejectCode::TypeNotAllowed);
     }
 
     #[test]
     fn explicit_recipients_only_narrow() {
         let p = policy();
-        let route = p.route(&code("eco"), &envelope("case.transfer.v1", Some(&["police"])), None).unwrap();
+        let route = p
+            .route(
+                &code("eco"),
+                &envelope("case.transfer.v1", Some(&["police"])),
+                None,
+            )
+            .unwrap();
         assert_eq!(agencies(&route), vec![("police", RecipientRole::To)]);
-        let err = p.route(&code("eco"), &envelope("case.transfer.v1", Some(&["police", "gov"])), None).unwrap_err();
-        assert_eq!(err, PolicyError::RecipientsNotAllowed { agencies: vec![code("gov")] });
+        let err = p
+            .route(
+                &code("eco"),
+                &envelope("case.transfer.v1", Some(&["police", "gov"])),
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            PolicyError::RecipientsNotAllowed {
+                agencies: vec![code("gov")]
+            }
+        );
     }
 
     #[test]
     fn a_receipt_goes_back_to_the_sender_of_the_original() {
-        let original = OriginalMessage { id: Uuid::nil(), sender: code("eco"), recipients: vec![code("procuratorate")] };
-        let route = policy().route(&code("procuratorate"), &envelope("receipt.v1", None), Some(&original)).unwrap();
+        let original = OriginalMessage {
+            id: Uuid::nil(),
+            sender: code("eco"),
+            recipients: vec![code("procuratorate")],
+        };
+        let route = policy()
+            .route(
+                &code("procuratorate"),
+                &envelope("receipt.v1", None),
+                Some(&original),
+            )
+            .unwrap();
         assert_eq!(agencies(&route), vec![("eco", RecipientRole::To)]);
     }
 
     #[test]
     fn a_reply_needs_an_original_the_sender_took_part_in() {
         let p = policy();
-        let err = p.route(&code("procuratorate"), &envelope("receipt.v1", None), None).unwrap_err();
+        let err = p
+            .route(&code("procuratorate"), &envelope("receipt.v1", None), None)
+            .unwrap_err();
         assert_eq!(err.code(), RejectCode::UnknownOriginal);
-        let original = OriginalMessage { id: Uuid::nil(), sender: code("eco"), recipients: vec![code("procuratorate")] };
-        let err = p.route(&code("market"), &envelope("receipt.v1", None), Some(&original)).unwrap_err();
+        let original = OriginalMessage {
+            id: Uuid::nil(),
+            sender: code("eco"),
+            recipients: vec![code("procuratorate")],
+        };
+        let err = p
+            .route(
+                &code("market"),
+                &envelope("receipt.v1", None),
+                Some(&original),
+            )
+            .unwrap_err();
         assert_eq!(err.code(), RejectCode::UnknownOriginal);
     }
 
@@ -417,18 +508,40 @@ mod tests {
             sender: code("eco"),
             recipients: vec![code("police"), code("procuratorate")],
         };
-        let route = policy().route(&code("police"), &envelope("case.filing-decision.v1", None), Some(&original)).unwrap();
-        assert_eq!(agencies(&route), vec![("eco", RecipientRole::To), ("procuratorate", RecipientRole::Cc)]);
+        let route = policy()
+            .route(
+                &code("police"),
+                &envelope("case.filing-decision.v1", None),
+                Some(&original),
+            )
+            .unwrap();
+        assert_eq!(
+            agencies(&route),
+            vec![
+                ("eco", RecipientRole::To),
+                ("procuratorate", RecipientRole::Cc)
+            ]
+        );
     }
 
     #[test]
     fn load_errors_name_the_rule() {
-        let bad = "[[rule]]\nname = \"x\"\ntype = \"pil.lead.v1\"\nfrom = [\"*\"]\nto = [\"nobody\"]\n";
-        let err = Policy::from_toml(bad, "p.toml", &registry()).unwrap_err().to_string();
-        assert!(err.contains("p.toml") && err.contains("\"x\"") && err.contains("nobody"), "{err}");
+        let bad =
+            "[[rule]]\nname = \"x\"\ntype = \"pil.lead.v1\"\nfrom = [\"*\"]\nto = [\"nobody\"]\n";
+        let err = Policy::from_toml(bad, "p.toml", &registry())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("p.toml") && err.contains("\"x\"") && err.contains("nobody"),
+            "{err}"
+        );
         let none = "[[rule]]\nname = \"y\"\ntype = \"pil.lead.v1\"\nfrom = [\"*\"]\n";
         assert!(Policy::from_toml(none, "p.toml", &registry()).is_err());
-        let unknown_key = "[[rule]]\nname = \"z\"\ntype = \"t\"\nfrom = [\"*\"]\nto = [\"eco\"]\nwhen = 1\n";
-        assert!(matches!(Policy::from_toml(unknown_key, "p.toml", &registry()), Err(PolicyLoadError::Parse { .. })));
+        let unknown_key =
+            "[[rule]]\nname = \"z\"\ntype = \"t\"\nfrom = [\"*\"]\nto = [\"eco\"]\nwhen = 1\n";
+        assert!(matches!(
+            Policy::from_toml(unknown_key, "p.toml", &registry()),
+            Err(PolicyLoadError::Parse { .. })
+        ));
     }
 }

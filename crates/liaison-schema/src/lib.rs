@@ -1,1 +1,13 @@
+#![doc = include_str!("../README.md")]
 
+mod catalogue;
+mod examples;
+mod load;
+mod parse;
+mod violation;
+
+pub use catalogue::{Catalogue, MessageType};
+pub use examples::{Example, ExampleFailure, Expectation, load_examples};
+pub use load::{CatalogueError, DRAFT_2020_12};
+pub use parse::{ParseError, ParseLimits, parse};
+pub use violation::{ValidationError, Violation};

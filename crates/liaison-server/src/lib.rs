@@ -1,1 +1,15 @@
+#![doc = include_str!("../README.md")]
 
+pub mod broker;
+pub mod config;
+pub mod gateway;
+pub mod inbox;
+pub mod ops;
+pub mod pipeline;
+pub mod pki;
+pub mod problem;
+pub mod relay;
+pub mod tls;
+
+pub use broker::{Broker, StartError, run};
+pub use config::Config;

@@ -1,0 +1,270 @@
+//! The connection to RabbitMQ: configuration, connecting under a timeout, and the [`Bus`]
+//! handle that the rest of the crate opens channels from.
+//!
+//! lapin's automatic recovery is left off on purpose: it fails pending confirms anyway and
+//! has known hangs. Instead the bus reconnects lazily — when a publisher or consumer is
+//! asked for and the connection is gone — so callers recover by dropping a failed
+//! publisher or consumer and asking for a new one. Durable topology survives on the
+//! broker, so nothing has to be redeclared.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use lapin::{Channel, Connection, ConnectionProperties};
+use liaison_core::AgencyCode;
+
+use crate::consumer::{self, Consumer};
+use crate::deadline::within;
+use crate::publisher::{self, Publisher};
+use crate::{BusError, topology};
+
+/// How to reach RabbitMQ and how long to wait for it.
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    /// `amqp://user:password@host:port/vhost` (or `amqps://…`).
+    pub url: String,
+    /// Limit for establishing the connection (TCP, TLS and the AMQP handshake).
+    pub connect_timeout: Duration,
+    /// Limit for every other broker round trip: declarations, channel opening, each confirm.
+    pub operation_timeout: Duration,
+    /// `x-delivery-limit` of the intake and agency queues: deliveries before dead-lettering.
+    pub delivery_limit: u32,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(10),
+            delivery_limit: 20,
+        }
+    }
+}
+
+/// A handle on the RabbitMQ connection; cheap to clone, all clones share the connection.
+#[derive(Clone)]
+pub struct Bus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: BusConfig,
+    /// The URL as it may appear in logs and errors.
+    safe_url: String,
+    /// Swapped for a new connection when the current one is found dead.
+    current: Mutex<Arc<Connection>>,
+    /// Serialises reconnection so that concurrent callers open one connection, not many.
+    reconnecting: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+}
+
+impl Bus {
+    /// Connects to `config.url`, giving up after `config.connect_timeout`.
+    pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
+        let safe_url = redact_password(&config.url);
+        let connection = open_connection(&config, &safe_url).await?;
+        tracing::info!(url = %safe_url, "connected to RabbitMQ");
+        Ok(Bus {
+            shared: Arc::new(Shared {
+                config,
+                safe_url,
+                current: Mutex::new(Arc::new(connection)),
+                reconnecting: tokio::sync::Mutex::new(()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Declares the exchanges, the intake and dead-letter queues and one queue per agency.
+    /// Safe to repeat; fails if a queue exists with other arguments.
+    pub async fn declare_topology<'a>(
+        &self,
+        agencies: impl IntoIterator<Item = &'a AgencyCode>,
+    ) -> Result<(), BusError> {
+        let agencies: Vec<&AgencyCode> = agencies.into_iter().collect();
+        let channel = self.open_channel("declare topology").await?;
+        let declared = topology::declare(
+            &channel,
+            &agencies,
+            self.shared.config.delivery_limit,
+            self.shared.config.operation_timeout,
+        )
+        .await;
+        // A failed declaration has closed the channel already; closing is only tidiness.
+        if declared.is_ok() {
+            let _ = within(
+                self.shared.config.operation_timeout,
+                "close topology channel",
+                channel.close(200, "topology declared".into()),
+            )
+            .await;
+        }
+        declared
+    }
+
+    /// A publisher on its own channel, with publisher confirms enabled.
+    pub async fn publisher(&self) -> Result<Publisher, BusError> {
+        let channel = self.open_channel("open publisher channel").await?;
+        publisher::open(channel, self.shared.config.operation_timeout).await
+    }
+
+    /// A consumer of `queue` on its own channel, with manual acks and at most `prefetch`
+    /// unacknowledged deliveries (a per-consumer limit: quorum queues refuse global QoS).
+    pub async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer, BusError> {
+        let channel = self
+            .open_channel(&format!("open consumer channel for {queue}"))
+            .await?;
+        consumer::open(
+            channel,
+            queue,
+            prefetch,
+            self.shared.config.operation_timeout,
+        )
+        .await
+    }
+
+    /// Whether the connection is up right now (for readiness checks).
+    pub fn is_connected(&self) -> bool {
+        !self.shared.closed.load(Ordering::Acquire) && self.current().status().connected()
+    }
+
+    /// Closes the connection; publishers and consumers of this bus stop working and the
+    /// bus does not reconnect.
+    pub async fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        // Waiting for a reconnection under way means its connection is the one closed here.
+        let _no_reconnection = self.shared.reconnecting.lock().await;
+        let connection = self.current();
+        if connection.status().connected() {
+            let closing = within(
+                self.shared.config.operation_timeout,
+                "close connection",
+                connection.close(200, "liaison shutting down".into()),
+            );
+            if let Err(error) = closing.await {
+                tracing::warn!(url = %self.shared.safe_url, %error, "closing the RabbitMQ connection failed");
+            }
+        }
+    }
+
+    async fn open_channel(&self, purpose: &str) -> Result<Channel, BusError> {
+        let connection = self.live_connection().await?;
+        within(
+            self.shared.config.operation_timeout,
+            purpose,
+            connection.create_channel(),
+        )
+        .await
+    }
+
+    /// The current connection if it is up, otherwise a new one.
+    async fn live_connection(&self) -> Result<Arc<Connection>, BusError> {
+        self.ensure_open()?;
+        let connection = self.current();
+        if connection.status().connected() {
+            return Ok(connection);
+        }
+        let _only_one = self.shared.reconnecting.lock().await;
+        self.ensure_open()?;
+        // Another caller may have reconnected while this one waited for the lock.
+        let connection = self.current();
+        if connection.status().connected() {
+            return Ok(connection);
+        }
+        tracing::warn!(url = %self.shared.safe_url, "RabbitMQ connection lost, reconnecting");
+        let fresh = Arc::new(open_connection(&self.shared.config, &self.shared.safe_url).await?);
+        *self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
+        tracing::info!(url = %self.shared.safe_url, "reconnected to RabbitMQ");
+        Ok(fresh)
+    }
+
+    fn ensure_open(&self) -> Result<(), BusError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            Err(BusError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn current(&self) -> Arc<Connection> {
+        // The lock only guards a pointer swap, so a poisoned lock still holds a valid value.
+        Arc::clone(
+            &self
+                .shared
+                .current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+}
+
+async fn open_connection(config: &BusConfig, safe_url: &str) -> Result<Connection, BusError> {
+    let properties = ConnectionProperties::default().with_connection_name("liaison".into());
+    match tokio::time::timeout(
+        config.connect_timeout,
+        Connection::connect(&config.url, properties),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(source)) => Err(BusError::Connect {
+            url: safe_url.to_owned(),
+            source,
+        }),
+        Err(_elapsed) => Err(BusError::ConnectTimeout {
+            url: safe_url.to_owned(),
+            after: config.connect_timeout,
+        }),
+    }
+}
+
+/// The URL with its password removed, for logs and error messages.
+///
+/// Works on the text rather than a parsed URI so that even a URL lapin cannot parse is
+/// reported without leaking a secret.
+pub fn redact_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let user = authority[..at].split(':').next().unwrap_or_default();
+    format!(
+        "{}{user}@{}{}",
+        &url[..scheme_end],
+        &authority[at + 1..],
+        &rest[authority_end..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_removed_and_the_rest_kept() {
+        assert_eq!(
+            redact_password("amqp://guest:s3cret@10.0.0.5:5672/%2f"),
+            "amqp://guest@10.0.0.5:5672/%2f"
+        );
+        assert_eq!(
+            redact_password("amqps://eco:p@ss@rabbit:5671/liaison?auth_mechanism=external"),
+            "amqps://eco@rabbit:5671/liaison?auth_mechanism=external"
+        );
+        assert_eq!(
+            redact_password("amqp://127.0.0.1:5672"),
+            "amqp://127.0.0.1:5672"
+        );
+        assert_eq!(redact_password("not a url"), "not a url");
+    }
+}

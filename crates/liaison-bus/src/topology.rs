@@ -1,0 +1,186 @@
+//! The RabbitMQ names of the public contract and their declaration.
+//!
+//! Everything is durable; every queue is a quorum queue. Declaring is idempotent as long
+//! as the arguments stay the same: RabbitMQ refuses (PRECONDITION_FAILED) a redeclaration
+//! whose arguments differ, which the error then reports with the queue's name.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+use liaison_core::AgencyCode;
+
+use crate::BusError;
+use crate::deadline::within;
+
+/// Topic exchange where agencies publish submissions over AMQP.
+pub const EXCHANGE_INTAKE: &str = "liaison.intake";
+/// Direct exchange the relay publishes deliveries to; routing key = recipient agency code.
+pub const EXCHANGE_DELIVER: &str = "liaison.deliver";
+/// Fanout exchange that receives everything dead-lettered from the other queues.
+pub const EXCHANGE_DLX: &str = "liaison.dlx";
+/// Queue bound to [`EXCHANGE_INTAKE`] with `#`: every AMQP submission.
+pub const QUEUE_INTAKE: &str = "liaison.intake";
+/// Queue bound to [`EXCHANGE_DLX`]: what exhausted its delivery limit or was rejected.
+pub const QUEUE_DEAD: &str = "liaison.dead";
+
+/// Prefix of the per-agency delivery queues.
+pub const AGENCY_QUEUE_PREFIX: &str = "liaison.agency.";
+
+/// The delivery queue of one agency: `liaison.agency.<code>`.
+///
+/// Agency codes are at most 64 characters, so the name always fits an AMQP short string.
+pub fn agency_queue(code: &AgencyCode) -> String {
+    format!("{AGENCY_QUEUE_PREFIX}{code}")
+}
+
+/// Declares the exchanges, the intake and dead-letter queues, and one queue per agency,
+/// with their bindings, on `channel`.
+pub(crate) async fn declare(
+    channel: &Channel,
+    agencies: &[&AgencyCode],
+    delivery_limit: u32,
+    limit: Duration,
+) -> Result<(), BusError> {
+    for (name, kind) in [
+        (EXCHANGE_INTAKE, ExchangeKind::Topic),
+        (EXCHANGE_DELIVER, ExchangeKind::Direct),
+        (EXCHANGE_DLX, ExchangeKind::Fanout),
+    ] {
+        let options = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        within(
+            limit,
+            format!("declare exchange {name}"),
+            channel.exchange_declare(name.into(), kind, options, FieldTable::default()),
+        )
+        .await?;
+    }
+
+    // The dead-letter queue has no dead-letter exchange of its own: nothing may loop.
+    declare_bound_queue(
+        channel,
+        QUEUE_DEAD,
+        dead_queue_arguments(),
+        EXCHANGE_DLX,
+        "",
+        limit,
+    )
+    .await?;
+    let working = working_queue_arguments(delivery_limit);
+    declare_bound_queue(
+        channel,
+        QUEUE_INTAKE,
+        working.clone(),
+        EXCHANGE_INTAKE,
+        "#",
+        limit,
+    )
+    .await?;
+    for code in agencies {
+        let queue = agency_queue(code);
+        declare_bound_queue(
+            channel,
+            &queue,
+            working.clone(),
+            EXCHANGE_DELIVER,
+            code.as_str(),
+            limit,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn declare_bound_queue(
+    channel: &Channel,
+    queue: &str,
+    arguments: FieldTable,
+    exchange: &str,
+    routing_key: &str,
+    limit: Duration,
+) -> Result<(), BusError> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    within(
+        limit,
+        format!("declare queue {queue}"),
+        channel.queue_declare(queue.into(), options, arguments),
+    )
+    .await?;
+    within(
+        limit,
+        format!("bind queue {queue} to {exchange} with {routing_key:?}"),
+        channel.queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+}
+
+fn dead_queue_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), text("quorum"));
+    arguments
+}
+
+/// Arguments of the queues whose messages are worked on (intake and agency queues).
+///
+/// Quorum queues have no delivery limit before RabbitMQ 4.0 unless one is set, and
+/// at-least-once dead-lettering only takes effect with `reject-publish` overflow.
+fn working_queue_arguments(delivery_limit: u32) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), text("quorum"));
+    arguments.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(delivery_limit)),
+    );
+    arguments.insert("x-dead-letter-exchange".into(), text(EXCHANGE_DLX));
+    arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    arguments.insert("x-overflow".into(), text("reject-publish"));
+    arguments
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agency_queue_name_follows_the_contract() {
+        let code = AgencyCode::new("eco").expect("valid code");
+        assert_eq!(agency_queue(&code), "liaison.agency.eco");
+    }
+
+    #[test]
+    fn working_queues_dead_letter_at_least_once() {
+        let arguments = working_queue_arguments(20);
+        let table = arguments.inner();
+        assert_eq!(table.get("x-queue-type"), Some(&text("quorum")));
+        assert_eq!(
+            table.get("x-delivery-limit"),
+            Some(&AMQPValue::LongLongInt(20))
+        );
+        assert_eq!(
+            table.get("x-dead-letter-exchange"),
+            Some(&text("liaison.dlx"))
+        );
+        assert_eq!(
+            table.get("x-dead-letter-strategy"),
+            Some(&text("at-least-once"))
+        );
+        assert_eq!(table.get("x-overflow"), Some(&text("reject-publish")));
+    }
+}

@@ -1,0 +1,111 @@
+//! An agency's HTTPS client for the liaison gateway, authenticated by the agency's
+//! certificate from a PKI directory. Used by `liaison submit`, the demo and the tests.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use liaison_core::AgencyCode;
+use liaison_server::pki::PkiLayout;
+use liaison_server::tls;
+use serde_json::Value;
+
+pub struct AgencyClient {
+    pub agency: AgencyCode,
+    base: String,
+    http: reqwest::Client,
+}
+
+/// An HTTP answer: status, content type and parsed JSON body (Null when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl AgencyClient {
+    /// `base` is the gateway's URL, e.g. `https://localhost:8443`.
+    pub fn new(layout: &PkiLayout, agency: &AgencyCode, base: &str) -> anyhow::Result<Self> {
+        tls::install_crypto_provider();
+        let tls = tls::agency_client_config(layout, agency)
+            .with_context(|| format!("TLS client configuration for {agency}"))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("building the HTTPS client")?;
+        Ok(Self {
+            agency: agency.clone(),
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    /// Posts raw CloudEvent bytes to `/v1/messages`.
+    pub async fn submit_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<Answer> {
+        let request = self
+            .http
+            .post(format!("{}/v1/messages", self.base))
+            .header(
+                "content-type",
+                "application/cloudevents+json; charset=utf-8",
+            )
+            .body(bytes);
+        answer(request.send().await.context("POST /v1/messages")?).await
+    }
+
+    pub async fn submit(&self, event: &Value) -> anyhow::Result<Answer> {
+        self.submit_bytes(serde_json::to_vec(event)?).await
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        answer(response).await
+    }
+
+    pub async fn post_empty(&self, path: &str) -> anyhow::Result<Answer> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        answer(response).await
+    }
+
+    /// Long-polls the agency's inbox.
+    pub async fn pull(&self, wait_secs: u64, max: usize) -> anyhow::Result<Answer> {
+        self.get(&format!("/v1/inbox?wait={wait_secs}&max={max}"))
+            .await
+    }
+
+    pub async fn ack(&self, delivery: i64) -> anyhow::Result<Answer> {
+        self.post_empty(&format!("/v1/inbox/{delivery}/ack")).await
+    }
+}
+
+async fn answer(response: reqwest::Response) -> anyhow::Result<Answer> {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = response.bytes().await.context("reading the answer")?;
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).context("answer is not JSON")?
+    };
+    Ok(Answer {
+        status,
+        content_type,
+        body,
+    })
+}

@@ -1,0 +1,347 @@
+//! `liaison demo`: one lead travels between agencies through the real services.
+//!
+//! The environment bureau (`eco`) posts a public-interest-litigation lead over HTTPS with
+//! its client certificate; the procuratorate's system receives it from its own RabbitMQ
+//! queue and answers with a receipt; `eco` pulls the receipt from its HTTPS inbox and acks
+//! it; the case's trace is read back from the ledger. Every step checks what it got.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail, ensure};
+use liaison_bus::{Bus, BusConfig, agency_queue};
+use liaison_core::{AgencyCode, Entry, EntryKind, Registry, SystemClock};
+use liaison_ledger::{Ledger, LedgerConfig, TraceKey};
+use liaison_server::pki::{self, PkiLayout, PkiOptions};
+use liaison_server::{Broker, Config};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::client::AgencyClient;
+use crate::services;
+use crate::trace::render_text;
+
+/// What the scenario established, for callers (tests) that want to check more.
+#[derive(Debug)]
+pub struct ScenarioReport {
+    pub caseref: String,
+    pub lead_id: Uuid,
+    pub lead_seq: u64,
+    pub receipt_id: Uuid,
+    pub receipt_seq: u64,
+    pub trace: Vec<Entry>,
+}
+
+/// Prepares everything the demo needs on this machine: services, database, PKI.
+pub async fn prepare(config: &Config) -> anyhow::Result<()> {
+    services::ensure_all()?;
+    liaison_ledger::ensure_database(&config.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "creating the database of {}",
+                liaison_server::config::redact_url(&config.database_url)
+            )
+        })?;
+    let registry = Registry::load(&config.registry)?;
+    let summary = pki::ensure(&config.tls_dir, &registry, &PkiOptions::default())
+        .with_context(|| format!("development PKI in {}", config.tls_dir.display()))?;
+    println!(
+        "✓ development PKI in {} ({} agency certificates)",
+        summary.dir.display(),
+        summary.agencies
+    );
+    Ok(())
+}
+
+/// `liaison demo [--once]`.
+pub async fn run(mut config: Config, once: bool) -> anyhow::Result<()> {
+    if once {
+        // The one-shot demo must not collide with a broker already serving on the defaults.
+        config.listen.set_port(0);
+        config.ops_listen.set_port(0);
+    }
+    prepare(&config).await?;
+    let broker = Broker::start(config.clone())
+        .await
+        .context("starting the broker")?;
+    println!(
+        "✓ broker serving HTTPS on {} and operations on http://{}",
+        broker.https_addr, broker.ops_addr
+    );
+
+    let result = scenario(
+        &config,
+        &format!("https://localhost:{}", broker.https_addr.port()),
+    )
+    .await;
+    match &result {
+        Ok(report) => {
+            println!(
+                "\nTrace of case {}:\n{}",
+                report.caseref,
+                render_text(&report.trace)
+            );
+            println!("✓ demo scenario passed");
+        }
+        Err(e) => println!("✗ demo scenario failed: {e:#}"),
+    }
+    if !once && result.is_ok() {
+        println!(
+            "\nliaison keeps serving: https://localhost:{} (client certificates in {}), ops http://{}. Ctrl-C stops it.",
+            broker.https_addr.port(),
+            config.tls_dir.display(),
+            broker.ops_addr
+        );
+        tokio::signal::ctrl_c().await.ok();
+    }
+    broker.shutdown(Duration::from_secs(5)).await;
+    result.map(|_| ())
+}
+
+fn code(s: &str) -> AgencyCode {
+    AgencyCode::new(s).unwrap_or_else(|e| panic!("demo agency code: {e}"))
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A realistic lead: an outfall on a tributary of the Hei River discharging untreated water.
+pub fn lead_event(caseref: &str) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": Uuid::now_v7(),
+        "source": code("eco").urn(),
+        "type": "pil.lead.v1",
+        "time": now(),
+        "subject": "黑河山丹段支流排污口异常排放",
+        "datacontenttype": "application/json",
+        "caseref": caseref,
+        "data": {
+            "domain": "ecology_resources",
+            "summary": "清泉镇黑河支流右岸一处排污口夜间排放深色污水，疑似未经处理的工业废水。",
+            "location": { "address": "甘肃省张掖市山丹县清泉镇黑河支流右岸排污口", "latitude": 38.78, "longitude": 101.09 },
+            "discovered_at": now(),
+            "harm": "下游约三公里河段水体发黑、有异味，可能损害黑河水生态和下游灌溉用水安全。",
+            "urgency": "urgent",
+            "evidence": [{
+                "title": "现场照片（夜间排放）",
+                "uri": "evidence/SD-ECO-0001/photo-001.jpg",
+                "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                "media_type": "image/jpeg"
+            }]
+        }
+    })
+}
+
+pub fn receipt_event(caseref: &str, answers: Uuid) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": Uuid::now_v7(),
+        "source": code("procuratorate").urn(),
+        "type": "receipt.v1",
+        "time": now(),
+        "datacontenttype": "application/json",
+        "caseref": caseref,
+        "inreplyto": answers,
+        "data": {
+            "received_at": now(),
+            "note": "已签收，转公益诉讼检察部门审查。",
+            "handler": { "department": "第五检察部" }
+        }
+    })
+}
+
+/// Runs the scenario against a broker at `base`; each failure names its step.
+pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioReport> {
+    let layout = PkiLayout {
+        dir: config.tls_dir.clone(),
+    };
+    let eco = AgencyClient::new(&layout, &code("eco"), base)?;
+    let procuratorate = AgencyClient::new(&layout, &code("procuratorate"), base)?;
+    let bus = Bus::connect(BusConfig {
+        url: config.amqp_url.clone(),
+        ..BusConfig::default()
+    })
+    .await?;
+    let mut procuratorate_queue = bus
+        .consume(&agency_queue(&code("procuratorate")), 50)
+        .await?;
+    let caseref = format!(
+        "SD-PIL-{}-{}",
+        OffsetDateTime::now_utc().year(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    );
+    println!("\nScenario: case {caseref}");
+
+    // 1. eco posts the lead over HTTPS.
+    let lead = lead_event(&caseref);
+    let lead_id = Uuid::parse_str(lead["id"].as_str().unwrap_or_default())?;
+    let answer = eco
+        .submit(&lead)
+        .await
+        .context("step 1 (eco posts the lead)")?;
+    ensure!(
+        answer.status == 202,
+        "step 1 (eco posts the lead): expected 202, got {} {}",
+        answer.status,
+        answer.body
+    );
+    let lead_seq = answer.body["seq"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("step 1: no ledger seq in {}", answer.body))?;
+    let route: Vec<&str> = answer.body["recipients"]
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["agency"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        route == ["procuratorate"],
+        "step 1: expected the lead routed to the procuratorate, got {route:?}"
+    );
+    println!(
+        "✓ 1. eco → POST /v1/messages pil.lead.v1 {lead_id}: 202, ledger seq {lead_seq}, route → {}",
+        route.join(", ")
+    );
+
+    // 2. The procuratorate's system receives it from its own queue over AMQP.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivered = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ensure!(
+            !left.is_zero(),
+            "step 2 (procuratorate consumes the lead): not delivered within 20 s"
+        );
+        let Some(delivery) = procuratorate_queue.next(left).await? else {
+            continue;
+        };
+        delivery.ack().await?;
+        if delivery.message_id == Some(lead_id) {
+            break delivery;
+        }
+    };
+    ensure!(
+        delivered.body.as_ref() == serde_json::to_vec(&lead)?.as_slice(),
+        "step 2: the delivered lead differs from the bytes eco sent"
+    );
+    println!(
+        "✓ 2. procuratorate ← AMQP {}: the lead, byte for byte (ledger seq {})",
+        agency_queue(&code("procuratorate")),
+        delivered.seq.unwrap_or_default()
+    );
+
+    // 3. The procuratorate posts a receipt answering the lead.
+    let receipt = receipt_event(&caseref, lead_id);
+    let receipt_id = Uuid::parse_str(receipt["id"].as_str().unwrap_or_default())?;
+    let answer = procuratorate
+        .submit(&receipt)
+        .await
+        .context("step 3 (procuratorate posts the receipt)")?;
+    ensure!(
+        answer.status == 202,
+        "step 3 (procuratorate posts the receipt): expected 202, got {} {}",
+        answer.status,
+        answer.body
+    );
+    let receipt_seq = answer.body["seq"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("step 3: no ledger seq"))?;
+    let to: Vec<&str> = answer.body["recipients"]
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["agency"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        to == ["eco"],
+        "step 3: expected the receipt routed back to eco, got {to:?}"
+    );
+    println!(
+        "✓ 3. procuratorate → POST /v1/messages receipt.v1 {receipt_id}: 202, ledger seq {receipt_seq}, route → eco"
+    );
+
+    // 4. eco pulls the receipt from its HTTPS inbox and acknowledges it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivery = 'found: loop {
+        ensure!(
+            Instant::now() < deadline,
+            "step 4 (eco pulls the receipt): not in eco's inbox within 20 s"
+        );
+        let pulled = eco
+            .pull(5, 50)
+            .await
+            .context("step 4 (eco pulls its inbox)")?;
+        ensure!(
+            pulled.status == 200,
+            "step 4: inbox answered {} {}",
+            pulled.status,
+            pulled.body
+        );
+        for d in pulled.body["deliveries"].as_array().into_iter().flatten() {
+            let id = d["delivery"]
+                .as_i64()
+                .ok_or_else(|| anyhow!("step 4: delivery without id"))?;
+            let ack = eco.ack(id).await?;
+            ensure!(ack.status == 204, "step 4: ack answered {}", ack.status);
+            if d["message_id"].as_str() == Some(&receipt_id.to_string()) {
+                break 'found d.clone();
+            }
+        }
+    };
+    ensure!(
+        delivery["event"] == receipt,
+        "step 4: the pulled receipt differs from what the procuratorate sent"
+    );
+    println!(
+        "✓ 4. eco ← GET /v1/inbox: the receipt (delivery {}), acknowledged",
+        delivery["delivery"]
+    );
+
+    // 5. The ledger holds every event of the case.
+    let ledger = Ledger::open(
+        LedgerConfig {
+            database_url: config.database_url.clone(),
+            ..LedgerConfig::default()
+        },
+        std::sync::Arc::new(SystemClock),
+    )
+    .await?;
+    let key = TraceKey::Case(caseref.clone());
+    let expected = [
+        (lead_id, EntryKind::MessageAccepted),
+        (lead_id, EntryKind::DeliveryDispatched),
+        (receipt_id, EntryKind::MessageAccepted),
+        (receipt_id, EntryKind::DeliveryDispatched),
+        (receipt_id, EntryKind::DeliveryAcknowledged),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let trace = loop {
+        let trace = ledger.trace(&key).await?;
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(id, kind)| {
+                !trace
+                    .iter()
+                    .any(|e| e.message == Some(*id) && e.kind == *kind)
+            })
+            .collect();
+        if missing.is_empty() {
+            break trace;
+        }
+        if Instant::now() >= deadline {
+            bail!("step 5 (trace the case): the ledger lacks {missing:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("✓ 5. ledger: {} entries for case {caseref}", trace.len());
+    bus.close().await;
+    Ok(ScenarioReport {
+        caseref,
+        lead_id,
+        lead_seq,
+        receipt_id,
+        receipt_seq,
+        trace,
+    })
+}

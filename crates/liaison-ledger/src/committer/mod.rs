@@ -1,0 +1,129 @@
+//! Group commit: one task takes every queued request and records them in one transaction,
+//! so a busy broker pays one commit (and one fsync) per batch rather than per message.
+
+mod plan;
+mod store;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use liaison_core::{AgencyCode, Clock};
+use sqlx::PgPool;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::error::LedgerError;
+use crate::model::{AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection};
+
+/// What a caller asks the committer to record.
+pub(crate) enum Request {
+    Accept(NewMessage),
+    Reject(NewRejection),
+    Deliveries(Vec<DeliveryOutcome>),
+    Acknowledge {
+        delivery_id: i64,
+        agency: AgencyCode,
+    },
+}
+
+/// The committer's answer to one request, given only after its batch committed.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Answer {
+    Accepted(AcceptOutcome),
+    /// The seq of the rejection entry.
+    Rejected(u64),
+    DeliveriesRecorded,
+    Acknowledged(bool),
+}
+
+pub(crate) struct Job {
+    pub request: Request,
+    pub reply: Reply,
+}
+
+/// What the ledger handle shares with its committer task.
+pub(crate) struct Committer {
+    pub pool: PgPool,
+    pub clock: Arc<dyn Clock>,
+    pub batch_max: usize,
+    /// Woken after a commit that created outbox rows, so the relay need not poll.
+    pub outbox_notify: Arc<Notify>,
+    pub batches_committed: Arc<AtomicU64>,
+}
+
+impl Committer {
+    /// Spawns the committer; it stops once every sender of the returned channel is gone.
+    pub fn spawn(self) -> mpsc::Sender<Job> {
+        let batch_max = self.batch_max.max(1);
+        // Bounded so that a stalled database pushes back on callers instead of queueing
+        // without limit; room for two batches keeps the next one filling during a commit.
+        let (sender, receiver) = mpsc::channel(batch_max.saturating_mul(2));
+        tokio::spawn(self.run(receiver, batch_max));
+        sender
+    }
+
+    async fn run(self, mut receiver: mpsc::Receiver<Job>, batch_max: usize) {
+        let mut jobs = Vec::with_capacity(batch_max);
+        // `recv_many` waits for one job, then takes whatever else is queued, up to the limit.
+        while receiver.recv_many(&mut jobs, batch_max).await > 0 {
+            let (requests, replies): (Vec<Request>, Vec<_>) =
+                jobs.drain(..).map(|job| (job.request, job.reply)).unzip();
+            self.commit(&requests, replies).await;
+        }
+        debug!("ledger committer stopped: no ledger handle is left");
+    }
+
+    /// Commits the batch and answers every request of it. When PostgreSQL refuses the data
+    /// of some request (a NUL in a text, an over-long case reference), the batch is split in
+    /// halves and retried, in order, so that one bad request fails alone rather than taking
+    /// a thousand good ones with it. Any other failure is every request's answer.
+    async fn commit(&self, requests: &[Request], replies: Vec<Reply>) {
+        let mut replies: Vec<Option<Reply>> = replies.into_iter().map(Some).collect();
+        let mut ranges = VecDeque::new();
+        ranges.push_back(0..requests.len());
+        while let Some(range) = ranges.pop_front() {
+            match store::commit_batch(&self.pool, self.clock.as_ref(), &requests[range.clone()])
+                .await
+            {
+                Ok(plan) => {
+                    self.batches_committed.fetch_add(1, Ordering::Relaxed);
+                    debug!(
+                        requests = range.len(),
+                        entries = plan.writes.entries.len(),
+                        "batch committed"
+                    );
+                    if !plan.writes.new_deliveries.is_empty() {
+                        // notify_one keeps a permit when no relay is waiting right now.
+                        self.outbox_notify.notify_one();
+                    }
+                    for (reply, answer) in replies[range].iter_mut().zip(plan.answers) {
+                        answer_with(reply, Ok(answer));
+                    }
+                }
+                Err(error) if range.len() > 1 && error.is_refused_data() => {
+                    debug!(requests = range.len(), %error, "batch refused by the database; splitting it");
+                    let middle = range.start + range.len() / 2;
+                    ranges.push_front(middle..range.end);
+                    ranges.push_front(range.start..middle);
+                }
+                Err(error) => {
+                    warn!(requests = range.len(), %error, "ledger batch failed; every request of it is refused");
+                    let error = Arc::new(error);
+                    for reply in &mut replies[range] {
+                        answer_with(reply, Err(LedgerError::Commit(Arc::clone(&error))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Answer, LedgerError>>;
+
+fn answer_with(reply: &mut Option<Reply>, answer: Result<Answer, LedgerError>) {
+    if let Some(reply) = reply.take() {
+        // A caller that gave up waiting is no reason to stop.
+        let _ = reply.send(answer);
+    }
+}

@@ -1,0 +1,646 @@
+//! Turns one batch of requests into the rows to write and the answers to give, without
+//! touching the database: sequencing, duplicate detection and entry contents live here.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bytes::Bytes;
+use liaison_core::{AgencyCode, Entry, EntryKind, Recipient, audit};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use tracing::warn;
+use uuid::Uuid;
+
+use super::{Answer, Request};
+use crate::model::{
+    AcceptOutcome, AcceptReceipt, DeliveryOutcome, NewMessage, NewRejection, role_as_str,
+};
+
+/// A rejection records at most this many schema errors; the rest are only counted.
+pub(crate) const MAX_RECORDED_ERRORS: usize = 20;
+
+/// An accepted message already known to the ledger (or earlier in this batch).
+#[derive(Clone, Debug)]
+pub(crate) struct KnownMessage {
+    pub sender: AgencyCode,
+    pub sha256: [u8; 32],
+    pub receipt: AcceptReceipt,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeliveryStatus {
+    Pending,
+    Dispatched,
+    Acknowledged,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Dispatched => "dispatched",
+            Self::Acknowledged => "acknowledged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Dispatched, Self::Acknowledged]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// An outbox row as locked at the start of the batch, then as the batch leaves it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct OutboxRow {
+    pub delivery_id: i64,
+    pub message_id: Uuid,
+    /// The message's case reference, copied into delivery entries.
+    pub caseref: Option<String>,
+    pub recipient: AgencyCode,
+    pub state: DeliveryStatus,
+    pub attempts: i32,
+    pub next_attempt_at: OffsetDateTime,
+    pub leased_until: Option<OffsetDateTime>,
+    pub dispatched_at: Option<OffsetDateTime>,
+    pub acknowledged_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+}
+
+/// What the batch starts from, read under the sequencing lock.
+pub(crate) struct PlanContext {
+    pub first_seq: u64,
+    pub at: OffsetDateTime,
+    pub known: HashMap<Uuid, KnownMessage>,
+    pub outbox: HashMap<i64, OutboxRow>,
+}
+
+pub(crate) struct EntryRow {
+    pub seq: u64,
+    pub at: OffsetDateTime,
+    pub kind: EntryKind,
+    pub message_id: Option<Uuid>,
+    pub caseref: Option<String>,
+    pub agency: Option<String>,
+    pub bytes: Vec<u8>,
+    pub leaf_hash: [u8; 32],
+}
+
+pub(crate) struct MessageRow {
+    pub id: Uuid,
+    pub seq: u64,
+    pub sender: String,
+    pub type_: String,
+    pub caseref: Option<String>,
+    pub inreplyto: Option<Uuid>,
+    pub traceparent: Option<String>,
+    pub channel: &'static str,
+    pub sha256: [u8; 32],
+    pub body: Bytes,
+    pub route: Value,
+    pub received_at: OffsetDateTime,
+}
+
+pub(crate) struct NewDelivery {
+    pub message_id: Uuid,
+    pub recipient: String,
+    pub role: &'static str,
+}
+
+/// Everything one batch writes, in one statement per table.
+pub(crate) struct BatchWrites {
+    /// The batch's one time: of its entries, and when its new deliveries become due.
+    pub at: OffsetDateTime,
+    pub entries: Vec<EntryRow>,
+    pub messages: Vec<MessageRow>,
+    pub new_deliveries: Vec<NewDelivery>,
+    pub delivery_updates: Vec<OutboxRow>,
+}
+
+pub(crate) struct Plan {
+    pub writes: BatchWrites,
+    /// One answer per request, in request order.
+    pub answers: Vec<Answer>,
+}
+
+pub(crate) fn plan(requests: &[Request], context: PlanContext) -> Plan {
+    let mut planner = Planner {
+        next_seq: context.first_seq,
+        at: context.at,
+        known: context.known,
+        outbox: context.outbox,
+        changed: BTreeSet::new(),
+        writes: BatchWrites {
+            at: context.at,
+            entries: Vec::new(),
+            messages: Vec::new(),
+            new_deliveries: Vec::new(),
+            delivery_updates: Vec::new(),
+        },
+    };
+    let answers = requests
+        .iter()
+        .map(|request| match request {
+            Request::Accept(message) => Answer::Accepted(planner.accept(message)),
+            Request::Reject(rejection) => Answer::Rejected(planner.reject(rejection)),
+            Request::Deliveries(outcomes) => {
+                planner.deliveries(outcomes);
+                Answer::DeliveriesRecorded
+            }
+            Request::Acknowledge {
+                delivery_id,
+                agency,
+            } => Answer::Acknowledged(planner.acknowledge(*delivery_id, agency)),
+        })
+        .collect();
+    let mut writes = planner.writes;
+    // A delivery touched twice in one batch is written once, in its final state: an
+    // UPDATE … FROM UNNEST with repeated keys would apply an arbitrary one of them.
+    writes.delivery_updates = planner
+        .changed
+        .into_iter()
+        .filter_map(|id| planner.outbox.get(&id).cloned())
+        .collect();
+    Plan { writes, answers }
+}
+
+struct Planner {
+    next_seq: u64,
+    at: OffsetDateTime,
+    known: HashMap<Uuid, KnownMessage>,
+    outbox: HashMap<i64, OutboxRow>,
+    changed: BTreeSet<i64>,
+    writes: BatchWrites,
+}
+
+impl Planner {
+    fn accept(&mut self, message: &NewMessage) -> AcceptOutcome {
+        let envelope = &message.envelope;
+        let sha256 = audit::sha256(&message.bytes);
+        if let Some(known) = self.known.get(&envelope.id) {
+            return if known.sender == message.sender && known.sha256 == sha256 {
+                AcceptOutcome::Duplicate(known.receipt.clone())
+            } else {
+                AcceptOutcome::Conflict {
+                    existing_seq: known.receipt.seq,
+                }
+            };
+        }
+
+        let recipients = &message.route.recipients;
+        let mut detail = Map::new();
+        detail.insert("type".into(), json!(envelope.type_));
+        detail.insert("channel".into(), json!(message.channel.as_str()));
+        detail.insert("sha256".into(), json!(hex::encode(sha256)));
+        detail.insert("size".into(), json!(message.bytes.len()));
+        if let Some(original) = envelope.inreplyto {
+            detail.insert("inreplyto".into(), json!(original.to_string()));
+        }
+        detail.insert("recipients".into(), recipients_json(recipients));
+        let seq = self.push_entry(
+            EntryKind::MessageAccepted,
+            Some(envelope.id),
+            envelope.caseref.clone(),
+            Some(&message.sender),
+            Value::Object(detail),
+        );
+
+        self.writes.messages.push(MessageRow {
+            id: envelope.id,
+            seq,
+            sender: message.sender.as_str().to_owned(),
+            type_: envelope.type_.clone(),
+            caseref: envelope.caseref.clone(),
+            inreplyto: envelope.inreplyto,
+            traceparent: envelope.traceparent.clone(),
+            channel: message.channel.as_str(),
+            sha256,
+            body: message.bytes.clone(),
+            // The same shape as `Route`'s serde form, so it reads back as a `Route`.
+            route: json!({ "recipients": recipients_json(recipients) }),
+            received_at: message.received_at,
+        });
+        self.writes
+            .new_deliveries
+            .extend(recipients.iter().map(|r| NewDelivery {
+                message_id: envelope.id,
+                recipient: r.agency.as_str().to_owned(),
+                role: role_as_str(r.role),
+            }));
+
+        let receipt = AcceptReceipt {
+            id: envelope.id,
+            seq,
+            recorded_at: self.at,
+            recipients: recipients.clone(),
+        };
+        self.known.insert(
+            envelope.id,
+            KnownMessage {
+                sender: message.sender.clone(),
+                sha256,
+                receipt: receipt.clone(),
+            },
+        );
+        AcceptOutcome::Recorded(receipt)
+    }
+
+    fn reject(&mut self, rejection: &NewRejection) -> u64 {
+        let mut detail = Map::new();
+        detail.insert("code".into(), json!(rejection.code.as_str()));
+        detail.insert("channel".into(), json!(rejection.channel.as_str()));
+        detail.insert("sha256".into(), json!(hex::encode(rejection.bytes_sha256)));
+        detail.insert("size".into(), json!(rejection.size));
+        if let Some(type_) = &rejection.type_ {
+            detail.insert("type".into(), json!(type_));
+        }
+        let errors: Vec<Value> = rejection
+            .errors
+            .iter()
+            .take(MAX_RECORDED_ERRORS)
+            .map(|e| json!({ "pointer": e.pointer, "keyword": e.keyword, "message": e.message }))
+            .collect();
+        detail.insert("errors".into(), Value::Array(errors));
+        if rejection.errors.len() > MAX_RECORDED_ERRORS {
+            detail.insert("errors_total".into(), json!(rejection.errors.len()));
+        }
+        self.push_entry(
+            EntryKind::MessageRejected,
+            rejection.message_id,
+            rejection.caseref.clone(),
+            rejection.sender.as_ref(),
+            Value::Object(detail),
+        )
+    }
+
+    fn deliveries(&mut self, outcomes: &[DeliveryOutcome]) {
+        let at = self.at;
+        for outcome in outcomes {
+            let delivery_id = outcome.delivery_id();
+            let Some(row) = self.outbox.get_mut(&delivery_id) else {
+                warn!(
+                    delivery_id,
+                    "delivery outcome for an unknown delivery ignored"
+                );
+                continue;
+            };
+            // A lease that expired lets a second relay publish the same row; only the
+            // first outcome for a pending row is recorded, later ones change nothing.
+            if row.state != DeliveryStatus::Pending {
+                continue;
+            }
+            row.leased_until = None;
+            let mut detail = Map::new();
+            detail.insert("delivery".into(), json!(delivery_id));
+            detail.insert("attempt".into(), json!(row.attempts));
+            let kind = match outcome {
+                DeliveryOutcome::Dispatched { .. } => {
+                    row.state = DeliveryStatus::Dispatched;
+                    row.dispatched_at = Some(at);
+                    EntryKind::DeliveryDispatched
+                }
+                DeliveryOutcome::Failed {
+                    error, retry_at, ..
+                } => {
+                    row.next_attempt_at = *retry_at;
+                    row.last_error = Some(error.clone());
+                    detail.insert("error".into(), json!(error));
+                    EntryKind::DeliveryFailed
+                }
+            };
+            let (message_id, caseref, recipient) =
+                (row.message_id, row.caseref.clone(), row.recipient.clone());
+            self.changed.insert(delivery_id);
+            self.push_entry(
+                kind,
+                Some(message_id),
+                caseref,
+                Some(&recipient),
+                Value::Object(detail),
+            );
+        }
+    }
+
+    fn acknowledge(&mut self, delivery_id: i64, agency: &AgencyCode) -> bool {
+        let at = self.at;
+        let Some(row) = self.outbox.get_mut(&delivery_id) else {
+            return false;
+        };
+        if &row.recipient != agency {
+            return false;
+        }
+        match row.state {
+            // An acknowledgement repeated after a lost response succeeds again, once recorded.
+            DeliveryStatus::Acknowledged => true,
+            DeliveryStatus::Pending | DeliveryStatus::Dispatched => {
+                let (message_id, caseref) = (row.message_id, row.caseref.clone());
+                if row.state == DeliveryStatus::Pending {
+                    // The recipient pulled it from its queue before the relay's confirm was
+                    // recorded: the delivery itself proves the dispatch. The relay's late
+                    // outcome then finds the row no longer pending and changes nothing.
+                    row.state = DeliveryStatus::Dispatched;
+                    row.dispatched_at = Some(at);
+                    row.leased_until = None;
+                    let detail = json!({ "delivery": delivery_id, "attempt": row.attempts, "observed": "pulled" });
+                    self.push_entry(
+                        EntryKind::DeliveryDispatched,
+                        Some(message_id),
+                        caseref.clone(),
+                        Some(agency),
+                        detail,
+                    );
+                }
+                let Some(row) = self.outbox.get_mut(&delivery_id) else {
+                    return false;
+                };
+                row.state = DeliveryStatus::Acknowledged;
+                row.acknowledged_at = Some(at);
+                let detail = json!({ "delivery": delivery_id, "attempt": row.attempts });
+                self.changed.insert(delivery_id);
+                self.push_entry(
+                    EntryKind::DeliveryAcknowledged,
+                    Some(message_id),
+                    caseref,
+                    Some(agency),
+                    detail,
+                );
+                true
+            }
+        }
+    }
+
+    fn push_entry(
+        &mut self,
+        kind: EntryKind,
+        message: Option<Uuid>,
+        caseref: Option<String>,
+        agency: Option<&AgencyCode>,
+        detail: Value,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Entry {
+            seq,
+            at: self.at,
+            kind,
+            message,
+            caseref,
+            agency: agency.cloned(),
+            detail,
+        };
+        let bytes = entry.canonical_bytes();
+        self.writes.entries.push(EntryRow {
+            seq,
+            at: self.at,
+            kind,
+            message_id: message,
+            caseref: entry.caseref,
+            agency: agency.map(|a| a.as_str().to_owned()),
+            leaf_hash: audit::leaf_hash(&bytes),
+            bytes,
+        });
+        seq
+    }
+}
+
+fn recipients_json(recipients: &[Recipient]) -> Value {
+    Value::Array(
+        recipients
+            .iter()
+            .map(|r| json!({ "agency": r.agency.as_str(), "role": role_as_str(r.role), "rule": r.rule }))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RejectionDetail;
+    use liaison_core::{Channel, Envelope, RecipientRole, RejectCode, Route};
+
+    fn agency(code: &str) -> AgencyCode {
+        AgencyCode::new(code).unwrap()
+    }
+
+    fn at() -> OffsetDateTime {
+        time::macros::datetime!(2026-11-26 08:00:00.123456 UTC)
+    }
+
+    fn message(id: Uuid, sender: &str, body: &'static [u8]) -> NewMessage {
+        NewMessage {
+            envelope: Envelope {
+                id,
+                source: agency(sender).urn(),
+                type_: "pil.lead.v1".into(),
+                time: at(),
+                subject: None,
+                caseref: Some("SD-1".into()),
+                inreplyto: None,
+                recipients: None,
+                traceparent: None,
+            },
+            sender: agency(sender),
+            channel: Channel::Https,
+            bytes: Bytes::from_static(body),
+            received_at: at(),
+            route: Route {
+                recipients: vec![
+                    Recipient {
+                        agency: agency("procuratorate"),
+                        role: RecipientRole::To,
+                        rule: "leads".into(),
+                    },
+                    Recipient {
+                        agency: agency("court"),
+                        role: RecipientRole::Cc,
+                        rule: "leads".into(),
+                    },
+                ],
+            },
+        }
+    }
+
+    fn context(first_seq: u64) -> PlanContext {
+        PlanContext {
+            first_seq,
+            at: at(),
+            known: HashMap::new(),
+            outbox: HashMap::new(),
+        }
+    }
+
+    fn dispatched_row(delivery_id: i64, recipient: &str) -> OutboxRow {
+        OutboxRow {
+            delivery_id,
+            message_id: Uuid::nil(),
+            caseref: Some("SD-1".into()),
+            recipient: agency(recipient),
+            state: DeliveryStatus::Dispatched,
+            attempts: 1,
+            next_attempt_at: at(),
+            leased_until: None,
+            dispatched_at: Some(at()),
+            acknowledged_at: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn seqs_are_consecutive_and_repeats_in_a_batch_are_answered_like_the_first() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let requests = vec![
+            Request::Accept(message(a, "eco", b"one")),
+            Request::Accept(message(b, "eco", b"two")),
+            Request::Accept(message(a, "eco", b"one")),
+            Request::Accept(message(a, "eco", b"other bytes")),
+            Request::Accept(message(b, "police", b"two")),
+        ];
+        let plan = plan(&requests, context(41));
+        let seqs: Vec<u64> = plan.writes.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![41, 42]);
+        assert_eq!(plan.writes.messages.len(), 2);
+        assert_eq!(plan.writes.new_deliveries.len(), 4);
+        let Answer::Accepted(AcceptOutcome::Recorded(first)) = &plan.answers[0] else {
+            panic!()
+        };
+        assert_eq!(
+            plan.answers[2],
+            Answer::Accepted(AcceptOutcome::Duplicate(first.clone()))
+        );
+        assert_eq!(
+            plan.answers[3],
+            Answer::Accepted(AcceptOutcome::Conflict { existing_seq: 41 })
+        );
+        assert_eq!(
+            plan.answers[4],
+            Answer::Accepted(AcceptOutcome::Conflict { existing_seq: 42 })
+        );
+    }
+
+    #[test]
+    fn accepted_entry_carries_the_audit_detail() {
+        let id = Uuid::now_v7();
+        let plan = plan(&[Request::Accept(message(id, "eco", b"{}"))], context(1));
+        let row = &plan.writes.entries[0];
+        let entry = Entry::from_canonical(&row.bytes).unwrap();
+        assert_eq!(row.leaf_hash, audit::leaf_hash(&row.bytes));
+        assert_eq!(entry.kind, EntryKind::MessageAccepted);
+        assert_eq!(entry.agency, Some(agency("eco")));
+        assert_eq!(
+            entry.detail["sha256"],
+            json!(hex::encode(audit::sha256(b"{}")))
+        );
+        assert_eq!(entry.detail["size"], json!(2));
+        assert_eq!(entry.detail["channel"], json!("https"));
+        assert_eq!(
+            entry.detail["recipients"][1],
+            json!({"agency": "court", "role": "cc", "rule": "leads"})
+        );
+        assert!(entry.detail.get("inreplyto").is_none());
+        let route: Route = serde_json::from_value(plan.writes.messages[0].route.clone()).unwrap();
+        assert_eq!(route, message(id, "eco", b"{}").route);
+    }
+
+    #[test]
+    fn rejection_records_at_most_twenty_errors() {
+        let errors = (0..25)
+            .map(|i| RejectionDetail {
+                pointer: format!("/data/{i}"),
+                keyword: "type".into(),
+                message: "bad".into(),
+            })
+            .collect();
+        let rejection = NewRejection {
+            sender: None,
+            channel: Channel::Amqp,
+            message_id: None,
+            caseref: None,
+            type_: None,
+            code: RejectCode::PayloadInvalid,
+            bytes_sha256: [7; 32],
+            size: 10,
+            errors,
+        };
+        let plan = plan(&[Request::Reject(rejection)], context(5));
+        assert_eq!(plan.answers, vec![Answer::Rejected(5)]);
+        let entry = Entry::from_canonical(&plan.writes.entries[0].bytes).unwrap();
+        assert_eq!(entry.detail["code"], json!("payload_invalid"));
+        assert_eq!(
+            entry.detail["errors"].as_array().unwrap().len(),
+            MAX_RECORDED_ERRORS
+        );
+        assert_eq!(entry.detail["errors_total"], json!(25));
+        assert_eq!(entry.agency, None);
+    }
+
+    #[test]
+    fn a_delivery_touched_twice_is_written_once_in_its_final_state() {
+        let mut ctx = context(1);
+        let mut pending = dispatched_row(9, "court");
+        pending.state = DeliveryStatus::Pending;
+        ctx.outbox.insert(9, pending);
+        let requests = vec![
+            Request::Deliveries(vec![DeliveryOutcome::Dispatched { delivery_id: 9 }]),
+            Request::Acknowledge {
+                delivery_id: 9,
+                agency: agency("court"),
+            },
+            Request::Deliveries(vec![DeliveryOutcome::Dispatched { delivery_id: 404 }]),
+        ];
+        let plan = plan(&requests, ctx);
+        let kinds: Vec<EntryKind> = plan.writes.entries.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EntryKind::DeliveryDispatched,
+                EntryKind::DeliveryAcknowledged
+            ]
+        );
+        assert_eq!(plan.writes.delivery_updates.len(), 1);
+        assert_eq!(
+            plan.writes.delivery_updates[0].state,
+            DeliveryStatus::Acknowledged
+        );
+        assert_eq!(plan.answers[1], Answer::Acknowledged(true));
+    }
+
+    #[test]
+    fn acknowledgement_needs_the_recipient_and_proves_a_pending_dispatch() {
+        let mut ctx = context(1);
+        ctx.outbox.insert(1, dispatched_row(1, "court"));
+        let mut pending = dispatched_row(2, "court");
+        pending.state = DeliveryStatus::Pending;
+        ctx.outbox.insert(2, pending);
+        let requests = vec![
+            Request::Acknowledge {
+                delivery_id: 1,
+                agency: agency("police"),
+            },
+            Request::Acknowledge {
+                delivery_id: 2,
+                agency: agency("court"),
+            },
+            Request::Acknowledge {
+                delivery_id: 3,
+                agency: agency("court"),
+            },
+        ];
+        let plan = plan(&requests, ctx);
+        assert_eq!(
+            plan.answers,
+            vec![
+                Answer::Acknowledged(false),
+                Answer::Acknowledged(true),
+                Answer::Acknowledged(false)
+            ]
+        );
+        // The pending delivery the recipient pulled is recorded dispatched, then acknowledged.
+        let kinds: Vec<EntryKind> = plan.writes.entries.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EntryKind::DeliveryDispatched,
+                EntryKind::DeliveryAcknowledged
+            ]
+        );
+    }
+}

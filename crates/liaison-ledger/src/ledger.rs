@@ -1,0 +1,211 @@
+//! The ledger handle: opening, and the operations the broker performs on it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use liaison_core::{AgencyCode, Clock, Entry, OriginalMessage};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::info;
+use uuid::Uuid;
+
+use crate::committer::{Answer, Committer, Job, Request};
+use crate::config::{LedgerConfig, redacted_url};
+use crate::error::LedgerError;
+use crate::model::{
+    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, PendingDelivery, StoredEntry,
+    StoredMessage, TraceKey,
+};
+use crate::{outbox, read};
+
+/// The append-only ledger. Cheap to clone; the committer stops with the last clone.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    jobs: mpsc::Sender<Job>,
+    clock: Arc<dyn Clock>,
+    outbox_notify: Arc<Notify>,
+    batches_committed: Arc<AtomicU64>,
+    query_timeout: Duration,
+}
+
+impl Ledger {
+    /// Connects (failing within `connect_timeout`, naming the URL), brings the schema up to
+    /// date and starts the committer. Must run inside a tokio runtime.
+    pub async fn open(config: LedgerConfig, clock: Arc<dyn Clock>) -> Result<Ledger, LedgerError> {
+        let url = redacted_url(&config.database_url);
+        let connecting = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(2))
+            .acquire_timeout(config.connect_timeout)
+            .connect(&config.database_url);
+        let pool = tokio::time::timeout(config.connect_timeout, connecting)
+            .await
+            .map_err(|_| LedgerError::ConnectTimeout {
+                url: url.clone(),
+                timeout: config.connect_timeout,
+            })?
+            .map_err(|source| LedgerError::Connect {
+                url: url.clone(),
+                source,
+            })?;
+        // sqlx takes an advisory lock around migrations: instances starting together are safe.
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        info!(url, "ledger open");
+
+        let outbox_notify = Arc::new(Notify::new());
+        let batches_committed = Arc::new(AtomicU64::new(0));
+        let jobs = Committer {
+            pool: pool.clone(),
+            clock: Arc::clone(&clock),
+            batch_max: config.batch_max,
+            outbox_notify: Arc::clone(&outbox_notify),
+            batches_committed: Arc::clone(&batches_committed),
+        }
+        .spawn();
+        let inner = Inner {
+            pool,
+            jobs,
+            clock,
+            outbox_notify,
+            batches_committed,
+            query_timeout: config.connect_timeout,
+        };
+        Ok(Ledger {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Records an accepted message, its entry and one outbox row per recipient; answers
+    /// once durably committed. A resubmission is answered like the first submission.
+    pub async fn accept(&self, m: NewMessage) -> Result<AcceptOutcome, LedgerError> {
+        match self.submit(Request::Accept(m)).await? {
+            Answer::Accepted(outcome) => Ok(outcome),
+            _ => Err(LedgerError::Internal(
+                "an accept was answered as another request",
+            )),
+        }
+    }
+
+    /// Records a refused submission; returns the seq of its entry.
+    pub async fn reject(&self, r: NewRejection) -> Result<u64, LedgerError> {
+        match self.submit(Request::Reject(r)).await? {
+            Answer::Rejected(seq) => Ok(seq),
+            _ => Err(LedgerError::Internal(
+                "a rejection was answered as another request",
+            )),
+        }
+    }
+
+    /// Records what the relay achieved. Outcomes for unknown deliveries, or for deliveries
+    /// no longer pending (a repeated outcome), change nothing.
+    pub async fn record_deliveries(
+        &self,
+        outcomes: Vec<DeliveryOutcome>,
+    ) -> Result<(), LedgerError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        match self.submit(Request::Deliveries(outcomes)).await? {
+            Answer::DeliveriesRecorded => Ok(()),
+            _ => Err(LedgerError::Internal(
+                "delivery outcomes were answered as another request",
+            )),
+        }
+    }
+
+    /// Records that `agency` acknowledged a dispatched delivery addressed to it. `false`
+    /// (and nothing recorded) for an unknown delivery, another agency's, or one not yet
+    /// dispatched; `true` again, with no new entry, for one already acknowledged.
+    pub async fn acknowledge(
+        &self,
+        delivery_id: i64,
+        agency: &AgencyCode,
+    ) -> Result<bool, LedgerError> {
+        match self
+            .submit(Request::Acknowledge {
+                delivery_id,
+                agency: agency.clone(),
+            })
+            .await?
+        {
+            Answer::Acknowledged(done) => Ok(done),
+            _ => Err(LedgerError::Internal(
+                "an acknowledgement was answered as another request",
+            )),
+        }
+    }
+
+    /// Leases up to `limit` pending deliveries due now, in one round trip, counting an
+    /// attempt for each. "Now" is the ledger's clock, the same that dated the entries.
+    pub async fn claim_deliveries(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<PendingDelivery>, LedgerError> {
+        outbox::claim(&self.inner.pool, self.inner.clock.now(), limit, lease).await
+    }
+
+    /// Notified after each commit that created outbox rows.
+    pub fn outbox_notify(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.outbox_notify)
+    }
+
+    /// The sender and recipients of a recorded message, for routing a reply to it.
+    pub async fn original(&self, id: Uuid) -> Result<Option<OriginalMessage>, LedgerError> {
+        read::original(&self.inner.pool, id).await
+    }
+
+    pub async fn message(&self, id: Uuid) -> Result<Option<StoredMessage>, LedgerError> {
+        read::message(&self.inner.pool, id).await
+    }
+
+    /// Entries of a message id (and of messages whose inreplyto is that id), or of a case
+    /// ref, in seq order.
+    pub async fn trace(&self, key: &TraceKey) -> Result<Vec<Entry>, LedgerError> {
+        read::trace(&self.inner.pool, key).await
+    }
+
+    /// Up to `limit` stored entries from `from_seq` on, in seq order.
+    pub async fn entries(
+        &self,
+        from_seq: u64,
+        limit: i64,
+    ) -> Result<Vec<StoredEntry>, LedgerError> {
+        read::entries(&self.inner.pool, from_seq, limit).await
+    }
+
+    /// Whether the database answers a trivial query in time, for readiness checks.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        let timeout = self.inner.query_timeout;
+        tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&self.inner.pool))
+            .await
+            .map_err(|_| LedgerError::Timeout(timeout))?
+            .map_err(LedgerError::query("pinging the database"))?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// How many group commits this handle's committer has completed.
+    pub fn batches_committed(&self) -> u64 {
+        self.inner.batches_committed.load(Ordering::Relaxed)
+    }
+
+    async fn submit(&self, request: Request) -> Result<Answer, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        answer.await.map_err(|_| LedgerError::Closed)?
+    }
+}

@@ -1,0 +1,191 @@
+//! The data the ledger takes in and hands out.
+
+use bytes::Bytes;
+use liaison_core::{AgencyCode, Channel, Envelope, Recipient, RecipientRole, RejectCode, Route};
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A message that passed every check, to be recorded with its recipients.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub envelope: Envelope,
+    pub sender: AgencyCode,
+    pub channel: Channel,
+    /// The bytes exactly as the sender submitted them.
+    pub bytes: Bytes,
+    pub received_at: OffsetDateTime,
+    pub route: Route,
+}
+
+/// What the sender is told once its message is durably recorded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AcceptReceipt {
+    pub id: Uuid,
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    pub recipients: Vec<Recipient>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AcceptOutcome {
+    /// Newly recorded.
+    Recorded(AcceptReceipt),
+    /// The same sender already submitted this id with the same bytes: the first receipt.
+    Duplicate(AcceptReceipt),
+    /// The id is taken by other bytes or another sender.
+    Conflict { existing_seq: u64 },
+}
+
+/// A refused submission, recorded so that refusals are audited too.
+#[derive(Clone, Debug)]
+pub struct NewRejection {
+    /// `None` when the client could not be authenticated.
+    pub sender: Option<AgencyCode>,
+    pub channel: Channel,
+    pub message_id: Option<Uuid>,
+    pub caseref: Option<String>,
+    pub type_: Option<String>,
+    pub code: RejectCode,
+    pub bytes_sha256: [u8; 32],
+    pub size: usize,
+    pub errors: Vec<RejectionDetail>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RejectionDetail {
+    pub pointer: String,
+    pub keyword: String,
+    pub message: String,
+}
+
+/// A delivery leased to the relay by [`crate::Ledger::claim_deliveries`].
+#[derive(Clone, Debug)]
+pub struct PendingDelivery {
+    pub delivery_id: i64,
+    pub message_id: Uuid,
+    pub recipient: AgencyCode,
+    pub type_: String,
+    pub seq: u64,
+    pub caseref: Option<String>,
+    pub traceparent: Option<String>,
+    pub body: Bytes,
+    /// 1 for the first attempt.
+    pub attempt: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// RabbitMQ confirmed the message into the recipient's queue.
+    Dispatched { delivery_id: i64 },
+    /// The attempt failed; the delivery becomes due again at `retry_at`.
+    Failed {
+        delivery_id: i64,
+        error: String,
+        retry_at: OffsetDateTime,
+    },
+}
+
+impl DeliveryOutcome {
+    pub fn delivery_id(&self) -> i64 {
+        match self {
+            Self::Dispatched { delivery_id } | Self::Failed { delivery_id, .. } => *delivery_id,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct StoredMessage {
+    pub id: Uuid,
+    pub seq: u64,
+    pub sender: AgencyCode,
+    pub type_: String,
+    pub caseref: Option<String>,
+    pub inreplyto: Option<Uuid>,
+    pub body: Bytes,
+    pub received_at: OffsetDateTime,
+    pub deliveries: Vec<DeliveryState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeliveryState {
+    pub delivery_id: i64,
+    pub recipient: AgencyCode,
+    pub role: RecipientRole,
+    /// `pending`, `dispatched` or `acknowledged`.
+    pub state: String,
+    pub attempts: i32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub dispatched_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub acknowledged_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+}
+
+/// What to trace: one message (with the messages answering it) or a whole case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceKey {
+    Message(Uuid),
+    Case(String),
+}
+
+impl TraceKey {
+    /// A UUID names a message; anything else is taken as a case reference.
+    pub fn parse(s: &str) -> TraceKey {
+        match Uuid::parse_str(s) {
+            Ok(id) => Self::Message(id),
+            Err(_) => Self::Case(s.to_owned()),
+        }
+    }
+}
+
+/// One ledger entry as stored: the canonical bytes the audit hash covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub seq: u64,
+    pub entry: Bytes,
+    pub leaf_hash: [u8; 32],
+}
+
+/// The `role` column's spelling, the same as the serde name.
+pub(crate) fn role_as_str(role: RecipientRole) -> &'static str {
+    match role {
+        RecipientRole::To => "to",
+        RecipientRole::Cc => "cc",
+    }
+}
+
+pub(crate) fn role_from_str(s: &str) -> Option<RecipientRole> {
+    match s {
+        "to" => Some(RecipientRole::To),
+        "cc" => Some(RecipientRole::Cc),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_key_reads_uuids_as_messages_and_the_rest_as_cases() {
+        let id = Uuid::now_v7();
+        assert_eq!(TraceKey::parse(&id.to_string()), TraceKey::Message(id));
+        assert_eq!(
+            TraceKey::parse("SD-2026-0001"),
+            TraceKey::Case("SD-2026-0001".into())
+        );
+    }
+
+    #[test]
+    fn role_spelling_matches_serde() {
+        for role in [RecipientRole::To, RecipientRole::Cc] {
+            assert_eq!(
+                serde_json::to_value(role).unwrap(),
+                serde_json::json!(role_as_str(role))
+            );
+            assert_eq!(role_from_str(role_as_str(role)), Some(role));
+        }
+    }
+}

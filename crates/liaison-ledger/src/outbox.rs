@@ -1,0 +1,64 @@
+//! Leasing due deliveries to the relay.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use time::OffsetDateTime;
+
+use crate::error::LedgerError;
+use crate::model::PendingDelivery;
+use crate::sql::{agency_from_db, seq_from_db};
+
+/// Leases up to `limit` due pending deliveries in one statement. `SKIP LOCKED` lets several
+/// relays (of one or many instances) claim side by side without waiting on each other; the
+/// lease keeps a row from being claimed again until the relay reports its outcome or dies.
+pub(crate) async fn claim(
+    pool: &PgPool,
+    now: OffsetDateTime,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<PendingDelivery>, LedgerError> {
+    let leased_until = now + lease;
+    let rows = sqlx::query(
+        "WITH due AS ( \
+             SELECT delivery_id FROM outbox \
+             WHERE state = 'pending' AND next_attempt_at <= $1 \
+               AND (leased_until IS NULL OR leased_until <= $1) \
+             ORDER BY next_attempt_at, delivery_id \
+             LIMIT $3 \
+             FOR UPDATE SKIP LOCKED \
+         ), claimed AS ( \
+             UPDATE outbox AS o SET leased_until = $2, attempts = o.attempts + 1 \
+             WHERE o.delivery_id IN (SELECT delivery_id FROM due) \
+             RETURNING o.delivery_id, o.message_id, o.recipient, o.attempts \
+         ) \
+         SELECT c.delivery_id, c.message_id, c.recipient, c.attempts, \
+                m.type, m.seq, m.caseref, m.traceparent, m.body \
+         FROM claimed c JOIN messages m ON m.id = c.message_id \
+         ORDER BY c.delivery_id",
+    )
+    .bind(now)
+    .bind(leased_until)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(LedgerError::query("claiming deliveries"))?;
+    rows.iter().map(pending_delivery).collect()
+}
+
+fn pending_delivery(row: &PgRow) -> Result<PendingDelivery, LedgerError> {
+    let read = |e: sqlx::Error| LedgerError::Corrupt(format!("claimed delivery: {e}"));
+    Ok(PendingDelivery {
+        delivery_id: row.try_get("delivery_id").map_err(read)?,
+        message_id: row.try_get("message_id").map_err(read)?,
+        recipient: agency_from_db(row.try_get("recipient").map_err(read)?)?,
+        type_: row.try_get("type").map_err(read)?,
+        seq: seq_from_db(row.try_get("seq").map_err(read)?)?,
+        caseref: row.try_get("caseref").map_err(read)?,
+        traceparent: row.try_get("traceparent").map_err(read)?,
+        body: Bytes::from(row.try_get::<Vec<u8>, _>("body").map_err(read)?),
+        attempt: row.try_get("attempts").map_err(read)?,
+    })
+}

@@ -1,0 +1,225 @@
+//! Starting and stopping the broker: load the data files, connect the real services,
+//! bind the listeners, spawn the relay. `Broker::start` returns once everything listens,
+//! with the bound addresses, so tests run the real server in-process on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liaison_bus::{Bus, BusConfig};
+use liaison_core::{Clock, Policy, Registry, SystemClock};
+use liaison_ledger::{Ledger, LedgerConfig};
+use liaison_schema::{Catalogue, ParseLimits};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::Config;
+use crate::gateway::{self, Gateway};
+use crate::inbox::Inbox;
+use crate::ops::{self, Ops};
+use crate::pipeline::Pipeline;
+use crate::pki::PkiLayout;
+use crate::relay::Relay;
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Registry(#[from] liaison_core::RegistryError),
+    #[error(transparent)]
+    Policy(#[from] liaison_core::policy::PolicyLoadError),
+    #[error("message catalogue: {0}")]
+    Catalogue(String),
+    #[error(
+        "policy {path} names message type {type_}, which the catalogue in {schemas} does not have"
+    )]
+    PolicyType {
+        path: String,
+        type_: String,
+        schemas: String,
+    },
+    #[error("ledger: {0}")]
+    Ledger(#[from] liaison_ledger::LedgerError),
+    #[error("RabbitMQ: {0}")]
+    Bus(#[from] liaison_bus::BusError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running broker.
+pub struct Broker {
+    pub https_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    cancel: CancellationToken,
+    https: axum_server::Handle<SocketAddr>,
+    bus: Bus,
+    tasks: JoinSet<()>,
+}
+
+impl Broker {
+    pub async fn start(config: Config) -> Result<Broker, StartError> {
+        tls::install_crypto_provider();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let registry = Arc::new(Registry::load(&config.registry)?);
+        let policy = Arc::new(Policy::load(&config.policy, &registry)?);
+        let catalogue = Arc::new(
+            Catalogue::load(&config.schemas).map_err(|e| StartError::Catalogue(e.to_string()))?,
+        );
+        if let Some(type_) = policy.types().find(|t| catalogue.get(t).is_none()) {
+            return Err(StartError::PolicyType {
+                path: config.policy.display().to_string(),
+                type_: type_.to_owned(),
+                schemas: config.schemas.display().to_string(),
+            });
+        }
+        let server_tls = tls::server_config(&PkiLayout {
+            dir: config.tls_dir.clone(),
+        })
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+
+        let ledger = Ledger::open(
+            LedgerConfig {
+                database_url: config.database_url.clone(),
+                ..LedgerConfig::default()
+            },
+            clock.clone(),
+        )
+        .await?;
+        let bus_config = BusConfig {
+            url: config.amqp_url.clone(),
+            ..BusConfig::default()
+        };
+        let bus = Bus::connect(bus_config).await?;
+        bus.declare_topology(registry.codes()).await?;
+
+        let pipeline = Arc::new(Pipeline::new(
+            catalogue,
+            registry,
+            policy,
+            ledger.clone(),
+            ParseLimits {
+                max_depth: config.limits.max_depth,
+            },
+        ));
+        let inbox = Arc::new(Inbox::new(
+            bus.clone(),
+            ledger.clone(),
+            config.inbox.clone(),
+        ));
+        let gateway = Gateway {
+            pipeline,
+            ledger: ledger.clone(),
+            inbox,
+            clock: clock.clone(),
+            max_body_bytes: config.limits.max_body_bytes,
+        };
+        let timeout = Duration::from_millis(config.limits.request_timeout_ms);
+        let app = gateway::router(gateway).layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
+
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let https_listener =
+            std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        https_listener
+            .set_nonblocking(true)
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let https_addr = https_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let https = axum_server::Handle::new();
+        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_tls));
+        let server = axum_server::from_tcp_rustls(https_listener, rustls)
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?
+            .handle(https.clone());
+        tasks.spawn(async move {
+            if let Err(error) = server.serve(app.into_make_service()).await {
+                tracing::error!(%error, "HTTPS gateway stopped");
+            }
+        });
+
+        let ops_listener = tokio::net::TcpListener::bind(config.ops_listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.ops_listen,
+                source,
+            })?;
+        let ops_addr = ops_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.ops_listen,
+                source,
+            })?;
+        let ops_app = ops::router(Ops {
+            ledger: ledger.clone(),
+            bus: bus.clone(),
+        });
+        let ops_cancel = cancel.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(ops_listener, ops_app)
+                .with_graceful_shutdown(ops_cancel.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "operations port stopped");
+            }
+        });
+
+        let relay = Relay {
+            ledger,
+            bus: bus.clone(),
+            config: config.relay.clone(),
+            clock,
+        };
+        tasks.spawn(relay.run(cancel.clone()));
+
+        tracing::info!(https.addr = %https_addr, ops.addr = %ops_addr, "liaison is serving");
+        Ok(Broker {
+            https_addr,
+            ops_addr,
+            cancel,
+            https,
+            bus,
+            tasks,
+        })
+    }
+
+    /// Stops intake, lets in-flight requests finish (up to `grace`), stops the relay
+    /// between rounds, and closes the connections.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.https.graceful_shutdown(Some(grace));
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.bus.close().await;
+        tracing::info!("liaison stopped");
+    }
+}
+
+/// Runs the broker until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let broker = Broker::start(config).await?;
+    shutdown.await;
+    broker.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}

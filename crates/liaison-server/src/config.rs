@@ -1,0 +1,309 @@
+//! One typed configuration: built-in defaults, then a TOML file, then `LIAISON_*`
+//! environment variables. Unknown keys in the file are refused at start, so a typo never
+//! silently falls back to a default. `deploy/liaison.example.toml` documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// PostgreSQL holding the ledger.
+    pub database_url: String,
+    /// RabbitMQ the broker delivers through.
+    pub amqp_url: String,
+    /// HTTPS gateway (mutual TLS).
+    pub listen: SocketAddr,
+    /// Plain HTTP operations port: /healthz, /readyz.
+    pub ops_listen: SocketAddr,
+    /// Directory made by `liaison pki init`: CA, server certificate, ledger signing key.
+    pub tls_dir: PathBuf,
+    /// The agency registry.
+    pub registry: PathBuf,
+    /// The routing and authorization policy.
+    pub policy: PathBuf,
+    /// The message catalogue.
+    pub schemas: PathBuf,
+    pub limits: Limits,
+    pub relay: RelayConfig,
+    pub inbox: InboxConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Deepest accepted JSON nesting.
+    pub max_depth: usize,
+    /// Time allowed for one HTTPS request, body included.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Outbox rows claimed and published per round; all their confirms are in flight at once.
+    pub batch: i64,
+    /// How long a claimed row is reserved for this instance before another may take it.
+    pub lease_ms: u64,
+    /// How often the outbox is polled when no local commit woke the relay.
+    pub poll_interval_ms: u64,
+    /// First retry delay after a failed delivery; doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboxConfig {
+    /// How long a delivery pulled over HTTPS stays reserved awaiting its ack before it is
+    /// handed out again.
+    pub lease_ms: u64,
+    /// Upper bound of `GET /v1/inbox?wait=`.
+    pub max_wait_ms: u64,
+    /// Most deliveries returned by one pull.
+    pub max_batch: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/liaison".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            ops_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            tls_dir: PathBuf::from(".liaison/pki"),
+            registry: PathBuf::from("deploy/demo/agencies.toml"),
+            policy: PathBuf::from("deploy/demo/policy.toml"),
+            schemas: PathBuf::from("schemas"),
+            limits: Limits::default(),
+            relay: RelayConfig::default(),
+            inbox: InboxConfig::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_depth: 32,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            lease_ms: 30_000,
+            poll_interval_ms: 500,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+        }
+    }
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            lease_ms: 60_000,
+            max_wait_ms: 30_000,
+            max_batch: 100,
+        }
+    }
+}
+
+impl RelayConfig {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// Delay before retry number `attempt` (1-based): exponential, capped.
+    pub fn retry_delay(&self, attempt: i32) -> Duration {
+        let exp = attempt.clamp(1, 20) as u32 - 1;
+        let ms = self
+            .retry_base_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.retry_max_ms);
+        Duration::from_millis(ms)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {name}={value:?}: {message}")]
+    Env {
+        name: String,
+        value: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the `LIAISON_*` variables of `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        for (name, value) in env {
+            config.apply_env(&name, value)?;
+        }
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, name: &str, value: String) -> Result<(), ConfigError> {
+        let addr = |value: &str| -> Result<SocketAddr, ConfigError> {
+            value
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                    name: name.to_owned(),
+                    value: value.to_owned(),
+                    message: e.to_string(),
+                })
+        };
+        match name {
+            "LIAISON_DATABASE_URL" => self.database_url = value,
+            "LIAISON_AMQP_URL" => self.amqp_url = value,
+            "LIAISON_LISTEN" => self.listen = addr(&value)?,
+            "LIAISON_OPS_LISTEN" => self.ops_listen = addr(&value)?,
+            "LIAISON_TLS_DIR" => self.tls_dir = value.into(),
+            "LIAISON_REGISTRY" => self.registry = value.into(),
+            "LIAISON_POLICY" => self.policy = value.into(),
+            "LIAISON_SCHEMAS" => self.schemas = value.into(),
+            // Other LIAISON_* names belong to other tools (tests, scripts).
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML with passwords in URLs masked, for logs and `--print-config`.
+    pub fn redacted(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = redact_url(&self.database_url);
+        shown.amqp_url = redact_url(&self.amqp_url);
+        toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let masked = if userinfo.contains(':') {
+        format!("{user}:***@{host}")
+    } else {
+        format!("{user}@{host}")
+    };
+    match path {
+        Some(p) => format!("{scheme}://{masked}/{p}"),
+        None => format!("{scheme}://{masked}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/liaison.example.toml");
+        let config = Config::load(Some(&path), []).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("LIAISON_LISTEN", "127.0.0.1:0"),
+                ("LIAISON_DATABASE_URL", "postgres://x@db/y"),
+                ("LIAISON_OTHER", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.database_url, "postgres://x@db/y");
+        let err = Config::load(None, env(&[("LIAISON_OPS_LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("LIAISON_OPS_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listne = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(err.contains("listne"), "{err}");
+        std::fs::write(&path, "[limits]\nmax_body = 1\n").unwrap();
+        assert!(Config::load(Some(&path), []).is_err());
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/liaison"),
+            "postgres://postgres@127.0.0.1/liaison"
+        );
+        let shown = Config::default().redacted();
+        assert!(!shown.contains("guest:guest"), "{shown}");
+    }
+
+    #[test]
+    fn retry_delay_doubles_and_is_capped() {
+        let relay = RelayConfig {
+            retry_base_ms: 100,
+            retry_max_ms: 1_000,
+            ..RelayConfig::default()
+        };
+        assert_eq!(relay.retry_delay(1), Duration::from_millis(100));
+        assert_eq!(relay.retry_delay(2), Duration::from_millis(200));
+        assert_eq!(relay.retry_delay(30), Duration::from_millis(1_000));
+    }
+}

@@ -1,0 +1,356 @@
+//! The HTTPS gateway: the agency-facing routes of the public contract.
+//!
+//! Every route runs behind [`authenticate`], which maps the verified client certificate
+//! to an agency; handlers receive that agency as [`Caller`] and never trust identities
+//! written in request bodies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use liaison_core::{AgencyCode, Channel, Clock, RecipientRole, RejectCode, Submission};
+use liaison_ledger::{DeliveryState, Ledger};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::inbox::{Inbox, PulledDelivery};
+use crate::pipeline::Pipeline;
+use crate::problem::Problem;
+use crate::tls;
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub pipeline: Arc<Pipeline>,
+    pub ledger: Ledger,
+    pub inbox: Arc<Inbox>,
+    pub clock: Arc<dyn Clock>,
+    pub max_body_bytes: usize,
+}
+
+/// The agency named by the client certificate of this request.
+#[derive(Clone, Debug)]
+pub struct Caller(pub AgencyCode);
+
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/v1/messages", post(submit))
+        .route("/v1/messages/{id}", get(message))
+        .route("/v1/inbox", get(pull))
+        .route("/v1/inbox/{delivery}/ack", post(ack))
+        .route("/v1/schemas", get(schemas))
+        .route("/v1/schemas/{type}", get(schema))
+        .fallback(|| async { Problem::new(RejectCode::NotFound, "no such route") })
+        .layer(middleware::from_fn(authenticate))
+        .with_state(gateway)
+}
+
+async fn authenticate(mut request: Request, next: Next) -> Response {
+    match tls::peer_agency(request.extensions()) {
+        Some(agency) => {
+            request.extensions_mut().insert(Caller(agency));
+            next.run(request).await
+        }
+        None => Problem::new(
+            RejectCode::Unauthenticated,
+            "the client certificate names no agency (expected a SAN URI urn:liaison:agency:<code>)",
+        )
+        .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct AcceptedBody {
+    id: Uuid,
+    seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    recorded_at: OffsetDateTime,
+    recipients: Vec<RecipientBody>,
+    duplicate: bool,
+}
+
+#[derive(Serialize)]
+struct RecipientBody {
+    agency: AgencyCode,
+    role: RecipientRole,
+}
+
+fn is_json_media_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/cloudevents+json" || essence == "application/json"
+}
+
+async fn submit(
+    State(gateway): State<Gateway>,
+    Extension(Caller(sender)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let pipeline = &gateway.pipeline;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if !is_json_media_type(&headers) {
+        let detail =
+            "send the CloudEvent in structured mode as application/cloudevents+json".to_owned();
+        return pipeline
+            .refuse_unread(
+                &sender,
+                Channel::Https,
+                RejectCode::UnsupportedMediaType,
+                detail,
+                declared.unwrap_or(0),
+            )
+            .await
+            .into_response();
+    }
+    let limit = gateway.max_body_bytes;
+    let too_large = |size: usize| format!("the body is {size} bytes or more; the limit is {limit}");
+    if let Some(size) = declared.filter(|s| *s > limit) {
+        return pipeline
+            .refuse_unread(
+                &sender,
+                Channel::Https,
+                RejectCode::BodyTooLarge,
+                too_large(size),
+                size,
+            )
+            .await
+            .into_response();
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(e) if is_length_limit(&e) => {
+            return pipeline
+                .refuse_unread(
+                    &sender,
+                    Channel::Https,
+                    RejectCode::BodyTooLarge,
+                    too_large(limit + 1),
+                    limit + 1,
+                )
+                .await
+                .into_response();
+        }
+        // The client went away or stalled; there is nobody to answer.
+        Err(e) => {
+            return Problem::new(
+                RejectCode::MalformedJson,
+                format!("could not read the body: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let submission = Submission {
+        sender,
+        bytes,
+        channel: Channel::Https,
+        received_at: gateway.clock.now(),
+    };
+    match pipeline.submit(submission).await {
+        Ok(accepted) => {
+            let receipt = accepted.receipt;
+            let location = format!("/v1/messages/{}", receipt.id);
+            let body = AcceptedBody {
+                id: receipt.id,
+                seq: receipt.seq,
+                recorded_at: receipt.recorded_at,
+                recipients: receipt
+                    .recipients
+                    .into_iter()
+                    .map(|r| RecipientBody {
+                        agency: r.agency,
+                        role: r.role,
+                    })
+                    .collect(),
+                duplicate: accepted.duplicate,
+            };
+            let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            response
+        }
+        Err(problem) => problem.into_response(),
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[derive(Serialize)]
+struct MessageBody {
+    id: Uuid,
+    seq: u64,
+    sender: AgencyCode,
+    #[serde(rename = "type")]
+    type_: String,
+    caseref: Option<String>,
+    inreplyto: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: OffsetDateTime,
+    deliveries: Vec<DeliveryState>,
+    event: Box<RawValue>,
+}
+
+/// The message and its delivery states, for its sender and its recipients.
+async fn message(
+    State(gateway): State<Gateway>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageBody>, Problem> {
+    let not_found = || {
+        Problem::new(
+            RejectCode::NotFound,
+            format!("no message {id} visible to this agency"),
+        )
+    };
+    let Ok(uuid) = Uuid::parse_str(&id) else {
+        return Err(not_found());
+    };
+    let stored = gateway
+        .ledger
+        .message(uuid)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(not_found)?;
+    let visible =
+        stored.sender == caller || stored.deliveries.iter().any(|d| d.recipient == caller);
+    if !visible {
+        return Err(not_found());
+    }
+    let event = std::str::from_utf8(&stored.body)
+        .ok()
+        .and_then(|s| RawValue::from_string(s.to_owned()).ok())
+        .ok_or_else(|| Problem::new(RejectCode::Internal, "stored message is not JSON"))?;
+    Ok(Json(MessageBody {
+        id: stored.id,
+        seq: stored.seq,
+        sender: stored.sender,
+        type_: stored.type_,
+        caseref: stored.caseref,
+        inreplyto: stored.inreplyto,
+        received_at: stored.received_at,
+        deliveries: stored.deliveries,
+        event,
+    }))
+}
+
+#[derive(Deserialize)]
+struct PullQuery {
+    /// Seconds to wait for the first delivery (long poll).
+    #[serde(default)]
+    wait: u64,
+    #[serde(default = "default_max")]
+    max: usize,
+}
+
+fn default_max() -> usize {
+    10
+}
+
+#[derive(Serialize)]
+struct PullBody {
+    deliveries: Vec<PulledDelivery>,
+}
+
+async fn pull(
+    State(gateway): State<Gateway>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Query(query): Query<PullQuery>,
+) -> Result<Json<PullBody>, Problem> {
+    let deliveries = gateway
+        .inbox
+        .pull(&caller, Duration::from_secs(query.wait), query.max)
+        .await
+        .map_err(|e| Problem::new(RejectCode::Unavailable, e.to_string()))?;
+    Ok(Json(PullBody { deliveries }))
+}
+
+async fn ack(
+    State(gateway): State<Gateway>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(delivery): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let not_found = || {
+        Problem::new(
+            RejectCode::NotFound,
+            format!("no pulled delivery {delivery} awaits an ack from this agency"),
+        )
+    };
+    let Ok(id) = delivery.parse::<i64>() else {
+        return Err(not_found());
+    };
+    match gateway.inbox.ack(&caller, id).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(not_found()),
+        Err(e) => Err(Problem::new(RejectCode::Unavailable, e.to_string())),
+    }
+}
+
+#[derive(Serialize)]
+struct SchemaSummary<'a> {
+    #[serde(rename = "type")]
+    type_: &'a str,
+    title: &'a str,
+    description: &'a str,
+    href: String,
+}
+
+async fn schemas(State(gateway): State<Gateway>) -> Json<serde_json::Value> {
+    let catalogue = gateway.pipeline.catalogue();
+    let types: Vec<SchemaSummary<'_>> = catalogue
+        .types()
+        .map(|t| SchemaSummary {
+            type_: &t.name,
+            title: &t.title,
+            description: &t.description,
+            href: format!("/v1/schemas/{}", t.name),
+        })
+        .collect();
+    Json(serde_json::json!({ "envelope": catalogue.envelope_schema(), "types": types }))
+}
+
+async fn schema(
+    State(gateway): State<Gateway>,
+    Path(type_): Path<String>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    gateway
+        .pipeline
+        .catalogue()
+        .get(&type_)
+        .map(|t| Json(t.schema.clone()))
+        .ok_or_else(|| Problem::new(RejectCode::NotFound, format!("no message type {type_}")))
+}
+
+fn unavailable(e: liaison_ledger::LedgerError) -> Problem {
+    Problem::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
+}

@@ -1,0 +1,218 @@
+//! HTTPS pull for agency systems that do not speak AMQP.
+//!
+//! Each pulling agency gets a consumer on its own queue in this instance. A pulled
+//! delivery stays unacknowledged in RabbitMQ, leased to the client until it acks it over
+//! HTTPS or the lease ends (then it is handed back to the queue and pulled again). If the
+//! instance dies, RabbitMQ requeues everything unacknowledged, so nothing pulled is lost;
+//! an ack must reach the instance that served the pull (sticky sessions behind a load
+//! balancer), otherwise the client simply receives the delivery again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use liaison_bus::{Bus, Consumer, Delivery, agency_queue};
+use liaison_core::AgencyCode;
+use liaison_ledger::Ledger;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::config::InboxConfig;
+
+pub struct Inbox {
+    bus: Bus,
+    ledger: Ledger,
+    config: InboxConfig,
+    agencies: Mutex<HashMap<AgencyCode, Arc<AgencyInbox>>>,
+}
+
+#[derive(Default)]
+struct AgencyInbox {
+    consumer: tokio::sync::Mutex<Option<Consumer>>,
+    leased: Mutex<HashMap<i64, Lease>>,
+}
+
+struct Lease {
+    delivery: Delivery,
+    until: Instant,
+}
+
+/// One delivery handed to a pulling client; `event` is the message exactly as accepted.
+#[derive(Debug, Serialize)]
+pub struct PulledDelivery {
+    pub delivery: i64,
+    pub message_id: Option<Uuid>,
+    pub seq: Option<u64>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub redelivered: bool,
+    pub event: Box<RawValue>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("RabbitMQ unavailable: {0}")]
+    Bus(#[from] liaison_bus::BusError),
+    #[error("ledger unavailable: {0}")]
+    Ledger(#[from] liaison_ledger::LedgerError),
+}
+
+impl Inbox {
+    pub fn new(bus: Bus, ledger: Ledger, config: InboxConfig) -> Self {
+        Self {
+            bus,
+            ledger,
+            config,
+            agencies: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn agency(&self, agency: &AgencyCode) -> Arc<AgencyInbox> {
+        let mut agencies = self.agencies.lock().unwrap_or_else(|p| p.into_inner());
+        agencies.entry(agency.clone()).or_default().clone()
+    }
+
+    /// Waits up to `wait` for the first delivery, then takes whatever else is ready, up to `max`.
+    pub async fn pull(
+        &self,
+        agency: &AgencyCode,
+        wait: Duration,
+        max: usize,
+    ) -> Result<Vec<PulledDelivery>, InboxError> {
+        let wait = wait.min(Duration::from_millis(self.config.max_wait_ms));
+        let max = max.clamp(1, usize::from(self.config.max_batch));
+        let inbox = self.agency(agency);
+        inbox.release_expired().await;
+
+        let mut slot = inbox.consumer.lock().await;
+        if slot.is_none() {
+            *slot = Some(
+                self.bus
+                    .consume(&agency_queue(agency), self.config.max_batch)
+                    .await?,
+            );
+        }
+        let mut pulled = Vec::new();
+        let mut next_wait = wait;
+        while pulled.len() < max {
+            let Some(consumer) = slot.as_mut() else { break };
+            let delivery = match consumer.next(next_wait).await {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => break,
+                Err(e) => {
+                    // The channel is gone; its unacknowledged deliveries return to the queue.
+                    *slot = None;
+                    inbox
+                        .leased
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clear();
+                    if pulled.is_empty() {
+                        return Err(e.into());
+                    }
+                    break;
+                }
+            };
+            next_wait = Duration::ZERO;
+            if let Some(item) = inbox.lease(delivery, self.lease()).await {
+                pulled.push(item);
+            }
+        }
+        Ok(pulled)
+    }
+
+    /// Acknowledges a pulled delivery: recorded in the ledger first, then acked to RabbitMQ.
+    /// `Ok(false)` when this instance holds no such lease for the agency.
+    pub async fn ack(&self, agency: &AgencyCode, delivery_id: i64) -> Result<bool, InboxError> {
+        let inbox = self.agency(agency);
+        let Some(lease) = inbox
+            .leased
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&delivery_id)
+        else {
+            return Ok(false);
+        };
+        match self.ledger.acknowledge(delivery_id, agency).await {
+            Ok(true) => {}
+            // Only the relay puts deliveries into agency queues, so the ledger knows each one;
+            // settle a stray anyway so that it does not come back forever.
+            Ok(false) => {
+                tracing::warn!(agency.code = %agency, delivery = delivery_id, "acknowledged delivery unknown to the ledger")
+            }
+            Err(e) => {
+                inbox
+                    .leased
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(delivery_id, lease);
+                return Err(e.into());
+            }
+        }
+        // Recorded; if this ack is lost the delivery comes again and the client drops it by id.
+        if let Err(e) = lease.delivery.ack().await {
+            tracing::warn!(agency.code = %agency, delivery = delivery_id, error = %e, "ack to RabbitMQ failed");
+        }
+        Ok(true)
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.config.lease_ms)
+    }
+}
+
+impl AgencyInbox {
+    async fn lease(&self, delivery: Delivery, lease: Duration) -> Option<PulledDelivery> {
+        let event = std::str::from_utf8(&delivery.body)
+            .ok()
+            .and_then(|s| RawValue::from_string(s.to_owned()).ok());
+        let (Some(id), Some(event)) = (delivery.delivery_id, event) else {
+            // Not something the relay published: park it in the dead-letter queue.
+            tracing::warn!(message.id = ?delivery.message_id, "unexpected message in an agency queue; dead-lettering it");
+            let _ = delivery.reject(false).await;
+            return None;
+        };
+        let item = PulledDelivery {
+            delivery: id,
+            message_id: delivery.message_id,
+            seq: delivery.seq,
+            type_: delivery.type_.clone(),
+            redelivered: delivery.redelivered,
+            event,
+        };
+        let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stale) = leased.insert(
+            id,
+            Lease {
+                delivery,
+                until: Instant::now() + lease,
+            },
+        ) {
+            // The same delivery again (published twice): one lease, the older copy is settled.
+            tokio::spawn(async move {
+                let _ = stale.delivery.ack().await;
+            });
+        }
+        Some(item)
+    }
+
+    /// Hands deliveries whose lease ended back to the queue.
+    async fn release_expired(&self) {
+        let now = Instant::now();
+        let expired: Vec<Lease> = {
+            let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<i64> = leased
+                .iter()
+                .filter(|(_, l)| l.until <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| leased.remove(&id))
+                .collect()
+        };
+        for lease in expired {
+            let _ = lease.delivery.reject(true).await;
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The plain-HTTP operations port: liveness and readiness for supervisors and load balancers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use liaison_bus::Bus;
+use liaison_ledger::Ledger;
+use serde_json::json;
+
+#[derive(Clone)]
+pub struct Ops {
+    pub ledger: Ledger,
+    pub bus: Bus,
+}
+
+pub fn router(ops: Ops) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(ops)
+}
+
+/// Ready means able to accept (the ledger answers) and to deliver (RabbitMQ is connected).
+async fn ready(State(ops): State<Ops>) -> (StatusCode, Json<serde_json::Value>) {
+    let ledger = ops.ledger.ping().await.map_err(|e| e.to_string());
+    // The bus reconnects on demand; asking for a channel is that demand.
+    let bus = if ops.bus.is_connected() {
+        Ok(())
+    } else {
+        ops.bus
+            .publisher()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let status = if ledger.is_ok() && bus.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => json!("ok"),
+        Err(e) => json!(e),
+    };
+    (
+        status,
+        Json(json!({ "ledger": show(&ledger), "rabbitmq": show(&bus) })),
+    )
+}

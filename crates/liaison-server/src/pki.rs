@@ -1,0 +1,846 @@
+//! The development PKI behind `liaison pki init --out DIR`: a CA, a server certificate, one
+//! client certificate per agency of the registry, and the Ed25519 key that signs ledger
+//! checkpoints.
+//!
+//! Agencies are identified by the SAN URI `urn:liaison:agency:<code>` of their client
+//! certificate (see [`crate::tls::agency_from_cert`]); the common name repeats the code only
+//! for people reading the certificate.
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use liaison_core::{AgencyCode, Registry};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use time::{Duration, OffsetDateTime};
+
+/// Common name of the development CA.
+pub const CA_COMMON_NAME: &str = "liaison development CA";
+
+/// The CA must outlive every certificate it issues, including agency certificates that
+/// [`ensure`] adds long after `init`, so it gets at least this many days.
+const CA_MIN_VALIDITY_DAYS: u32 = 3650;
+
+/// New certificates start slightly in the past so that a peer whose clock runs a little
+/// behind does not see them as not yet valid.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::hours(1);
+
+/// What to put into a new PKI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PkiOptions {
+    /// Names the server certificate is valid for: DNS names or IP addresses.
+    pub server_names: Vec<String>,
+    /// Validity of the server and agency certificates, counted from now.
+    pub validity_days: u32,
+}
+
+impl Default for PkiOptions {
+    fn default() -> Self {
+        Self {
+            server_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            validity_days: 825,
+        }
+    }
+}
+
+/// The outcome of [`init`] or [`ensure`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PkiSummary {
+    pub dir: PathBuf,
+    /// Agencies of the registry that now have a client certificate in `dir`.
+    pub agencies: usize,
+    /// Files written by this call, in the order they were written (empty when [`ensure`]
+    /// found nothing to add).
+    pub files: Vec<PathBuf>,
+}
+
+/// Paths inside a PKI directory, one place for every file name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PkiLayout {
+    pub dir: PathBuf,
+}
+
+impl PkiLayout {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+
+    pub fn agencies_dir(&self) -> PathBuf {
+        self.dir.join("agencies")
+    }
+
+    pub fn agency_cert(&self, code: &AgencyCode) -> PathBuf {
+        self.agencies_dir().join(format!("{code}.pem"))
+    }
+
+    pub fn agency_key(&self, code: &AgencyCode) -> PathBuf {
+        self.agencies_dir().join(format!("{code}.key"))
+    }
+
+    /// Ed25519 private key, PKCS#8 DER as produced by ring.
+    pub fn ledger_signing_key(&self) -> PathBuf {
+        self.dir.join("ledger-signing.pk8")
+    }
+
+    /// The raw 32-byte Ed25519 public key, hex-encoded, no trailing newline.
+    pub fn ledger_public_key(&self) -> PathBuf {
+        self.dir.join("ledger-signing.pub")
+    }
+
+    /// Every file a complete PKI holds besides the agency certificates.
+    fn core_files(&self) -> [PathBuf; 6] {
+        [
+            self.ca_cert(),
+            self.ca_key(),
+            self.server_cert(),
+            self.server_key(),
+            self.ledger_signing_key(),
+            self.ledger_public_key(),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error(
+        "{dir} already holds a PKI ({ca} exists): keep it with `ensure`, or choose another directory"
+    )]
+    AlreadyInitialised { dir: PathBuf, ca: PathBuf },
+    #[error(
+        "the PKI in {dir} is incomplete ({missing} is missing): move the directory away and create a new PKI"
+    )]
+    Incomplete { dir: PathBuf, missing: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server certificate needs at least one server name")]
+    NoServerNames,
+    #[error("invalid server name {name:?}: {source}")]
+    InvalidServerName {
+        name: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("certificate validity must be at least one day")]
+    ZeroValidity,
+    #[error(
+        "certificate validity is empty: not_after {not_after} is not after not_before {not_before}"
+    )]
+    EmptyValidity {
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    },
+    #[error("cannot issue the {subject} certificate: {source}")]
+    Issue {
+        subject: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("cannot load the CA from {path}: {source}")]
+    LoadCa {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("the CA key {key} does not belong to the CA certificate {cert}")]
+    CaKeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("cannot generate the ledger signing key: the system random source failed")]
+    LedgerKeyGeneration,
+    #[error("invalid ledger key {path}: {reason}")]
+    InvalidLedgerKey { path: PathBuf, reason: String },
+}
+
+/// Creates a new PKI in `out` (created if needed). Refuses a directory that already has a
+/// `ca.pem`: overwriting a CA would silently invalidate every certificate handed out.
+pub fn init(out: &Path, registry: &Registry, options: &PkiOptions) -> Result<PkiSummary, PkiError> {
+    let layout = PkiLayout::new(out);
+    if exists(&layout.ca_cert())? {
+        return Err(PkiError::AlreadyInitialised {
+            dir: layout.dir.clone(),
+            ca: layout.ca_cert(),
+        });
+    }
+    create(&layout, registry, options)
+}
+
+/// Creates the PKI if `out` has none; otherwise keeps the existing one (CA, server
+/// certificate and ledger key untouched, even if `options.server_names` differ) and only
+/// issues the agency certificates that are missing.
+pub fn ensure(
+    out: &Path,
+    registry: &Registry,
+    options: &PkiOptions,
+) -> Result<PkiSummary, PkiError> {
+    let layout = PkiLayout::new(out);
+    if !exists(&layout.ca_cert())? {
+        return create(&layout, registry, options);
+    }
+    for file in layout.core_files() {
+        if !exists(&file)? {
+            return Err(PkiError::Incomplete {
+                dir: layout.dir.clone(),
+                missing: file,
+            });
+        }
+    }
+    check_validity_days(options.validity_days)?;
+    let ca = load_ca(&layout)?;
+    let mut files = FileWriter::default();
+    create_dir(&layout.agencies_dir())?;
+    let (not_before, not_after) = validity_from_now(options.validity_days);
+    for code in registry.codes() {
+        if exists(&layout.agency_cert(code))? && exists(&layout.agency_key(code))? {
+            continue;
+        }
+        let (cert, key) = issue_agency(&ca, code, not_before, not_after)?;
+        files.secret(&layout.agency_key(code), key.as_bytes())?;
+        files.public(&layout.agency_cert(code), cert.as_bytes())?;
+    }
+    Ok(PkiSummary {
+        dir: layout.dir,
+        agencies: registry.len(),
+        files: files.written,
+    })
+}
+
+/// Issues one more client certificate for `code` from the CA in `dir`, without writing it:
+/// returns the certificate and its private key, both PEM. Tests use it for expired or
+/// not-yet-valid certificates.
+pub fn issue_agency_cert(
+    dir: &Path,
+    code: &AgencyCode,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, String), PkiError> {
+    if not_after <= not_before {
+        return Err(PkiError::EmptyValidity {
+            not_before,
+            not_after,
+        });
+    }
+    let ca = load_ca(&PkiLayout::new(dir))?;
+    issue_agency(&ca, code, not_before, not_after)
+}
+
+/// Loads the ledger signing key written by [`init`].
+pub fn load_ledger_signing_key(layout: &PkiLayout) -> Result<Ed25519KeyPair, PkiError> {
+    let path = layout.ledger_signing_key();
+    let pkcs8 = fs::read(&path).map_err(io_error("read", &path))?;
+    Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|rejected| PkiError::InvalidLedgerKey {
+        path,
+        reason: rejected.to_string(),
+    })
+}
+
+/// Reads the ledger's public key, the one auditors use to check checkpoint signatures.
+pub fn read_ledger_public_key(layout: &PkiLayout) -> Result<[u8; 32], PkiError> {
+    let path = layout.ledger_public_key();
+    let text = fs::read_to_string(&path).map_err(io_error("read", &path))?;
+    let bytes = hex::decode(text.trim()).map_err(|e| PkiError::InvalidLedgerKey {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| PkiError::InvalidLedgerKey {
+        path,
+        reason: format!("expected 32 bytes, found {}", bytes.len()),
+    })
+}
+
+fn create(
+    layout: &PkiLayout,
+    registry: &Registry,
+    options: &PkiOptions,
+) -> Result<PkiSummary, PkiError> {
+    check_validity_days(options.validity_days)?;
+    if options.server_names.is_empty() {
+        return Err(PkiError::NoServerNames);
+    }
+    let ca = generate_ca(options.validity_days.max(CA_MIN_VALIDITY_DAYS))?;
+    let (not_before, not_after) = validity_from_now(options.validity_days);
+    let (server_cert, server_key) =
+        issue_server(&ca.issuer, &options.server_names, not_before, not_after)?;
+    let ledger_key = generate_ledger_key()?;
+
+    create_dir(&layout.dir)?;
+    create_dir(&layout.agencies_dir())?;
+    let mut files = FileWriter::default();
+    files.secret(&layout.server_key(), server_key.as_bytes())?;
+    files.public(&layout.server_cert(), server_cert.as_bytes())?;
+    files.secret(&layout.ledger_signing_key(), &ledger_key.pkcs8)?;
+    files.public(
+        &layout.ledger_public_key(),
+        ledger_key.public_hex.as_bytes(),
+    )?;
+    for code in registry.codes() {
+        let (cert, key) = issue_agency(&ca.issuer, code, not_before, not_after)?;
+        files.secret(&layout.agency_key(code), key.as_bytes())?;
+        files.public(&layout.agency_cert(code), cert.as_bytes())?;
+    }
+    // ca.pem last: its presence marks a complete PKI, so an interrupted run leaves a
+    // directory that `init` accepts again instead of one `ensure` would call incomplete.
+    files.secret(&layout.ca_key(), ca.issuer.key().serialize_pem().as_bytes())?;
+    files.public(&layout.ca_cert(), ca.cert_pem.as_bytes())?;
+    Ok(PkiSummary {
+        dir: layout.dir.clone(),
+        agencies: registry.len(),
+        files: files.written,
+    })
+}
+
+struct GeneratedCa {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn generate_ca(validity_days: u32) -> Result<GeneratedCa, PkiError> {
+    let issue_error = |source| PkiError::Issue {
+        subject: CA_COMMON_NAME.to_owned(),
+        source,
+    };
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, CA_COMMON_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    (params.not_before, params.not_after) = validity_from_now(validity_days);
+    let key = KeyPair::generate().map_err(issue_error)?;
+    let cert = params.self_signed(&key).map_err(issue_error)?;
+    Ok(GeneratedCa {
+        cert_pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    })
+}
+
+fn load_ca(layout: &PkiLayout) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    let (cert_path, key_path) = (layout.ca_cert(), layout.ca_key());
+    let cert_pem = fs::read_to_string(&cert_path).map_err(io_error("read", &cert_path))?;
+    let key_pem = fs::read_to_string(&key_path).map_err(io_error("read", &key_path))?;
+    let key = KeyPair::from_pem(&key_pem).map_err(|source| PkiError::LoadCa {
+        path: key_path.clone(),
+        source,
+    })?;
+    let cert =
+        CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| PkiError::LoadCa {
+            path: cert_path.clone(),
+            source: rcgen::Error::CouldNotParseCertificate,
+        })?;
+    // rcgen signs with whatever key it is given; a swapped ca.key would only show up later
+    // as certificates no peer accepts.
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert).map_err(|_| PkiError::LoadCa {
+        path: cert_path.clone(),
+        source: rcgen::Error::CouldNotParseCertificate,
+    })?;
+    if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(PkiError::CaKeyMismatch {
+            cert: cert_path,
+            key: key_path,
+        });
+    }
+    Issuer::from_ca_cert_der(&cert, key).map_err(|source| PkiError::LoadCa {
+        path: cert_path,
+        source,
+    })
+}
+
+fn issue_server(
+    ca: &Issuer<'_, KeyPair>,
+    server_names: &[String],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, String), PkiError> {
+    let first_name = server_names.first().ok_or(PkiError::NoServerNames)?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, first_name.as_str());
+    params.subject_alt_names = server_names
+        .iter()
+        .map(|name| server_san(name))
+        .collect::<Result<_, _>>()?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    issue_leaf(ca, params, "server", not_before, not_after)
+}
+
+fn server_san(name: &str) -> Result<SanType, PkiError> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    name.try_into()
+        .map(SanType::DnsName)
+        .map_err(|source| PkiError::InvalidServerName {
+            name: name.to_owned(),
+            source,
+        })
+}
+
+fn issue_agency(
+    ca: &Issuer<'_, KeyPair>,
+    code: &AgencyCode,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, String), PkiError> {
+    let subject = format!("agency {code}");
+    let urn = code.urn().try_into().map_err(|source| PkiError::Issue {
+        subject: subject.clone(),
+        source,
+    })?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, code.as_str());
+    params.subject_alt_names = vec![SanType::URI(urn)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    issue_leaf(ca, params, &subject, not_before, not_after)
+}
+
+/// Signs an end-entity certificate with a fresh key; returns (certificate PEM, key PEM).
+fn issue_leaf(
+    ca: &Issuer<'_, KeyPair>,
+    mut params: CertificateParams,
+    subject: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, String), PkiError> {
+    let issue_error = |source| PkiError::Issue {
+        subject: subject.to_owned(),
+        source,
+    };
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let key = KeyPair::generate().map_err(issue_error)?;
+    let cert = params.signed_by(&key, ca).map_err(issue_error)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+struct LedgerKey {
+    pkcs8: Vec<u8>,
+    public_hex: String,
+}
+
+fn generate_ledger_key() -> Result<LedgerKey, PkiError> {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        .map_err(|_| PkiError::LedgerKeyGeneration)?;
+    let pair =
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| PkiError::LedgerKeyGeneration)?;
+    Ok(LedgerKey {
+        public_hex: hex::encode(pair.public_key().as_ref()),
+        pkcs8: pkcs8.as_ref().to_vec(),
+    })
+}
+
+fn check_validity_days(days: u32) -> Result<(), PkiError> {
+    if days == 0 {
+        Err(PkiError::ZeroValidity)
+    } else {
+        Ok(())
+    }
+}
+
+fn validity_from_now(days: u32) -> (OffsetDateTime, OffsetDateTime) {
+    let now = OffsetDateTime::now_utc();
+    (
+        now - CLOCK_SKEW_ALLOWANCE,
+        now + Duration::days(i64::from(days)),
+    )
+}
+
+/// Writes files atomically (temporary file, then rename) so that a crash never leaves a
+/// truncated key behind, and records what it wrote.
+#[derive(Default)]
+struct FileWriter {
+    written: Vec<PathBuf>,
+}
+
+impl FileWriter {
+    fn public(&mut self, path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+        self.write(path, contents, 0o644)
+    }
+
+    /// Private keys: readable by the owner only.
+    fn secret(&mut self, path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+        self.write(path, contents, 0o600)
+    }
+
+    fn write(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = path.with_file_name(format!(".{file_name}.tmp"));
+        let mut file = open_with_mode(&temporary, mode)?;
+        file.write_all(contents)
+            .map_err(io_error("write", &temporary))?;
+        file.sync_all().map_err(io_error("sync", &temporary))?;
+        fs::rename(&temporary, path).map_err(io_error("rename into place", path))?;
+        self.written.push(path.to_path_buf());
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn open_with_mode(path: &Path, mode: u32) -> Result<fs::File, PkiError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_error("create", path))?;
+    // `mode` only applies to new files; a leftover temporary file from an interrupted run
+    // keeps its old permissions unless they are set again.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_error("set permissions on", path))?;
+    Ok(file)
+}
+
+#[cfg(not(unix))]
+fn open_with_mode(path: &Path, _mode: u32) -> Result<fs::File, PkiError> {
+    fs::File::create(path).map_err(io_error("create", path))
+}
+
+fn create_dir(path: &Path) -> Result<(), PkiError> {
+    fs::create_dir_all(path).map_err(io_error("create directory", path))
+}
+
+fn exists(path: &Path) -> Result<bool, PkiError> {
+    path.try_exists().map_err(io_error("inspect", path))
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PkiError {
+    let path = path.to_path_buf();
+    move |source| PkiError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::agency_from_cert;
+
+    fn registry(codes: &[&str]) -> Registry {
+        if codes.is_empty() {
+            return Registry::default();
+        }
+        let text: String = codes
+            .iter()
+            .map(|code| format!("[[agency]]\ncode = \"{code}\"\nname_zh = \"机构\"\nname_en = \"Agency {code}\"\n"))
+            .collect();
+        Registry::from_toml(&text, "test registry").unwrap()
+    }
+
+    fn code(code: &str) -> AgencyCode {
+        AgencyCode::new(code).unwrap()
+    }
+
+    fn read_cert(path: &Path) -> CertificateDer<'static> {
+        CertificateDer::from_pem_file(path).unwrap()
+    }
+
+    #[test]
+    fn init_writes_every_file_of_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = init(
+            dir.path(),
+            &registry(&["eco", "police"]),
+            &PkiOptions::default(),
+        )
+        .unwrap();
+        let layout = PkiLayout::new(dir.path());
+        let mut expected: Vec<PathBuf> = layout.core_files().into();
+        for agency in ["eco", "police"] {
+            expected.push(layout.agency_cert(&code(agency)));
+            expected.push(layout.agency_key(&code(agency)));
+        }
+        for path in &expected {
+            assert!(path.is_file(), "{} missing", path.display());
+            assert!(
+                summary.files.contains(path),
+                "{} not reported",
+                path.display()
+            );
+        }
+        assert_eq!(summary.files.len(), expected.len());
+        assert_eq!(summary.agencies, 2);
+        assert_eq!(summary.dir, dir.path());
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn agency_certificate_names_its_agency_and_chains_to_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &registry(&["eco"]), &PkiOptions::default()).unwrap();
+        let layout = PkiLayout::new(dir.path());
+        let eco = code("eco");
+        let cert = read_cert(&layout.agency_cert(&eco));
+        assert_eq!(agency_from_cert(&cert), Some(eco));
+
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+        let common_names: Vec<_> = parsed
+            .subject()
+            .iter_common_name()
+            .map(|cn| cn.as_str().unwrap())
+            .collect();
+        assert_eq!(common_names, ["eco"]);
+        let ca = read_cert(&layout.ca_cert());
+        let (_, parsed_ca) = x509_parser::parse_x509_certificate(&ca).unwrap();
+        assert!(parsed_ca.is_ca());
+        assert_eq!(parsed.issuer(), parsed_ca.subject());
+        parsed
+            .verify_signature(Some(parsed_ca.public_key()))
+            .unwrap();
+    }
+
+    #[test]
+    fn server_certificate_covers_dns_names_and_ip_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &registry(&[]), &PkiOptions::default()).unwrap();
+        let cert = read_cert(&PkiLayout::new(dir.path()).server_cert());
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+        let names = &parsed
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names;
+        use x509_parser::extensions::GeneralName;
+        assert!(names.contains(&GeneralName::DNSName("localhost")));
+        assert!(names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])));
+        assert_eq!(
+            agency_from_cert(&cert),
+            None,
+            "the server certificate names no agency"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_keys_are_readable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &registry(&["eco"]), &PkiOptions::default()).unwrap();
+        let layout = PkiLayout::new(dir.path());
+        for key in [
+            layout.ca_key(),
+            layout.server_key(),
+            layout.ledger_signing_key(),
+            layout.agency_key(&code("eco")),
+        ] {
+            let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} has mode {mode:o}", key.display());
+        }
+    }
+
+    #[test]
+    fn ledger_key_files_hold_one_key_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &registry(&[]), &PkiOptions::default()).unwrap();
+        let layout = PkiLayout::new(dir.path());
+        let signing = load_ledger_signing_key(&layout).unwrap();
+        let public = read_ledger_public_key(&layout).unwrap();
+        assert_eq!(signing.public_key().as_ref(), public);
+        let message = b"checkpoint";
+        let signature = signing.sign(message);
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
+            .verify(message, signature.as_ref())
+            .unwrap();
+    }
+
+    #[test]
+    fn init_refuses_an_existing_pki() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &registry(&["eco"]), &PkiOptions::default()).unwrap();
+        let ca_before = fs::read(PkiLayout::new(dir.path()).ca_cert()).unwrap();
+        let err = init(dir.path(), &registry(&["eco"]), &PkiOptions::default()).unwrap_err();
+        assert!(matches!(err, PkiError::AlreadyInitialised { .. }), "{err}");
+        assert!(
+            err.to_string().contains("ensure"),
+            "the error names the way out: {err}"
+        );
+        assert_eq!(
+            fs::read(PkiLayout::new(dir.path()).ca_cert()).unwrap(),
+            ca_before
+        );
+    }
+
+    #[test]
+    fn ensure_keeps_the_ca_and_adds_only_missing_agencies() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = PkiLayout::new(dir.path());
+        init(dir.path(), &registry(&["eco"]), &PkiOptions::default()).unwrap();
+        let kept: Vec<_> = [
+            layout.ca_cert(),
+            layout.ca_key(),
+            layout.server_cert(),
+            layout.agency_cert(&code("eco")),
+        ]
+        .into_iter()
+        .map(|path| (fs::read(&path).unwrap(), path))
+        .collect();
+
+        let summary = ensure(
+            dir.path(),
+            &registry(&["eco", "police"]),
+            &PkiOptions::default(),
+        )
+        .unwrap();
+        let police = code("police");
+        assert_eq!(
+            summary.files,
+            [layout.agency_key(&police), layout.agency_cert(&police)]
+        );
+        assert_eq!(summary.agencies, 2);
+        for (contents, path) in kept {
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                contents,
+                "{} changed",
+                path.display()
+            );
+        }
+        let police_cert = read_cert(&layout.agency_cert(&police));
+        assert_eq!(agency_from_cert(&police_cert), Some(police));
+        let (_, parsed) = x509_parser::parse_x509_certificate(&police_cert).unwrap();
+        let ca_der = read_cert(&layout.ca_cert());
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        parsed.verify_signature(Some(ca.public_key())).unwrap();
+
+        let again = ensure(
+            dir.path(),
+            &registry(&["eco", "police"]),
+            &PkiOptions::default(),
+        )
+        .unwrap();
+        assert!(again.files.is_empty(), "nothing to add: {:?}", again.files);
+    }
+
+    #[test]
+    fn ensure_creates_a_pki_where_there_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pki");
+        let summary = ensure(&out, &registry(&["eco"]), &PkiOptions::default()).unwrap();
+        assert!(PkiLayout::new(&out).ca_cert().is_file());
+        assert_eq!(summary.agencies, 1);
+    }
+
+    #[test]
+    fn ensure_refuses_an_incomplete_pki() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &registry(&[]), &PkiOptions::default()).unwrap();
+        let layout = PkiLayout::new(dir.path());
+        fs::remove_file(layout.server_key()).unwrap();
+        let err = ensure(dir.path(), &registry(&[]), &PkiOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::Incomplete { missing, .. } if *missing == layout.server_key()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_ca_key_from_another_pki_is_refused() {
+        let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        init(first.path(), &registry(&[]), &PkiOptions::default()).unwrap();
+        init(second.path(), &registry(&[]), &PkiOptions::default()).unwrap();
+        fs::copy(
+            PkiLayout::new(second.path()).ca_key(),
+            PkiLayout::new(first.path()).ca_key(),
+        )
+        .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let err = issue_agency_cert(first.path(), &code("eco"), now, now + Duration::days(1))
+            .unwrap_err();
+        assert!(matches!(err, PkiError::CaKeyMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn issued_certificates_carry_the_requested_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &registry(&[]), &PkiOptions::default()).unwrap();
+        let not_before = OffsetDateTime::now_utc() - Duration::days(10);
+        let not_after = OffsetDateTime::now_utc() - Duration::days(1);
+        let (cert_pem, key_pem) =
+            issue_agency_cert(dir.path(), &code("eco"), not_before, not_after).unwrap();
+        assert!(key_pem.contains("PRIVATE KEY"));
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+        assert_eq!(
+            parsed.validity().not_after.timestamp(),
+            not_after.unix_timestamp()
+        );
+        assert!(!parsed.validity().is_valid());
+
+        let err = issue_agency_cert(dir.path(), &code("eco"), not_after, not_before).unwrap_err();
+        assert!(matches!(err, PkiError::EmptyValidity { .. }), "{err}");
+    }
+
+    #[test]
+    fn invalid_options_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pki");
+        let no_names = PkiOptions {
+            server_names: vec![],
+            ..PkiOptions::default()
+        };
+        assert!(matches!(
+            init(&out, &registry(&[]), &no_names),
+            Err(PkiError::NoServerNames)
+        ));
+        let bad_name = PkiOptions {
+            server_names: vec!["bad name\u{7f}é".to_owned()],
+            ..PkiOptions::default()
+        };
+        assert!(matches!(
+            init(&out, &registry(&[]), &bad_name),
+            Err(PkiError::InvalidServerName { .. })
+        ));
+        let zero = PkiOptions {
+            validity_days: 0,
+            ..PkiOptions::default()
+        };
+        assert!(matches!(
+            init(&out, &registry(&[]), &zero),
+            Err(PkiError::ZeroValidity)
+        ));
+        assert!(!out.exists());
+    }
+}

@@ -1,0 +1,67 @@
+//! RFC 9457 problem documents: every non-2xx answer of the gateway.
+//!
+//! The `code` member is the stable [`RejectCode`]; `errors` lists every failing JSON pointer
+//! for schema violations; `ledger_seq` is the ledger entry that recorded the rejection.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use liaison_core::RejectCode;
+use liaison_schema::Violation;
+use serde::Serialize;
+use uuid::Uuid;
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: RejectCode,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Violation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_seq: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
+        Self {
+            type_: format!("urn:liaison:problem:{}", code.as_str()),
+            title: code.title(),
+            status: code.http_status(),
+            detail: detail.into(),
+            code,
+            errors: Vec::new(),
+            message_id: None,
+            ledger_seq: None,
+        }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<Violation>) -> Self {
+        self.errors = errors;
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = self.code.is_retryable();
+        let mut response = (status, Json(self)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
+        if retry {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

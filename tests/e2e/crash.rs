@@ -1,0 +1,211 @@
+//! Accepted means delivered: a broker killed (SIGKILL) between `202` and delivery loses
+//! nothing; the next broker delivers what was accepted.
+//!
+//! To hold deliveries back deterministically, the test's RabbitMQ user is first denied
+//! write access to the `liaison.deliver` exchange, so every publish is refused and the
+//! relay keeps the rows pending. The broker process is then killed, access restored, and
+//! a new broker process started on the same ledger.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use liaison_bus::agency_queue;
+use liaison_cli::client::AgencyClient;
+use liaison_cli::demo::lead_event;
+use liaison_core::EntryKind;
+use liaison_ledger::TraceKey;
+use liaison_tests::{World, code};
+use uuid::Uuid;
+
+fn liaison_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("liaison");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p liaison-cli` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl {args:?}");
+}
+
+struct Process {
+    child: Child,
+    https_port: u16,
+}
+
+async fn spawn_broker(world: &World, config_file: &std::path::Path) -> Process {
+    let https_port = free_port();
+    let ops_port = free_port();
+    let c = &world.config;
+    let child = Command::new(liaison_binary())
+        .args(["serve", "--config"])
+        .arg(config_file)
+        .env("LIAISON_DATABASE_URL", &c.database_url)
+        .env("LIAISON_AMQP_URL", &c.amqp_url)
+        .env("LIAISON_LISTEN", format!("127.0.0.1:{https_port}"))
+        .env("LIAISON_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
+        .env("LIAISON_TLS_DIR", &c.tls_dir)
+        .env("LIAISON_REGISTRY", &c.registry)
+        .env("LIAISON_POLICY", &c.policy)
+        .env("LIAISON_SCHEMAS", &c.schemas)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn liaison serve");
+    // Started means the operations port answers /healthz.
+    let health = format!("http://127.0.0.1:{ops_port}/healthz");
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if http
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "liaison serve did not come up on {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Process { child, https_port }
+}
+
+#[tokio::test]
+async fn a_killed_broker_loses_nothing_it_accepted() {
+    let world = World::new().await;
+    let config_file = world.config.tls_dir.join("crash-test.toml");
+    std::fs::write(&config_file, "[relay]\nlease_ms = 2000\nretry_base_ms = 100\nretry_max_ms = 500\npoll_interval_ms = 100\n").unwrap();
+    // Everything but publishing to liaison.deliver.
+    rabbitmqctl(&[
+        "set_permissions",
+        "-p",
+        &world.vhost,
+        "guest",
+        ".*",
+        "^liaison\\.(agency\\..*|intake|dead|dlx)$",
+        ".*",
+    ]);
+
+    let mut first = spawn_broker(&world, &config_file).await;
+    let eco = AgencyClient::new(
+        &world.layout(),
+        &code("eco"),
+        &format!("https://localhost:{}", first.https_port),
+    )
+    .unwrap();
+    let mut accepted = BTreeSet::new();
+    for i in 0..20 {
+        let lead = lead_event(&format!("SD-CRASH-{i:02}"));
+        let answer = eco.submit(&lead).await.unwrap();
+        assert_eq!(answer.status, 202, "{}", answer.body);
+        accepted.insert(Uuid::parse_str(lead["id"].as_str().unwrap()).unwrap());
+    }
+    // The relay has tried and failed: the ledger says so.
+    let ledger = world.ledger().await;
+    let some_id = *accepted.iter().next().unwrap();
+    crate::path::wait_for(|| async {
+        let trace = ledger.trace(&TraceKey::Message(some_id)).await.unwrap();
+        trace
+            .iter()
+            .any(|e| e.kind == EntryKind::DeliveryFailed)
+            .then_some(())
+    })
+    .await;
+
+    first.child.kill().expect("SIGKILL the broker");
+    first.child.wait().unwrap();
+
+    let bus = world.bus().await;
+    let mut queue = bus
+        .consume(&agency_queue(&code("procuratorate")), 100)
+        .await
+        .unwrap();
+    assert!(
+        queue
+            .next(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing was delivered before the kill"
+    );
+
+    rabbitmqctl(&[
+        "set_permissions",
+        "-p",
+        &world.vhost,
+        "guest",
+        ".*",
+        ".*",
+        ".*",
+    ]);
+    let mut second = spawn_broker(&world, &config_file).await;
+
+    let mut delivered = BTreeSet::new();
+    while delivered.len() < accepted.len() {
+        let delivery = queue
+            .next(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!(
+                    "only {} of {} accepted messages delivered after the restart",
+                    delivered.len(),
+                    accepted.len()
+                )
+            });
+        delivered.insert(delivery.message_id.expect("message id"));
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(
+        delivered, accepted,
+        "every accepted message, and nothing else"
+    );
+
+    for id in &accepted {
+        let kinds: Vec<EntryKind> = crate::path::wait_for(|| async {
+            let trace = ledger.trace(&TraceKey::Message(*id)).await.unwrap();
+            let kinds: Vec<EntryKind> = trace.iter().map(|e| e.kind).collect();
+            kinds
+                .contains(&EntryKind::DeliveryDispatched)
+                .then_some(kinds)
+        })
+        .await;
+        assert_eq!(kinds[0], EntryKind::MessageAccepted);
+        assert!(kinds.contains(&EntryKind::DeliveryFailed), "{kinds:?}");
+        assert_eq!(
+            kinds.last(),
+            Some(&EntryKind::DeliveryDispatched),
+            "{kinds:?}"
+        );
+    }
+
+    second.child.kill().ok();
+    second.child.wait().ok();
+    bus.close().await;
+    world.cleanup().await;
+}

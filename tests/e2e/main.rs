@@ -1,0 +1,7 @@
+//! End-to-end tests: the real broker, over real mutual TLS, against the local RabbitMQ and
+//! PostgreSQL. Each test builds its own isolated [`liaison_tests::World`].
+
+mod answers;
+mod auth;
+mod crash;
+mod path;
