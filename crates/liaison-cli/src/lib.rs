@@ -1,6 +1,7 @@
 //! The `liaison` command line, as a library so that the end-to-end tests drive the same
 //! client, demo scenario and service checks that users run.
 
+pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod services;

@@ -54,6 +54,18 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Measure throughput and latency against the raw RabbitMQ floor, in one run, in a
+    /// private vhost and database on the local services.
+    Bench {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also write the report as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// A short run (a tenth of the messages) for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Development PKI.
     Pki {
         #[command(subcommand)]
@@ -168,6 +180,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             liaison_server::run(config, shutdown_signal()).await?;
+        }
+        Command::Bench {
+            config,
+            json,
+            quick,
+        } => {
+            let mut options = liaison_cli::bench::BenchOptions::default();
+            if quick {
+                options.raw_messages /= 10;
+                options.ledger_appends /= 10;
+                options.full_messages /= 10;
+                options.latency_duration /= 4;
+            }
+            let report = liaison_cli::bench::run(&options, &config.load()?).await?;
+            print!("{}", report.text());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
         }
         Command::Demo { config, once } => liaison_cli::demo::run(config.load()?, once).await?,
         Command::Pki {

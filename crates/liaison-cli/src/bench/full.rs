@@ -1,0 +1,236 @@
+//! The full path: HTTPS clients with client certificates post leads; the broker validates,
+//! commits, relays with confirms; a consumer takes them from the procuratorate's queue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use liaison_bus::agency_queue;
+use liaison_core::AgencyCode;
+use liaison_server::Broker;
+use liaison_server::pki::PkiLayout;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::report::Percentiles;
+use super::setup::BenchWorld;
+use crate::client::AgencyClient;
+
+/// Agencies that post leads in the benchmark, each over its own keep-alive connection.
+const SENDERS: [&str; 8] = [
+    "eco",
+    "market",
+    "agri",
+    "natres",
+    "emergency",
+    "hrss",
+    "water",
+    "forestry",
+];
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PathResult {
+    pub messages: usize,
+    pub concurrency: Option<usize>,
+    pub offered_rate: Option<f64>,
+    pub seconds: f64,
+    pub throughput: f64,
+    pub accepted_ms: Percentiles,
+    pub delivered_ms: Percentiles,
+}
+
+/// A realistic lead as `eco` would send it, serialised.
+pub fn lead_bytes(caseref: &str) -> Vec<u8> {
+    serde_json::to_vec(&crate::demo::lead_event(caseref)).unwrap_or_default()
+}
+
+pub fn sample_body_size() -> usize {
+    lead_bytes("SD-BENCH-0000000").len()
+}
+
+fn lead_from(sender: &AgencyCode, caseref: &str) -> (Uuid, Vec<u8>) {
+    let mut event = crate::demo::lead_event(caseref);
+    event["source"] = serde_json::Value::String(sender.urn());
+    let id = event["id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .unwrap_or_default();
+    (id, serde_json::to_vec(&event).unwrap_or_default())
+}
+
+type Started = Arc<Mutex<HashMap<Uuid, Instant>>>;
+
+fn clients(world: &BenchWorld, broker: &Broker) -> anyhow::Result<Vec<Arc<AgencyClient>>> {
+    let layout = PkiLayout {
+        dir: world.config.tls_dir.clone(),
+    };
+    let base = format!("https://localhost:{}", broker.https_addr.port());
+    SENDERS
+        .iter()
+        .map(|s| {
+            Ok(Arc::new(AgencyClient::new(
+                &layout,
+                &AgencyCode::new(*s)?,
+                &base,
+            )?))
+        })
+        .collect()
+}
+
+/// Consumes `expect` messages from the procuratorate's queue and returns each one's
+/// time from post to consumption.
+async fn consume(
+    world: &BenchWorld,
+    expect: usize,
+    started: Started,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<(Vec<f64>, Instant)>>> {
+    let connection =
+        Connection::connect(&world.config.amqp_url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel.basic_qos(300, BasicQosOptions::default()).await?;
+    let queue = agency_queue(&AgencyCode::new("procuratorate")?);
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(tokio::spawn(async move {
+        let _connection = connection;
+        let mut latencies = Vec::with_capacity(expect);
+        let mut seen = std::collections::HashSet::with_capacity(expect);
+        while seen.len() < expect {
+            let delivery =
+                match tokio::time::timeout(Duration::from_secs(60), consumer.next()).await {
+                    Ok(Some(Ok(d))) => d,
+                    Ok(Some(Err(e))) => return Err(e.into()),
+                    Ok(None) | Err(_) => bail!(
+                        "only {} of {expect} leads reached the procuratorate's queue",
+                        seen.len()
+                    ),
+                };
+            let now = Instant::now();
+            let id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .and_then(|s| Uuid::parse_str(s.as_str()).ok());
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            if let Some(id) = id.filter(|id| seen.insert(*id)) {
+                let start = started
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .copied();
+                if let Some(start) = start {
+                    latencies.push(now.duration_since(start).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        Ok((latencies, Instant::now()))
+    }))
+}
+
+async fn post(
+    client: &AgencyClient,
+    id: Uuid,
+    bytes: Vec<u8>,
+    started: &Started,
+) -> anyhow::Result<f64> {
+    let begin = Instant::now();
+    started
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, begin);
+    let answer = client.submit_bytes(bytes).await?;
+    if answer.status != 202 {
+        bail!("lead {id} answered {} {}", answer.status, answer.body);
+    }
+    Ok(begin.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// As fast as `concurrency` requests in flight allow.
+pub async fn saturate(
+    world: &BenchWorld,
+    broker: &Broker,
+    messages: usize,
+    concurrency: usize,
+) -> anyhow::Result<PathResult> {
+    let clients = clients(world, broker)?;
+    let started: Started = Arc::default();
+    let consumer = consume(world, messages, started.clone()).await?;
+    let prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)> = (0..messages)
+        .map(|i| {
+            let client = clients[i % clients.len()].clone();
+            let (id, bytes) = lead_from(&client.agency, &format!("SD-BENCH-{i:07}"));
+            (client, id, bytes)
+        })
+        .collect();
+    let begin = Instant::now();
+    let accepted: Vec<anyhow::Result<f64>> = futures::stream::iter(prepared)
+        .map(|(client, id, bytes)| {
+            let started = started.clone();
+            async move { post(&client, id, bytes, &started).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let accepted: Vec<f64> = accepted.into_iter().collect::<anyhow::Result<_>>()?;
+    let (delivered, end) = consumer.await.context("consumer task")??;
+    let seconds = end.duration_since(begin).as_secs_f64();
+    Ok(PathResult {
+        messages,
+        concurrency: Some(concurrency),
+        offered_rate: None,
+        seconds,
+        throughput: messages as f64 / seconds,
+        accepted_ms: Percentiles::of(accepted),
+        delivered_ms: Percentiles::of(delivered),
+    })
+}
+
+/// An open-loop run: a lead every 1/rate seconds regardless of how fast answers come.
+pub async fn fixed_rate(
+    world: &BenchWorld,
+    broker: &Broker,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<PathResult> {
+    let clients = clients(world, broker)?;
+    let messages = ((rate * duration.as_secs_f64()) as usize).max(1);
+    let started: Started = Arc::default();
+    let consumer = consume(world, messages, started.clone()).await?;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let begin = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..messages {
+        ticker.tick().await;
+        let client = clients[i % clients.len()].clone();
+        let (id, bytes) = lead_from(&client.agency, &format!("SD-BENCH-R{i:07}"));
+        let started = started.clone();
+        tasks.spawn(async move { post(&client, id, bytes, &started).await });
+    }
+    let mut accepted = Vec::with_capacity(messages);
+    while let Some(joined) = tasks.join_next().await {
+        accepted.push(joined.context("posting task")??);
+    }
+    let (delivered, end) = consumer.await.context("consumer task")??;
+    let seconds = end.duration_since(begin).as_secs_f64();
+    Ok(PathResult {
+        messages,
+        concurrency: None,
+        offered_rate: Some(rate),
+        seconds,
+        throughput: messages as f64 / seconds,
+        accepted_ms: Percentiles::of(accepted),
+        delivered_ms: Percentiles::of(delivered),
+    })
+}

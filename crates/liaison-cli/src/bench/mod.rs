@@ -1,0 +1,109 @@
+//! `liaison bench`: the broker's throughput and latency against the raw RabbitMQ floor,
+//! measured in one run on one machine.
+//!
+//! 1. **raw floor** — lapin alone: persistent messages of the same size, publisher confirms
+//!    with a window in flight, into a quorum queue, consumed and acked;
+//! 2. **ledger** — group-committed appends alone, many concurrent callers;
+//! 3. **full path** — concurrent HTTPS clients with client certificates and keep-alive post
+//!    realistic leads; each is validated, committed, relayed with confirms and consumed from
+//!    the procuratorate's queue;
+//! 4. **latency** — the full path again at half the rate step 3 reached.
+//!
+//! Everything runs in a private RabbitMQ virtual host and a private database, removed at the
+//! end, so a running demo or broker is not disturbed.
+
+mod full;
+mod ledger;
+mod raw;
+mod report;
+mod setup;
+
+use std::time::Duration;
+
+use anyhow::Context;
+pub use report::Report;
+
+/// How much work each phase does.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub raw_messages: usize,
+    pub raw_window: usize,
+    pub ledger_appends: usize,
+    pub ledger_concurrency: usize,
+    pub full_messages: usize,
+    pub full_concurrency: usize,
+    pub latency_duration: Duration,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            raw_messages: 20_000,
+            raw_window: 1_000,
+            ledger_appends: 20_000,
+            ledger_concurrency: 1_000,
+            full_messages: 10_000,
+            full_concurrency: 256,
+            latency_duration: Duration::from_secs(8),
+        }
+    }
+}
+
+pub async fn run(options: &BenchOptions, base: &liaison_server::Config) -> anyhow::Result<Report> {
+    crate::services::ensure_all()?;
+    let world = setup::BenchWorld::create(base)
+        .await
+        .context("preparing the benchmark's vhost, database and PKI")?;
+    let result = phases(options, &world).await;
+    world.remove().await;
+    result
+}
+
+async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Result<Report> {
+    let body = full::sample_body_size();
+    eprintln!(
+        "raw floor: {} persistent {}-byte messages, {} confirms in flight…",
+        options.raw_messages, body, options.raw_window
+    );
+    let raw = raw::run(
+        &world.config.amqp_url,
+        options.raw_messages,
+        options.raw_window,
+        body,
+    )
+    .await?;
+    eprintln!(
+        "ledger: {} appends from {} concurrent callers…",
+        options.ledger_appends, options.ledger_concurrency
+    );
+    let ledger = ledger::run(world, options.ledger_appends, options.ledger_concurrency).await?;
+    eprintln!(
+        "full path: {} leads over HTTPS, {} in flight…",
+        options.full_messages, options.full_concurrency
+    );
+    let broker = liaison_server::Broker::start(world.config.clone())
+        .await
+        .context("starting the broker")?;
+    let saturation = full::saturate(
+        world,
+        &broker,
+        options.full_messages,
+        options.full_concurrency,
+    )
+    .await;
+    let latency = match &saturation {
+        Ok(s) => {
+            let rate = (s.throughput / 2.0).max(1.0);
+            eprintln!(
+                "latency: {:.0} leads/s offered for {:?}…",
+                rate, options.latency_duration
+            );
+            Some(full::fixed_rate(world, &broker, rate, options.latency_duration).await)
+        }
+        Err(_) => None,
+    };
+    broker.shutdown(Duration::from_secs(5)).await;
+    let saturation = saturation?;
+    let latency = latency.transpose()?;
+    Ok(Report::new(world, raw, ledger, saturation, latency, body).await)
+}

@@ -1,0 +1,87 @@
+//! The benchmark's private world: a RabbitMQ virtual host, a database and a PKI.
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use liaison_core::Registry;
+use liaison_server::Config;
+use liaison_server::pki::{self, PkiOptions};
+use uuid::Uuid;
+
+pub struct BenchWorld {
+    pub config: Config,
+    pub vhost: String,
+    _pki: tempfile::TempDir,
+}
+
+fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .context("running rabbitmqctl (the benchmark needs the local RabbitMQ)")?;
+    if !output.status.success() {
+        bail!(
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `scheme://authority/path` → `scheme://authority/<path>` (the last path segment replaced).
+fn with_path(url: &str, path: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            format!("{scheme}://{authority}/{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl BenchWorld {
+    pub async fn create(base: &Config) -> anyhow::Result<Self> {
+        let id = Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let vhost = format!("liaison-bench-{id}");
+        rabbitmqctl(&["add_vhost", &vhost])?;
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"])?;
+        let database_url = with_path(&base.database_url, &format!("liaison_bench_{id}"));
+        liaison_ledger::ensure_database(&database_url).await?;
+        let pki_dir = tempfile::tempdir()?;
+        let registry = Registry::load(&base.registry)?;
+        pki::init(pki_dir.path(), &registry, &PkiOptions::default())?;
+        let mut config = Config {
+            database_url,
+            amqp_url: with_path(&base.amqp_url, &vhost),
+            tls_dir: pki_dir.path().to_owned(),
+            ..base.clone()
+        };
+        config.listen.set_port(0);
+        config.ops_listen.set_port(0);
+        Ok(Self {
+            config,
+            vhost,
+            _pki: pki_dir,
+        })
+    }
+
+    pub async fn remove(&self) {
+        let _ = rabbitmqctl(&["delete_vhost", &self.vhost]);
+        let _ = liaison_ledger::drop_database(&self.config.database_url).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_the_path_of_a_url() {
+        assert_eq!(
+            super::with_path("amqp://guest:guest@127.0.0.1:5672/%2f", "v"),
+            "amqp://guest:guest@127.0.0.1:5672/v"
+        );
+        assert_eq!(
+            super::with_path("postgres://postgres@127.0.0.1:5432", "db"),
+            "postgres://postgres@127.0.0.1:5432/db"
+        );
+    }
+}
