@@ -2,9 +2,11 @@
 
 pub mod agency;
 pub mod audit;
+pub mod checkpoint;
 pub mod clock;
 pub mod entry;
 pub mod envelope;
+pub mod merkle;
 pub mod policy;
 pub mod reject;
 
