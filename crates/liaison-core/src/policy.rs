@@ -1,16 +1,29 @@
 //! Routing and authorization policy: who may send what, and who receives it.
 //!
 //! Deny by default. A rule names a message type, the agencies that may send it (`from`,
-//! `"*"` for any registered agency), and its recipients: fixed agencies (`to`, copies in
-//! `cc`) and/or, for answers, the parties of the message named by `inreplyto`
-//! (`reply_to`). Every rule that matches the sender and type contributes recipients; the
-//! sender never receives its own message. An explicit `recipients` attribute in the
-//! envelope may only narrow the result.
+//! `"*"` for any registered agency), optional conditions on the payload (`when`), and its
+//! recipients:
+//!
+//! - fixed agencies: `to` (主送) and `cc` (抄送);
+//! - agencies the message names itself: `to = "named"` with the set it may name in
+//!   `allowed` (`["*"]`: any registered agency) — the envelope's `recipients` picks them;
+//! - for answers, the parties of the message named by `inreplyto` (`reply_to`).
+//!
+//! Every rule that matches the sender and type and whose `when` holds contributes
+//! recipients; the sender never receives its own message. An explicit `recipients`
+//! attribute may only narrow the result: for fixed routes it keeps a subset, for named
+//! routes it chooses the addressees within `allowed`, and the copies that the policy
+//! requires (e.g. the county government on a high-impact recommendation) are kept.
+//!
+//! The route is computed once, when the message is accepted, and recorded with it; a
+//! policy changed later never alters where an accepted message goes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use toml::Spanned;
 use uuid::Uuid;
 
 use crate::agency::{AgencyCode, Registry};
@@ -26,26 +39,38 @@ pub enum ReplyTo {
     SenderAndCopies,
 }
 
+/// `to` is either a list of agency codes or the keyword `"named"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum ToFile {
+    Keyword(String),
+    Fixed(Vec<String>),
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleFile {
-    name: String,
+    name: Spanned<String>,
     #[serde(rename = "type")]
-    type_: String,
-    from: Vec<String>,
+    type_: Spanned<String>,
+    from: Spanned<Vec<String>>,
     #[serde(default)]
-    to: Vec<AgencyCode>,
+    to: Option<Spanned<ToFile>>,
     #[serde(default)]
-    cc: Vec<AgencyCode>,
+    allowed: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    cc: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     reply_to: Option<ReplyTo>,
+    #[serde(default)]
+    when: Option<Spanned<BTreeMap<String, Value>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
-    #[serde(rename = "rule")]
-    rules: Vec<RuleFile>,
+    #[serde(rename = "rule", default)]
+    rules: Vec<Spanned<RuleFile>>,
 }
 
 #[derive(Clone, Debug)]
@@ -54,14 +79,64 @@ enum Senders {
     Only(Vec<AgencyCode>),
 }
 
+/// Which agencies a `to = "named"` rule lets the message name.
+#[derive(Clone, Debug)]
+enum Named {
+    AnyRegistered,
+    Only(Vec<AgencyCode>),
+}
+
+/// One payload condition: the value at `path` (dotted, from the event root, e.g.
+/// `data.impact`) must equal one of `any_of`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub path: String,
+    pub any_of: Vec<Value>,
+}
+
+impl Condition {
+    fn holds(&self, event: Option<&Value>) -> bool {
+        let Some(mut at) = event else { return false };
+        for key in self.path.split('.') {
+            match at.get(key) {
+                Some(next) => at = next,
+                None => return false,
+            }
+        }
+        self.any_of.iter().any(|v| v == at)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Rule {
     name: String,
+    line: usize,
     type_: String,
     from: Senders,
     to: Vec<AgencyCode>,
+    named: Option<Named>,
     cc: Vec<AgencyCode>,
     reply_to: Option<ReplyTo>,
+    when: Vec<Condition>,
+}
+
+impl Rule {
+    fn sends(&self, sender: &AgencyCode, type_: &str) -> bool {
+        self.type_ == type_
+            && match &self.from {
+                Senders::Any => true,
+                Senders::Only(codes) => codes.contains(sender),
+            }
+    }
+}
+
+/// A rule as `liaison policy check` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleSummary<'a> {
+    pub name: &'a str,
+    pub line: usize,
+    pub type_: &'a str,
+    pub conditions: &'a [Condition],
 }
 
 /// How a recipient came to receive a message.
@@ -106,8 +181,16 @@ pub struct OriginalMessage {
 pub enum PolicyError {
     #[error("the policy does not allow {sender} to send {type_}")]
     TypeNotAllowed { sender: AgencyCode, type_: String },
+    #[error("the policy lets {sender} send {type_} only with other content ({conditions})")]
+    ConditionsNotMet {
+        sender: AgencyCode,
+        type_: String,
+        conditions: String,
+    },
     #[error("the policy does not route this message to {}", join(.agencies))]
     RecipientsNotAllowed { agencies: Vec<AgencyCode> },
+    #[error("{type_} is addressed by name: the `recipients` attribute must name its addressees")]
+    RecipientsRequired { type_: String },
     #[error(
         "{type_} answers another message: inreplyto must name a message {sender} sent or received"
     )]
@@ -125,13 +208,18 @@ fn join(agencies: &[AgencyCode]) -> String {
 impl PolicyError {
     pub fn code(&self) -> RejectCode {
         match self {
-            Self::TypeNotAllowed { .. } => RejectCode::TypeNotAllowed,
-            Self::RecipientsNotAllowed { .. } => RejectCode::RecipientsNotAllowed,
+            Self::TypeNotAllowed { .. } | Self::ConditionsNotMet { .. } => {
+                RejectCode::TypeNotAllowed
+            }
+            Self::RecipientsNotAllowed { .. } | Self::RecipientsRequired { .. } => {
+                RejectCode::RecipientsNotAllowed
+            }
             Self::UnknownOriginal { .. } => RejectCode::UnknownOriginal,
         }
     }
 }
 
+/// Why a policy file was refused; every variant names the file and, where known, the line.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyLoadError {
     #[error("cannot read policy {path}: {source}")]
@@ -140,19 +228,41 @@ pub enum PolicyLoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("policy {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("policy {path}, rule {rule:?}: {message}")]
+    #[error("policy {path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("policy {path}:{line}: rule {rule:?}: {message}")]
     Rule {
         path: String,
+        line: usize,
         rule: String,
         message: String,
     },
 }
 
+impl PolicyLoadError {
+    /// The 1-based line the error points at, when it has one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Parse { line, .. } | Self::Rule { line, .. } => Some(*line),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Policy {
     rules: Vec<Rule>,
+    /// The registry's agencies when the policy was loaded: what `allowed = ["*"]` means.
+    agencies: BTreeSet<AgencyCode>,
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
 }
 
 impl Policy {
@@ -172,66 +282,50 @@ impl Policy {
     ) -> Result<Self, PolicyLoadError> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyLoadError::Parse {
             path: origin.to_owned(),
-            message: e.to_string(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+            message: e.message().to_owned(),
         })?;
-        let mut names = BTreeMap::new();
+        let mut names = BTreeSet::new();
         let mut rules = Vec::with_capacity(file.rules.len());
         for rule in file.rules {
-            let fail = |message: String| PolicyLoadError::Rule {
-                path: origin.to_owned(),
-                rule: rule.name.clone(),
-                message,
-            };
-            if names.insert(rule.name.clone(), ()).is_some() {
-                return Err(fail("another rule has the same name".into()));
+            let rule_line = line_of(text, rule.span().start);
+            let rule = rule.into_inner();
+            let checked = RuleChecker {
+                text,
+                origin,
+                registry,
+                name: rule.name.get_ref().clone(),
             }
-            let from = if rule.from.iter().any(|f| f == "*") {
-                if rule.from.len() > 1 {
-                    return Err(fail(
-                        "\"*\" in `from` cannot be combined with agency codes".into(),
-                    ));
-                }
-                Senders::Any
-            } else {
-                let mut codes = Vec::new();
-                for f in &rule.from {
-                    let code = AgencyCode::new(f.clone()).map_err(|e| fail(e.to_string()))?;
-                    codes.push(code);
-                }
-                if codes.is_empty() {
-                    return Err(fail("`from` is empty, so the rule can never match".into()));
-                }
-                Senders::Only(codes)
-            };
-            let named = match &from {
-                Senders::Any => Vec::new(),
-                Senders::Only(codes) => codes.clone(),
-            };
-            for code in named.iter().chain(&rule.to).chain(&rule.cc) {
-                if !registry.contains(code) {
-                    return Err(fail(format!("agency {code} is not in the registry")));
-                }
+            .check(rule, rule_line)?;
+            if !names.insert(checked.name.clone()) {
+                return Err(PolicyLoadError::Rule {
+                    path: origin.to_owned(),
+                    line: checked.line,
+                    rule: checked.name,
+                    message: "another rule has the same name".into(),
+                });
             }
-            if rule.to.is_empty() && rule.cc.is_empty() && rule.reply_to.is_none() {
-                return Err(fail(
-                    "the rule names no recipients (`to`, `cc` or `reply_to`)".into(),
-                ));
-            }
-            rules.push(Rule {
-                name: rule.name,
-                type_: rule.type_,
-                from,
-                to: rule.to,
-                cc: rule.cc,
-                reply_to: rule.reply_to,
-            });
+            rules.push(checked);
         }
-        Ok(Self { rules })
+        Ok(Self {
+            rules,
+            agencies: registry.codes().cloned().collect(),
+        })
     }
 
     /// Every message type some rule names.
     pub fn types(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.type_.as_str())
+    }
+
+    /// Every rule, in file order, for reports and cross-checks against the catalogue.
+    pub fn rules(&self) -> impl Iterator<Item = RuleSummary<'_>> {
+        self.rules.iter().map(|r| RuleSummary {
+            name: &r.name,
+            line: r.line,
+            type_: &r.type_,
+            conditions: &r.when,
+        })
     }
 
     /// Whether some rule routes `type_` as an answer to an earlier message.
@@ -241,54 +335,84 @@ impl Policy {
             .any(|r| r.type_ == type_ && r.reply_to.is_some())
     }
 
-    /// Decides the recipients of one message, or why it may not be sent.
-    ///
-    /// `original` is the message that `inreplyto` names, as the ledger knows it; `None`
-    /// when there is no `inreplyto` or the ledger does not hold it.
+    /// Decides the recipients of a message without looking at its payload: rules with a
+    /// `when` condition never apply. Use [`Policy::route_event`] for a whole CloudEvent.
     pub fn route(
         &self,
         sender: &AgencyCode,
         envelope: &Envelope,
         original: Option<&OriginalMessage>,
     ) -> Result<Route, PolicyError> {
-        let matching: Vec<&Rule> = self
+        self.route_event(sender, envelope, None, original)
+    }
+
+    /// Decides the recipients of one message, or why it may not be sent.
+    ///
+    /// `event` is the whole CloudEvent (what `when` conditions look at); `original` is the
+    /// message that `inreplyto` names, as the ledger knows it; `None` when there is no
+    /// `inreplyto` or the ledger does not hold it.
+    pub fn route_event(
+        &self,
+        sender: &AgencyCode,
+        envelope: &Envelope,
+        event: Option<&Value>,
+        original: Option<&OriginalMessage>,
+    ) -> Result<Route, PolicyError> {
+        let authorizing: Vec<&Rule> = self
             .rules
             .iter()
-            .filter(|r| r.type_ == envelope.type_)
-            .filter(|r| match &r.from {
-                Senders::Any => true,
-                Senders::Only(codes) => codes.contains(sender),
-            })
+            .filter(|r| r.sends(sender, &envelope.type_))
             .collect();
-        if matching.is_empty() {
+        if authorizing.is_empty() {
             return Err(PolicyError::TypeNotAllowed {
                 sender: sender.clone(),
                 type_: envelope.type_.clone(),
             });
         }
-
-        let mut chosen: BTreeMap<AgencyCode, Recipient> = BTreeMap::new();
-        let mut add = |agency: &AgencyCode, role: RecipientRole, rule: &str| {
-            if agency == sender {
-                return;
-            }
-            let entry = chosen.entry(agency.clone()).or_insert_with(|| Recipient {
-                agency: agency.clone(),
-                role,
-                rule: rule.to_owned(),
+        let matching: Vec<&Rule> = authorizing
+            .iter()
+            .copied()
+            .filter(|r| r.when.iter().all(|c| c.holds(event)))
+            .collect();
+        if matching.is_empty() {
+            let conditions = authorizing
+                .iter()
+                .flat_map(|r| r.when.iter())
+                .map(|c| format!("{} in {}", c.path, Value::Array(c.any_of.clone())))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(PolicyError::ConditionsNotMet {
+                sender: sender.clone(),
+                type_: envelope.type_.clone(),
+                conditions,
             });
-            // A direct address outranks a copy.
-            if role < entry.role {
-                entry.role = role;
-                entry.rule = rule.to_owned();
-            }
-        };
+        }
+
+        let mut chosen = Chosen::new(sender);
+        let mut named_route = false;
         for rule in &matching {
             for agency in &rule.to {
-                add(agency, RecipientRole::To, &rule.name);
+                chosen.add(agency, RecipientRole::To, &rule.name);
             }
             for agency in &rule.cc {
-                add(agency, RecipientRole::Cc, &rule.name);
+                chosen.add(agency, RecipientRole::Cc, &rule.name);
+            }
+            if let Some(named) = &rule.named {
+                named_route = true;
+                let wanted = envelope.recipients.as_ref().ok_or_else(|| {
+                    PolicyError::RecipientsRequired {
+                        type_: envelope.type_.clone(),
+                    }
+                })?;
+                for agency in wanted {
+                    let allowed = match named {
+                        Named::AnyRegistered => self.agencies.contains(agency),
+                        Named::Only(codes) => codes.contains(agency),
+                    };
+                    if allowed {
+                        chosen.add(agency, RecipientRole::To, &rule.name);
+                    }
+                }
             }
             if let Some(reply_to) = rule.reply_to {
                 let unknown = || PolicyError::UnknownOriginal {
@@ -300,25 +424,29 @@ impl Policy {
                 if !is_party {
                     return Err(unknown());
                 }
-                add(&original.sender, RecipientRole::To, &rule.name);
+                chosen.add(&original.sender, RecipientRole::To, &rule.name);
                 if reply_to == ReplyTo::SenderAndCopies {
                     for agency in &original.recipients {
-                        add(agency, RecipientRole::Cc, &rule.name);
+                        chosen.add(agency, RecipientRole::Cc, &rule.name);
                     }
                 }
             }
         }
+        let mut chosen = chosen.into_map();
 
         if let Some(wanted) = &envelope.recipients {
             let refused: Vec<AgencyCode> = wanted
                 .iter()
-                .filter(|a| !chosen.contains_key(*a))
+                .filter(|a| *a != sender && !chosen.contains_key(*a))
                 .cloned()
                 .collect();
             if !refused.is_empty() {
                 return Err(PolicyError::RecipientsNotAllowed { agencies: refused });
             }
-            chosen.retain(|agency, _| wanted.contains(agency));
+            // A named route's `recipients` picked the addressees; the policy's copies stay.
+            if !named_route {
+                chosen.retain(|agency, _| wanted.contains(agency));
+            }
         }
 
         let mut recipients: Vec<Recipient> = chosen.into_values().collect();
@@ -327,6 +455,226 @@ impl Policy {
     }
 }
 
+/// The recipients collected so far; a direct address outranks a copy.
+struct Chosen<'s> {
+    sender: &'s AgencyCode,
+    map: BTreeMap<AgencyCode, Recipient>,
+}
+
+impl<'s> Chosen<'s> {
+    fn new(sender: &'s AgencyCode) -> Self {
+        Self {
+            sender,
+            map: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, agency: &AgencyCode, role: RecipientRole, rule: &str) {
+        if agency == self.sender {
+            return;
+        }
+        let entry = self.map.entry(agency.clone()).or_insert_with(|| Recipient {
+            agency: agency.clone(),
+            role,
+            rule: rule.to_owned(),
+        });
+        if role < entry.role {
+            entry.role = role;
+            entry.rule = rule.to_owned();
+        }
+    }
+
+    fn into_map(self) -> BTreeMap<AgencyCode, Recipient> {
+        self.map
+    }
+}
+
+/// Checks one rule of the file; errors point at the offending line.
+struct RuleChecker<'a> {
+    text: &'a str,
+    origin: &'a str,
+    registry: &'a Registry,
+    name: String,
+}
+
+impl RuleChecker<'_> {
+    fn fail(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> PolicyLoadError {
+        PolicyLoadError::Rule {
+            path: self.origin.to_owned(),
+            line: line_of(self.text, span.start),
+            rule: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Registered agency codes of a list; `field` names the key in errors.
+    fn agencies(
+        &self,
+        list: &Spanned<Vec<String>>,
+        field: &str,
+    ) -> Result<Vec<AgencyCode>, PolicyLoadError> {
+        let mut codes = Vec::with_capacity(list.get_ref().len());
+        for raw in list.get_ref() {
+            let code = AgencyCode::new(raw.clone())
+                .map_err(|e| self.fail(list.span(), format!("`{field}`: {e}")))?;
+            if !self.registry.contains(&code) {
+                return Err(self.fail(
+                    list.span(),
+                    format!("`{field}`: agency {code} is not in the registry"),
+                ));
+            }
+            codes.push(code);
+        }
+        Ok(codes)
+    }
+
+    /// `["*"]` or a non-empty list of registered agencies.
+    fn any_or_agencies(
+        &self,
+        list: &Spanned<Vec<String>>,
+        field: &str,
+    ) -> Result<Option<Vec<AgencyCode>>, PolicyLoadError> {
+        let items = list.get_ref();
+        if items.iter().any(|f| f == "*") {
+            if items.len() > 1 {
+                return Err(self.fail(
+                    list.span(),
+                    format!("\"*\" in `{field}` cannot be combined with agency codes"),
+                ));
+            }
+            return Ok(None);
+        }
+        if items.is_empty() {
+            return Err(self.fail(
+                list.span(),
+                format!("`{field}` is empty, so the rule can never match"),
+            ));
+        }
+        self.agencies(list, field).map(Some)
+    }
+
+    fn check(self, rule: RuleFile, rule_line: usize) -> Result<Rule, PolicyLoadError> {
+        if rule.type_.get_ref().trim().is_empty() {
+            return Err(self.fail(rule.type_.span(), "`type` is empty"));
+        }
+        let from = match self.any_or_agencies(&rule.from, "from")? {
+            None => Senders::Any,
+            Some(codes) => Senders::Only(codes),
+        };
+        let (to, named) = match &rule.to {
+            None => (Vec::new(), false),
+            Some(to) => match to.get_ref() {
+                ToFile::Keyword(word) if word == "named" => (Vec::new(), true),
+                ToFile::Keyword(word) => {
+                    return Err(self.fail(
+                        to.span(),
+                        format!("`to` is a list of agencies or \"named\", not {word:?}"),
+                    ));
+                }
+                ToFile::Fixed(list) => (
+                    self.agencies(&Spanned::new(to.span(), list.clone()), "to")?,
+                    false,
+                ),
+            },
+        };
+        let named = match (named, &rule.allowed) {
+            (true, Some(allowed)) => Some(match self.any_or_agencies(allowed, "allowed")? {
+                None => Named::AnyRegistered,
+                Some(codes) => Named::Only(codes),
+            }),
+            (true, None) => {
+                let span = rule.to.as_ref().map(Spanned::span).unwrap_or(0..0);
+                return Err(self.fail(
+                    span,
+                    "`to = \"named\"` needs `allowed`: the agencies a message may name ([\"*\"] for any)",
+                ));
+            }
+            (false, Some(allowed)) => {
+                return Err(self.fail(allowed.span(), "`allowed` only applies to `to = \"named\"`"));
+            }
+            (false, None) => None,
+        };
+        let cc = match &rule.cc {
+            Some(cc) => self.agencies(cc, "cc")?,
+            None => Vec::new(),
+        };
+        if let (Senders::Only(senders), false) = (&from, named.is_some() || rule.reply_to.is_some())
+        {
+            // Every sender would only address itself: nothing could ever be delivered.
+            let fixed: BTreeSet<&AgencyCode> = to.iter().chain(&cc).collect();
+            if !fixed.is_empty()
+                && senders
+                    .iter()
+                    .all(|s| fixed.len() == 1 && fixed.contains(s))
+            {
+                return Err(self.fail(
+                    rule.from.span(),
+                    "every sender of this rule is its only recipient, so it never routes anywhere",
+                ));
+            }
+        }
+        if to.is_empty() && cc.is_empty() && rule.reply_to.is_none() && named.is_none() {
+            return Err(PolicyLoadError::Rule {
+                path: self.origin.to_owned(),
+                line: rule_line,
+                rule: self.name.clone(),
+                message: "the rule names no recipients (`to`, `cc` or `reply_to`)".into(),
+            });
+        }
+        let when = match &rule.when {
+            None => Vec::new(),
+            Some(when) => self.conditions(when)?,
+        };
+        Ok(Rule {
+            name: rule.name.into_inner(),
+            line: rule_line,
+            type_: rule.type_.into_inner(),
+            from,
+            to,
+            named,
+            cc,
+            reply_to: rule.reply_to,
+            when,
+        })
+    }
+
+    fn conditions(
+        &self,
+        when: &Spanned<BTreeMap<String, Value>>,
+    ) -> Result<Vec<Condition>, PolicyLoadError> {
+        let mut conditions = Vec::new();
+        for (path, value) in when.get_ref() {
+            let field = path.strip_prefix("data.").unwrap_or_default();
+            if field.is_empty() || field.split('.').any(str::is_empty) {
+                return Err(self.fail(
+                    when.span(),
+                    format!("`when` key {path:?} must name a payload field, e.g. \"data.impact\""),
+                ));
+            }
+            let any_of = match value {
+                Value::Array(values) => values.clone(),
+                single => vec![single.clone()],
+            };
+            if any_of.is_empty() {
+                return Err(self.fail(
+                    when.span(),
+                    format!("`when` {path:?} lists no value, so the rule can never match"),
+                ));
+            }
+            if let Some(bad) = any_of.iter().find(|v| v.is_object() || v.is_array()) {
+                return Err(self.fail(
+                    when.span(),
+                    format!("`when` {path:?}: {bad} is not a string, number or boolean"),
+                ));
+            }
+            conditions.push(Condition {
+                path: path.clone(),
+                any_of,
+            });
+        }
+        Ok(conditions)
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,5 +891,123 @@ mod tests {
             Policy::from_toml(unknown_key, "p.toml", &registry()),
             Err(PolicyLoadError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn load_errors_name_file_and_line() {
+        let bad = "# header\n\n[[rule]]\nname = \"x\"\ntype = \"t.v1\"\nfrom = [\"*\"]\ncc = [\"nobody\"]\n";
+        let err = Policy::from_toml(bad, "p.toml", &registry()).unwrap_err();
+        assert_eq!(err.line(), Some(7), "{err}");
+        assert!(
+            err.to_string().starts_with("policy p.toml:7: rule \"x\""),
+            "{err}"
+        );
+        let syntax = "[[rule]]\nname = \"x\"\ntype = = 1\n";
+        let err = Policy::from_toml(syntax, "p.toml", &registry()).unwrap_err();
+        assert_eq!(err.line(), Some(3), "{err}");
+        let never = "[[rule]]\nname = \"w\"\ntype = \"t.v1\"\nfrom = [\"eco\"]\nto = [\"eco\"]\n";
+        let err = Policy::from_toml(never, "p.toml", &registry()).unwrap_err();
+        assert!(err.to_string().contains("never routes"), "{err}");
+        let empty_when = "[[rule]]\nname = \"e\"\ntype = \"t.v1\"\nfrom = [\"*\"]\nto = [\"gov\"]\nwhen = { \"data.x\" = [] }\n";
+        let err = Policy::from_toml(empty_when, "p.toml", &registry()).unwrap_err();
+        assert!(
+            err.to_string().contains("can never match") && err.line() == Some(6),
+            "{err}"
+        );
+        let unnamed = "[[rule]]\nname = \"n\"\ntype = \"t.v1\"\nfrom = [\"*\"]\nto = \"named\"\n";
+        let err = Policy::from_toml(unnamed, "p.toml", &registry()).unwrap_err();
+        assert!(
+            err.to_string().contains("needs `allowed`") && err.line() == Some(5),
+            "{err}"
+        );
+    }
+
+    const NAMED: &str = r#"
+        [[rule]]
+        name = "rec"
+        type = "rec.v1"
+        from = ["procuratorate"]
+        to = "named"
+        allowed = ["*"]
+
+        [[rule]]
+        name = "rec-high"
+        type = "rec.v1"
+        from = ["procuratorate"]
+        cc = ["gov"]
+        when = { "data.impact" = ["high", "severe"] }
+
+        [[rule]]
+        name = "only-food"
+        type = "lead.v1"
+        from = ["*"]
+        to = ["procuratorate"]
+        when = { "data.domain" = "food_drug_safety" }
+    "#;
+
+    fn with_data(
+        type_: &str,
+        recipients: Option<&[&str]>,
+        data: serde_json::Value,
+    ) -> (Envelope, serde_json::Value) {
+        let env = envelope(type_, recipients);
+        let event = serde_json::json!({ "data": data });
+        (env, event)
+    }
+
+    #[test]
+    fn named_routes_pick_addressees_and_keep_required_copies() {
+        let p = Policy::from_toml(NAMED, "p.toml", &registry()).unwrap();
+        let pro = code("procuratorate");
+        let (env, event) = with_data(
+            "rec.v1",
+            Some(&["market"]),
+            serde_json::json!({"impact": "severe"}),
+        );
+        let route = p.route_event(&pro, &env, Some(&event), None).unwrap();
+        assert_eq!(
+            agencies(&route),
+            vec![("market", RecipientRole::To), ("gov", RecipientRole::Cc)]
+        );
+        let (env, event) = with_data(
+            "rec.v1",
+            Some(&["market"]),
+            serde_json::json!({"impact": "normal"}),
+        );
+        let route = p.route_event(&pro, &env, Some(&event), None).unwrap();
+        assert_eq!(agencies(&route), vec![("market", RecipientRole::To)]);
+        let (env, event) = with_data("rec.v1", None, serde_json::json!({}));
+        let err = p.route_event(&pro, &env, Some(&event), None).unwrap_err();
+        assert_eq!(
+            err,
+            PolicyError::RecipientsRequired {
+                type_: "rec.v1".into()
+            }
+        );
+        let (env, event) = with_data("rec.v1", Some(&["unregistered"]), serde_json::json!({}));
+        let err = p.route_event(&pro, &env, Some(&event), None).unwrap_err();
+        assert_eq!(err.code(), RejectCode::RecipientsNotAllowed);
+    }
+
+    #[test]
+    fn a_condition_that_does_not_hold_refuses_when_no_other_rule_applies() {
+        let p = Policy::from_toml(NAMED, "p.toml", &registry()).unwrap();
+        let (env, event) = with_data("lead.v1", None, serde_json::json!({"domain": "ecology"}));
+        let err = p
+            .route_event(&code("eco"), &env, Some(&event), None)
+            .unwrap_err();
+        assert_eq!(err.code(), RejectCode::TypeNotAllowed);
+        assert!(err.to_string().contains("data.domain"), "{err}");
+        let (env, event) = with_data(
+            "lead.v1",
+            None,
+            serde_json::json!({"domain": "food_drug_safety"}),
+        );
+        let route = p
+            .route_event(&code("eco"), &env, Some(&event), None)
+            .unwrap();
+        assert_eq!(agencies(&route), vec![("procuratorate", RecipientRole::To)]);
+        // Without the payload a conditional rule never applies.
+        assert!(p.route(&code("eco"), &env, None).is_err());
     }
 }

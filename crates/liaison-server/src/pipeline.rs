@@ -172,7 +172,7 @@ impl Pipeline {
         };
         let route = self
             .policy
-            .route(sender, &envelope, original.as_ref())
+            .route_event(sender, &envelope, Some(&event), original.as_ref())
             .map_err(|e| Refusal::new(e.code(), e.to_string()).about(&envelope))?;
 
         let id = envelope.id;
