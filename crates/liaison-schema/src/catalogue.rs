@@ -8,6 +8,7 @@ use jsonschema::Validator;
 use liaison_core::RejectCode;
 use serde_json::Value;
 
+use crate::info::TypeInfo;
 use crate::load::{self, CatalogueError, SchemaFile};
 use crate::violation::{ValidationError, Violation, sorted, violations_of};
 
@@ -22,6 +23,8 @@ pub struct MessageType {
     pub description: String,
     /// The payload (`data`) schema as written in `schemas/<name>/schema.json`.
     pub schema: Value,
+    /// Who sends it, who receives it, what it answers (its `x-liaison` annotation).
+    pub info: TypeInfo,
 }
 
 impl MessageType {
@@ -71,10 +74,19 @@ impl Catalogue {
         load::check_references(&files)?;
         let registry = load::build_registry(dir, files.iter().copied())?;
         let envelope_validator = load::compile(&envelope, &registry)?;
+        let attributes: Vec<&str> = envelope
+            .schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|properties| properties.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let is_type = |name: &str| types.iter().any(|t| t.name == name);
         let mut compiled = BTreeMap::new();
         for type_file in &types {
+            let info = TypeInfo::read(&type_file.file.schema, &type_file.file.path, &attributes)?;
+            info.check_answers(&type_file.file.path, &is_type)?;
             let validator = load::compile(&type_file.file, &registry)?;
-            let message_type = message_type(&type_file.name, &type_file.file);
+            let message_type = message_type(&type_file.name, &type_file.file, info);
             compiled.insert(
                 type_file.name.clone(),
                 CompiledType {
@@ -107,6 +119,9 @@ impl Catalogue {
             }
             _ => Vec::new(),
         };
+        if let (Some(compiled), Value::Object(members)) = (known_type, event) {
+            envelope_violations.extend(missing_attributes(&compiled.message_type, members));
+        }
         let unknown_type = match (type_name, known_type) {
             (Some(name), None) => Some(unknown_type_violation(name)),
             _ => None,
@@ -155,13 +170,37 @@ impl Catalogue {
     }
 }
 
-fn message_type(name: &str, file: &SchemaFile) -> MessageType {
+fn message_type(name: &str, file: &SchemaFile, info: TypeInfo) -> MessageType {
     MessageType {
         name: name.to_owned(),
         title: file.title.clone(),
         description: file.description.clone(),
         schema: file.schema.clone(),
+        info,
     }
+}
+
+/// The envelope attributes the type requires (`x-liaison.requires`) that the event lacks.
+/// They are envelope faults: the envelope schema is shared by every type and cannot say
+/// that a decision needs `inreplyto` while a lead does not.
+fn missing_attributes(
+    message_type: &MessageType,
+    members: &serde_json::Map<String, Value>,
+) -> Vec<Violation> {
+    message_type
+        .info
+        .requires
+        .iter()
+        .filter(|attribute| !members.contains_key(attribute.as_str()))
+        .map(|attribute| Violation {
+            pointer: format!("/{attribute}"),
+            keyword: "required".to_owned(),
+            message: format!(
+                "required member {attribute:?} is missing: every {} message carries it",
+                message_type.name
+            ),
+        })
+        .collect()
 }
 
 fn unknown_type_violation(name: &str) -> Violation {

@@ -2,12 +2,15 @@
 
 mod catalogue;
 mod examples;
+pub mod formats;
+mod info;
 mod load;
 mod parse;
 mod violation;
 
 pub use catalogue::{Catalogue, MessageType};
 pub use examples::{Example, ExampleFailure, Expectation, load_examples};
+pub use info::{ANY_TYPE, TypeInfo};
 pub use load::{CatalogueError, DRAFT_2020_12};
 pub use parse::{ParseError, ParseLimits, parse};
 pub use violation::{ValidationError, Violation};

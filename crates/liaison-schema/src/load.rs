@@ -164,7 +164,11 @@ pub(crate) fn compile(
     file: &SchemaFile,
     registry: &Registry<'_>,
 ) -> Result<Validator, CatalogueError> {
-    jsonschema::draft202012::options()
+    let mut options = jsonschema::draft202012::options();
+    for (name, check) in crate::formats::custom_formats() {
+        options = options.with_format(name, check);
+    }
+    options
         .with_registry(registry)
         .offline()
         .should_validate_formats(true)

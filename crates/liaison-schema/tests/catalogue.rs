@@ -83,7 +83,31 @@ fn a_mislabelled_example_is_caught() {
 fn lists_types_sorted_with_their_schemas() {
     let catalogue = catalogue();
     let names: Vec<&str> = catalogue.types().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["pil.lead.v1", "receipt.v1"]);
+    // The agreed catalogue: one type per flow of the domain brief, plus the reminder.
+    assert_eq!(
+        names,
+        [
+            "case.filing-decision.v1",
+            "case.notification.v1",
+            "case.reconsideration-request.v1",
+            "case.transfer.v1",
+            "deadline.reminder.v1",
+            "file.access-request.v1",
+            "file.access-response.v1",
+            "hotline.record.v1",
+            "meeting.notice.v1",
+            "pil.lead-decision.v1",
+            "pil.lead.v1",
+            "procuratorial.objection-decision.v1",
+            "procuratorial.objection.v1",
+            "procuratorial.opinion-reply.v1",
+            "procuratorial.opinion.v1",
+            "procuratorial.recommendation-reply.v1",
+            "procuratorial.recommendation.v1",
+            "receipt.v1",
+            "transfer.supervision.v1",
+        ]
+    );
     let lead = catalogue.get("pil.lead.v1").expect("lead type");
     assert!(lead.title.contains("公益诉讼线索移送 / "), "{}", lead.title);
     assert_eq!(
