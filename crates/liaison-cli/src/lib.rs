@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod client;
 pub mod demo;
+pub mod policy_cmd;
 pub mod services;
 pub mod trace;

@@ -104,6 +104,13 @@ enum Command {
         #[command(subcommand)]
         command: SchemasCommand,
     },
+    /// The routing and authorization policy.
+    Policy {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: liaison_cli::policy_cmd::PolicyCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -300,6 +307,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 catalogue.types().count(),
                 examples.len()
             );
+        }
+        Command::Policy { config, command } => {
+            let config = config.load()?;
+            let files = liaison_cli::policy_cmd::PolicyFiles {
+                policy: &config.policy,
+                registry: &config.registry,
+                schemas: &config.schemas,
+            };
+            liaison_cli::policy_cmd::run(command, &files)?;
         }
         Command::Schemas {
             command: SchemasCommand::List { config },

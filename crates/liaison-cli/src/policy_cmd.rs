@@ -1,0 +1,286 @@
+//! `liaison policy check` and `liaison policy explain`: the routing policy as an operator
+//! sees it, before any message is sent.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use liaison_core::policy::{Condition, OriginalMessage};
+use liaison_core::{AgencyCode, Envelope, Policy, Registry};
+use liaison_schema::Catalogue;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Load the policy against the registry and the catalogue: unknown agencies, unknown
+    /// types and conditions that can never hold are errors naming the file and line.
+    Check,
+    /// Show who would receive a message, and which rule chose each recipient.
+    Explain {
+        /// The sending agency.
+        #[arg(long = "from", value_name = "AGENCY")]
+        from: String,
+        /// The message type.
+        #[arg(long = "type", value_name = "TYPE")]
+        type_: String,
+        /// The payload (`data`) as JSON, or a whole CloudEvent (its `data` and
+        /// `recipients` are then used).
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+        /// Agencies the message names in its `recipients` attribute (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "AGENCY,...")]
+        recipients: Vec<String>,
+        /// For answers: the sender of the message it answers.
+        #[arg(long, value_name = "AGENCY")]
+        original_from: Option<String>,
+        /// For answers: the recipients of the message it answers (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "AGENCY,...")]
+        original_to: Vec<String>,
+    },
+}
+
+/// Where the policy and what it is checked against live.
+pub struct PolicyFiles<'a> {
+    pub policy: &'a Path,
+    pub registry: &'a Path,
+    pub schemas: &'a Path,
+}
+
+pub fn run(command: PolicyCommand, files: &PolicyFiles<'_>) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Check => {
+            let report = check(files)?;
+            print!("{report}");
+            Ok(())
+        }
+        PolicyCommand::Explain {
+            from,
+            type_,
+            data,
+            recipients,
+            original_from,
+            original_to,
+        } => {
+            let registry = Registry::load(files.registry)?;
+            let policy = Policy::load(files.policy, &registry)?;
+            let payload = match data {
+                Some(path) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_slice(&bytes)
+                        .with_context(|| format!("{} is not JSON", path.display()))?
+                }
+                None => json!({}),
+            };
+            let original = match original_from {
+                Some(sender) => Some(OriginalMessage {
+                    id: Uuid::nil(),
+                    sender: AgencyCode::new(sender)?,
+                    recipients: original_to
+                        .into_iter()
+                        .map(AgencyCode::new)
+                        .collect::<Result<_, _>>()?,
+                }),
+                None => None,
+            };
+            print!(
+                "{}",
+                explain(&policy, &from, &type_, payload, &recipients, original)?
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Loads and cross-checks the policy; the report lists each rule with its line.
+pub fn check(files: &PolicyFiles<'_>) -> anyhow::Result<String> {
+    let registry = Registry::load(files.registry)?;
+    let policy = Policy::load(files.policy, &registry)?;
+    let catalogue = Catalogue::load(files.schemas)?;
+    let origin = files.policy.display();
+    let mut problems = Vec::new();
+    let mut report = String::new();
+    for rule in policy.rules() {
+        let Some(message_type) = catalogue.get(rule.type_) else {
+            problems.push(format!(
+                "{origin}:{}: rule {:?}: message type {} is not in the catalogue {}",
+                rule.line,
+                rule.name,
+                rule.type_,
+                files.schemas.display()
+            ));
+            continue;
+        };
+        for condition in rule.conditions {
+            if let Err(why) = condition_can_hold(condition, &message_type.schema) {
+                problems.push(format!(
+                    "{origin}:{}: rule {:?}: `when` {} can never hold: {why}",
+                    rule.line, rule.name, condition.path
+                ));
+            }
+        }
+        report.push_str(&format!(
+            "  {origin}:{:<4} {:<48} {}\n",
+            rule.line, rule.name, rule.type_
+        ));
+    }
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    let types: std::collections::BTreeSet<&str> = policy.types().collect();
+    Ok(format!(
+        "✓ {origin}: {} rules over {} message types; every agency registered, every type in the catalogue, every condition satisfiable\n{report}",
+        policy.rules().count(),
+        types.len()
+    ))
+}
+
+/// Whether some payload valid for `schema` could satisfy the condition: the field exists
+/// and, where the schema restricts its values (`enum`, `const`, `type`), one listed value
+/// is among them.
+pub fn condition_can_hold(condition: &Condition, schema: &Value) -> Result<(), String> {
+    let mut at = schema;
+    let field = condition
+        .path
+        .strip_prefix("data.")
+        .unwrap_or(&condition.path);
+    for key in field.split('.') {
+        at = at
+            .get("properties")
+            .and_then(|p| p.get(key))
+            .ok_or_else(|| format!("the payload schema has no field {key:?}"))?;
+    }
+    let possible = |v: &Value| -> bool {
+        if let Some(values) = at.get("enum").and_then(Value::as_array) {
+            return values.contains(v);
+        }
+        if let Some(constant) = at.get("const") {
+            return constant == v;
+        }
+        match at.get("type").and_then(Value::as_str) {
+            Some("boolean") => v.is_boolean(),
+            Some("string") => v.is_string(),
+            Some("integer") => v.is_i64() || v.is_u64(),
+            Some("number") => v.is_number(),
+            _ => true,
+        }
+    };
+    if condition.any_of.iter().any(possible) {
+        Ok(())
+    } else {
+        Err(format!(
+            "none of {} is a value the schema allows",
+            Value::Array(condition.any_of.clone())
+        ))
+    }
+}
+
+/// The recipients of one hypothetical message, each with the rule that chose it.
+pub fn explain(
+    policy: &Policy,
+    from: &str,
+    type_: &str,
+    payload: Value,
+    recipients: &[String],
+    original: Option<OriginalMessage>,
+) -> anyhow::Result<String> {
+    let sender = AgencyCode::new(from)?;
+    // A whole CloudEvent brings its own data and recipients; a bare payload is `data`.
+    let (data, mut named) = if payload.get("specversion").is_some() {
+        let named = payload
+            .get("recipients")
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        (payload.get("data").cloned().unwrap_or(Value::Null), named)
+    } else {
+        (payload, Vec::new())
+    };
+    if !recipients.is_empty() {
+        named = recipients.to_vec();
+    }
+    let mut event = json!({
+        "specversion": "1.0",
+        "id": Uuid::now_v7().to_string(),
+        "source": sender.urn(),
+        "type": type_,
+        "time": "2026-01-01T00:00:00Z",
+        "data": data,
+    });
+    if !named.is_empty() {
+        event["recipients"] = json!(named);
+    }
+    if let Some(o) = &original {
+        event["inreplyto"] = json!(o.id.to_string());
+    }
+    let envelope = Envelope::from_value(&event)?;
+    match policy.route_event(&sender, &envelope, Some(&event), original.as_ref()) {
+        Ok(route) if route.recipients.is_empty() => Ok(format!(
+            "{from} may send {type_}, but it reaches no one (only the sender matched)\n"
+        )),
+        Ok(route) => {
+            let mut out = format!("{from} → {type_}:\n");
+            for r in &route.recipients {
+                let role = match r.role {
+                    liaison_core::RecipientRole::To => "to",
+                    liaison_core::RecipientRole::Cc => "cc",
+                };
+                out.push_str(&format!(
+                    "  {role}  {:<16} rule {}\n",
+                    r.agency.as_str(),
+                    r.rule
+                ));
+            }
+            Ok(out)
+        }
+        Err(e) => anyhow::bail!(
+            "refused ({}, HTTP {}): {e}",
+            e.code(),
+            e.code().http_status()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(path: &str, any_of: Vec<Value>) -> Condition {
+        Condition {
+            path: path.into(),
+            any_of,
+        }
+    }
+
+    #[test]
+    fn conditions_are_checked_against_the_payload_schema() {
+        let schema = json!({"properties": {
+            "impact": {"enum": ["normal", "high"]},
+            "urgent": {"type": "boolean"},
+            "party": {"properties": {"kind": {"const": "person"}}}
+        }});
+        assert!(
+            condition_can_hold(&condition("data.impact", vec![json!("high")]), &schema).is_ok()
+        );
+        let err = condition_can_hold(&condition("data.impact", vec![json!("hgih")]), &schema)
+            .unwrap_err();
+        assert!(err.contains("hgih"), "{err}");
+        assert!(
+            condition_can_hold(&condition("data.urgent", vec![json!("yes")]), &schema).is_err()
+        );
+        assert!(condition_can_hold(&condition("data.urgent", vec![json!(true)]), &schema).is_ok());
+        assert!(
+            condition_can_hold(
+                &condition("data.party.kind", vec![json!("person")]),
+                &schema
+            )
+            .is_ok()
+        );
+        let err = condition_can_hold(&condition("data.nope", vec![json!(1)]), &schema).unwrap_err();
+        assert!(err.contains("no field"), "{err}");
+    }
+}
