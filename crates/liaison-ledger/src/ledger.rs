@@ -56,6 +56,7 @@ impl Ledger {
             })?;
         // sqlx takes an advisory lock around migrations: instances starting together are safe.
         sqlx::migrate!("./migrations").run(&pool).await?;
+        crate::tree::ensure_complete(&pool).await?;
         info!(url, "ledger open");
 
         let outbox_notify = Arc::new(Notify::new());
@@ -188,6 +189,11 @@ impl Ledger {
             .map_err(|_| LedgerError::Timeout(timeout))?
             .map_err(LedgerError::query("pinging the database"))?;
         Ok(())
+    }
+
+    /// The time of the ledger's clock, the one that dates entries.
+    pub(crate) fn clock_now(&self) -> time::OffsetDateTime {
+        self.inner.clock.now()
     }
 
     pub fn pool(&self) -> &PgPool {

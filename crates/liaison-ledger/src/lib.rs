@@ -1,20 +1,28 @@
 #![doc = include_str!("../README.md")]
 
 mod admin;
+mod checkpoints;
 mod committer;
 mod config;
 mod error;
+mod export;
 mod ledger;
 mod model;
 mod outbox;
+mod proofs;
 mod read;
 mod sql;
+mod tree;
+pub mod verify;
 
 pub use admin::{drop_database, ensure_database};
+pub use checkpoints::{Checkpointer, StoredCheckpoint};
 pub use config::LedgerConfig;
 pub use error::LedgerError;
+pub use export::{EXPORT_FORMAT, ExportDir, ExportError, Manifest, parse_public_key};
 pub use ledger::Ledger;
 pub use model::{
     AcceptOutcome, AcceptReceipt, DeliveryOutcome, DeliveryState, NewMessage, NewRejection,
     PendingDelivery, RejectionDetail, StoredEntry, StoredMessage, TraceKey,
 };
+pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};

@@ -4,6 +4,8 @@
 mod plan;
 mod store;
 
+pub(crate) use store::SEQUENCE_LOCK;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -18,7 +18,7 @@ use crate::sql::{agency_from_db, hash_from_db, seq_from_db, seq_to_db};
 
 /// The advisory lock that serialises appends of every liaison instance sharing the
 /// database ("liaison" in ASCII). Held to commit, so seqs are gapless across instances.
-const SEQUENCE_LOCK: i64 = 0x006c_6961_6973_6f6e;
+pub(crate) const SEQUENCE_LOCK: i64 = 0x006c_6961_6973_6f6e;
 
 /// Runs one batch to COMMIT and returns its plan (the answers and what was written).
 pub(crate) async fn commit_batch(
@@ -45,8 +45,9 @@ pub(crate) async fn commit_batch(
 
     let known = load_known_messages(&mut tx, requests).await?;
     let outbox = lock_outbox_rows(&mut tx, requests).await?;
+    let context_first_seq = seq_from_db(last_seq)? + 1;
     let context = PlanContext {
-        first_seq: seq_from_db(last_seq)? + 1,
+        first_seq: context_first_seq,
         at: entry_time(clock),
         known,
         outbox,
@@ -54,6 +55,9 @@ pub(crate) async fn commit_batch(
     let plan = plan::plan(requests, context);
 
     write(&mut tx, &plan.writes).await?;
+    // The Merkle tree grows in the same transaction as its leaves.
+    let leaves: Vec<[u8; 32]> = plan.writes.entries.iter().map(|e| e.leaf_hash).collect();
+    crate::tree::append(&mut tx, context_first_seq - 1, leaves.into_iter()).await?;
     tx.commit()
         .await
         .map_err(LedgerError::query("committing a batch"))?;

@@ -1,0 +1,558 @@
+//! The export an auditor takes away, and reading it back with no database.
+//!
+//! An export is a directory of plain files (format `liaison-ledger-export/1`):
+//!
+//! | file | content |
+//! |---|---|
+//! | `manifest.json` | format, origin (the checkpoint key name), counts, root of all entries |
+//! | `entries.jsonl` | line N is the canonical bytes of entry seq N, exactly as hashed |
+//! | `messages.jsonl` | one JSON object per accepted message, by seq: `id`, `seq`, `sha256` (hex), `body` (standard base64 of the exact bytes) |
+//! | `checkpoints.jsonl` | one JSON object per checkpoint, by size: `tree_size`, `note` (the C2SP text) |
+//! | `ledger-key.pub` | the Ed25519 public key, hex (as `liaison pki init` writes it) |
+//!
+//! Canonical entry bytes are compact JSON, which never contains a raw newline, so the
+//! lines of `entries.jsonl` are the entries byte for byte.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use liaison_core::audit::{self, Hash};
+use liaison_core::checkpoint::CheckpointVerifier;
+use liaison_core::merkle::CompactRange;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::LedgerError;
+use crate::ledger::Ledger;
+use crate::sql::{hash_from_db, seq_from_db, seq_to_db};
+use crate::verify::{CheckpointRecord, EntryRecord, MessageRecord, Verifier, VerifyReport};
+
+pub const EXPORT_FORMAT: &str = "liaison-ledger-export/1";
+const PAGE: i64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {reason}")]
+    Format {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    #[error("{0} is not empty; export into a new directory")]
+    NotEmpty(PathBuf),
+    /// The ledger itself is not exportable as it stands (a gap, a newline in an entry):
+    /// `liaison ledger verify` tells what is wrong with it.
+    #[error("cannot export: {0}")]
+    Unexportable(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
+    let path = path.to_path_buf();
+    move |source| ExportError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub origin: String,
+    pub entries: u64,
+    pub messages: u64,
+    pub checkpoints: u64,
+    /// Hex root hash of all entries.
+    pub root: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub exported_at: time::OffsetDateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MessageLine {
+    id: Uuid,
+    seq: u64,
+    sha256: String,
+    body: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointLine {
+    tree_size: u64,
+    note: String,
+}
+
+struct Writer {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl Writer {
+    fn create(dir: &Path, name: &str) -> Result<Self, ExportError> {
+        let path = dir.join(name);
+        let file = File::create(&path).map_err(io("create", &path))?;
+        Ok(Self {
+            out: BufWriter::with_capacity(1 << 20, file),
+            path,
+        })
+    }
+
+    fn line(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+        self.out
+            .write_all(bytes)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(io("write", &self.path))
+    }
+
+    fn finish(self) -> Result<(), ExportError> {
+        let path = self.path;
+        let file = self.out.into_inner().map_err(|e| ExportError::Io {
+            action: "write",
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io("sync", &path))
+    }
+}
+
+fn json_line<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain structs of strings and numbers always serialise.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Ledger {
+    /// Writes an export of everything committed so far into `dir` (created; must be empty).
+    /// `progress` sees the number of entries written so far.
+    pub async fn export(
+        &self,
+        dir: &Path,
+        origin: &str,
+        public_key: &[u8; 32],
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Manifest, ExportError> {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        if std::fs::read_dir(dir)
+            .map_err(io("read", dir))?
+            .next()
+            .is_some()
+        {
+            return Err(ExportError::NotEmpty(dir.to_path_buf()));
+        }
+        // Entries up to the size read now: later commits are left for the next export.
+        let size = self.size().await?;
+        let mut entries = Writer::create(dir, "entries.jsonl")?;
+        let mut messages = Writer::create(dir, "messages.jsonl")?;
+        let mut range = CompactRange::new();
+        let mut message_count = 0;
+        while range.size() < size {
+            let from = range.size();
+            let rows = sqlx::query(
+                "SELECT seq, entry FROM ledger_entries WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(seq_to_db(from)?)
+            .bind(seq_to_db(size)?)
+            .bind(PAGE)
+            .fetch_all(self.pool())
+            .await
+            .map_err(LedgerError::query("reading entries to export"))?;
+            if rows.is_empty() {
+                return Err(ExportError::Unexportable(format!(
+                    "entry {} is missing",
+                    from + 1
+                )));
+            }
+            for row in &rows {
+                let seq = seq_from_db(row.try_get("seq").map_err(read)?)?;
+                let bytes: Vec<u8> = row.try_get("entry").map_err(read)?;
+                if seq != range.size() + 1 {
+                    return Err(ExportError::Unexportable(format!(
+                        "entry {} is missing",
+                        range.size() + 1
+                    )));
+                }
+                if bytes.contains(&b'\n') {
+                    return Err(ExportError::Unexportable(format!(
+                        "entry {seq} holds a newline: it is not canonical"
+                    )));
+                }
+                entries.line(&bytes)?;
+                range.push(audit::leaf_hash(&bytes), |_, _| {});
+            }
+            let through = range.size();
+            let rows = sqlx::query(
+                "SELECT id, seq, sha256, body FROM messages WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+            )
+            .bind(seq_to_db(from)?)
+            .bind(seq_to_db(through)?)
+            .fetch_all(self.pool())
+            .await
+            .map_err(LedgerError::query("reading messages to export"))?;
+            for row in &rows {
+                let body: Vec<u8> = row.try_get("body").map_err(read)?;
+                let line = MessageLine {
+                    id: row.try_get("id").map_err(read)?,
+                    seq: seq_from_db(row.try_get("seq").map_err(read)?)?,
+                    sha256: hex::encode(hash_from_db(row.try_get("sha256").map_err(read)?)?),
+                    body: STANDARD.encode(&body),
+                };
+                messages.line(&json_line(&line))?;
+                message_count += 1;
+            }
+            progress(through);
+        }
+        entries.finish()?;
+        messages.finish()?;
+
+        let checkpoints: Vec<_> = self
+            .checkpoints()
+            .await?
+            .into_iter()
+            .filter(|c| c.tree_size <= size)
+            .collect();
+        let mut file = Writer::create(dir, "checkpoints.jsonl")?;
+        for c in &checkpoints {
+            file.line(&json_line(&CheckpointLine {
+                tree_size: c.tree_size,
+                note: c.note.clone(),
+            }))?;
+        }
+        file.finish()?;
+        let key_path = dir.join("ledger-key.pub");
+        std::fs::write(&key_path, hex::encode(public_key)).map_err(io("write", &key_path))?;
+
+        let manifest = Manifest {
+            format: EXPORT_FORMAT.to_owned(),
+            origin: origin.to_owned(),
+            entries: size,
+            messages: message_count,
+            checkpoints: checkpoints.len() as u64,
+            root: hex::encode(range.root()),
+            exported_at: self.clock_now(),
+        };
+        let manifest_path = dir.join("manifest.json");
+        let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        std::fs::write(&manifest_path, text).map_err(io("write", &manifest_path))?;
+        Ok(manifest)
+    }
+
+    /// Verifies the live ledger (see [`crate::verify`]): entries, stored leaf hashes,
+    /// message bodies and checkpoints; with `reference`, also that an earlier export is a
+    /// prefix of it. `progress` sees the number of entries checked so far.
+    pub async fn verify(
+        &self,
+        key: &CheckpointVerifier,
+        reference: Option<&ExportDir>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<VerifyReport, ExportError> {
+        let checkpoints: Vec<CheckpointRecord> = self
+            .checkpoints()
+            .await?
+            .into_iter()
+            .map(|c| CheckpointRecord {
+                tree_size: c.tree_size,
+                note: c.note,
+            })
+            .collect();
+        let mut verifier = Verifier::new(key, &checkpoints);
+        if let Some(reference) = reference {
+            for c in reference.checkpoints()? {
+                verifier.add_checkpoint(key, &c);
+            }
+            verifier = verifier.with_reference(Box::new(reference.leaves()?));
+        }
+        let mut last: i64 = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, entry, leaf_hash FROM ledger_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(last)
+            .bind(PAGE)
+            .fetch_all(self.pool())
+            .await
+            .map_err(LedgerError::query("reading entries to verify"))?;
+            let Some(page_last) = rows.last().map(|r| r.try_get::<i64, _>("seq")) else {
+                break;
+            };
+            let page_last = page_last.map_err(read)?;
+            let mut entries = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let leaf: Vec<u8> = row.try_get("leaf_hash").map_err(read)?;
+                entries.push(EntryRecord {
+                    seq: seq_from_db(row.try_get("seq").map_err(read)?)?,
+                    bytes: row.try_get("entry").map_err(read)?,
+                    // A stored hash of the wrong length is a mismatch, not a crash.
+                    stored_leaf_hash: Some(<Hash>::try_from(leaf.as_slice()).unwrap_or([0; 32])),
+                });
+            }
+            let messages = self.message_records(last, Some(page_last)).await?;
+            feed(&mut verifier, entries, messages);
+            verifier.messages_done_through(seq_from_db(page_last)?);
+            progress(verifier.entries_seen());
+            last = page_last;
+        }
+        // Bodies pointing past the last entry.
+        for m in self.message_records(last, None).await? {
+            verifier.message(m);
+        }
+        Ok(verifier.finish())
+    }
+
+    async fn message_records(
+        &self,
+        after: i64,
+        through: Option<i64>,
+    ) -> Result<Vec<MessageRecord>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT id, seq, sha256, body FROM messages \
+             WHERE seq > $1 AND ($2::bigint IS NULL OR seq <= $2) ORDER BY seq",
+        )
+        .bind(after)
+        .bind(through)
+        .fetch_all(self.pool())
+        .await
+        .map_err(LedgerError::query("reading messages to verify"))?;
+        rows.iter()
+            .map(|row| {
+                let digest: Vec<u8> = row.try_get("sha256").map_err(read)?;
+                Ok(MessageRecord {
+                    id: row.try_get("id").map_err(read)?,
+                    seq: seq_from_db(row.try_get("seq").map_err(read)?)?,
+                    body: row.try_get("body").map_err(read)?,
+                    stored_sha256: Some(<Hash>::try_from(digest.as_slice()).unwrap_or([0; 32])),
+                })
+            })
+            .collect()
+    }
+}
+
+fn read(e: sqlx::Error) -> LedgerError {
+    LedgerError::Corrupt(format!("reading a row: {e}"))
+}
+
+/// Feeds a page: each message right after the entries up to its seq.
+fn feed(verifier: &mut Verifier, entries: Vec<EntryRecord>, messages: Vec<MessageRecord>) {
+    let mut messages = messages.into_iter().peekable();
+    for entry in entries {
+        let seq = entry.seq;
+        verifier.entry(entry);
+        while let Some(m) = messages.next_if(|m| m.seq <= seq) {
+            verifier.message(m);
+        }
+    }
+    for m in messages {
+        verifier.message(m);
+    }
+}
+
+/// An export directory, read lazily.
+pub struct ExportDir {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl ExportDir {
+    pub fn open(dir: &Path) -> Result<Self, ExportError> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read(&path).map_err(io("read", &path))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&text).map_err(|e| ExportError::Format {
+                path: path.clone(),
+                line: 1,
+                reason: e.to_string(),
+            })?;
+        if manifest.format != EXPORT_FORMAT {
+            return Err(ExportError::Format {
+                path,
+                line: 1,
+                reason: format!("format {:?}, expected {EXPORT_FORMAT:?}", manifest.format),
+            });
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
+    }
+
+    /// The public key the export carries. An auditor should compare it with the key they
+    /// got from the operator, or pass that key instead.
+    pub fn public_key(&self) -> Result<[u8; 32], ExportError> {
+        let path = self.dir.join("ledger-key.pub");
+        let text = std::fs::read_to_string(&path).map_err(io("read", &path))?;
+        parse_public_key(&text).map_err(|reason| ExportError::Format {
+            path,
+            line: 1,
+            reason,
+        })
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, ExportError> {
+        let path = self.dir.join("checkpoints.jsonl");
+        lines(&path)?
+            .map(|line| {
+                let (n, bytes) = line?;
+                let c: CheckpointLine =
+                    serde_json::from_slice(&bytes).map_err(|e| ExportError::Format {
+                        path: path.clone(),
+                        line: n,
+                        reason: e.to_string(),
+                    })?;
+                Ok(CheckpointRecord {
+                    tree_size: c.tree_size,
+                    note: c.note,
+                })
+            })
+            .collect()
+    }
+
+    /// Entries in seq order: line N is seq N.
+    pub fn entries(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<EntryRecord, ExportError>> + use<>, ExportError> {
+        let lines = lines(&self.dir.join("entries.jsonl"))?;
+        Ok(lines.map(|line| {
+            let (seq, bytes) = line?;
+            Ok(EntryRecord {
+                seq,
+                bytes,
+                stored_leaf_hash: None,
+            })
+        }))
+    }
+
+    /// (seq, leaf hash) of every entry: what a later ledger must extend.
+    pub fn leaves(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(u64, Hash), String>> + Send + use<>, ExportError> {
+        let lines = lines(&self.dir.join("entries.jsonl"))?;
+        Ok(lines.map(|line| {
+            line.map(|(seq, bytes)| (seq, audit::leaf_hash(&bytes)))
+                .map_err(|e| e.to_string())
+        }))
+    }
+
+    pub fn messages(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<MessageRecord, ExportError>> + use<>, ExportError> {
+        let path = self.dir.join("messages.jsonl");
+        let lines = lines(&path)?;
+        Ok(lines.map(move |line| {
+            let (n, bytes) = line?;
+            let format = |reason: String| ExportError::Format {
+                path: path.clone(),
+                line: n,
+                reason,
+            };
+            let m: MessageLine =
+                serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
+            let body = STANDARD
+                .decode(&m.body)
+                .map_err(|e| format(format!("body: {e}")))?;
+            let digest = hex::decode(&m.sha256)
+                .ok()
+                .and_then(|d| <Hash>::try_from(d.as_slice()).ok())
+                .ok_or_else(|| format("sha256 is not 32 bytes of hex".into()))?;
+            Ok(MessageRecord {
+                id: m.id,
+                seq: m.seq,
+                body,
+                stored_sha256: Some(digest),
+            })
+        }))
+    }
+
+    /// Verifies the export with no database. `key` defaults to the export's own key and
+    /// origin; `reference` is an earlier export this one must extend.
+    pub fn verify(
+        &self,
+        key: &CheckpointVerifier,
+        reference: Option<&ExportDir>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport, ExportError> {
+        let mut verifier = Verifier::new(key, &self.checkpoints()?);
+        if let Some(reference) = reference {
+            for c in reference.checkpoints()? {
+                verifier.add_checkpoint(key, &c);
+            }
+            verifier = verifier.with_reference(Box::new(reference.leaves()?));
+        }
+        let mut messages = self.messages()?.peekable();
+        for entry in self.entries()? {
+            let entry = entry?;
+            let seq = entry.seq;
+            verifier.entry(entry);
+            while let Some(m) = messages.next_if(|m| m.as_ref().map_or(true, |m| m.seq <= seq)) {
+                verifier.message(m?);
+            }
+            if seq % PAGE as u64 == 0 {
+                verifier.messages_done_through(seq);
+                progress(seq);
+            }
+        }
+        for m in messages {
+            verifier.message(m?);
+        }
+        let report = verifier.finish();
+        progress(report.entries);
+        Ok(report)
+    }
+
+    /// The checkpoint key as the export names it.
+    pub fn verifier(&self) -> Result<CheckpointVerifier, ExportError> {
+        CheckpointVerifier::new(self.manifest.origin.clone(), self.public_key()?).map_err(|e| {
+            ExportError::Format {
+                path: self.dir.join("manifest.json"),
+                line: 1,
+                reason: e.to_string(),
+            }
+        })
+    }
+}
+
+/// A hex Ed25519 public key as `liaison pki init` writes it.
+pub fn parse_public_key(text: &str) -> Result<[u8; 32], String> {
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| "not a hex Ed25519 public key (64 hex digits)".to_owned())
+}
+
+/// Numbered lines (from 1) without their newline.
+fn lines(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<(u64, Vec<u8>), ExportError>> + Send + use<>, ExportError> {
+    let file = File::open(path).map_err(io("open", path))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let path = path.to_path_buf();
+    let mut n = 0u64;
+    Ok(std::iter::from_fn(move || {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                n += 1;
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(Ok((n, line)))
+            }
+            Err(source) => Some(Err(ExportError::Io {
+                action: "read",
+                path: path.clone(),
+                source,
+            })),
+        }
+    }))
+}

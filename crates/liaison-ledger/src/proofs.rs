@@ -1,0 +1,170 @@
+//! Inclusion and consistency proofs from the stored tree, for agencies and auditors.
+
+use liaison_core::audit::Hash;
+use liaison_core::merkle::{self, NodeId};
+use serde::Serialize;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::checkpoints::{StoredCheckpoint, missing_node};
+use crate::error::LedgerError;
+use crate::ledger::Ledger;
+use crate::sql::{hash_from_db, seq_from_db, seq_to_db};
+use crate::tree;
+
+/// One entry's inclusion proof against a tree of `tree_size` leaves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub kind: String,
+    /// `seq - 1`.
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub leaf_hash: Hash,
+    /// RFC 9162 audit path, leaf to root.
+    pub path: Vec<Hash>,
+}
+
+/// The proofs of every entry of one message against one checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageProofs {
+    pub checkpoint: StoredCheckpoint,
+    pub proofs: Vec<InclusionProof>,
+    /// Entries of the message recorded after the checkpoint: not provable yet.
+    pub pending: Vec<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    pub from_root: Hash,
+    pub to_root: Hash,
+    pub path: Vec<Hash>,
+}
+
+impl Ledger {
+    /// Proofs for every entry about message `id` against the latest checkpoint; `None` when
+    /// no checkpoint has been signed yet.
+    pub async fn message_proofs(&self, id: Uuid) -> Result<Option<MessageProofs>, LedgerError> {
+        let Some(checkpoint) = self.latest_checkpoint().await? else {
+            return Ok(None);
+        };
+        let size = checkpoint.tree_size;
+        let rows = sqlx::query(
+            "SELECT seq, kind, leaf_hash FROM ledger_entries WHERE message_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(LedgerError::query("reading a message's entries"))?;
+        let read = |e: sqlx::Error| LedgerError::Corrupt(format!("ledger entry: {e}"));
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq = seq_from_db(row.try_get("seq").map_err(read)?)?;
+            let kind: String = row.try_get("kind").map_err(read)?;
+            let leaf = hash_from_db(row.try_get("leaf_hash").map_err(read)?)?;
+            entries.push((seq, kind, leaf));
+        }
+        let (covered, pending): (Vec<_>, Vec<_>) =
+            entries.into_iter().partition(|(seq, _, _)| *seq <= size);
+        let mut wanted: Vec<NodeId> = covered
+            .iter()
+            .flat_map(|(seq, _, _)| merkle::nodes_for_inclusion(seq - 1, size))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(LedgerError::query("acquiring a connection"))?;
+        let nodes = tree::fetch_nodes(&mut conn, &wanted).await?;
+        let mut proofs = Vec::with_capacity(covered.len());
+        for (seq, kind, leaf_hash) in covered {
+            let path = merkle::inclusion_proof(&nodes, seq - 1, size).map_err(proof_error)?;
+            proofs.push(InclusionProof {
+                seq,
+                kind,
+                leaf_index: seq - 1,
+                tree_size: size,
+                leaf_hash,
+                path,
+            });
+        }
+        Ok(Some(MessageProofs {
+            checkpoint,
+            proofs,
+            pending: pending.into_iter().map(|(seq, _, _)| seq).collect(),
+        }))
+    }
+
+    /// The consistency proof between trees of `from` and `to` leaves with both roots.
+    /// The caller checks `1 ≤ from ≤ to ≤` the ledger's size.
+    pub async fn consistency_proof(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyProof, LedgerError> {
+        let mut wanted = merkle::nodes_for_consistency(from, to);
+        wanted.extend(merkle::nodes_for_root(from));
+        wanted.extend(merkle::nodes_for_root(to));
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(LedgerError::query("acquiring a connection"))?;
+        let nodes = tree::fetch_nodes(&mut conn, &wanted).await?;
+        Ok(ConsistencyProof {
+            from,
+            to,
+            from_root: merkle::root(&nodes, from).map_err(missing_node)?,
+            to_root: merkle::root(&nodes, to).map_err(missing_node)?,
+            path: merkle::consistency_proof(&nodes, from, to).map_err(proof_error)?,
+        })
+    }
+
+    /// The root hash of the first `size` entries, from the stored tree.
+    pub async fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(LedgerError::query("acquiring a connection"))?;
+        let nodes = tree::fetch_nodes(&mut conn, &merkle::nodes_for_root(size)).await?;
+        merkle::root(&nodes, size).map_err(missing_node)
+    }
+
+    /// How many entries the ledger holds (its last seq).
+    pub async fn size(&self) -> Result<u64, LedgerError> {
+        seq_from_db(
+            sqlx::query_scalar("SELECT coalesce(max(seq), 0)::bigint FROM ledger_entries")
+                .fetch_one(self.pool())
+                .await
+                .map_err(LedgerError::query("reading the ledger size"))?,
+        )
+    }
+
+    /// Whether the ledger holds an entry with this seq (for validating requests).
+    pub async fn has_seq(&self, seq: u64) -> Result<bool, LedgerError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE seq = $1)")
+            .bind(seq_to_db(seq)?)
+            .fetch_one(self.pool())
+            .await
+            .map_err(LedgerError::query("looking up a seq"))
+    }
+}
+
+fn proof_error(e: merkle::ProofError<NodeId>) -> LedgerError {
+    match e {
+        merkle::ProofError::Source(id) => missing_node(id),
+        merkle::ProofError::IndexOutOfRange { index, size } => {
+            LedgerError::Corrupt(format!("leaf {index} is outside a tree of {size}"))
+        }
+        merkle::ProofError::BadSizes { old, new } => {
+            LedgerError::Corrupt(format!("no consistency proof for sizes {old} → {new}"))
+        }
+    }
+}
