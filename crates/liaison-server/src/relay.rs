@@ -1,22 +1,30 @@
 //! The outbox relay: moves committed deliveries from the ledger's outbox into the
 //! recipients' RabbitMQ queues.
 //!
-//! Each round claims a batch of due rows (a lease, so several instances share the work),
+//! A round claims a batch of due rows (a lease, so several instances share the work),
 //! publishes them all with publisher confirms in flight at once, and records the outcome
-//! of every row in one ledger commit. Only a confirm without a return marks a row
-//! dispatched; anything else is a `delivery.failed` entry and a retry with backoff.
-//! A crash between publish and record leaves the row leased; when the lease ends it is
-//! published again, so delivery is at-least-once and consumers drop duplicates by id.
+//! of every row in one ledger commit. Several rounds overlap, so the next batch is claimed
+//! and published while the previous one awaits its confirms and its commit. Only a confirm
+//! without a return marks a row dispatched; anything else is a `delivery.failed` entry and
+//! a retry with backoff. A crash between publish and record leaves the row leased; when
+//! the lease ends it is published again, so delivery is at-least-once and consumers drop
+//! duplicates by id.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use liaison_bus::{Bus, Outgoing, PublishOutcome, Publisher};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use liaison_bus::{Bus, BusError, Outgoing, PublishOutcome, Publisher};
 use liaison_core::Clock;
 use liaison_ledger::{DeliveryOutcome, Ledger, PendingDelivery};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelayConfig;
+
+/// Rounds in flight at once: enough to keep claiming, publishing and committing busy
+/// together, few enough that a failing RabbitMQ does not fan out into many retries.
+const ROUNDS_IN_FLIGHT: usize = 4;
 
 pub struct Relay {
     pub ledger: Ledger,
@@ -25,74 +33,96 @@ pub struct Relay {
     pub clock: Arc<dyn Clock>,
 }
 
+/// What one round saw, so the loop knows whether its channel is still good.
+struct RoundEnd {
+    failed: usize,
+}
+
 impl Relay {
     pub async fn run(self, cancel: CancellationToken) {
         let notify = self.ledger.outbox_notify();
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let mut publisher: Option<Publisher> = None;
+        let mut rounds = FuturesUnordered::new();
         loop {
-            match self.drain(&mut publisher).await {
-                Ok(()) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "relay round failed; retrying");
-                    publisher = None;
+            // Fill the pipeline with whatever is due.
+            while rounds.len() < ROUNDS_IN_FLIGHT && !cancel.is_cancelled() {
+                let batch = match self
+                    .ledger
+                    .claim_deliveries(self.config.batch, self.config.lease())
+                    .await
+                {
+                    Ok(batch) if batch.is_empty() => break,
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::warn!(%error, "relay cannot claim deliveries; retrying");
+                        break;
+                    }
+                };
+                let channel = self.publisher(&mut publisher).await;
+                rounds.push(self.round(channel, batch));
+            }
+            if rounds.is_empty() {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = notify.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
                 }
+                continue;
             }
             tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-            }
-        }
-    }
-
-    /// Publishes batches until the outbox has nothing due.
-    async fn drain(&self, publisher: &mut Option<Publisher>) -> Result<(), RelayError> {
-        loop {
-            let batch = self
-                .ledger
-                .claim_deliveries(self.config.batch, self.config.lease())
-                .await?;
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let full = batch.len() as i64 == self.config.batch;
-            let outcomes = match self.publisher(publisher).await {
-                Ok(p) => {
-                    p.publish_all(&batch.iter().map(outgoing).collect::<Vec<_>>())
-                        .await
+                ended = rounds.next() => {
+                    if ended.is_some_and(|end| end.failed > 0) {
+                        publisher = None;
+                    }
                 }
-                Err(e) => vec![PublishOutcome::Failed(e.to_string()); batch.len()],
-            };
-            let failed = outcomes
-                .iter()
-                .filter(|o| **o != PublishOutcome::Confirmed)
-                .count();
-            if failed > 0 {
-                *publisher = None;
+                _ = notify.notified(), if rounds.len() < ROUNDS_IN_FLIGHT => {}
+                _ = cancel.cancelled() => {}
             }
-            let recorded = batch
-                .iter()
-                .zip(outcomes)
-                .map(|(row, outcome)| self.outcome(row, outcome))
-                .collect();
-            self.ledger.record_deliveries(recorded).await?;
-            tracing::debug!(deliveries = batch.len(), failed, "relay round recorded");
-            if !full || failed > 0 {
-                return Ok(());
+            if cancel.is_cancelled() {
+                // Finish what was published so that its outcomes are recorded.
+                while rounds.next().await.is_some() {}
+                break;
             }
         }
     }
 
-    async fn publisher<'a>(
+    async fn publisher(&self, slot: &mut Option<Publisher>) -> Result<Publisher, BusError> {
+        if let Some(open) = slot.as_ref().filter(|p| p.is_open()) {
+            return Ok(open.clone());
+        }
+        let fresh = self.bus.publisher().await?;
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn round(
         &self,
-        slot: &'a mut Option<Publisher>,
-    ) -> Result<&'a Publisher, liaison_bus::BusError> {
-        let open = match slot.take() {
-            Some(p) if p.is_open() => p,
-            _ => self.bus.publisher().await?,
+        publisher: Result<Publisher, BusError>,
+        batch: Vec<PendingDelivery>,
+    ) -> RoundEnd {
+        let outcomes = match publisher {
+            Ok(p) => {
+                p.publish_all(&batch.iter().map(outgoing).collect::<Vec<_>>())
+                    .await
+            }
+            Err(e) => vec![PublishOutcome::Failed(e.to_string()); batch.len()],
         };
-        Ok(slot.insert(open))
+        let failed = outcomes
+            .iter()
+            .filter(|o| **o != PublishOutcome::Confirmed)
+            .count();
+        let recorded = batch
+            .iter()
+            .zip(outcomes)
+            .map(|(row, outcome)| self.outcome(row, outcome))
+            .collect();
+        if let Err(error) = self.ledger.record_deliveries(recorded).await {
+            // The rows stay leased; when the lease ends they are published again.
+            tracing::warn!(%error, deliveries = batch.len(), "relay could not record delivery outcomes");
+        }
+        tracing::debug!(deliveries = batch.len(), failed, "relay round recorded");
+        RoundEnd { failed }
     }
 
     fn outcome(&self, row: &PendingDelivery, outcome: PublishOutcome) -> DeliveryOutcome {
@@ -134,10 +164,4 @@ fn outgoing(row: &PendingDelivery) -> Outgoing {
         traceparent: row.traceparent.clone(),
         body: row.body.clone(),
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum RelayError {
-    #[error(transparent)]
-    Ledger(#[from] liaison_ledger::LedgerError),
 }
