@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod catalogue;
+mod docs;
 mod examples;
 pub mod formats;
 mod info;
@@ -9,6 +10,7 @@ mod parse;
 mod violation;
 
 pub use catalogue::{Catalogue, MessageType};
+pub use docs::render_messages_md;
 pub use examples::{Example, ExampleFailure, Expectation, load_examples};
 pub use info::{ANY_TYPE, TypeInfo};
 pub use load::{CatalogueError, DRAFT_2020_12};

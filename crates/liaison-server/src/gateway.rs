@@ -48,6 +48,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/inbox/{delivery}/ack", post(ack))
         .route("/v1/schemas", get(schemas))
         .route("/v1/schemas/{type}", get(schema))
+        .route("/openapi.json", get(crate::openapi::serve))
         .fallback(|| async { Problem::new(RejectCode::NotFound, "no such route") })
         .layer(middleware::from_fn(authenticate))
         .with_state(gateway)

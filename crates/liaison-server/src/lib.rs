@@ -4,6 +4,7 @@ pub mod broker;
 pub mod config;
 pub mod gateway;
 pub mod inbox;
+pub mod openapi;
 pub mod ops;
 pub mod pipeline;
 pub mod pki;
