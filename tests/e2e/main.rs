@@ -3,5 +3,6 @@
 
 mod answers;
 mod auth;
+mod catalogue;
 mod crash;
 mod path;
