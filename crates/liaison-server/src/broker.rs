@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::checkpointing;
 use crate::config::Config;
 use crate::gateway::{self, Gateway};
 use crate::inbox::Inbox;
@@ -42,6 +43,8 @@ pub enum StartError {
     },
     #[error("ledger: {0}")]
     Ledger(#[from] liaison_ledger::LedgerError),
+    #[error("ledger signing key: {0}")]
+    SigningKey(String),
     #[error("RabbitMQ: {0}")]
     Bus(#[from] liaison_bus::BusError),
     #[error("TLS: {0}")]
@@ -84,6 +87,7 @@ impl Broker {
             dir: config.tls_dir.clone(),
         })
         .map_err(|e| StartError::Tls(e.to_string()))?;
+        let signer = checkpointing::signer(&config).map_err(StartError::SigningKey)?;
 
         let ledger = Ledger::open(
             LedgerConfig {
@@ -129,6 +133,8 @@ impl Broker {
 
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let checkpointer = checkpointing::checkpointer(ledger.clone(), signer, &config);
+        tasks.spawn(checkpointer.run(cancel.clone().cancelled_owned()));
 
         let https_listener =
             std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Listen {

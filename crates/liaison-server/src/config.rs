@@ -27,6 +27,7 @@ pub struct Config {
     pub policy: PathBuf,
     /// The message catalogue.
     pub schemas: PathBuf,
+    pub ledger: LedgerSettings,
     pub limits: Limits,
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
@@ -80,6 +81,7 @@ impl Default for Config {
             registry: PathBuf::from("deploy/demo/agencies.toml"),
             policy: PathBuf::from("deploy/demo/policy.toml"),
             schemas: PathBuf::from("schemas"),
+            ledger: LedgerSettings::default(),
             limits: Limits::default(),
             relay: RelayConfig::default(),
             inbox: InboxConfig::default(),
@@ -132,6 +134,31 @@ impl RelayConfig {
             .saturating_mul(1u64 << exp)
             .min(self.retry_max_ms);
         Duration::from_millis(ms)
+    }
+}
+
+/// The audit ledger's signed checkpoints.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// How often the tree head is signed when the ledger grew.
+    pub checkpoint_interval_ms: u64,
+    /// The checkpoints' origin line and signing key name: one per deployment.
+    pub origin: String,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_ms: 1_000,
+            origin: "liaison.example/demo".into(),
+        }
+    }
+}
+
+impl LedgerSettings {
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_interval_ms)
     }
 }
 

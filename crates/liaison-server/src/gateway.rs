@@ -22,6 +22,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit_routes;
 use crate::inbox::{Inbox, PulledDelivery};
 use crate::pipeline::Pipeline;
 use crate::problem::Problem;
@@ -44,6 +45,9 @@ pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/v1/messages", post(submit))
         .route("/v1/messages/{id}", get(message))
+        .route("/v1/messages/{id}/proof", get(audit_routes::proof))
+        .route("/v1/checkpoints/latest", get(audit_routes::latest_checkpoint))
+        .route("/v1/checkpoints/consistency", get(audit_routes::consistency))
         .route("/v1/inbox", get(pull))
         .route("/v1/inbox/{delivery}/ack", post(ack))
         .route("/v1/schemas", get(schemas))

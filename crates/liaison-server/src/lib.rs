@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+pub mod audit_routes;
 pub mod broker;
+pub mod checkpointing;
 pub mod config;
 pub mod gateway;
 pub mod inbox;

@@ -1,0 +1,168 @@
+//! The audit routes of the gateway: inclusion proofs for a message's entries, the latest
+//! signed checkpoint, and consistency proofs between tree sizes. Hashes are lowercase hex;
+//! audit paths are RFC 9162 order (leaf to root). See docs/audit.md.
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use liaison_core::RejectCode;
+use liaison_core::audit::Hash;
+use liaison_ledger::{LedgerError, StoredCheckpoint};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::gateway::{Caller, Gateway};
+use crate::problem::Problem;
+
+#[derive(Serialize)]
+pub struct ProofBody {
+    message: Uuid,
+    /// The checkpoint every proof below is against.
+    checkpoint: StoredCheckpoint,
+    entries: Vec<EntryProof>,
+    /// Entries of the message not yet under a checkpoint: ask again after the next one.
+    pending: Vec<u64>,
+}
+
+#[derive(Serialize)]
+struct EntryProof {
+    seq: u64,
+    kind: String,
+    leaf_index: u64,
+    tree_size: u64,
+    leaf_hash: String,
+    audit_path: Vec<String>,
+}
+
+fn hex_all(hashes: &[Hash]) -> Vec<String> {
+    hashes.iter().map(hex::encode).collect()
+}
+
+fn unavailable(e: LedgerError) -> Problem {
+    Problem::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
+}
+
+fn no_checkpoint() -> Problem {
+    Problem::new(
+        RejectCode::Unavailable,
+        "no checkpoint has been signed yet; retry in a moment",
+    )
+}
+
+/// `GET /v1/messages/{id}/proof`: for the message's sender and recipients.
+pub async fn proof(
+    State(gateway): State<Gateway>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<ProofBody>, Problem> {
+    let not_found = || {
+        Problem::new(
+            RejectCode::NotFound,
+            format!("no message {id} visible to this agency"),
+        )
+    };
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let stored = gateway
+        .ledger
+        .message(uuid)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(not_found)?;
+    let visible =
+        stored.sender == caller || stored.deliveries.iter().any(|d| d.recipient == caller);
+    if !visible {
+        return Err(not_found());
+    }
+    let proofs = gateway
+        .ledger
+        .message_proofs(uuid)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(no_checkpoint)?;
+    let entries = proofs
+        .proofs
+        .into_iter()
+        .map(|p| EntryProof {
+            seq: p.seq,
+            kind: p.kind,
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            leaf_hash: hex::encode(p.leaf_hash),
+            audit_path: hex_all(&p.path),
+        })
+        .collect();
+    Ok(Json(ProofBody {
+        message: uuid,
+        checkpoint: proofs.checkpoint,
+        entries,
+        pending: proofs.pending,
+    }))
+}
+
+/// `GET /v1/checkpoints/latest`: for any agency.
+pub async fn latest_checkpoint(
+    State(gateway): State<Gateway>,
+) -> Result<Json<StoredCheckpoint>, Problem> {
+    gateway
+        .ledger
+        .latest_checkpoint()
+        .await
+        .map_err(unavailable)?
+        .map(Json)
+        .ok_or_else(no_checkpoint)
+}
+
+#[derive(Deserialize)]
+pub struct ConsistencyQuery {
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct ConsistencyBody {
+    from: u64,
+    to: u64,
+    from_root: String,
+    to_root: String,
+    /// RFC 9162 §2.1.4 consistency proof.
+    proof: Vec<String>,
+    /// The latest checkpoint, which covers `to`.
+    checkpoint: StoredCheckpoint,
+}
+
+/// `GET /v1/checkpoints/consistency?from=N&to=M`, `1 ≤ N ≤ M ≤` the latest checkpoint's
+/// size (`to` defaults to it).
+pub async fn consistency(
+    State(gateway): State<Gateway>,
+    Query(query): Query<ConsistencyQuery>,
+) -> Result<Json<ConsistencyBody>, Problem> {
+    let checkpoint = gateway
+        .ledger
+        .latest_checkpoint()
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(no_checkpoint)?;
+    let to = query.to.unwrap_or(checkpoint.tree_size);
+    let Some(from) = query.from.filter(|f| *f >= 1 && *f <= to && to <= checkpoint.tree_size)
+    else {
+        return Err(Problem::new(
+            RejectCode::NotFound,
+            format!(
+                "no consistency proof for from={:?} to={to}: need 1 ≤ from ≤ to ≤ {} (the latest checkpoint)",
+                query.from, checkpoint.tree_size
+            ),
+        ));
+    };
+    let proof = gateway
+        .ledger
+        .consistency_proof(from, to)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(ConsistencyBody {
+        from,
+        to,
+        from_root: hex::encode(proof.from_root),
+        to_root: hex::encode(proof.to_root),
+        proof: hex_all(&proof.path),
+        checkpoint,
+    }))
+}
