@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod client;
 pub mod demo;
+pub mod ledger_cmd;
 pub mod policy_cmd;
 pub mod services;
 pub mod trace;

@@ -99,6 +99,13 @@ enum Command {
         #[command(subcommand)]
         command: ServicesCommand,
     },
+    /// The audit ledger: verify it (or an export, offline), export it, replay it.
+    Ledger {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: liaison_cli::ledger_cmd::LedgerCommand,
+    },
     /// The message catalogue.
     Schemas {
         #[command(subcommand)]
@@ -263,6 +270,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", liaison_cli::trace::render_text(&entries));
             }
+        }
+        Command::Ledger { config, command } => {
+            liaison_cli::ledger_cmd::run(config.load()?, command).await?;
         }
         Command::Services {
             command: ServicesCommand::Ensure,

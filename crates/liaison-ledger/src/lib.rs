@@ -11,6 +11,7 @@ mod model;
 mod outbox;
 mod proofs;
 mod read;
+pub mod replay;
 mod sql;
 mod tree;
 pub mod verify;

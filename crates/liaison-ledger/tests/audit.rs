@@ -11,6 +11,7 @@ use liaison_core::merkle::{self, CompactRange};
 use liaison_core::{
     AgencyCode, Channel, Envelope, Recipient, RecipientRole, RejectCode, Route, SystemClock, audit,
 };
+use liaison_ledger::replay::ReplayDifference;
 use liaison_ledger::verify::{Finding, VerifyReport};
 use liaison_ledger::{
     AcceptOutcome, DeliveryOutcome, ExportDir, Ledger, LedgerConfig, NewMessage, NewRejection,
@@ -264,6 +265,23 @@ async fn an_untouched_ledger_verifies_and_its_proofs_check_against_its_checkpoin
         .unwrap();
     assert!(offline.is_ok(), "{:?}", offline.findings);
     assert_eq!(offline.root, report.root);
+
+    // Replaying the entries gives the outbox's delivery states; a hand-made change shows.
+    let replay = p.ledger.replay(&mut |_| {}).await.unwrap();
+    assert!(replay.differences.is_empty(), "{:?}", replay.differences);
+    assert_eq!(replay.deliveries, p.accepted.len() as u64);
+    assert!(replay.cases.len() >= 7);
+    p.tamper(&[
+        "UPDATE outbox SET state = 'acknowledged' WHERE delivery_id = \
+                (SELECT min(delivery_id) FROM outbox WHERE state = 'dispatched')",
+    ])
+    .await;
+    let replay = p.ledger.replay(&mut |_| {}).await.unwrap();
+    assert!(
+        matches!(&replay.differences[..], [ReplayDifference::State { live, derived, .. }] if live == "acknowledged" && derived == "dispatched"),
+        "{:?}",
+        replay.differences
+    );
     p.drop().await;
 }
 

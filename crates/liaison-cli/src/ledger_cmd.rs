@@ -1,0 +1,235 @@
+//! `liaison ledger verify|export|replay`: the auditor's commands. The checks themselves
+//! live in `liaison-ledger` (`verify`, `replay`, `ExportDir`); this module picks the key,
+//! draws the progress bar and prints the verdict.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use liaison_core::SystemClock;
+use liaison_core::checkpoint::CheckpointVerifier;
+use liaison_ledger::verify::VerifyReport;
+use liaison_ledger::{ExportDir, Ledger, LedgerConfig, parse_public_key};
+use liaison_server::Config;
+use liaison_server::pki::{self, PkiLayout};
+
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every leaf and the tree, check every message body against its entry and
+    /// every checkpoint's signature and root; name the first bad sequence number.
+    Verify {
+        /// Verify an export directory instead of the database (no database needed).
+        #[arg(long, value_name = "DIR")]
+        offline: Option<PathBuf>,
+        /// An earlier export that the ledger (or the --offline export) must extend.
+        #[arg(long, value_name = "DIR")]
+        against: Option<PathBuf>,
+        /// The ledger's public key (hex file, as `liaison pki init` writes
+        /// ledger-signing.pub). Default: the PKI's, or with --offline the export's own.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Write everything committed so far to a new directory, for offline verification.
+    Export {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Rebuild delivery states from the entries alone and report any difference from the
+    /// live tables.
+    Replay,
+}
+
+pub async fn run(config: Config, command: LedgerCommand) -> anyhow::Result<()> {
+    match command {
+        LedgerCommand::Verify {
+            offline: Some(dir),
+            against,
+            public_key,
+        } => verify_offline(&dir, against.as_deref(), public_key.as_deref()),
+        LedgerCommand::Verify {
+            offline: None,
+            against,
+            public_key,
+        } => verify_database(&config, against.as_deref(), public_key.as_deref()).await,
+        LedgerCommand::Export { out } => export(&config, &out).await,
+        LedgerCommand::Replay => replay(&config).await,
+    }
+}
+
+async fn open(config: &Config) -> anyhow::Result<Ledger> {
+    Ok(Ledger::open(
+        LedgerConfig {
+            database_url: config.database_url.clone(),
+            ..LedgerConfig::default()
+        },
+        Arc::new(SystemClock),
+    )
+    .await?)
+}
+
+fn read_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_public_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn pki_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    let layout = PkiLayout::new(config.tls_dir.clone());
+    pki::read_ledger_public_key(&layout)
+        .context("the ledger public key of the PKI (--public-key FILE to name another)")
+}
+
+fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    // indicatif draws on stderr only when it is a terminal: logs and pipes stay clean.
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} entries ({per_sec}, {eta} left)")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn open_reference(against: Option<&Path>) -> anyhow::Result<Option<ExportDir>> {
+    against
+        .map(|dir| {
+            ExportDir::open(dir).with_context(|| format!("earlier export {}", dir.display()))
+        })
+        .transpose()
+}
+
+async fn verify_database(
+    config: &Config,
+    against: Option<&Path>,
+    public_key: Option<&Path>,
+) -> anyhow::Result<()> {
+    let key = match public_key {
+        Some(path) => read_key(path)?,
+        None => pki_key(config)?,
+    };
+    let key = CheckpointVerifier::new(config.ledger.origin.clone(), key)?;
+    let reference = open_reference(against)?;
+    let ledger = open(config).await?;
+    let bar = progress_bar(ledger.size().await?, "verifying the ledger");
+    let started = Instant::now();
+    let report = ledger
+        .verify(&key, reference.as_ref(), &mut |n| bar.set_position(n))
+        .await?;
+    bar.finish_and_clear();
+    verdict(&report, started)
+}
+
+fn verify_offline(
+    dir: &Path,
+    against: Option<&Path>,
+    public_key: Option<&Path>,
+) -> anyhow::Result<()> {
+    let export = ExportDir::open(dir).with_context(|| format!("export {}", dir.display()))?;
+    let key = match public_key {
+        Some(path) => CheckpointVerifier::new(export.manifest.origin.clone(), read_key(path)?)?,
+        None => {
+            println!(
+                "note: checking signatures with the key the export carries ({}); pass --public-key to pin the key you got from the operator",
+                dir.join("ledger-key.pub").display()
+            );
+            export.verifier()?
+        }
+    };
+    let reference = open_reference(against)?;
+    let bar = progress_bar(export.manifest.entries, "verifying the export");
+    let started = Instant::now();
+    let report = export.verify(&key, reference.as_ref(), &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    if report.root != [0; 32] && hex::encode(report.root) != export.manifest.root {
+        println!("note: the manifest's root differs from the entries' root");
+    }
+    verdict(&report, started)
+}
+
+/// Prints the report; an error (exit status 1) when anything is wrong.
+fn verdict(report: &VerifyReport, started: Instant) -> anyhow::Result<()> {
+    let seconds = started.elapsed().as_secs_f64();
+    if report.is_ok() {
+        println!(
+            "✓ {} entries, {} message bodies, {} checkpoints verified in {seconds:.1}s; root {}",
+            report.entries,
+            report.messages,
+            report.checkpoints,
+            hex::encode(report.root)
+        );
+        return Ok(());
+    }
+    for finding in &report.findings {
+        println!("✗ {finding}");
+    }
+    if report.findings_total > report.findings.len() as u64 {
+        println!(
+            "… and {} more",
+            report.findings_total - report.findings.len() as u64
+        );
+    }
+    let checkpoints = report.bad_checkpoints();
+    if !checkpoints.is_empty() {
+        let sizes: Vec<String> = checkpoints.iter().map(u64::to_string).collect();
+        println!("bad checkpoints: {}", sizes.join(", "));
+    }
+    match report.first_bad_seq() {
+        Some(seq) => {
+            println!("first bad seq: {seq}");
+            anyhow::bail!("the ledger does not verify: first bad seq {seq}")
+        }
+        None => anyhow::bail!(
+            "the ledger does not verify: {} finding(s)",
+            report.findings_total
+        ),
+    }
+}
+
+async fn export(config: &Config, out: &Path) -> anyhow::Result<()> {
+    let key = pki_key(config)?;
+    let ledger = open(config).await?;
+    let bar = progress_bar(ledger.size().await?, "exporting");
+    let manifest = ledger
+        .export(out, &config.ledger.origin, &key, &mut |n| {
+            bar.set_position(n)
+        })
+        .await?;
+    bar.finish_and_clear();
+    println!(
+        "exported {} entries, {} message bodies and {} checkpoints to {}; root {}",
+        manifest.entries,
+        manifest.messages,
+        manifest.checkpoints,
+        out.display(),
+        manifest.root
+    );
+    Ok(())
+}
+
+async fn replay(config: &Config) -> anyhow::Result<()> {
+    let ledger = open(config).await?;
+    let bar = progress_bar(ledger.size().await?, "replaying");
+    let report = ledger.replay(&mut |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    println!(
+        "replayed {} entries: {} deliveries across {} cases ({} entries of kinds the replay does not interpret)",
+        report.entries,
+        report.deliveries,
+        report.cases.len(),
+        report.other_kinds
+    );
+    for difference in &report.differences {
+        println!("✗ {difference}");
+    }
+    anyhow::ensure!(
+        report.differences.is_empty(),
+        "{} difference(s) between the entries and the live tables",
+        report.differences.len()
+    );
+    println!("✓ the live delivery states are the ones the entries lead to");
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The audit ledger end to end: an agency gets its message's inclusion proof and checks it
+//! against the signed checkpoint with the ledger's public key; the built `liaison` binary
+//! verifies the ledger, exports it, and after a payload byte is changed in PostgreSQL
+//! (triggers off) names the entry — also when checked against the export made before.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use liaison_cli::demo::lead_event;
+use liaison_core::checkpoint::CheckpointVerifier;
+use liaison_core::merkle;
+use liaison_server::pki;
+use liaison_tests::World;
+use serde_json::Value;
+
+fn liaison_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("liaison");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p liaison-cli` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+fn hash(value: &Value) -> [u8; 32] {
+    let bytes = hex::decode(value.as_str().expect("hex string")).expect("hex");
+    bytes.try_into().expect("32 bytes")
+}
+
+fn liaison(world: &World, args: &[&str]) -> Output {
+    Command::new(liaison_binary())
+        .args(args)
+        .env("LIAISON_DATABASE_URL", &world.config.database_url)
+        .env("LIAISON_TLS_DIR", &world.config.tls_dir)
+        .env("LIAISON_LOG", "off")
+        .output()
+        .expect("run liaison")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test]
+async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() {
+    let mut world = World::new().await;
+    world.config.ledger.checkpoint_interval_ms = 100;
+    let broker = world.start().await;
+    let eco = world.client(&broker, "eco");
+
+    let lead = lead_event("SD-AUDIT");
+    let answer = eco.submit(&lead).await.unwrap();
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let seq = answer.body["seq"].as_u64().unwrap();
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+
+    // Bounded wait for a checkpoint that covers the message.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let proof = loop {
+        let proof = eco.get(&format!("/v1/messages/{id}/proof")).await.unwrap();
+        if proof.status == 200 && proof.body["pending"].as_array().is_some_and(Vec::is_empty) {
+            break proof.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint covered seq {seq}: {}",
+            proof.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let public_key = pki::read_ledger_public_key(&world.layout()).unwrap();
+    let key = CheckpointVerifier::new(world.config.ledger.origin.clone(), public_key).unwrap();
+    let checkpoint = key
+        .open(proof["checkpoint"]["note"].as_str().unwrap())
+        .expect("the checkpoint is signed by the ledger key");
+    let entries = proof["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["seq"] == seq && e["kind"] == "message.accepted")
+    );
+    for entry in entries {
+        let path: Vec<[u8; 32]> = entry["audit_path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(hash)
+            .collect();
+        merkle::verify_inclusion(
+            &hash(&entry["leaf_hash"]),
+            entry["leaf_index"].as_u64().unwrap(),
+            checkpoint.size,
+            &path,
+            &checkpoint.root,
+        )
+        .unwrap_or_else(|e| panic!("entry {}: {e}", entry["seq"]));
+    }
+    // Not the sender's or a recipient's: not found.
+    let stranger = world.client(&broker, "agri");
+    assert_eq!(
+        stranger
+            .get(&format!("/v1/messages/{id}/proof"))
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+
+    // Another message, another checkpoint, then a consistency proof between the two.
+    let second = eco.submit(&lead_event("SD-AUDIT-2")).await.unwrap();
+    let second_seq = second.body["seq"].as_u64().unwrap();
+    let latest = loop {
+        let latest = stranger.get("/v1/checkpoints/latest").await.unwrap();
+        if latest.status == 200 && latest.body["tree_size"].as_u64() >= Some(second_seq) {
+            break latest.body;
+        }
+        assert!(tokio::time::Instant::now() < deadline + Duration::from_secs(15));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let latest = key.open(latest["note"].as_str().unwrap()).unwrap();
+    let consistency = stranger
+        .get(&format!(
+            "/v1/checkpoints/consistency?from={}&to={}",
+            checkpoint.size, latest.size
+        ))
+        .await
+        .unwrap();
+    assert_eq!(consistency.status, 200, "{}", consistency.body);
+    let path: Vec<[u8; 32]> = consistency.body["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(hash)
+        .collect();
+    merkle::verify_consistency(
+        checkpoint.size,
+        latest.size,
+        &checkpoint.root,
+        &latest.root,
+        &path,
+    )
+    .expect("the later checkpoint extends the earlier one");
+    let beyond = stranger
+        .get(&format!(
+            "/v1/checkpoints/consistency?from=1&to={}",
+            latest.size + 1_000
+        ))
+        .await
+        .unwrap();
+    assert_eq!(beyond.status, 404);
+    broker.shutdown(Duration::from_secs(5)).await;
+
+    // The binary: verify, export, tamper, verify again.
+    let ok = liaison(&world, &["ledger", "verify"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains("✓"), "{}", text(&ok));
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("before");
+    let exported = liaison(
+        &world,
+        &["ledger", "export", "--out", export.to_str().unwrap()],
+    );
+    assert!(exported.status.success(), "{}", text(&exported));
+    let offline = liaison(
+        &world,
+        &["ledger", "verify", "--offline", export.to_str().unwrap()],
+    );
+    assert!(offline.status.success(), "{}", text(&offline));
+    let replay = liaison(&world, &["ledger", "replay"]);
+    assert!(replay.status.success(), "{}", text(&replay));
+
+    let ledger = world.ledger().await;
+    let mut tx = ledger.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE messages SET body = overlay(body placing '\\x20'::bytea from 2 for 1) WHERE seq = $1",
+    )
+    .bind(seq as i64)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let bad = liaison(&world, &["ledger", "verify"]);
+    assert!(!bad.status.success(), "{}", text(&bad));
+    assert!(
+        text(&bad).contains(&format!("first bad seq: {seq}")),
+        "{}",
+        text(&bad)
+    );
+    let against = liaison(
+        &world,
+        &["ledger", "verify", "--against", export.to_str().unwrap()],
+    );
+    assert!(!against.status.success(), "{}", text(&against));
+    assert!(
+        text(&against).contains(&format!("first bad seq: {seq}")),
+        "{}",
+        text(&against)
+    );
+    drop(ledger);
+    world.cleanup().await;
+}
