@@ -6,4 +6,7 @@ mod audit;
 mod auth;
 mod catalogue;
 mod crash;
+mod deadletter;
+mod intake;
 mod path;
+mod policy;

@@ -104,6 +104,8 @@ pub struct Delivery {
     /// Whether the broker delivered this message before (the handler may have seen it).
     pub redelivered: bool,
     pub body: bytes::Bytes,
+    /// Every header as sent (dead-letter tools read `x-death` and liaison's own headers).
+    headers: FieldTable,
     acker: Acker,
     delivery_tag: u64,
     queue: String,
@@ -128,12 +130,28 @@ impl Delivery {
             caseref: headers.and_then(|h| header_text(h, HEADER_CASEREF)),
             traceparent: headers.and_then(|h| header_text(h, HEADER_TRACEPARENT)),
             redelivered: delivery.redelivered,
+            headers: headers.cloned().unwrap_or_default(),
             body: bytes::Bytes::from(delivery.data),
             acker: delivery.acker,
             delivery_tag: delivery.delivery_tag,
             queue: queue.to_owned(),
             operation_timeout,
         }
+    }
+
+    /// A text header, whichever AMQP string kind the publisher used.
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_text(&self.headers, name)
+    }
+
+    /// An integer header, whatever its width.
+    pub fn header_integer(&self, name: &str) -> Option<i64> {
+        header_integer(&self.headers, name)
+    }
+
+    /// The headers, for republishing a message unchanged (dead-letter redrive).
+    pub fn headers(&self) -> &FieldTable {
+        &self.headers
     }
 
     /// Tells the broker the message is handled; it will not be delivered again.
@@ -189,7 +207,7 @@ impl std::fmt::Debug for Delivery {
 }
 
 /// Reads an integer header whatever integer width the publisher chose.
-fn header_integer(headers: &FieldTable, name: &str) -> Option<i64> {
+pub(crate) fn header_integer(headers: &FieldTable, name: &str) -> Option<i64> {
     match headers.inner().get(name)? {
         AMQPValue::LongLongInt(n) => Some(*n),
         AMQPValue::LongInt(n) => Some(i64::from(*n)),
@@ -203,7 +221,7 @@ fn header_integer(headers: &FieldTable, name: &str) -> Option<i64> {
     }
 }
 
-fn header_text(headers: &FieldTable, name: &str) -> Option<String> {
+pub(crate) fn header_text(headers: &FieldTable, name: &str) -> Option<String> {
     match headers.inner().get(name)? {
         AMQPValue::LongString(text) => String::from_utf8(text.as_bytes().to_vec()).ok(),
         AMQPValue::ShortString(text) => Some(text.to_string()),

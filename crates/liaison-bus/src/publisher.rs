@@ -132,6 +132,15 @@ impl Publisher {
         .await
     }
 
+    /// The confirm-mode channel, for the other publishing helpers of the crate.
+    pub(crate) fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
     /// Whether the channel is still open; a closed publisher must be replaced.
     pub fn is_open(&self) -> bool {
         self.channel.status().connected()
@@ -164,7 +173,7 @@ impl Publisher {
     }
 }
 
-async fn await_confirm(confirm: PublisherConfirm, limit: Duration) -> PublishOutcome {
+pub(crate) async fn await_confirm(confirm: PublisherConfirm, limit: Duration) -> PublishOutcome {
     match tokio::time::timeout(limit, confirm).await {
         Ok(Ok(confirmation)) => outcome(confirmation),
         Ok(Err(error)) => PublishOutcome::Failed(format!("publisher confirm failed: {error}")),
@@ -190,7 +199,7 @@ fn outcome(confirmation: Confirmation) -> PublishOutcome {
 
 /// The AMQP properties of one delivery; fails only for a `type` longer than an AMQP short
 /// string (255 bytes), which the catalogue never contains.
-fn properties(item: &Outgoing, timestamp: u64) -> Result<BasicProperties, String> {
+pub(crate) fn properties(item: &Outgoing, timestamp: u64) -> Result<BasicProperties, String> {
     let kind = ShortString::try_new(item.type_.as_str()).map_err(|_| {
         format!(
             "message type of delivery {} is longer than 255 bytes",
@@ -230,7 +239,7 @@ fn properties(item: &Outgoing, timestamp: u64) -> Result<BasicProperties, String
 /// AMQP `delivery_mode` 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
-fn unix_seconds_now() -> u64 {
+pub(crate) fn unix_seconds_now() -> u64 {
     // A clock before 1970 is a broken host; a zero timestamp is then the honest value.
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

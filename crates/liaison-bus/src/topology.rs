@@ -25,6 +25,10 @@ pub const QUEUE_INTAKE: &str = "liaison.intake";
 /// Queue bound to [`EXCHANGE_DLX`]: what exhausted its delivery limit or was rejected.
 pub const QUEUE_DEAD: &str = "liaison.dead";
 
+/// Queue bound to [`EXCHANGE_DLX`] beside [`QUEUE_DEAD`]: the broker records each dead
+/// letter from here in the ledger.
+pub const QUEUE_DEAD_LEDGER: &str = "liaison.dead.ledger";
+
 /// Prefix of the per-agency delivery queues.
 pub const AGENCY_QUEUE_PREFIX: &str = "liaison.agency.";
 
@@ -70,6 +74,17 @@ pub(crate) async fn declare(
         limit,
     )
     .await?;
+    // A second copy of every dead letter, which the broker consumes to record each one in
+    // the ledger; `liaison.dead` itself stays for operators to list and redrive.
+    declare_bound_queue(
+        channel,
+        QUEUE_DEAD_LEDGER,
+        dead_queue_arguments(),
+        EXCHANGE_DLX,
+        "",
+        limit,
+    )
+    .await?;
     let working = working_queue_arguments(delivery_limit);
     declare_bound_queue(
         channel,
@@ -93,6 +108,56 @@ pub(crate) async fn declare(
         .await?;
     }
     Ok(())
+}
+
+/// One queue of the topology, with its arguments and its binding: what
+/// [`declare`] creates, for tools that write RabbitMQ definitions files.
+#[derive(Clone, Debug)]
+pub struct QueuePlan {
+    pub name: String,
+    pub arguments: FieldTable,
+    pub exchange: &'static str,
+    pub routing_key: String,
+}
+
+/// The exchanges of the topology with their AMQP kind (`topic`, `direct`, `fanout`).
+pub const EXCHANGES: [(&str, &str); 3] = [
+    (EXCHANGE_INTAKE, "topic"),
+    (EXCHANGE_DELIVER, "direct"),
+    (EXCHANGE_DLX, "fanout"),
+];
+
+/// Every queue [`declare`] creates, with the same arguments, so that a definitions file
+/// and the broker's own declarations agree (RabbitMQ refuses a redeclaration that differs).
+pub fn queue_plan(agencies: &[&AgencyCode], delivery_limit: u32) -> Vec<QueuePlan> {
+    let working = working_queue_arguments(delivery_limit);
+    let mut plan = vec![
+        QueuePlan {
+            name: QUEUE_DEAD.into(),
+            arguments: dead_queue_arguments(),
+            exchange: EXCHANGE_DLX,
+            routing_key: String::new(),
+        },
+        QueuePlan {
+            name: QUEUE_DEAD_LEDGER.into(),
+            arguments: dead_queue_arguments(),
+            exchange: EXCHANGE_DLX,
+            routing_key: String::new(),
+        },
+        QueuePlan {
+            name: QUEUE_INTAKE.into(),
+            arguments: working.clone(),
+            exchange: EXCHANGE_INTAKE,
+            routing_key: "#".into(),
+        },
+    ];
+    plan.extend(agencies.iter().map(|code| QueuePlan {
+        name: agency_queue(code),
+        arguments: working.clone(),
+        exchange: EXCHANGE_DELIVER,
+        routing_key: code.as_str().to_owned(),
+    }));
+    plan
 }
 
 async fn declare_bound_queue(
@@ -127,7 +192,7 @@ async fn declare_bound_queue(
     .await
 }
 
-fn dead_queue_arguments() -> FieldTable {
+pub(crate) fn dead_queue_arguments() -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert("x-queue-type".into(), text("quorum"));
     arguments
@@ -137,7 +202,7 @@ fn dead_queue_arguments() -> FieldTable {
 ///
 /// Quorum queues have no delivery limit before RabbitMQ 4.0 unless one is set, and
 /// at-least-once dead-lettering only takes effect with `reject-publish` overflow.
-fn working_queue_arguments(delivery_limit: u32) -> FieldTable {
+pub(crate) fn working_queue_arguments(delivery_limit: u32) -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert("x-queue-type".into(), text("quorum"));
     arguments.insert(

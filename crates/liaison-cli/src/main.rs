@@ -118,6 +118,28 @@ enum Command {
         #[command(subcommand)]
         command: liaison_cli::policy_cmd::PolicyCommand,
     },
+    /// RabbitMQ set-up for the registry.
+    Amqp {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: AmqpCommand,
+    },
+    /// The dead-letter queue liaison.dead.
+    Deadletters {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: liaison_cli::deadletters::DeadLettersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AmqpCommand {
+    /// Write RabbitMQ definitions (users, vhost, permissions, exchanges, queues, policies)
+    /// for `rabbitmqctl import_definitions`: each agency may only publish to intake and
+    /// read its own queue.
+    Definitions(liaison_cli::amqp_defs::DefinitionsArgs),
 }
 
 #[derive(Subcommand)]
@@ -326,6 +348,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 schemas: &config.schemas,
             };
             liaison_cli::policy_cmd::run(command, &files)?;
+        }
+        Command::Amqp {
+            config,
+            command: AmqpCommand::Definitions(args),
+        } => {
+            let config = config.load()?;
+            let registry = Registry::load(&config.registry)?;
+            liaison_cli::amqp_defs::run(&args, &registry)?;
+        }
+        Command::Deadletters { config, command } => {
+            use liaison_cli::deadletters::{self, DeadLettersCommand};
+            let config = config.load()?;
+            let bus = liaison_bus::Bus::connect(liaison_bus::BusConfig {
+                url: config.amqp_url.clone(),
+                ..liaison_bus::BusConfig::default()
+            })
+            .await?;
+            match command {
+                DeadLettersCommand::List { max, json } => {
+                    let listed = deadletters::list(&bus, max).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&listed)?);
+                    } else {
+                        print!("{}", deadletters::render(&listed));
+                    }
+                }
+                DeadLettersCommand::Redrive { id, all } => {
+                    anyhow::ensure!(
+                        id.is_some() || all,
+                        "name a message with --id, or pass --all"
+                    );
+                    let ledger = Ledger::open(
+                        LedgerConfig {
+                            database_url: config.database_url.clone(),
+                            ..LedgerConfig::default()
+                        },
+                        std::sync::Arc::new(SystemClock),
+                    )
+                    .await?;
+                    let report = deadletters::redrive(&bus, &ledger, id).await?;
+                    for (message, recipient) in &report.sent {
+                        println!(
+                            "redriven {} → {recipient}",
+                            message.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
+                        );
+                    }
+                    println!(
+                        "{} redriven, {} left in liaison.dead",
+                        report.sent.len(),
+                        report.left
+                    );
+                }
+            }
+            bus.close().await;
         }
         Command::Schemas {
             command: SchemasCommand::List { config },

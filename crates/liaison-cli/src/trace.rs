@@ -53,5 +53,7 @@ fn summary(e: &Entry) -> String {
         EntryKind::DeliveryDispatched => "delivered to the agency's queue".to_owned(),
         EntryKind::DeliveryFailed => format!("delivery failed: {}", s("error")),
         EntryKind::DeliveryAcknowledged => "acknowledged by the agency (HTTPS inbox)".to_owned(),
+        EntryKind::DeliveryDeadLettered => format!("dead-lettered: {}", s("reason")),
+        EntryKind::DeliveryRedriven => "redriven from the dead-letter queue".to_owned(),
     }
 }

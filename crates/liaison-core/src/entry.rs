@@ -31,6 +31,13 @@ pub enum EntryKind {
     /// The recipient acknowledged a delivery it pulled over HTTPS.
     #[serde(rename = "delivery.acknowledged")]
     DeliveryAcknowledged,
+    /// A delivery went to the dead-letter queue `liaison.dead`: the relay gave up after its
+    /// maximum attempts, or RabbitMQ dead-lettered it (rejected, or over the delivery limit).
+    #[serde(rename = "delivery.dead_lettered")]
+    DeliveryDeadLettered,
+    /// An operator sent a dead-lettered delivery again to its recipient's queue.
+    #[serde(rename = "delivery.redriven")]
+    DeliveryRedriven,
 }
 
 impl EntryKind {
@@ -41,6 +48,8 @@ impl EntryKind {
             Self::DeliveryDispatched => "delivery.dispatched",
             Self::DeliveryFailed => "delivery.failed",
             Self::DeliveryAcknowledged => "delivery.acknowledged",
+            Self::DeliveryDeadLettered => "delivery.dead_lettered",
+            Self::DeliveryRedriven => "delivery.redriven",
         }
     }
 
@@ -51,6 +60,8 @@ impl EntryKind {
             Self::DeliveryDispatched,
             Self::DeliveryFailed,
             Self::DeliveryAcknowledged,
+            Self::DeliveryDeadLettered,
+            Self::DeliveryRedriven,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -122,7 +133,12 @@ mod tests {
         let mut other = e.clone();
         other.seq = 8;
         assert_ne!(e.leaf_hash(), other.leaf_hash());
-        for kind in [EntryKind::MessageRejected, EntryKind::DeliveryDispatched] {
+        for kind in [
+            EntryKind::MessageRejected,
+            EntryKind::DeliveryDispatched,
+            EntryKind::DeliveryDeadLettered,
+            EntryKind::DeliveryRedriven,
+        ] {
             assert_eq!(EntryKind::parse(kind.as_str()), Some(kind));
         }
     }

@@ -85,12 +85,26 @@ pub enum DeliveryOutcome {
         error: String,
         retry_at: OffsetDateTime,
     },
+    /// The delivery is in the dead-letter queue: `by` is `relay` (it gave up after its
+    /// last attempt) or `rabbitmq` (rejected, or over the queue's delivery limit).
+    /// Recorded once per time it dies; a repeat while it is dead changes nothing.
+    DeadLettered {
+        delivery_id: i64,
+        reason: String,
+        by: String,
+        queue: Option<String>,
+    },
+    /// An operator republished the dead delivery into its recipient's queue.
+    Redriven { delivery_id: i64 },
 }
 
 impl DeliveryOutcome {
     pub fn delivery_id(&self) -> i64 {
         match self {
-            Self::Dispatched { delivery_id } | Self::Failed { delivery_id, .. } => *delivery_id,
+            Self::Dispatched { delivery_id }
+            | Self::Failed { delivery_id, .. }
+            | Self::DeadLettered { delivery_id, .. }
+            | Self::Redriven { delivery_id } => *delivery_id,
         }
     }
 }
@@ -113,7 +127,7 @@ pub struct DeliveryState {
     pub delivery_id: i64,
     pub recipient: AgencyCode,
     pub role: RecipientRole,
-    /// `pending`, `dispatched` or `acknowledged`.
+    /// `pending`, `dispatched`, `acknowledged` or `dead`.
     pub state: String,
     pub attempts: i32,
     #[serde(with = "time::serde::rfc3339::option")]

@@ -13,12 +13,14 @@ use liaison_ledger::{Ledger, LedgerConfig};
 use liaison_schema::{Catalogue, ParseLimits};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::checkpointing;
 use crate::config::Config;
+use crate::dead_letters::DeadLetterRecorder;
 use crate::gateway::{self, Gateway};
+use crate::guard::{self, Guard};
 use crate::inbox::Inbox;
+use crate::intake::Intake;
 use crate::ops::{self, Ops};
 use crate::pipeline::Pipeline;
 use crate::pki::PkiLayout;
@@ -119,17 +121,15 @@ impl Broker {
             config.inbox.clone(),
         ));
         let gateway = Gateway {
-            pipeline,
+            pipeline: pipeline.clone(),
             ledger: ledger.clone(),
             inbox,
             clock: clock.clone(),
             max_body_bytes: config.limits.max_body_bytes,
         };
-        let timeout = Duration::from_millis(config.limits.request_timeout_ms);
-        let app = gateway::router(gateway).layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ));
+        let guard = Arc::new(Guard::new(&config.limits));
+        let app = gateway::router(gateway)
+            .layer(axum::middleware::from_fn_with_state(guard, guard::guard));
 
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -155,12 +155,19 @@ impl Broker {
             })?;
         let https = axum_server::Handle::new();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_tls));
-        let server = axum_server::from_tcp_rustls(https_listener, rustls)
+        let handshake = Duration::from_millis(config.limits.handshake_timeout_ms);
+        let header_read = Duration::from_millis(config.limits.header_read_timeout_ms);
+        let mut server = axum_server::from_tcp_rustls(https_listener, rustls)
             .map_err(|source| StartError::Listen {
                 addr: config.listen,
                 source,
             })?
+            .map(|acceptor| acceptor.handshake_timeout(handshake))
+            // A connection that completes the handshake and then says nothing is closed.
+            .first_request_timeout(header_read)
             .handle(https.clone());
+        // Idle kept-alive HTTP/1.1 connections and headers that trickle in are cut off.
+        server.http_builder().http1().header_read_timeout(header_read);
         tasks.spawn(async move {
             if let Err(error) = server.serve(app.into_make_service()).await {
                 tracing::error!(%error, "HTTPS gateway stopped");
@@ -191,6 +198,22 @@ impl Broker {
                 tracing::error!(%error, "operations port stopped");
             }
         });
+
+        if config.intake.enabled {
+            let intake = Intake {
+                bus: bus.clone(),
+                pipeline,
+                clock: clock.clone(),
+                config: config.intake.clone(),
+            };
+            tasks.spawn(intake.run(cancel.clone()));
+        }
+        let recorder = DeadLetterRecorder {
+            bus: bus.clone(),
+            ledger: ledger.clone(),
+            user_prefix: config.intake.user_prefix.clone(),
+        };
+        tasks.spawn(recorder.run(cancel.clone()));
 
         let relay = Relay {
             ledger,

@@ -31,6 +31,7 @@ pub struct Config {
     pub limits: Limits,
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
+    pub intake: IntakeConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -56,6 +57,21 @@ pub struct RelayConfig {
     /// First retry delay after a failed delivery; doubles per attempt up to `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    /// Attempts after which a delivery that still fails (no queue for the agency, nacked)
+    /// is parked in `liaison.dead` with the reason, a `delivery.dead_lettered` entry.
+    pub max_attempts: i32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    /// Consume `liaison.intake`: agencies publishing over AMQP with their own user.
+    pub enabled: bool,
+    /// RabbitMQ user of agency `<code>` is `<user_prefix><code>`; the validated `user_id`
+    /// of each intake message names the sender this way.
+    pub user_prefix: String,
+    /// Intake messages in flight (unacknowledged) at once.
+    pub prefetch: u16,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -85,6 +101,7 @@ impl Default for Config {
             limits: Limits::default(),
             relay: RelayConfig::default(),
             inbox: InboxConfig::default(),
+            intake: IntakeConfig::default(),
         }
     }
 }
@@ -107,6 +124,17 @@ impl Default for RelayConfig {
             poll_interval_ms: 500,
             retry_base_ms: 1_000,
             retry_max_ms: 300_000,
+            max_attempts: 12,
+        }
+    }
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            user_prefix: "agency-".into(),
+            prefetch: 100,
         }
     }
 }

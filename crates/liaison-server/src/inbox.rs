@@ -167,6 +167,13 @@ impl AgencyInbox {
         let event = std::str::from_utf8(&delivery.body)
             .ok()
             .and_then(|s| RawValue::from_string(s.to_owned()).ok());
+        if delivery.type_.as_deref() == Some(liaison_bus::TYPE_PROBLEM) {
+            // A problem notice for an AMQP submission. Over HTTPS the submitter got the
+            // problem in its answer and the ledger holds the rejection: settle it here
+            // rather than dead-letter it. AMQP-only agencies read notices from the queue.
+            let _ = delivery.ack().await;
+            return None;
+        }
         let (Some(id), Some(event)) = (delivery.delivery_id, event) else {
             // Not something the relay published: park it in the dead-letter queue.
             tracing::warn!(message.id = ?delivery.message_id, "unexpected message in an agency queue; dead-lettering it");

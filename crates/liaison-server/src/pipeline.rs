@@ -117,6 +117,25 @@ impl Pipeline {
             .await
     }
 
+    /// Records a submission that carries no identity (an AMQP message without a validated
+    /// `user_id`, or from a user that names no agency), and answers it.
+    pub async fn refuse_anonymous(
+        &self,
+        channel: Channel,
+        code: RejectCode,
+        detail: String,
+        bytes: &[u8],
+    ) -> Problem {
+        self.record_refusal(
+            None,
+            channel,
+            bytes,
+            bytes.len(),
+            Refusal::new(code, detail),
+        )
+        .await
+    }
+
     async fn check_and_record(&self, submission: &Submission) -> Result<Accepted, Refusal> {
         let sender = &submission.sender;
         if !self.registry.contains(sender) {

@@ -117,6 +117,13 @@ impl Relay {
             .zip(outcomes)
             .map(|(row, outcome)| self.outcome(row, outcome))
             .collect();
+        let recorded = crate::dead_letters::park_exhausted(
+            &self.bus,
+            &batch,
+            recorded,
+            self.config.max_attempts,
+        )
+        .await;
         if let Err(error) = self.ledger.record_deliveries(recorded).await {
             // The rows stay leased; when the lease ends they are published again.
             tracing::warn!(%error, deliveries = batch.len(), "relay could not record delivery outcomes");

@@ -31,6 +31,8 @@ pub(crate) enum DeliveryStatus {
     Pending,
     Dispatched,
     Acknowledged,
+    /// In the dead-letter queue until an operator redrives it.
+    Dead,
 }
 
 impl DeliveryStatus {
@@ -39,13 +41,19 @@ impl DeliveryStatus {
             Self::Pending => "pending",
             Self::Dispatched => "dispatched",
             Self::Acknowledged => "acknowledged",
+            Self::Dead => "dead",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Dispatched, Self::Acknowledged]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Pending,
+            Self::Dispatched,
+            Self::Acknowledged,
+            Self::Dead,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -285,7 +293,22 @@ impl Planner {
             };
             // A lease that expired lets a second relay publish the same row; only the
             // first outcome for a pending row is recorded, later ones change nothing.
-            if row.state != DeliveryStatus::Pending {
+            // Dead letters are recorded once per death (RabbitMQ may report one twice).
+            let applies = match outcome {
+                DeliveryOutcome::Dispatched { .. } | DeliveryOutcome::Failed { .. } => {
+                    row.state == DeliveryStatus::Pending
+                }
+                DeliveryOutcome::DeadLettered { .. } => {
+                    matches!(
+                        row.state,
+                        DeliveryStatus::Pending | DeliveryStatus::Dispatched
+                    )
+                }
+                DeliveryOutcome::Redriven { .. } => {
+                    matches!(row.state, DeliveryStatus::Dead | DeliveryStatus::Dispatched)
+                }
+            };
+            if !applies {
                 continue;
             }
             row.leased_until = None;
@@ -305,6 +328,23 @@ impl Planner {
                     row.last_error = Some(error.clone());
                     detail.insert("error".into(), json!(error));
                     EntryKind::DeliveryFailed
+                }
+                DeliveryOutcome::DeadLettered {
+                    reason, by, queue, ..
+                } => {
+                    row.state = DeliveryStatus::Dead;
+                    row.last_error = Some(reason.clone());
+                    detail.insert("reason".into(), json!(reason));
+                    detail.insert("by".into(), json!(by));
+                    if let Some(queue) = queue {
+                        detail.insert("queue".into(), json!(queue));
+                    }
+                    EntryKind::DeliveryDeadLettered
+                }
+                DeliveryOutcome::Redriven { .. } => {
+                    row.state = DeliveryStatus::Dispatched;
+                    row.dispatched_at = Some(at);
+                    EntryKind::DeliveryRedriven
                 }
             };
             let (message_id, caseref, recipient) =
@@ -331,7 +371,9 @@ impl Planner {
         match row.state {
             // An acknowledgement repeated after a lost response succeeds again, once recorded.
             DeliveryStatus::Acknowledged => true,
-            DeliveryStatus::Pending | DeliveryStatus::Dispatched => {
+            // A dead delivery that the recipient still pulled (it was redriven, or died
+            // after being handed out) is acknowledged like any other.
+            DeliveryStatus::Pending | DeliveryStatus::Dispatched | DeliveryStatus::Dead => {
                 let (message_id, caseref) = (row.message_id, row.caseref.clone());
                 if row.state == DeliveryStatus::Pending {
                     // The recipient pulled it from its queue before the relay's confirm was

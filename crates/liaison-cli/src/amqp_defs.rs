@@ -1,0 +1,303 @@
+//! `liaison amqp definitions`: a RabbitMQ definitions file for the registry, to import
+//! with `rabbitmqctl import_definitions FILE`.
+//!
+//! It holds the virtual host, the exchanges and quorum queues exactly as the broker
+//! declares them, a policy restating the working queues' dead-lettering, one user per
+//! agency (`<prefix><code>`) and the broker's user. Permissions are the security boundary:
+//! an agency user may configure nothing, write only to the `liaison.intake` exchange, and
+//! read only its own queue `liaison.agency.<code>`. RabbitMQ itself checks the `user_id`
+//! of what it publishes, which is how the broker knows the sender.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use lapin::types::{AMQPValue, FieldTable};
+use liaison_bus::{
+    EXCHANGE_INTAKE, EXCHANGES, QUEUE_DEAD, QUEUE_DEAD_LEDGER, agency_queue, queue_plan,
+};
+use liaison_core::audit::sha256;
+use liaison_core::{AgencyCode, Registry};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+#[derive(Args, Clone, Debug)]
+pub struct DefinitionsArgs {
+    /// Where to write the definitions (JSON); `-` for standard output.
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    pub out: String,
+    /// The virtual host (as in the broker's `amqp_url`).
+    #[arg(long, default_value = "/")]
+    pub vhost: String,
+    /// Agency `<code>` gets the user `<prefix><code>` (the broker's `intake.user_prefix`).
+    #[arg(long, default_value = "agency-")]
+    pub user_prefix: String,
+    /// The broker's own user: full permissions on the virtual host.
+    #[arg(long, default_value = "liaison")]
+    pub broker_user: String,
+    /// `x-delivery-limit` of the working queues (the broker's default is 20).
+    #[arg(long, default_value_t = 20)]
+    pub delivery_limit: u32,
+    /// Write a random password for every user to this file (JSON, user → password, mode
+    /// 0600); the definitions then hold only salted hashes. Without it the users have no
+    /// password and can only log in with a client certificate (EXTERNAL).
+    #[arg(long, value_name = "FILE")]
+    pub passwords: Option<PathBuf>,
+}
+
+/// The definitions document and, when asked for, the generated passwords.
+pub struct Definitions {
+    pub document: Value,
+    pub passwords: Vec<(String, String)>,
+}
+
+pub fn run(args: &DefinitionsArgs, registry: &Registry) -> anyhow::Result<()> {
+    let definitions = build(args, registry);
+    let text = serde_json::to_string_pretty(&definitions.document)?;
+    if args.out == "-" {
+        println!("{text}");
+    } else {
+        std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out))?;
+        eprintln!(
+            "RabbitMQ definitions for {} agencies written to {}",
+            registry.codes().count(),
+            args.out
+        );
+    }
+    if let Some(path) = &args.passwords {
+        let map: Map<String, Value> = definitions
+            .passwords
+            .iter()
+            .map(|(user, password)| (user.clone(), json!(password)))
+            .collect();
+        write_secret(path, &serde_json::to_vec_pretty(&map)?)?;
+        eprintln!(
+            "passwords of {} users written to {}",
+            map.len(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn write_secret(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Escapes a name for a RabbitMQ permission regular expression.
+fn regex_literal(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+/// `rabbit_password_hashing_sha256`: base64(salt ‖ SHA-256(salt ‖ password)), 4-byte salt.
+pub fn password_hash(password: &str, salt: [u8; 4]) -> String {
+    use base64::Engine;
+    let mut salted = salt.to_vec();
+    salted.extend_from_slice(password.as_bytes());
+    let mut out = salt.to_vec();
+    out.extend_from_slice(&sha256(&salted));
+    base64::engine::general_purpose::STANDARD.encode(out)
+}
+
+fn amqp_json(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::ShortString(s) => json!(s.as_str()),
+        AMQPValue::LongLongInt(n) => json!(n),
+        AMQPValue::LongInt(n) => json!(n),
+        AMQPValue::Boolean(b) => json!(b),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+fn table_json(table: &FieldTable) -> Value {
+    Value::Object(
+        table
+            .inner()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), amqp_json(v)))
+            .collect(),
+    )
+}
+
+pub fn build(args: &DefinitionsArgs, registry: &Registry) -> Definitions {
+    let vhost = args.vhost.as_str();
+    let codes: Vec<&AgencyCode> = registry.codes().collect();
+    let mut passwords = Vec::new();
+    let mut user = |name: String, tags: &str| -> Value {
+        let hash = match &args.passwords {
+            Some(_) => {
+                let password = Uuid::new_v4().simple().to_string();
+                let salt_source = Uuid::new_v4();
+                let salt = [
+                    salt_source.as_bytes()[0],
+                    salt_source.as_bytes()[1],
+                    salt_source.as_bytes()[2],
+                    salt_source.as_bytes()[3],
+                ];
+                let hash = password_hash(&password, salt);
+                passwords.push((name.clone(), password));
+                hash
+            }
+            None => String::new(),
+        };
+        json!({
+            "name": name,
+            "password_hash": hash,
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": tags,
+            "limits": {},
+        })
+    };
+    let mut users = vec![user(args.broker_user.clone(), "")];
+    let mut permissions = vec![json!({
+        "user": args.broker_user, "vhost": vhost,
+        "configure": ".*", "write": ".*", "read": ".*",
+    })];
+    for code in &codes {
+        let name = format!("{}{code}", args.user_prefix);
+        users.push(user(name.clone(), ""));
+        permissions.push(json!({
+            "user": name,
+            "vhost": vhost,
+            // Nothing to declare or delete; publish only to intake; consume only its queue.
+            "configure": "^$",
+            "write": format!("^{}$", regex_literal(EXCHANGE_INTAKE)),
+            "read": format!("^{}$", regex_literal(&agency_queue(code))),
+        }));
+    }
+    let exchanges: Vec<Value> = EXCHANGES
+        .iter()
+        .map(|(name, kind)| {
+            json!({
+                "name": name, "vhost": vhost, "type": kind, "durable": true,
+                "auto_delete": false, "internal": false, "arguments": {},
+            })
+        })
+        .collect();
+    let plan = queue_plan(&codes, args.delivery_limit);
+    let queues: Vec<Value> = plan
+        .iter()
+        .map(|q| {
+            json!({
+                "name": q.name, "vhost": vhost, "durable": true, "auto_delete": false,
+                "arguments": table_json(&q.arguments),
+            })
+        })
+        .collect();
+    let bindings: Vec<Value> = plan
+        .iter()
+        .map(|q| {
+            json!({
+                "source": q.exchange, "vhost": vhost, "destination": q.name,
+                "destination_type": "queue", "routing_key": q.routing_key, "arguments": {},
+            })
+        })
+        .collect();
+    // Restates the working queues' dead-lettering for any queue of the namespace, while
+    // the dead-letter queues themselves never dead-letter (nothing may loop).
+    let policies = vec![json!({
+        "vhost": vhost,
+        "name": "liaison-working-queues",
+        "pattern": format!(
+            "^liaison\\.(?!{}$|{}$)",
+            regex_literal(QUEUE_DEAD.trim_start_matches("liaison.")),
+            regex_literal(QUEUE_DEAD_LEDGER.trim_start_matches("liaison."))
+        ),
+        "apply-to": "queues",
+        "priority": 0,
+        "definition": {
+            "dead-letter-exchange": liaison_bus::EXCHANGE_DLX,
+            "dead-letter-strategy": "at-least-once",
+            "overflow": "reject-publish",
+            "delivery-limit": args.delivery_limit,
+        },
+    })];
+    Definitions {
+        document: json!({
+            "rabbit_version": "3.10.0",
+            "users": users,
+            "vhosts": [{ "name": vhost }],
+            "permissions": permissions,
+            "topic_permissions": [],
+            "parameters": [],
+            "global_parameters": [],
+            "policies": policies,
+            "exchanges": exchanges,
+            "queues": queues,
+            "bindings": bindings,
+        }),
+        passwords,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hash_is_salt_then_salted_sha256() {
+        use base64::Engine;
+        let salt = [0x90, 0x8d, 0xc6, 0x0a];
+        let hash = password_hash("test12", salt);
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(hash)
+            .unwrap();
+        assert_eq!(raw.len(), 36);
+        assert_eq!(raw[..4], salt);
+        assert_eq!(raw[4..], sha256(b"\x90\x8d\xc6\x0atest12")[..]);
+    }
+
+    #[test]
+    fn agency_users_may_only_write_intake_and_read_their_own_queue() {
+        let registry = Registry::from_toml(
+            "[[agency]]\ncode = \"eco\"\nname_zh = \"e\"\nname_en = \"e\"\n",
+            "t",
+        )
+        .unwrap();
+        let args = DefinitionsArgs {
+            out: "-".into(),
+            vhost: "v1".into(),
+            user_prefix: "agency-".into(),
+            broker_user: "liaison".into(),
+            delivery_limit: 20,
+            passwords: Some(PathBuf::from("unused")),
+        };
+        let d = build(&args, &registry);
+        let permissions = d.document["permissions"].as_array().unwrap();
+        let eco = permissions
+            .iter()
+            .find(|p| p["user"] == "agency-eco")
+            .unwrap();
+        assert_eq!(eco["configure"], "^$");
+        assert_eq!(eco["write"], "^liaison\\.intake$");
+        assert_eq!(eco["read"], "^liaison\\.agency\\.eco$");
+        assert_eq!(d.passwords.len(), 2);
+        let queue = d.document["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == "liaison.agency.eco")
+            .unwrap();
+        assert_eq!(queue["arguments"]["x-delivery-limit"], 20);
+        assert_eq!(queue["arguments"]["x-queue-type"], "quorum");
+    }
+}

@@ -1,0 +1,164 @@
+//! `liaison deadletters list` and `liaison deadletters redrive`: what is in `liaison.dead`,
+//! and sending it again.
+//!
+//! Listing takes the messages without acknowledging them and hands them back (closing the
+//! channel requeues them), so it never removes anything. Redriving publishes a message to
+//! its recipient's queue with a publisher confirm, records `delivery.redriven` in the
+//! ledger, and only then removes it from `liaison.dead`: a crash in between leaves a copy
+//! in both, never in neither, and consumers drop the duplicate by message id.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use liaison_bus::{Bus, DeadLetter, PublishOutcome, QUEUE_DEAD};
+use liaison_ledger::{DeliveryOutcome, Ledger};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Subcommand)]
+pub enum DeadLettersCommand {
+    /// List the dead letters (without removing them).
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        max: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters again to their recipients' queues.
+    Redrive {
+        /// Only the dead letters of this message id.
+        #[arg(long, value_name = "UUID", conflicts_with = "all")]
+        id: Option<Uuid>,
+        /// Every dead letter that names its recipient.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// One listed dead letter.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Listed {
+    pub message_id: Option<Uuid>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub recipient: Option<String>,
+    pub delivery: Option<i64>,
+    pub caseref: Option<String>,
+    pub queue: Option<String>,
+    pub reason: String,
+    pub dead_lettered_by: &'static str,
+}
+
+impl From<DeadLetter> for Listed {
+    fn from(d: DeadLetter) -> Self {
+        Listed {
+            message_id: d.message_id,
+            type_: d.type_,
+            recipient: d.recipient.map(|r| r.as_str().to_owned()),
+            delivery: d.delivery_id,
+            caseref: d.caseref,
+            queue: d.queue,
+            reason: d.reason,
+            dead_lettered_by: match d.by {
+                liaison_bus::DeadBy::Relay => "relay",
+                liaison_bus::DeadBy::RabbitMq => "rabbitmq",
+            },
+        }
+    }
+}
+
+/// How long to wait for the queue to hand over what it holds.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The dead letters now in `liaison.dead`, up to `max`; all stay in the queue.
+pub async fn list(bus: &Bus, max: u16) -> anyhow::Result<Vec<Listed>> {
+    let mut consumer = bus.consume(QUEUE_DEAD, max.max(1)).await?;
+    let mut listed = Vec::new();
+    while listed.len() < usize::from(max) {
+        match consumer.next(SETTLE).await? {
+            Some(delivery) => listed.push(Listed::from(DeadLetter::from_delivery(&delivery))),
+            None => break,
+        }
+    }
+    // Dropping the consumer closes its channel: RabbitMQ requeues every delivery unacked.
+    drop(consumer);
+    Ok(listed)
+}
+
+/// What a redrive did.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Redriven {
+    /// Message ids sent again, with their recipient.
+    pub sent: Vec<(Option<Uuid>, String)>,
+    /// Dead letters left where they are (no recipient known, or the publish failed).
+    pub left: usize,
+}
+
+/// Redrives the dead letters of `id` (or all with `None`).
+pub async fn redrive(bus: &Bus, ledger: &Ledger, id: Option<Uuid>) -> anyhow::Result<Redriven> {
+    let mut consumer = bus.consume(QUEUE_DEAD, 100).await?;
+    let publisher = bus.publisher().await?;
+    let mut report = Redriven::default();
+    let mut held = Vec::new();
+    while let Some(delivery) = consumer.next(SETTLE).await? {
+        let dead = DeadLetter::from_delivery(&delivery);
+        let wanted = id.is_none_or(|id| dead.message_id == Some(id));
+        let Some(recipient) = dead.recipient.clone().filter(|_| wanted) else {
+            if wanted {
+                report.left += 1;
+            }
+            // Held unacked until the end, so it is not handed to this consumer again.
+            held.push(delivery);
+            continue;
+        };
+        match publisher.redrive(&delivery, &recipient).await {
+            PublishOutcome::Confirmed => {}
+            other => {
+                eprintln!(
+                    "✗ {:?} for {recipient} not redriven: {other:?}",
+                    dead.message_id
+                );
+                report.left += 1;
+                held.push(delivery);
+                continue;
+            }
+        }
+        if let Some(delivery_id) = dead.delivery_id {
+            ledger
+                .record_deliveries(vec![DeliveryOutcome::Redriven { delivery_id }])
+                .await?;
+        }
+        delivery.ack().await?;
+        report
+            .sent
+            .push((dead.message_id, recipient.as_str().to_owned()));
+    }
+    drop(held);
+    Ok(report)
+}
+
+pub fn render(listed: &[Listed]) -> String {
+    if listed.is_empty() {
+        return "liaison.dead is empty\n".to_owned();
+    }
+    let mut out = String::new();
+    for d in listed {
+        out.push_str(&format!(
+            "{}  {}  → {}  ({}, by {}{})\n",
+            d.message_id
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into()),
+            d.type_.as_deref().unwrap_or("-"),
+            d.recipient.as_deref().unwrap_or("-"),
+            d.reason,
+            d.dead_lettered_by,
+            d.queue
+                .as_deref()
+                .map(|q| format!(" in {q}"))
+                .unwrap_or_default(),
+        ));
+    }
+    out
+}

@@ -1,0 +1,410 @@
+//! Every flow of the domain brief through the running broker, with the demo policy: the
+//! catalogue's valid examples, sent in a chain (answers name what they answer), get `202`
+//! with exactly the recipients the policy gives; unauthorized sends get `403` and a
+//! `message.rejected` entry.
+
+use std::time::Duration;
+
+use liaison_core::{EntryKind, Policy, Registry};
+use liaison_ledger::TraceKey;
+use liaison_tests::{World, repo_root};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn example(type_: &str, file: &str, sender: &str, caseref: &str) -> Value {
+    let dir = repo_root().join(format!("schemas/{type_}/valid"));
+    let pattern = file.trim_matches('*');
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            if file.contains('*') {
+                n.contains(pattern)
+            } else {
+                n == file
+            }
+        })
+        .collect();
+    names.sort();
+    let path = dir.join(
+        names
+            .first()
+            .unwrap_or_else(|| panic!("no example {file} of {type_}")),
+    );
+    let mut event: Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    event["id"] = json!(Uuid::now_v7().to_string());
+    event["source"] = json!(format!("urn:liaison:agency:{sender}"));
+    event["caseref"] = json!(caseref);
+    event
+}
+
+fn answering(mut event: Value, original: &Value) -> Value {
+    event["inreplyto"] = original["id"].clone();
+    event
+}
+
+/// (agency, role) of a 202 answer.
+fn routed(body: &Value) -> Vec<(String, String)> {
+    body["recipients"]
+        .as_array()
+        .expect("recipients")
+        .iter()
+        .map(|r| {
+            (
+                r["agency"].as_str().unwrap().to_owned(),
+                r["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn want(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, r)| ((*a).to_owned(), (*r).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and_recorded() {
+    let world = World::new().await;
+    let broker = world.start().await;
+    let ledger = world.ledger().await;
+    let send = |sender: &'static str, event: Value| {
+        let client = world.client(&broker, sender);
+        async move { (client.submit(&event).await.unwrap(), event) }
+    };
+    let case = "SD-FLOWS";
+    let mut accepted = 0;
+    macro_rules! expect_route {
+        ($sender:expr, $event:expr, $want:expr) => {{
+            let (answer, event) = send($sender, $event).await;
+            assert_eq!(
+                answer.status, 202,
+                "{} {}: {}",
+                $sender, event["type"], answer.body
+            );
+            assert_eq!(
+                routed(&answer.body),
+                want($want),
+                "{} sends {}",
+                $sender,
+                event["type"]
+            );
+            accepted += 1;
+            event
+        }};
+    }
+
+    // 1 PIL lead (misconduct → discipline copy), its decision, a receipt.
+    let lead = expect_route!(
+        "market",
+        example(
+            "pil.lead.v1",
+            "food-safety-official-misconduct.json",
+            "market",
+            case
+        ),
+        &[("procuratorate", "to"), ("discipline", "cc")]
+    );
+    expect_route!(
+        "procuratorate",
+        answering(
+            example("pil.lead-decision.v1", "accept.json", "procuratorate", case),
+            &lead
+        ),
+        &[("market", "to")]
+    );
+    expect_route!(
+        "procuratorate",
+        answering(
+            example("receipt.v1", "minimal-receipt.json", "procuratorate", case),
+            &lead
+        ),
+        &[("market", "to")]
+    );
+    // 2 transfer (enterprise → fic copy), filing decision to the transferor and copies,
+    // reconsideration back to the police and copies.
+    let transfer = expect_route!(
+        "agri",
+        example(
+            "case.transfer.v1",
+            "counterfeit-fertiliser.json",
+            "agri",
+            case
+        ),
+        &[("police", "to"), ("fic", "cc"), ("procuratorate", "cc")]
+    );
+    let decision = expect_route!(
+        "police",
+        answering(
+            example("case.filing-decision.v1", "not-filed.json", "police", case),
+            &transfer
+        ),
+        &[("agri", "to"), ("fic", "cc"), ("procuratorate", "cc")]
+    );
+    expect_route!(
+        "agri",
+        answering(
+            example(
+                "case.reconsideration-request.v1",
+                "sand-mining-reconsideration.json",
+                "agri",
+                case
+            ),
+            &decision
+        ),
+        &[("police", "to"), ("fic", "cc"), ("procuratorate", "cc")]
+    );
+    // 3 transfer supervision to the agency named.
+    expect_route!(
+        "procuratorate",
+        example("transfer.supervision.v1", "*", "procuratorate", case),
+        &[("emergency", "to")]
+    );
+    // 4 opinion and reply.
+    let opinion = expect_route!(
+        "procuratorate",
+        example(
+            "procuratorial.opinion.v1",
+            "penalty-after-non-prosecution.json",
+            "procuratorate",
+            case
+        ),
+        &[("market", "to")]
+    );
+    expect_route!(
+        "market",
+        answering(
+            example(
+                "procuratorial.opinion-reply.v1",
+                "penalty-imposed.json",
+                "market",
+                case
+            ),
+            &opinion
+        ),
+        &[("procuratorate", "to")]
+    );
+    // 5 high-impact recommendation (gov copy), reply to all, objection, decision.
+    let recommendation = expect_route!(
+        "procuratorate",
+        example(
+            "procuratorial.recommendation.v1",
+            "*high*",
+            "procuratorate",
+            case
+        ),
+        &[("water", "to"), ("gov", "cc")]
+    );
+    expect_route!(
+        "water",
+        answering(
+            example(
+                "procuratorial.recommendation-reply.v1",
+                "rectified.json",
+                "water",
+                case
+            ),
+            &recommendation
+        ),
+        &[("procuratorate", "to"), ("gov", "cc")]
+    );
+    let objection = expect_route!(
+        "water",
+        answering(
+            example(
+                "procuratorial.objection.v1",
+                "permit-already-granted.json",
+                "water",
+                case
+            ),
+            &recommendation
+        ),
+        &[("procuratorate", "to")]
+    );
+    expect_route!(
+        "procuratorate",
+        answering(
+            example(
+                "procuratorial.objection-decision.v1",
+                "rejected.json",
+                "procuratorate",
+                case
+            ),
+            &objection
+        ),
+        &[("water", "to")]
+    );
+    // 6 file access.
+    let request = expect_route!(
+        "procuratorate",
+        example(
+            "file.access-request.v1",
+            "training-school-files.json",
+            "procuratorate",
+            case
+        ),
+        &[("edu", "to")]
+    );
+    expect_route!(
+        "edu",
+        answering(
+            example("file.access-response.v1", "refused.json", "edu", case),
+            &request
+        ),
+        &[("procuratorate", "to")]
+    );
+    // 7 hotline records both ways.
+    expect_route!(
+        "hotline12345",
+        example("hotline.record.v1", "from-12345.json", "hotline12345", case),
+        &[("procuratorate", "to")]
+    );
+    expect_route!(
+        "procuratorate",
+        example(
+            "hotline.record.v1",
+            "from-12309.json",
+            "procuratorate",
+            case
+        ),
+        &[("hotline12345", "to")]
+    );
+    // 8 case notification, 9 meeting notice: the agencies named.
+    expect_route!(
+        "police",
+        example(
+            "case.notification.v1",
+            "suspect-arrested.json",
+            "police",
+            case
+        ),
+        &[("agri", "to"), ("procuratorate", "to")]
+    );
+    expect_route!(
+        "justice",
+        example(
+            "meeting.notice.v1",
+            "liaison-officers.json",
+            "justice",
+            case
+        ),
+        &[("gov", "to"), ("procuratorate", "to")]
+    );
+
+    // Unauthorized: 403 with the stable code, and a rejection entry in the ledger.
+    let mut named_gov = example("pil.lead.v1", "sand-dump-minimal.json", "eco", case);
+    named_gov["recipients"] = json!(["gov"]);
+    let refused = [
+        (
+            "eco",
+            example("hotline.record.v1", "from-12345.json", "eco", case),
+            "type_not_allowed",
+        ),
+        (
+            "eco",
+            example("procuratorial.recommendation.v1", "*high*", "eco", case),
+            "type_not_allowed",
+        ),
+        (
+            "police",
+            example("transfer.supervision.v1", "*", "police", case),
+            "type_not_allowed",
+        ),
+        (
+            "eco",
+            example("meeting.notice.v1", "liaison-officers.json", "eco", case),
+            "type_not_allowed",
+        ),
+        (
+            "procuratorate",
+            answering(
+                example("deadline.reminder.v1", "*", "procuratorate", case),
+                &recommendation,
+            ),
+            "type_not_allowed",
+        ),
+        ("eco", named_gov, "recipients_not_allowed"),
+        (
+            "natres",
+            answering(
+                example("receipt.v1", "minimal-receipt.json", "natres", case),
+                &lead,
+            ),
+            "unknown_original",
+        ),
+    ];
+    let mut rejected_seqs = Vec::new();
+    for (sender, event, code) in refused {
+        let (answer, event) = send(sender, event).await;
+        let status = if code == "unknown_original" { 422 } else { 403 };
+        assert_eq!(
+            answer.status, status,
+            "{sender} {}: {}",
+            event["type"], answer.body
+        );
+        assert_eq!(answer.body["code"], code, "{sender} {}", event["type"]);
+        rejected_seqs.push((
+            answer.body["ledger_seq"].as_u64().expect("recorded"),
+            code,
+            sender,
+        ));
+    }
+
+    let trace = ledger.trace(&TraceKey::Case(case.into())).await.unwrap();
+    let accepted_entries = trace
+        .iter()
+        .filter(|e| e.kind == EntryKind::MessageAccepted)
+        .count();
+    assert_eq!(accepted_entries, accepted);
+    for (seq, code, sender) in rejected_seqs {
+        let entry = trace
+            .iter()
+            .find(|e| e.seq == seq)
+            .expect("rejection entry in the case trace");
+        assert_eq!(entry.kind, EntryKind::MessageRejected);
+        assert_eq!(entry.detail["code"], code);
+        assert_eq!(entry.agency.as_ref().map(|a| a.as_str()), Some(sender));
+    }
+
+    broker.shutdown(Duration::from_secs(5)).await;
+    world.cleanup().await;
+}
+
+#[test]
+fn the_demo_policy_checks_against_registry_and_catalogue() {
+    let root = repo_root();
+    let report = liaison_cli::policy_cmd::check(&liaison_cli::policy_cmd::PolicyFiles {
+        policy: &root.join("deploy/demo/policy.toml"),
+        registry: &root.join("deploy/demo/agencies.toml"),
+        schemas: &root.join("schemas"),
+    })
+    .unwrap();
+    assert!(report.contains("every condition satisfiable"), "{report}");
+
+    // A condition on a value the schema cannot hold is caught with its file and line.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("policy.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\nname = \"typo\"\ntype = \"procuratorial.recommendation.v1\"\nfrom = [\"procuratorate\"]\ncc = [\"gov\"]\nwhen = { \"data.impact\" = \"hihg\" }\n",
+    )
+    .unwrap();
+    let err = liaison_cli::policy_cmd::check(&liaison_cli::policy_cmd::PolicyFiles {
+        policy: &bad,
+        registry: &root.join("deploy/demo/agencies.toml"),
+        schemas: &root.join("schemas"),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("policy.toml:1:") && err.contains("hihg"),
+        "{err}"
+    );
+    let registry = Registry::load(&root.join("deploy/demo/agencies.toml")).unwrap();
+    assert!(
+        Policy::load(&bad, &registry).is_ok(),
+        "the file itself is well-formed"
+    );
+}
