@@ -3,7 +3,7 @@
 //! Delivery states: every `message.accepted` entry names its recipients, so each
 //! (message, recipient) pair must have a delivery; `delivery.*` entries carry the delivery
 //! id and move it on: `dispatched`, `acknowledged`, `dead_lettered` → `dead`, `redriven`
-//! → `pending`; `failed` leaves it pending. Kinds the replay does not know are counted and
+//! → `dispatched` (republished with a confirm); `failed` leaves it pending. Kinds the replay does not know are counted and
 //! otherwise ignored, so new kinds never break it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -150,7 +150,8 @@ impl Replayer {
             "dispatched" => Some("dispatched"),
             "acknowledged" => Some("acknowledged"),
             "dead_lettered" => Some("dead"),
-            "redriven" => Some("pending"),
+            // A redrive is published with a confirm into the recipient's queue.
+            "redriven" => Some("dispatched"),
             "failed" => None,
             _ => {
                 self.report.other_kinds += 1;
