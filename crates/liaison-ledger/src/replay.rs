@@ -3,8 +3,8 @@
 //! Delivery states: every `message.accepted` entry names its recipients, so each
 //! (message, recipient) pair must have a delivery; `delivery.*` entries carry the delivery
 //! id and move it on: `dispatched`, `acknowledged`, `dead_lettered` → `dead`, `redriven`
-//! → `dispatched` (republished with a confirm); `failed` leaves it pending. Kinds the replay does not know are counted and
-//! otherwise ignored, so new kinds never break it.
+//! → `dispatched` (republished with a confirm); `failed` leaves it pending. Kinds the
+//! replay does not know are counted and otherwise ignored, so new kinds never break it.
 
 use std::collections::{BTreeMap, HashMap};
 
