@@ -308,11 +308,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = config.load()?;
             let catalogue = liaison_schema::Catalogue::load(&config.schemas)?;
             let examples = liaison_schema::load_examples(&config.schemas)?;
-            let failures: Vec<String> = examples
-                .iter()
-                .filter_map(|e| catalogue.check_example(e).err())
-                .map(|f| f.to_string())
-                .collect();
+            let summary = catalogue.check_examples(&examples);
+            let failures: Vec<String> = summary.failures.iter().map(|f| f.to_string()).collect();
             let registry = Registry::load(&config.registry)?;
             let policy = liaison_core::Policy::load(&config.policy, &registry)?;
             let unknown: Vec<&str> = policy
@@ -334,11 +331,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 failures.len(),
                 unknown.len()
             );
+            let policy_types: std::collections::BTreeSet<&str> = policy.types().collect();
             println!(
-                "✓ {} types compiled, {} examples behave as labelled, every policy type exists",
+                "✓ {} types compiled; {} examples ({} valid, {} invalid) behave as labelled; the {} types the policy names all exist",
                 catalogue.types().count(),
-                examples.len()
+                examples.len(),
+                summary.valid,
+                summary.invalid,
+                policy_types.len()
             );
+            let unrouted: Vec<&str> = catalogue
+                .types()
+                .map(|t| t.name.as_str())
+                .filter(|name| !policy_types.contains(name))
+                .collect();
+            if !unrouted.is_empty() {
+                println!("  no policy rule sends: {}", unrouted.join(", "));
+            }
         }
         Command::Policy { config, command } => {
             let config = config.load()?;

@@ -106,7 +106,33 @@ pub fn load_examples(dir: &Path) -> Result<Vec<Example>, CatalogueError> {
     Ok(examples)
 }
 
+/// What checking a set of examples found, for `liaison schemas check`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExampleSummary {
+    /// Examples that must validate.
+    pub valid: usize,
+    /// Examples that must be refused at a declared pointer.
+    pub invalid: usize,
+    /// Every example whose outcome is not the one it declares.
+    pub failures: Vec<ExampleFailure>,
+}
+
 impl Catalogue {
+    /// Checks every example and counts them.
+    pub fn check_examples(&self, examples: &[Example]) -> ExampleSummary {
+        let mut summary = ExampleSummary::default();
+        for example in examples {
+            match example.expectation {
+                Expectation::Valid => summary.valid += 1,
+                Expectation::Invalid { .. } => summary.invalid += 1,
+            }
+            if let Err(failure) = self.check_example(example) {
+                summary.failures.push(failure);
+            }
+        }
+        summary
+    }
+
     /// Checks that an example has the outcome it declares.
     pub fn check_example(&self, example: &Example) -> Result<(), ExampleFailure> {
         let fail = |reason: String| ExampleFailure {

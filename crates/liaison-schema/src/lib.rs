@@ -11,7 +11,7 @@ mod violation;
 
 pub use catalogue::{Catalogue, MessageType};
 pub use docs::render_messages_md;
-pub use examples::{Example, ExampleFailure, Expectation, load_examples};
+pub use examples::{Example, ExampleFailure, ExampleSummary, Expectation, load_examples};
 pub use info::{ANY_TYPE, TypeInfo};
 pub use load::{CatalogueError, DRAFT_2020_12};
 pub use parse::{ParseError, ParseLimits, parse};

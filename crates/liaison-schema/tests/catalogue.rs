@@ -61,6 +61,36 @@ fn every_example_has_the_outcome_it_declares() {
 }
 
 #[test]
+fn the_summary_counts_valid_and_invalid_examples_and_failures() {
+    let catalogue = catalogue();
+    let mut examples = load_examples(&schemas_dir()).unwrap();
+    let summary = catalogue.check_examples(&examples);
+    assert_eq!(summary.valid + summary.invalid, examples.len());
+    assert!(summary.valid >= catalogue.types().count(), "{summary:?}");
+    assert!(
+        summary.invalid >= 2 * catalogue.types().count(),
+        "{summary:?}"
+    );
+    assert!(summary.failures.is_empty(), "{summary:?}");
+    // A valid example that stops validating, and an invalid one labelled with another
+    // pointer, are both failures.
+    let valid = examples
+        .iter()
+        .position(|e| e.expectation == Expectation::Valid)
+        .unwrap();
+    examples[valid].event["data"] = json!({});
+    let invalid = examples
+        .iter()
+        .position(|e| e.expectation != Expectation::Valid)
+        .unwrap();
+    if let Expectation::Invalid { pointer, .. } = &mut examples[invalid].expectation {
+        *pointer = "/data/elsewhere".into();
+    }
+    let summary = catalogue.check_examples(&examples);
+    assert_eq!(summary.failures.len(), 2, "{summary:?}");
+}
+
+#[test]
 fn a_mislabelled_example_is_caught() {
     let catalogue = catalogue();
     let mut examples = load_examples(&schemas_dir()).unwrap();
