@@ -4,6 +4,7 @@ mod catalogue;
 mod docs;
 mod examples;
 pub mod formats;
+pub mod fuzzing;
 mod info;
 mod load;
 mod parse;

@@ -322,6 +322,40 @@ fn personal_data_fields_are_marked() {
     );
 }
 
+/// Names, phone numbers and identification numbers are personal data wherever they appear.
+#[test]
+fn every_name_phone_and_id_number_is_marked_personal_data() {
+    fn walk(at: &str, schema: &Value, unmarked: &mut Vec<String>, seen: &mut usize) {
+        if let Some(properties) = schema["properties"].as_object() {
+            for (name, property) in properties {
+                let here = format!("{at}/{name}");
+                if ["name", "phone", "id_number"].contains(&name.as_str()) {
+                    *seen += 1;
+                    if property["x-pii"] != json!(true) {
+                        unmarked.push(here.clone());
+                    }
+                }
+                walk(&here, property, unmarked, seen);
+            }
+        }
+        if schema["items"].is_object() {
+            walk(&format!("{at}[]"), &schema["items"], unmarked, seen);
+        }
+    }
+    let catalogue = catalogue();
+    let (mut unmarked, mut seen) = (Vec::new(), 0);
+    for message_type in catalogue.types() {
+        walk(
+            &message_type.name,
+            &message_type.schema,
+            &mut unmarked,
+            &mut seen,
+        );
+    }
+    assert!(unmarked.is_empty(), "not marked x-pii: {unmarked:#?}");
+    assert!(seen > 30, "{seen}");
+}
+
 /// A copy of `schemas/` (schemas only) in a temporary folder, to break on purpose.
 fn scratch_catalogue() -> tempfile::TempDir {
     let scratch = tempfile::tempdir().expect("temporary folder");
