@@ -55,7 +55,13 @@ impl Ledger {
                 source,
             })?;
         // sqlx takes an advisory lock around migrations: instances starting together are safe.
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        let migrator = sqlx::migrate!("./migrations");
+        // A production broker runs as a role that may not create tables
+        // (deploy/postgres/roles.sql): when every migration is already applied there is
+        // nothing to run, and running would ask for CREATE on the schema.
+        if !all_applied(&pool, &migrator).await {
+            migrator.run(&pool).await?;
+        }
         crate::tree::ensure_complete(&pool).await?;
         info!(url, "ledger open");
 
@@ -214,4 +220,21 @@ impl Ledger {
             .map_err(|_| LedgerError::Closed)?;
         answer.await.map_err(|_| LedgerError::Closed)?
     }
+}
+
+/// Whether every up-migration of `migrator` is recorded as applied in the database.
+async fn all_applied(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> bool {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(versions) => versions,
+            // No table yet (a new database): the migrations must run.
+            Err(_) => return false,
+        };
+    migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .all(|m| applied.contains(&m.version))
 }
