@@ -142,7 +142,9 @@ pub async fn consistency(
         .map_err(unavailable)?
         .ok_or_else(no_checkpoint)?;
     let to = query.to.unwrap_or(checkpoint.tree_size);
-    let Some(from) = query.from.filter(|f| *f >= 1 && *f <= to && to <= checkpoint.tree_size)
+    let Some(from) = query
+        .from
+        .filter(|f| *f >= 1 && *f <= to && to <= checkpoint.tree_size)
     else {
         return Err(Problem::new(
             RejectCode::NotFound,
