@@ -107,7 +107,7 @@ async fn a_killed_broker_loses_nothing_it_accepted() {
         &world.vhost,
         "guest",
         ".*",
-        "^liaison\\.(agency\\..*|intake|dead|dlx)$",
+        "^liaison\\.(agency\\..*|intake|dead|dead\\.ledger|dlx)$",
         ".*",
     ]);
 

@@ -236,6 +236,15 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
         ),
         &[("water", "to")]
     );
+    // The deadline watcher reminds the late agency on the procuratorate's behalf.
+    expect_route!(
+        "procuratorate",
+        answering(
+            example("deadline.reminder.v1", "*", "procuratorate", case),
+            &recommendation
+        ),
+        &[("gov", "to"), ("water", "to")]
+    );
     // 6 file access.
     let request = expect_route!(
         "procuratorate",
@@ -318,12 +327,12 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
             "type_not_allowed",
         ),
         (
-            "procuratorate",
+            "eco",
             answering(
-                example("deadline.reminder.v1", "*", "procuratorate", case),
+                example("deadline.reminder.v1", "*", "eco", case),
                 &recommendation,
             ),
-            "type_not_allowed",
+            "unknown_original",
         ),
         ("eco", named_gov, "recipients_not_allowed"),
         (
@@ -407,4 +416,84 @@ fn the_demo_policy_checks_against_registry_and_catalogue() {
         Policy::load(&bad, &registry).is_ok(),
         "the file itself is well-formed"
     );
+}
+
+#[tokio::test]
+async fn a_policy_changed_while_a_message_is_in_flight_does_not_lose_or_reroute_it() {
+    let mut world = World::new().await;
+    world.config.relay.retry_base_ms = 100;
+    world.config.relay.retry_max_ms = 200;
+    world.config.relay.poll_interval_ms = 50;
+    world.config.relay.max_attempts = 10_000;
+    let broker = world.start().await;
+    let ledger = world.ledger().await;
+    // Keep the lead in flight: its recipient's queue is missing, so the relay retries.
+    let output = std::process::Command::new("rabbitmqctl")
+        .args([
+            "delete_queue",
+            "-p",
+            &world.vhost,
+            "liaison.agency.procuratorate",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let caseref = "SD-RELOAD";
+    let lead = liaison_cli::demo::lead_event(caseref);
+    let answer = world.client(&broker, "eco").submit(&lead).await.unwrap();
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ledger
+        .trace(&TraceKey::Case(caseref.into()))
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == EntryKind::DeliveryFailed)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed attempt recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.shutdown(Duration::from_secs(5)).await;
+
+    // The new policy no longer lets anyone send leads.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"receipt-to-sender\"\ntype = \"receipt.v1\"\nfrom = [\"*\"]\nreply_to = \"sender\"\n",
+    )
+    .unwrap();
+    world.config.policy = policy;
+    let broker = world.start().await; // declares the missing queue again
+
+    let bus = world.bus().await;
+    let mut queue = bus
+        .consume("liaison.agency.procuratorate", 10)
+        .await
+        .unwrap();
+    let delivery = queue
+        .next(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("the lead accepted under the old policy still arrives");
+    assert_eq!(
+        delivery.message_id.map(|m| m.to_string()).as_deref(),
+        lead["id"].as_str()
+    );
+    delivery.ack().await.unwrap();
+    let again = world
+        .client(&broker, "eco")
+        .submit(&liaison_cli::demo::lead_event(caseref))
+        .await
+        .unwrap();
+    assert_eq!(again.status, 403, "{}", again.body);
+    assert_eq!(again.body["code"], "type_not_allowed");
+
+    drop(queue);
+    bus.close().await;
+    broker.shutdown(Duration::from_secs(5)).await;
+    world.cleanup().await;
 }

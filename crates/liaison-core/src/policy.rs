@@ -7,7 +7,9 @@
 //! - fixed agencies: `to` (主送) and `cc` (抄送);
 //! - agencies the message names itself: `to = "named"` with the set it may name in
 //!   `allowed` (`["*"]`: any registered agency) — the envelope's `recipients` picks them;
-//! - for answers, the parties of the message named by `inreplyto` (`reply_to`).
+//! - for answers, the parties of the message named by `inreplyto` (`reply_to`): its
+//!   `sender`, its `sender_and_copies`, or — for the original's own sender chasing an
+//!   answer — its `recipients`.
 //!
 //! Every rule that matches the sender and type and whose `when` holds contributes
 //! recipients; the sender never receives its own message. An explicit `recipients`
@@ -37,6 +39,9 @@ pub enum ReplyTo {
     Sender,
     /// The sender of the original and every other recipient of it.
     SenderAndCopies,
+    /// Every recipient of the original, which only its own sender may answer this way: a
+    /// party chasing those who owe it an answer (deadline reminders).
+    Recipients,
 }
 
 /// `to` is either a list of agency codes or the keyword `"named"`.
@@ -420,14 +425,29 @@ impl Policy {
                     type_: envelope.type_.clone(),
                 };
                 let original = original.ok_or_else(unknown)?;
-                let is_party = &original.sender == sender || original.recipients.contains(sender);
+                let is_party = match reply_to {
+                    ReplyTo::Recipients => &original.sender == sender,
+                    ReplyTo::Sender | ReplyTo::SenderAndCopies => {
+                        &original.sender == sender || original.recipients.contains(sender)
+                    }
+                };
                 if !is_party {
                     return Err(unknown());
                 }
-                chosen.add(&original.sender, RecipientRole::To, &rule.name);
-                if reply_to == ReplyTo::SenderAndCopies {
-                    for agency in &original.recipients {
-                        chosen.add(agency, RecipientRole::Cc, &rule.name);
+                match reply_to {
+                    ReplyTo::Recipients => {
+                        for agency in &original.recipients {
+                            chosen.add(agency, RecipientRole::To, &rule.name);
+                        }
+                    }
+                    ReplyTo::Sender => {
+                        chosen.add(&original.sender, RecipientRole::To, &rule.name);
+                    }
+                    ReplyTo::SenderAndCopies => {
+                        chosen.add(&original.sender, RecipientRole::To, &rule.name);
+                        for agency in &original.recipients {
+                            chosen.add(agency, RecipientRole::Cc, &rule.name);
+                        }
                     }
                 }
             }

@@ -218,11 +218,20 @@ fn table() -> Vec<Case> {
         case("police", "receipt.v1")
             .answering(original("eco", &["procuratorate"]))
             .refused(RejectCode::UnknownOriginal),
-        // Deadline reminders come from the broker itself, never from an agency.
+        // Deadline reminders: from the waiting sender to those who owe it an answer.
         case("procuratorate", "deadline.reminder.v1")
-            .naming(&["eco"])
-            .refused(RejectCode::TypeNotAllowed),
-        case("gov", "deadline.reminder.v1").refused(RejectCode::TypeNotAllowed),
+            .data(json!({"clock": "recommendation_reply"}))
+            .answering(original("procuratorate", &["eco"]))
+            .to(&[("eco", To), ("gov", Cc)]),
+        case("eco", "deadline.reminder.v1")
+            .data(json!({"clock": "filing_review"}))
+            .answering(transfer())
+            .to(&[("police", To), ("procuratorate", To)]),
+        case("police", "deadline.reminder.v1")
+            .data(json!({"clock": "filing_review"}))
+            .answering(transfer())
+            .refused(RejectCode::UnknownOriginal),
+        case("gov", "deadline.reminder.v1").refused(RejectCode::UnknownOriginal),
     ]
 }
 
