@@ -7,6 +7,7 @@ mod auth;
 mod catalogue;
 mod crash;
 mod deadletter;
+mod hostile;
 mod intake;
 mod path;
 mod policy;

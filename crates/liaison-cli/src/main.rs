@@ -152,6 +152,15 @@ enum PkiCommand {
         #[arg(long, value_name = "FILE", default_value = "deploy/demo/agencies.toml")]
         registry: PathBuf,
     },
+    /// Revoke an agency's current client certificate: add it to `crl.pem` in the PKI
+    /// directory, signed by the CA. The gateway refuses it from its next start.
+    Revoke {
+        #[arg(long, value_name = "CODE")]
+        agency: String,
+        /// The PKI directory made by `liaison pki init`.
+        #[arg(long, value_name = "DIR", default_value = ".liaison/pki")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -246,6 +255,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "development PKI written to {}: CA, server certificate, {} agency certificates, ledger signing key",
                 summary.dir.display(),
                 summary.agencies
+            );
+        }
+        Command::Pki {
+            command: PkiCommand::Revoke { agency, dir },
+        } => {
+            let agency = AgencyCode::new(agency)?;
+            let revoked = liaison_server::crl::revoke(&PkiLayout { dir }, &agency)?;
+            println!(
+                "revoked certificate {} of agency {agency}; {} lists {} certificate(s); restart the broker to enforce it",
+                revoked.serial,
+                revoked.crl.display(),
+                revoked.total
             );
         }
         Command::Submit {

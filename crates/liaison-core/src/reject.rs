@@ -45,10 +45,15 @@ pub enum RejectCode {
     Unavailable,
     /// An unexpected failure inside the broker.
     Internal,
+    /// The agency sent more requests than its configured rate allows; retry after the
+    /// `Retry-After` delay.
+    RateLimited,
+    /// The request (headers and body) did not arrive within the configured time.
+    RequestTimeout,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 18] = [
+    pub const ALL: [RejectCode; 20] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -67,6 +72,8 @@ impl RejectCode {
         Self::NotFound,
         Self::Unavailable,
         Self::Internal,
+        Self::RateLimited,
+        Self::RequestTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +96,8 @@ impl RejectCode {
             Self::NotFound => "not_found",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::RateLimited => "rate_limited",
+            Self::RequestTimeout => "request_timeout",
         }
     }
 
@@ -109,6 +118,8 @@ impl RejectCode {
             Self::NotFound => 404,
             Self::Unavailable => 503,
             Self::Internal => 500,
+            Self::RateLimited => 429,
+            Self::RequestTimeout => 408,
         }
     }
 
@@ -133,12 +144,17 @@ impl RejectCode {
             Self::NotFound => "Not found",
             Self::Unavailable => "Broker temporarily unavailable",
             Self::Internal => "Internal error",
+            Self::RateLimited => "Too many requests from this agency",
+            Self::RequestTimeout => "Request did not arrive in time",
         }
     }
 
     /// Whether retrying the same request later may succeed.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Unavailable | Self::Internal)
+        matches!(
+            self,
+            Self::Unavailable | Self::Internal | Self::RateLimited | Self::RequestTimeout
+        )
     }
 }
 

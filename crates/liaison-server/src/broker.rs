@@ -167,7 +167,10 @@ impl Broker {
             .first_request_timeout(header_read)
             .handle(https.clone());
         // Idle kept-alive HTTP/1.1 connections and headers that trickle in are cut off.
-        server.http_builder().http1().header_read_timeout(header_read);
+        server
+            .http_builder()
+            .http1()
+            .header_read_timeout(header_read);
         tasks.spawn(async move {
             if let Err(error) = server.serve(app.into_make_service()).await {
                 tracing::error!(%error, "HTTPS gateway stopped");

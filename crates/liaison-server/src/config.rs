@@ -41,8 +41,22 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Deepest accepted JSON nesting.
     pub max_depth: usize,
-    /// Time allowed for one HTTPS request, body included.
+    /// Time allowed for one HTTPS request, body included: a client that dribbles its
+    /// body gets `408 request_timeout` when it runs out.
     pub request_timeout_ms: u64,
+    /// Time allowed for the TLS handshake of a new connection; connections that say
+    /// nothing are closed after it.
+    pub handshake_timeout_ms: u64,
+    /// Time allowed for a request's headers to arrive, on a new or a kept-alive
+    /// connection; an idle HTTP/1.1 connection is closed after it.
+    pub header_read_timeout_ms: u64,
+    /// HTTPS requests handled at once; more get `503 unavailable` with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Submissions per second each agency may post over HTTPS (a token bucket per
+    /// agency); more get `429 rate_limited`. 0 turns the limit off.
+    pub rate_per_second: u32,
+    /// Submissions an agency may post in one burst above its rate.
+    pub rate_burst: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -112,6 +126,11 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_depth: 32,
             request_timeout_ms: 30_000,
+            handshake_timeout_ms: 10_000,
+            header_read_timeout_ms: 30_000,
+            max_concurrent_requests: 1_024,
+            rate_per_second: 2_000,
+            rate_burst: 4_000,
         }
     }
 }

@@ -340,7 +340,8 @@ fn generate_ca(validity_days: u32) -> Result<GeneratedCa, PkiError> {
     })
 }
 
-fn load_ca(layout: &PkiLayout) -> Result<Issuer<'static, KeyPair>, PkiError> {
+/// The CA of the PKI in `layout`, ready to sign (certificates, CRLs).
+pub(crate) fn load_ca(layout: &PkiLayout) -> Result<Issuer<'static, KeyPair>, PkiError> {
     let (cert_path, key_path) = (layout.ca_cert(), layout.ca_key());
     let cert_pem = fs::read_to_string(&cert_path).map_err(io_error("read", &cert_path))?;
     let key_pem = fs::read_to_string(&key_path).map_err(io_error("read", &key_path))?;

@@ -55,6 +55,8 @@ pub enum TlsError {
         #[source]
         source: rustls::server::VerifierBuilderError,
     },
+    #[error("certificate revocation list: {0}")]
+    Crl(#[from] crate::crl::CrlError),
     #[error("the ring provider supports none of the safe TLS versions: {0}")]
     ProtocolVersions(#[source] rustls::Error),
     #[error("certificate {cert} and key {key} do not form a usable identity: {source}")]
@@ -80,10 +82,13 @@ pub fn install_crypto_provider() {
 pub fn server_config(layout: &PkiLayout) -> Result<ServerConfig, TlsError> {
     let provider = ring_provider();
     let ca_path = layout.ca_cert();
+    // Revoked agency certificates (`liaison pki revoke`) fail the handshake.
+    let crls = crate::crl::load(layout)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(
         Arc::new(root_store(&ca_path)?),
         provider.clone(),
     )
+    .with_crls(crls)
     .build()
     .map_err(|source| TlsError::ClientVerifier {
         path: ca_path,
