@@ -184,10 +184,10 @@ enum SchemasCommand {
     },
 }
 
-fn init_tracing() {
+/// Logs go to stderr; `LIAISON_LOG` (an `EnvFilter`) overrides `default`.
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LIAISON_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,liaison=info"));
+    let filter = EnvFilter::try_from_env("LIAISON_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var("LIAISON_LOG_FORMAT").is_ok_and(|f| f == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -203,7 +203,12 @@ fn init_tracing() {
 async fn main() -> ExitCode {
     liaison_server::tls::install_crypto_provider();
     let cli = Cli::parse();
-    init_tracing();
+    // The broker logs what it does; the interactive commands print their own story.
+    let default_filter = match cli.command {
+        Command::Serve { .. } => "warn,liaison=info",
+        _ => "warn",
+    };
+    init_tracing(default_filter);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
