@@ -3,6 +3,8 @@
 //! against them over real mutual TLS. Nothing here is mocked; if a service is down the
 //! test fails and says which one.
 
+pub mod process;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
