@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::info;
 use uuid::Uuid;
 
-use crate::committer::{Answer, Committer, Job, Request};
+use crate::committer::{Answer, Committer, Handoff, HandoffSlot, Job, Request};
 use crate::config::{LedgerConfig, redacted_url};
 use crate::error::LedgerError;
 use crate::model::{
@@ -32,6 +32,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     outbox_notify: Arc<Notify>,
     batches_committed: Arc<AtomicU64>,
+    handoff: HandoffSlot,
     query_timeout: Duration,
 }
 
@@ -67,12 +68,14 @@ impl Ledger {
 
         let outbox_notify = Arc::new(Notify::new());
         let batches_committed = Arc::new(AtomicU64::new(0));
+        let handoff = HandoffSlot::default();
         let jobs = Committer {
             pool: pool.clone(),
             clock: Arc::clone(&clock),
             batch_max: config.batch_max,
             outbox_notify: Arc::clone(&outbox_notify),
             batches_committed: Arc::clone(&batches_committed),
+            handoff: Arc::clone(&handoff),
         }
         .spawn();
         let inner = Inner {
@@ -81,6 +84,7 @@ impl Ledger {
             clock,
             outbox_notify,
             batches_committed,
+            handoff,
             query_timeout: config.connect_timeout,
         };
         Ok(Ledger {
@@ -156,6 +160,21 @@ impl Ledger {
         lease: Duration,
     ) -> Result<Vec<PendingDelivery>, LedgerError> {
         outbox::claim(&self.inner.pool, self.inner.clock.now(), limit, lease).await
+    }
+
+    /// Hands the deliveries of every later commit of this ledger handle straight to the
+    /// caller (the relay of this process), written already leased to it for `lease`, so
+    /// that they need no claiming query. Batches that do not fit in `capacity` wait for
+    /// their lease to end and are then claimed as usual. A later call replaces the earlier.
+    pub fn take_deliveries(
+        &self,
+        lease: Duration,
+        capacity: usize,
+    ) -> mpsc::Receiver<Vec<PendingDelivery>> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        *self.inner.handoff.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Handoff { sender, lease });
+        receiver
     }
 
     /// Notified after each commit that created outbox rows.

@@ -7,8 +7,9 @@ mod store;
 pub(crate) use store::SEQUENCE_LOCK;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use liaison_core::{AgencyCode, Clock};
 use sqlx::PgPool;
@@ -16,7 +17,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::error::LedgerError;
-use crate::model::{AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection};
+use crate::model::{AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, PendingDelivery};
 
 /// What a caller asks the committer to record.
 pub(crate) enum Request {
@@ -44,6 +45,18 @@ pub(crate) struct Job {
     pub reply: Reply,
 }
 
+/// A relay in this process that takes freshly committed deliveries straight from the
+/// committer: their outbox rows are written already leased to it for `lease`, so it needs
+/// no claiming query for them. If the relay dies or falls behind, the lease runs out and
+/// any relay claims the rows as usual.
+#[derive(Clone)]
+pub(crate) struct Handoff {
+    pub sender: mpsc::Sender<Vec<PendingDelivery>>,
+    pub lease: Duration,
+}
+
+pub(crate) type HandoffSlot = Arc<Mutex<Option<Handoff>>>;
+
 /// What the ledger handle shares with its committer task.
 pub(crate) struct Committer {
     pub pool: PgPool,
@@ -52,6 +65,7 @@ pub(crate) struct Committer {
     /// Woken after a commit that created outbox rows, so the relay need not poll.
     pub outbox_notify: Arc<Notify>,
     pub batches_committed: Arc<AtomicU64>,
+    pub handoff: HandoffSlot,
 }
 
 impl Committer {
@@ -82,19 +96,37 @@ impl Committer {
     /// a thousand good ones with it. Any other failure is every request's answer.
     async fn commit(&self, requests: &[Request], replies: Vec<Reply>) {
         let mut replies: Vec<Option<Reply>> = replies.into_iter().map(Some).collect();
+        let handoff = self
+            .handoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|h| !h.sender.is_closed());
+        let lease = handoff.as_ref().map(|h| h.lease);
         let mut ranges = VecDeque::new();
         ranges.push_back(0..requests.len());
         while let Some(range) = ranges.pop_front() {
-            match store::commit_batch(&self.pool, self.clock.as_ref(), &requests[range.clone()])
-                .await
+            match store::commit_batch(
+                &self.pool,
+                self.clock.as_ref(),
+                &requests[range.clone()],
+                lease,
+            )
+            .await
             {
-                Ok(plan) => {
+                Ok((plan, leased)) => {
                     self.batches_committed.fetch_add(1, Ordering::Relaxed);
                     debug!(
                         requests = range.len(),
                         entries = plan.writes.entries.len(),
                         "batch committed"
                     );
+                    if let (Some(handoff), false) = (&handoff, leased.is_empty()) {
+                        // A full or closed channel only delays these rows until their lease ends.
+                        if handoff.sender.try_send(leased).is_err() {
+                            debug!("relay busy: handed-off deliveries wait for their lease to end");
+                        }
+                    }
                     if !plan.writes.new_deliveries.is_empty() {
                         // notify_one keeps a permit when no relay is waiting right now.
                         self.outbox_notify.notify_one();

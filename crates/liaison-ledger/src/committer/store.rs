@@ -2,6 +2,7 @@
 //! one statement per table.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use liaison_core::{Clock, Route};
 use sqlx::postgres::PgRow;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use super::Request;
 use super::plan::{self, BatchWrites, DeliveryStatus, KnownMessage, OutboxRow, Plan, PlanContext};
 use crate::error::LedgerError;
-use crate::model::AcceptReceipt;
+use crate::model::{AcceptReceipt, PendingDelivery};
 use crate::sql::{agency_from_db, hash_from_db, seq_from_db, seq_to_db};
 
 /// The advisory lock that serialises appends of every liaison instance sharing the
@@ -21,11 +22,14 @@ use crate::sql::{agency_from_db, hash_from_db, seq_from_db, seq_to_db};
 pub(crate) const SEQUENCE_LOCK: i64 = 0x006c_6961_6973_6f6e;
 
 /// Runs one batch to COMMIT and returns its plan (the answers and what was written).
+/// With `handoff_lease`, the batch's new deliveries are written leased for that long and
+/// returned, ready to publish.
 pub(crate) async fn commit_batch(
     pool: &PgPool,
     clock: &dyn Clock,
     requests: &[Request],
-) -> Result<Plan, LedgerError> {
+    handoff_lease: Option<Duration>,
+) -> Result<(Plan, Vec<PendingDelivery>), LedgerError> {
     let mut tx = pool
         .begin()
         .await
@@ -54,14 +58,14 @@ pub(crate) async fn commit_batch(
     };
     let plan = plan::plan(requests, context);
 
-    write(&mut tx, &plan.writes).await?;
+    let leased = write(&mut tx, &plan.writes, handoff_lease).await?;
     // The Merkle tree grows in the same transaction as its leaves.
     let leaves: Vec<[u8; 32]> = plan.writes.entries.iter().map(|e| e.leaf_hash).collect();
     crate::tree::append(&mut tx, context_first_seq - 1, leaves.into_iter()).await?;
     tx.commit()
         .await
         .map_err(LedgerError::query("committing a batch"))?;
-    Ok(plan)
+    Ok((plan, leased))
 }
 
 /// Entry times are stored in PostgreSQL, which keeps microseconds: truncating first makes
@@ -171,11 +175,16 @@ fn outbox_row(row: &PgRow) -> Result<OutboxRow, LedgerError> {
     })
 }
 
-async fn write(conn: &mut PgConnection, writes: &BatchWrites) -> Result<(), LedgerError> {
+async fn write(
+    conn: &mut PgConnection,
+    writes: &BatchWrites,
+    handoff_lease: Option<Duration>,
+) -> Result<Vec<PendingDelivery>, LedgerError> {
     insert_entries(conn, writes).await?;
     insert_messages(conn, writes).await?;
-    insert_deliveries(conn, writes).await?;
-    update_deliveries(conn, writes).await
+    let leased = insert_deliveries(conn, writes, handoff_lease).await?;
+    update_deliveries(conn, writes).await?;
+    Ok(leased)
 }
 
 async fn insert_entries(conn: &mut PgConnection, writes: &BatchWrites) -> Result<(), LedgerError> {
@@ -240,18 +249,24 @@ async fn insert_messages(conn: &mut PgConnection, writes: &BatchWrites) -> Resul
     Ok(())
 }
 
+/// Inserts the outbox rows; with `handoff_lease` they are written as the first attempt,
+/// leased to this process, and returned as deliveries ready to publish.
 async fn insert_deliveries(
     conn: &mut PgConnection,
     writes: &BatchWrites,
-) -> Result<(), LedgerError> {
+    handoff_lease: Option<Duration>,
+) -> Result<Vec<PendingDelivery>, LedgerError> {
     let deliveries = &writes.new_deliveries;
     if deliveries.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    sqlx::query(
-        "INSERT INTO outbox (message_id, recipient, role, state, next_attempt_at) \
-         SELECT u.message_id, u.recipient, u.role, 'pending', $4 \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS u(message_id, recipient, role)",
+    let leased_until = handoff_lease.map(|lease| writes.at + lease);
+    let attempts: i32 = if handoff_lease.is_some() { 1 } else { 0 };
+    let rows = sqlx::query(
+        "INSERT INTO outbox (message_id, recipient, role, state, next_attempt_at, leased_until, attempts) \
+         SELECT u.message_id, u.recipient, u.role, 'pending', $4, $5, $6 \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS u(message_id, recipient, role) \
+         RETURNING delivery_id, message_id, recipient",
     )
     .bind(deliveries.iter().map(|d| d.message_id).collect::<Vec<_>>())
     .bind(
@@ -262,10 +277,38 @@ async fn insert_deliveries(
     )
     .bind(deliveries.iter().map(|d| d.role).collect::<Vec<_>>())
     .bind(writes.at)
-    .execute(&mut *conn)
+    .bind(leased_until)
+    .bind(attempts)
+    .fetch_all(&mut *conn)
     .await
     .map_err(LedgerError::query("inserting outbox rows"))?;
-    Ok(())
+    if handoff_lease.is_none() {
+        return Ok(Vec::new());
+    }
+    let messages: HashMap<Uuid, &plan::MessageRow> =
+        writes.messages.iter().map(|m| (m.id, m)).collect();
+    let read = |e: sqlx::Error| LedgerError::Corrupt(format!("inserted outbox row: {e}"));
+    rows.iter()
+        .map(|row| {
+            let message_id: Uuid = row.try_get("message_id").map_err(read)?;
+            let message = messages.get(&message_id).ok_or_else(|| {
+                LedgerError::Corrupt(format!(
+                    "outbox row for message {message_id} outside its batch"
+                ))
+            })?;
+            Ok(PendingDelivery {
+                delivery_id: row.try_get("delivery_id").map_err(read)?,
+                message_id,
+                recipient: agency_from_db(row.try_get("recipient").map_err(read)?)?,
+                type_: message.type_.clone(),
+                seq: message.seq,
+                caseref: message.caseref.clone(),
+                traceparent: message.traceparent.clone(),
+                body: message.body.clone(),
+                attempt: attempts,
+            })
+        })
+        .collect()
 }
 
 async fn update_deliveries(
