@@ -1,8 +1,9 @@
 //! The outbox relay: moves committed deliveries from the ledger's outbox into the
 //! recipients' RabbitMQ queues.
 //!
-//! A round claims a batch of due rows (a lease, so several instances share the work),
-//! publishes them all with publisher confirms in flight at once, and records the outcome
+//! A round takes a batch of rows leased to this relay — handed over by this process's own
+//! ledger commits, or claimed from the outbox when due (retries, expired leases) — publishes
+//! them all with publisher confirms in flight at once, and records the outcome
 //! of every row in one ledger commit. Several rounds overlap, so the next batch is claimed
 //! and published while the previous one awaits its confirms and its commit. Only a confirm
 //! without a return marks a row dispatched; anything else is a `delivery.failed` entry and
@@ -26,6 +27,9 @@ use crate::config::RelayConfig;
 /// together, few enough that a failing RabbitMQ does not fan out into many retries.
 const ROUNDS_IN_FLIGHT: usize = 4;
 
+/// Committed batches the handoff holds for the relay before they wait for their lease.
+const HANDOFF_BATCHES: usize = 256;
+
 pub struct Relay {
     pub ledger: Ledger,
     pub bus: Bus,
@@ -40,47 +44,62 @@ struct RoundEnd {
 
 impl Relay {
     pub async fn run(self, cancel: CancellationToken) {
-        let notify = self.ledger.outbox_notify();
-        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        // This process's commits hand their deliveries over directly, already leased to
+        // us; the claiming query is only for what is left: retries that came due, leases
+        // that ran out (a relay that died), batches the handoff had no room for.
+        let mut handed = self
+            .ledger
+            .take_deliveries(self.config.lease(), HANDOFF_BATCHES);
+        let mut poll = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut claim_due = true;
         let mut publisher: Option<Publisher> = None;
         let mut rounds = FuturesUnordered::new();
         loop {
-            // Fill the pipeline with whatever is due.
+            // Fill the pipeline: handed-over batches first, then what is due in the outbox.
             while rounds.len() < ROUNDS_IN_FLIGHT && !cancel.is_cancelled() {
-                let batch = match self
-                    .ledger
-                    .claim_deliveries(self.config.batch, self.config.lease())
-                    .await
-                {
-                    Ok(batch) if batch.is_empty() => break,
+                let batch = match handed.try_recv() {
                     Ok(batch) => batch,
-                    Err(error) => {
-                        tracing::warn!(%error, "relay cannot claim deliveries; retrying");
-                        break;
-                    }
+                    Err(_) if !claim_due => break,
+                    Err(_) => match self
+                        .ledger
+                        .claim_deliveries(self.config.batch, self.config.lease())
+                        .await
+                    {
+                        Ok(batch) if batch.is_empty() => {
+                            claim_due = false;
+                            break;
+                        }
+                        Ok(batch) => batch,
+                        Err(error) => {
+                            tracing::warn!(%error, "relay cannot claim deliveries; retrying");
+                            claim_due = false;
+                            break;
+                        }
+                    },
                 };
                 let channel = self.publisher(&mut publisher).await;
                 rounds.push(self.round(channel, batch));
             }
-            if rounds.is_empty() {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
-                }
-                continue;
-            }
+            let room = rounds.len() < ROUNDS_IN_FLIGHT;
             tokio::select! {
-                ended = rounds.next() => {
+                ended = rounds.next(), if !rounds.is_empty() => {
                     if ended.is_some_and(|end| end.failed > 0) {
                         publisher = None;
                     }
                 }
-                _ = notify.notified(), if rounds.len() < ROUNDS_IN_FLIGHT => {}
+                batch = handed.recv(), if room => {
+                    if let Some(batch) = batch {
+                        let channel = self.publisher(&mut publisher).await;
+                        rounds.push(self.round(channel, batch));
+                    }
+                }
+                _ = poll.tick(), if room => claim_due = true,
                 _ = cancel.cancelled() => {}
             }
             if cancel.is_cancelled() {
-                // Finish what was published so that its outcomes are recorded.
+                // Finish what was published so that its outcomes are recorded; what was
+                // handed over but not published stays leased and is claimed after restart.
                 while rounds.next().await.is_some() {}
                 break;
             }
