@@ -11,3 +11,4 @@ mod hostile;
 mod intake;
 mod path;
 mod policy;
+mod trace;

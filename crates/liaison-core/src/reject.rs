@@ -50,10 +50,13 @@ pub enum RejectCode {
     RateLimited,
     /// The request (headers and body) did not arrive within the configured time.
     RequestTimeout,
+    /// The agency is authenticated but may not use this resource (e.g. traces are for
+    /// the administrators named in the configuration).
+    Forbidden,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 20] = [
+    pub const ALL: [RejectCode; 21] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -74,6 +77,7 @@ impl RejectCode {
         Self::Internal,
         Self::RateLimited,
         Self::RequestTimeout,
+        Self::Forbidden,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +102,7 @@ impl RejectCode {
             Self::Internal => "internal",
             Self::RateLimited => "rate_limited",
             Self::RequestTimeout => "request_timeout",
+            Self::Forbidden => "forbidden",
         }
     }
 
@@ -120,6 +125,7 @@ impl RejectCode {
             Self::Internal => 500,
             Self::RateLimited => 429,
             Self::RequestTimeout => 408,
+            Self::Forbidden => 403,
         }
     }
 
@@ -146,6 +152,7 @@ impl RejectCode {
             Self::Internal => "Internal error",
             Self::RateLimited => "Too many requests from this agency",
             Self::RequestTimeout => "Request did not arrive in time",
+            Self::Forbidden => "This agency may not use this resource",
         }
     }
 

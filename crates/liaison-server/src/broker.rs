@@ -126,6 +126,7 @@ impl Broker {
             inbox,
             clock: clock.clone(),
             max_body_bytes: config.limits.max_body_bytes,
+            admins: config.admins.clone().into(),
         };
         let guard = Arc::new(Guard::new(&config.limits));
         let app = gateway::router(gateway)

@@ -27,6 +27,9 @@ pub struct Config {
     pub policy: PathBuf,
     /// The message catalogue.
     pub schemas: PathBuf,
+    /// Agencies whose certificates may trace any message or case over HTTPS
+    /// (`GET /v1/trace/{id or case ref}`): the county's administrators.
+    pub admins: Vec<liaison_core::AgencyCode>,
     pub ledger: LedgerSettings,
     pub limits: Limits,
     pub relay: RelayConfig,
@@ -111,6 +114,7 @@ impl Default for Config {
             registry: PathBuf::from("deploy/demo/agencies.toml"),
             policy: PathBuf::from("deploy/demo/policy.toml"),
             schemas: PathBuf::from("schemas"),
+            admins: Vec::new(),
             ledger: LedgerSettings::default(),
             limits: Limits::default(),
             relay: RelayConfig::default(),

@@ -35,6 +35,8 @@ pub struct Gateway {
     pub inbox: Arc<Inbox>,
     pub clock: Arc<dyn Clock>,
     pub max_body_bytes: usize,
+    /// Agencies that may trace any message or case.
+    pub admins: Arc<[AgencyCode]>,
 }
 
 /// The agency named by the client certificate of this request.
@@ -46,8 +48,15 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/messages", post(submit))
         .route("/v1/messages/{id}", get(message))
         .route("/v1/messages/{id}/proof", get(audit_routes::proof))
-        .route("/v1/checkpoints/latest", get(audit_routes::latest_checkpoint))
-        .route("/v1/checkpoints/consistency", get(audit_routes::consistency))
+        .route(
+            "/v1/checkpoints/latest",
+            get(audit_routes::latest_checkpoint),
+        )
+        .route(
+            "/v1/checkpoints/consistency",
+            get(audit_routes::consistency),
+        )
+        .route("/v1/trace/{key}", get(trace))
         .route("/v1/inbox", get(pull))
         .route("/v1/inbox/{delivery}/ack", post(ack))
         .route("/v1/schemas", get(schemas))
@@ -354,6 +363,39 @@ async fn schema(
         .get(&type_)
         .map(|t| Json(t.schema.clone()))
         .ok_or_else(|| Problem::new(RejectCode::NotFound, format!("no message type {type_}")))
+}
+
+#[derive(Serialize)]
+struct TraceBody {
+    key: String,
+    entries: Vec<liaison_core::Entry>,
+}
+
+/// Every ledger entry of a message (and of the messages answering it) or of a case, in
+/// ledger order, for administrators.
+async fn trace(
+    State(gateway): State<Gateway>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(key): Path<String>,
+) -> Result<Json<TraceBody>, Problem> {
+    if !gateway.admins.contains(&caller) {
+        return Err(Problem::new(
+            RejectCode::Forbidden,
+            format!("traces are for administrators; {caller} is not one (configuration `admins`)"),
+        ));
+    }
+    let entries = gateway
+        .ledger
+        .trace(&liaison_ledger::TraceKey::parse(&key))
+        .await
+        .map_err(unavailable)?;
+    if entries.is_empty() {
+        return Err(Problem::new(
+            RejectCode::NotFound,
+            format!("the ledger holds nothing for {key}"),
+        ));
+    }
+    Ok(Json(TraceBody { key, entries }))
 }
 
 fn unavailable(e: liaison_ledger::LedgerError) -> Problem {

@@ -177,6 +177,31 @@ fn paths() -> Value {
                 "responses": {"200": {"description": "A consistency proof", "content": json_content(json!({"type": "object"}))}, "400": problem_response(), "404": problem_response()}
             }
         },
+        "/v1/trace/{key}": {
+            "get": {
+                "operationId": "getTrace",
+                "summary": "Every ledger entry of a message (and its answers) or of a case, in ledger order; administrators only",
+                "parameters": [{"name": "key", "in": "path", "required": true, "description": "A message id (UUID) or a case reference", "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "The trace", "content": json_content(json!({
+                        "type": "object",
+                        "required": ["key", "entries"],
+                        "properties": {"key": {"type": "string"}, "entries": {"type": "array", "items": {
+                            "type": "object",
+                            "required": ["seq", "at", "kind", "detail"],
+                            "properties": {
+                                "seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                                "kind": {"type": "string"}, "message": {"type": ["string", "null"]},
+                                "caseref": {"type": ["string", "null"]}, "agency": {"type": ["string", "null"]},
+                                "detail": {"type": "object"}
+                            }
+                        }}}
+                    }))},
+                    "403": problem_response(),
+                    "404": problem_response()
+                }
+            }
+        },
         "/v1/inbox": {
             "get": {
                 "operationId": "pullInbox",
