@@ -196,6 +196,8 @@ pub enum PolicyError {
     RecipientsNotAllowed { agencies: Vec<AgencyCode> },
     #[error("{type_} is addressed by name: the `recipients` attribute must name its addressees")]
     RecipientsRequired { type_: String },
+    #[error("the policy routes this {type_} from {sender} to no agency other than its sender")]
+    NoRecipients { sender: AgencyCode, type_: String },
     #[error(
         "{type_} answers another message: inreplyto must name a message {sender} sent or received"
     )]
@@ -216,9 +218,9 @@ impl PolicyError {
             Self::TypeNotAllowed { .. } | Self::ConditionsNotMet { .. } => {
                 RejectCode::TypeNotAllowed
             }
-            Self::RecipientsNotAllowed { .. } | Self::RecipientsRequired { .. } => {
-                RejectCode::RecipientsNotAllowed
-            }
+            Self::RecipientsNotAllowed { .. }
+            | Self::RecipientsRequired { .. }
+            | Self::NoRecipients { .. } => RejectCode::RecipientsNotAllowed,
             Self::UnknownOriginal { .. } => RejectCode::UnknownOriginal,
         }
     }
@@ -470,6 +472,15 @@ impl Policy {
         }
 
         let mut recipients: Vec<Recipient> = chosen.into_values().collect();
+        // A sender is never its own recipient; a message left with nobody to deliver to
+        // (e.g. the procuratorate sending a lead "to the procuratorate") is refused
+        // rather than accepted into the ledger and delivered nowhere.
+        if recipients.is_empty() {
+            return Err(PolicyError::NoRecipients {
+                sender: sender.clone(),
+                type_: envelope.type_.clone(),
+            });
+        }
         recipients.sort_by(|a, b| (a.role, &a.agency).cmp(&(b.role, &b.agency)));
         Ok(Route { recipients })
     }

@@ -109,3 +109,62 @@ impl FuzzTarget {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> FuzzTarget {
+        FuzzTarget::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
+    }
+
+    fn example(name: &str) -> serde_json::Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../schemas/pil.lead.v1/valid")
+            .join(name);
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_valid_lead_is_routable() {
+        let target = target();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/pil.lead.v1/valid");
+        let first = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .min()
+            .unwrap();
+        let lead = example(&first);
+        let sender = AgencyCode::new(
+            lead["source"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("urn:liaison:agency:"),
+        )
+        .unwrap();
+        let bytes = serde_json::to_vec(&lead).unwrap();
+        assert_eq!(target.check(&sender, &bytes), Verdict::Routable);
+    }
+
+    /// Found by the fuzzer: the procuratorate sending a lead to itself was routable with
+    /// no recipient at all, so it would have been accepted and delivered nowhere.
+    #[test]
+    fn a_message_to_nobody_but_its_sender_is_refused() {
+        let target = target();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/pil.lead.v1/valid");
+        let first = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .min()
+            .unwrap();
+        let mut lead = example(&first);
+        lead["source"] = serde_json::json!("urn:liaison:agency:procuratorate");
+        // `recipients` narrows the route to the sender itself, which is never a recipient.
+        lead["recipients"] = serde_json::json!(["procuratorate"]);
+        let bytes = serde_json::to_vec(&lead).unwrap();
+        let verdict = target.check(&AgencyCode::new("procuratorate").unwrap(), &bytes);
+        assert_eq!(verdict, Verdict::Refused(RejectCode::RecipientsNotAllowed));
+    }
+}
