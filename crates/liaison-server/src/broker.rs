@@ -163,7 +163,12 @@ impl Broker {
                 addr: config.listen,
                 source,
             })?
-            .map(|acceptor| acceptor.handshake_timeout(handshake))
+            // Answers are small and latency matters: no Nagle delay on them.
+            .map(|acceptor| {
+                acceptor
+                    .handshake_timeout(handshake)
+                    .acceptor(axum_server::accept::NoDelayAcceptor::new())
+            })
             // A connection that completes the handshake and then says nothing is closed.
             .first_request_timeout(header_read)
             .handle(https.clone());
