@@ -7,7 +7,6 @@
 //! a new broker process started on the same ledger.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use liaison_bus::agency_queue;
@@ -15,84 +14,16 @@ use liaison_cli::client::AgencyClient;
 use liaison_cli::demo::lead_event;
 use liaison_core::EntryKind;
 use liaison_ledger::TraceKey;
+use liaison_tests::process::{BrokerProcess, free_port};
 use liaison_tests::{World, code};
 use uuid::Uuid;
 
-fn liaison_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("liaison");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p liaison-cli` (cargo test --workspace does)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("rabbitmqctl");
-    assert!(status.success(), "rabbitmqctl {args:?}");
+    liaison_tests::process::service_command("rabbitmqctl", args);
 }
 
-struct Process {
-    child: Child,
-    https_port: u16,
-}
-
-async fn spawn_broker(world: &World, config_file: &std::path::Path) -> Process {
-    let https_port = free_port();
-    let ops_port = free_port();
-    let c = &world.config;
-    let child = Command::new(liaison_binary())
-        .args(["serve", "--config"])
-        .arg(config_file)
-        .env("LIAISON_DATABASE_URL", &c.database_url)
-        .env("LIAISON_AMQP_URL", &c.amqp_url)
-        .env("LIAISON_LISTEN", format!("127.0.0.1:{https_port}"))
-        .env("LIAISON_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
-        .env("LIAISON_TLS_DIR", &c.tls_dir)
-        .env("LIAISON_REGISTRY", &c.registry)
-        .env("LIAISON_POLICY", &c.policy)
-        .env("LIAISON_SCHEMAS", &c.schemas)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn liaison serve");
-    // Started means the operations port answers /healthz.
-    let health = format!("http://127.0.0.1:{ops_port}/healthz");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if http
-            .get(&health)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "liaison serve did not come up on {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Process { child, https_port }
+async fn spawn_broker(world: &World, config_file: &std::path::Path) -> BrokerProcess {
+    BrokerProcess::spawn(world, config_file, free_port(), free_port()).await
 }
 
 #[tokio::test]
@@ -139,8 +70,7 @@ async fn a_killed_broker_loses_nothing_it_accepted() {
         .await;
     }
 
-    first.child.kill().expect("SIGKILL the broker");
-    first.child.wait().unwrap();
+    first.kill();
 
     let bus = world.bus().await;
     let mut queue = bus
@@ -206,8 +136,7 @@ async fn a_killed_broker_loses_nothing_it_accepted() {
         );
     }
 
-    second.child.kill().ok();
-    second.child.wait().ok();
+    second.kill();
     bus.close().await;
     world.cleanup().await;
 }

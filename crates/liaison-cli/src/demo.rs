@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use liaison_bus::{Bus, BusConfig, agency_queue};
-use liaison_core::{AgencyCode, Entry, EntryKind, Registry, SystemClock};
-use liaison_ledger::{Ledger, LedgerConfig, TraceKey};
+use liaison_core::{AgencyCode, Entry, EntryKind, Registry};
+use liaison_ledger::TraceKey;
 use liaison_server::pki::{self, PkiLayout, PkiOptions};
 use liaison_server::{Broker, Config};
 use serde_json::{Value, json};
@@ -299,14 +299,7 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
     );
 
     // 5. The ledger holds every event of the case.
-    let ledger = Ledger::open(
-        LedgerConfig {
-            database_url: config.database_url.clone(),
-            ..LedgerConfig::default()
-        },
-        std::sync::Arc::new(SystemClock),
-    )
-    .await?;
+    let ledger = crate::open_ledger(config).await?;
     let key = TraceKey::Case(caseref.clone());
     let expected = [
         (lead_id, EntryKind::MessageAccepted),

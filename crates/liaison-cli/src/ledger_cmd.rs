@@ -3,16 +3,14 @@
 //! draws the progress bar and prints the verdict.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use liaison_core::SystemClock;
 use liaison_core::checkpoint::CheckpointVerifier;
 use liaison_ledger::verify::VerifyReport;
-use liaison_ledger::{ExportDir, Ledger, LedgerConfig, parse_public_key};
+use liaison_ledger::{ExportDir, Ledger, parse_public_key};
 use liaison_server::Config;
 use liaison_server::pki::{self, PkiLayout};
 
@@ -60,14 +58,7 @@ pub async fn run(config: Config, command: LedgerCommand) -> anyhow::Result<()> {
 }
 
 async fn open(config: &Config) -> anyhow::Result<Ledger> {
-    Ok(Ledger::open(
-        LedgerConfig {
-            database_url: config.database_url.clone(),
-            ..LedgerConfig::default()
-        },
-        Arc::new(SystemClock),
-    )
-    .await?)
+    crate::open_ledger(config).await
 }
 
 fn read_key(path: &Path) -> anyhow::Result<[u8; 32]> {

@@ -10,3 +10,16 @@ pub mod ledger_cmd;
 pub mod policy_cmd;
 pub mod services;
 pub mod trace;
+
+/// Opens the ledger a configuration names (running its migrations), for the commands that
+/// read or write it directly.
+pub async fn open_ledger(
+    config: &liaison_server::Config,
+) -> anyhow::Result<liaison_ledger::Ledger> {
+    let ledger = liaison_ledger::Ledger::open(
+        liaison_ledger::LedgerConfig::new(config.database_url.clone()),
+        std::sync::Arc::new(liaison_core::SystemClock),
+    )
+    .await?;
+    Ok(ledger)
+}

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use liaison_core::{AgencyCode, Registry, SystemClock};
-use liaison_ledger::{Ledger, LedgerConfig, TraceKey};
+use liaison_core::{AgencyCode, Registry};
+use liaison_ledger::TraceKey;
 use liaison_server::Config;
 use liaison_server::pki::{self, PkiLayout, PkiOptions};
 
@@ -302,14 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Trace { config, key, json } => {
             let config = config.load()?;
-            let ledger = Ledger::open(
-                LedgerConfig {
-                    database_url: config.database_url.clone(),
-                    ..LedgerConfig::default()
-                },
-                std::sync::Arc::new(SystemClock),
-            )
-            .await?;
+            let ledger = liaison_cli::open_ledger(&config).await?;
             let entries = ledger.trace(&TraceKey::parse(&key)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
@@ -414,14 +407,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         id.is_some() || all,
                         "name a message with --id, or pass --all"
                     );
-                    let ledger = Ledger::open(
-                        LedgerConfig {
-                            database_url: config.database_url.clone(),
-                            ..LedgerConfig::default()
-                        },
-                        std::sync::Arc::new(SystemClock),
-                    )
-                    .await?;
+                    let ledger = liaison_cli::open_ledger(&config).await?;
                     let report = deadletters::redrive(&bus, &ledger, id).await?;
                     for (message, recipient) in &report.sent {
                         println!(

@@ -10,7 +10,7 @@ use liaison_ledger::{LedgerError, StoredCheckpoint};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::gateway::{Caller, Gateway};
+use crate::gateway::{Caller, Gateway, visible_message};
 use crate::problem::Problem;
 
 #[derive(Serialize)]
@@ -54,24 +54,8 @@ pub async fn proof(
     Extension(Caller(caller)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ProofBody>, Problem> {
-    let not_found = || {
-        Problem::new(
-            RejectCode::NotFound,
-            format!("no message {id} visible to this agency"),
-        )
-    };
-    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let stored = gateway
-        .ledger
-        .message(uuid)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(not_found)?;
-    let visible =
-        stored.sender == caller || stored.deliveries.iter().any(|d| d.recipient == caller);
-    if !visible {
-        return Err(not_found());
-    }
+    let stored = visible_message(&gateway, &caller, &id).await?;
+    let uuid = stored.id;
     let proofs = gateway
         .ledger
         .message_proofs(uuid)

@@ -235,21 +235,20 @@ struct MessageBody {
     event: Box<RawValue>,
 }
 
-/// The message and its delivery states, for its sender and its recipients.
-async fn message(
-    State(gateway): State<Gateway>,
-    Extension(Caller(caller)): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<Json<MessageBody>, Problem> {
+/// The stored message `id`, if `caller` sent or received it. Anyone else is told it does
+/// not exist: whether a message exists is itself not for them to learn.
+pub(crate) async fn visible_message(
+    gateway: &Gateway,
+    caller: &AgencyCode,
+    id: &str,
+) -> Result<liaison_ledger::StoredMessage, Problem> {
     let not_found = || {
         Problem::new(
             RejectCode::NotFound,
             format!("no message {id} visible to this agency"),
         )
     };
-    let Ok(uuid) = Uuid::parse_str(&id) else {
-        return Err(not_found());
-    };
+    let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
     let stored = gateway
         .ledger
         .message(uuid)
@@ -257,10 +256,21 @@ async fn message(
         .map_err(unavailable)?
         .ok_or_else(not_found)?;
     let visible =
-        stored.sender == caller || stored.deliveries.iter().any(|d| d.recipient == caller);
-    if !visible {
-        return Err(not_found());
+        &stored.sender == caller || stored.deliveries.iter().any(|d| &d.recipient == caller);
+    if visible {
+        Ok(stored)
+    } else {
+        Err(not_found())
     }
+}
+
+/// The message and its delivery states, for its sender and its recipients.
+async fn message(
+    State(gateway): State<Gateway>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageBody>, Problem> {
+    let stored = visible_message(&gateway, &caller, &id).await?;
     let event = std::str::from_utf8(&stored.body)
         .ok()
         .and_then(|s| RawValue::from_string(s.to_owned()).ok())
