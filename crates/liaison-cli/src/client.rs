@@ -43,8 +43,12 @@ impl AgencyClient {
         http1: bool,
     ) -> anyhow::Result<Self> {
         tls::install_crypto_provider();
-        let tls = tls::agency_client_config(layout, agency)
+        let mut tls = tls::agency_client_config(layout, agency)
             .with_context(|| format!("TLS client configuration for {agency}"))?;
+        if http1 {
+            // ALPN decides the protocol: offer only HTTP/1.1, or the gateway picks HTTP/2.
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
         let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(60));
