@@ -27,35 +27,14 @@ impl AgencyClient {
     /// `base` is the gateway's URL, e.g. `https://localhost:8443`. Offers HTTP/2 and
     /// HTTP/1.1; the gateway picks HTTP/2, multiplexing requests on one connection.
     pub fn new(layout: &PkiLayout, agency: &AgencyCode, base: &str) -> anyhow::Result<Self> {
-        Self::build(layout, agency, base, false)
-    }
-
-    /// Like [`AgencyClient::new`], but over HTTP/1.1 keep-alive connections, one per
-    /// request in flight — how most agency systems talk to the gateway.
-    pub fn http1(layout: &PkiLayout, agency: &AgencyCode, base: &str) -> anyhow::Result<Self> {
-        Self::build(layout, agency, base, true)
-    }
-
-    fn build(
-        layout: &PkiLayout,
-        agency: &AgencyCode,
-        base: &str,
-        http1: bool,
-    ) -> anyhow::Result<Self> {
         tls::install_crypto_provider();
-        let mut tls = tls::agency_client_config(layout, agency)
+        let tls = tls::agency_client_config(layout, agency)
             .with_context(|| format!("TLS client configuration for {agency}"))?;
-        if http1 {
-            // ALPN decides the protocol: offer only HTTP/1.1, or the gateway picks HTTP/2.
-            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        }
-        let mut builder = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .timeout(Duration::from_secs(60));
-        if http1 {
-            builder = builder.http1_only();
-        }
-        let http = builder.build().context("building the HTTPS client")?;
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("building the HTTPS client")?;
         Ok(Self {
             agency: agency.clone(),
             base: base.trim_end_matches('/').to_owned(),

@@ -11,6 +11,11 @@ use liaison_ledger::TraceKey;
 use liaison_server::Config;
 use liaison_server::pki::{self, PkiLayout, PkiOptions};
 
+/// Every message allocates buffers on several threads (TLS, HTTP, JSON, AMQP, SQL);
+/// mimalloc's thread-local heaps keep that off glibc's contended arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "liaison",

@@ -21,7 +21,7 @@ use super::report::Percentiles;
 use super::setup::BenchWorld;
 use crate::client::AgencyClient;
 
-/// Agencies that post leads in the benchmark, each over HTTP/1.1 keep-alive connections.
+/// Agencies that post leads in the benchmark, each over its own keep-alive HTTP/2 connection.
 const SENDERS: [&str; 8] = [
     "eco",
     "market",
@@ -73,7 +73,7 @@ fn clients(world: &BenchWorld, broker: &Broker) -> anyhow::Result<Vec<Arc<Agency
     SENDERS
         .iter()
         .map(|s| {
-            Ok(Arc::new(AgencyClient::http1(
+            Ok(Arc::new(AgencyClient::new(
                 &layout,
                 &AgencyCode::new(*s)?,
                 &base,
