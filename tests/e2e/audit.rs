@@ -11,22 +11,8 @@ use liaison_core::checkpoint::CheckpointVerifier;
 use liaison_core::merkle;
 use liaison_server::pki;
 use liaison_tests::World;
+use liaison_tests::process::liaison_binary;
 use serde_json::Value;
-
-fn liaison_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("liaison");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p liaison-cli` (cargo test --workspace does)",
-        path.display()
-    );
-    path
-}
 
 fn hash(value: &Value) -> [u8; 32] {
     let bytes = hex::decode(value.as_str().expect("hex string")).expect("hex");

@@ -13,8 +13,7 @@
 use std::time::Duration;
 
 use liaison_bus::{
-    Bus, BusError, DeadBy, DeadLetter, Delivery, Outgoing, PublishOutcome, QUEUE_DEAD_LEDGER,
-    QUEUE_INTAKE,
+    Bus, BusError, DeadBy, DeadLetter, Delivery, PublishOutcome, QUEUE_DEAD_LEDGER, QUEUE_INTAKE,
 };
 use liaison_core::audit::sha256;
 use liaison_core::{Channel, RejectCode};
@@ -22,6 +21,7 @@ use liaison_ledger::{DeliveryOutcome, Ledger, NewRejection, PendingDelivery, Rej
 use tokio_util::sync::CancellationToken;
 
 use crate::intake::agency_of_user;
+use crate::relay::outgoing;
 
 /// Replaces the failed outcomes of deliveries on their last attempt with dead letters,
 /// once each is confirmed in `liaison.dlx`.
@@ -70,19 +70,6 @@ pub async fn park_exhausted(
         }
     }
     result
-}
-
-fn outgoing(row: &PendingDelivery) -> Outgoing {
-    Outgoing {
-        delivery_id: row.delivery_id,
-        recipient: row.recipient.clone(),
-        message_id: row.message_id,
-        type_: row.type_.clone(),
-        seq: row.seq,
-        caseref: row.caseref.clone(),
-        traceparent: row.traceparent.clone(),
-        body: row.body.clone(),
-    }
 }
 
 /// Records every dead letter RabbitMQ makes in the ledger.

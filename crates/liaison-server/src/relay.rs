@@ -179,7 +179,8 @@ impl Relay {
     }
 }
 
-fn outgoing(row: &PendingDelivery) -> Outgoing {
+/// What the bus publishes for one leased outbox row.
+pub(crate) fn outgoing(row: &PendingDelivery) -> Outgoing {
     Outgoing {
         delivery_id: row.delivery_id,
         recipient: row.recipient.clone(),
