@@ -70,6 +70,14 @@ enum Command {
         /// A short run (a tenth of the messages) for a quick look.
         #[arg(long)]
         quick: bool,
+        /// Pad each lead to about this many bytes (up to about 12,000; the schema caps the
+        /// harm description), to see how cost grows with message size.
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        message_bytes: usize,
+        /// Add this many synthetic agencies to the registry (each with its quorum queue),
+        /// to see how cost grows with the number of agencies.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        agencies: usize,
     },
     /// Development PKI.
     Pki {
@@ -240,8 +248,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             json,
             quick,
+            message_bytes,
+            agencies,
         } => {
-            let mut options = liaison_cli::bench::BenchOptions::default();
+            let mut options = liaison_cli::bench::BenchOptions {
+                message_bytes,
+                extra_agencies: agencies,
+                ..liaison_cli::bench::BenchOptions::default()
+            };
             if quick {
                 options.raw_messages /= 10;
                 options.ledger_appends /= 10;

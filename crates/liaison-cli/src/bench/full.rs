@@ -44,23 +44,52 @@ pub struct PathResult {
     pub delivered_ms: Percentiles,
 }
 
-/// A realistic lead as `eco` would send it, serialised.
-pub fn lead_bytes(caseref: &str) -> Vec<u8> {
-    serde_json::to_vec(&crate::demo::lead_event(caseref)).unwrap_or_default()
+/// The leads the benchmark posts: the demo's realistic lead, its harm description
+/// lengthened with more of the same prose when a larger message is asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct Leads {
+    /// Serialised size to reach at least; 0 keeps the natural size (about 950 bytes).
+    pub pad_to: usize,
 }
 
-pub fn sample_body_size() -> usize {
-    lead_bytes("SD-BENCH-0000000").len()
-}
+/// More description of the harm, 3 bytes a character in UTF-8.
+const HARM_FILLER: &str = "沿岸农田灌溉取水口位于排污口下游，村民反映井水出现异味。";
+/// The schema's limit on `data.harm`, in characters.
+const HARM_MAX_CHARS: usize = 4000;
 
-fn lead_from(sender: &AgencyCode, caseref: &str) -> (Uuid, Vec<u8>) {
-    let mut event = crate::demo::lead_event(caseref);
-    event["source"] = serde_json::Value::String(sender.urn());
-    let id = event["id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .unwrap_or_default();
-    (id, serde_json::to_vec(&event).unwrap_or_default())
+impl Leads {
+    /// One lead from `sender` with a fresh id.
+    pub fn make(&self, sender: &AgencyCode, caseref: &str) -> (Uuid, Vec<u8>) {
+        let mut event = crate::demo::lead_event(caseref);
+        event["source"] = serde_json::Value::String(sender.urn());
+        let natural = serde_json::to_vec(&event).unwrap_or_default().len();
+        if self.pad_to > natural {
+            let harm = event["data"]["harm"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let chars = harm.chars().count();
+            let wanted = (self.pad_to - natural).div_ceil(3);
+            let extra: String = HARM_FILLER
+                .chars()
+                .cycle()
+                .take(wanted.min(HARM_MAX_CHARS.saturating_sub(chars)))
+                .collect();
+            event["data"]["harm"] = serde_json::Value::String(harm + &extra);
+        }
+        let id = event["id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .unwrap_or_default();
+        (id, serde_json::to_vec(&event).unwrap_or_default())
+    }
+
+    pub fn size(&self) -> anyhow::Result<usize> {
+        Ok(self
+            .make(&AgencyCode::new("eco")?, "SD-BENCH-0000000")
+            .1
+            .len())
+    }
 }
 
 type Started = Arc<Mutex<HashMap<Uuid, Instant>>>;
@@ -160,6 +189,7 @@ async fn post(
 pub async fn saturate(
     world: &BenchWorld,
     broker: &Broker,
+    leads: Leads,
     messages: usize,
     concurrency: usize,
 ) -> anyhow::Result<PathResult> {
@@ -169,7 +199,7 @@ pub async fn saturate(
     let prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)> = (0..messages)
         .map(|i| {
             let client = clients[i % clients.len()].clone();
-            let (id, bytes) = lead_from(&client.agency, &format!("SD-BENCH-{i:07}"));
+            let (id, bytes) = leads.make(&client.agency, &format!("SD-BENCH-{i:07}"));
             (client, id, bytes)
         })
         .collect();
@@ -200,6 +230,7 @@ pub async fn saturate(
 pub async fn fixed_rate(
     world: &BenchWorld,
     broker: &Broker,
+    leads: Leads,
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<PathResult> {
@@ -214,7 +245,7 @@ pub async fn fixed_rate(
     for i in 0..messages {
         ticker.tick().await;
         let client = clients[i % clients.len()].clone();
-        let (id, bytes) = lead_from(&client.agency, &format!("SD-BENCH-R{i:07}"));
+        let (id, bytes) = leads.make(&client.agency, &format!("SD-BENCH-R{i:07}"));
         let started = started.clone();
         tasks.spawn(async move { post(&client, id, bytes, &started).await });
     }

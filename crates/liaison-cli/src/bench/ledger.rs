@@ -11,7 +11,7 @@ use liaison_ledger::{AcceptOutcome, Ledger, LedgerConfig, NewMessage};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::full::lead_bytes;
+use super::full::Leads;
 use super::setup::BenchWorld;
 
 #[derive(Clone, Debug, Serialize)]
@@ -26,17 +26,23 @@ pub struct LedgerResult {
 /// Runs in a database of its own, so that its outbox rows never reach the full-path phase.
 pub async fn run(
     world: &BenchWorld,
+    leads: Leads,
     appends: usize,
     concurrency: usize,
 ) -> anyhow::Result<LedgerResult> {
     let url = format!("{}_ledger", world.config.database_url);
     liaison_ledger::ensure_database(&url).await?;
-    let result = measure(&url, appends, concurrency).await;
+    let result = measure(&url, leads, appends, concurrency).await;
     let _ = liaison_ledger::drop_database(&url).await;
     result
 }
 
-async fn measure(url: &str, appends: usize, concurrency: usize) -> anyhow::Result<LedgerResult> {
+async fn measure(
+    url: &str,
+    leads: Leads,
+    appends: usize,
+    concurrency: usize,
+) -> anyhow::Result<LedgerResult> {
     let ledger = Ledger::open(LedgerConfig::new(url.to_owned()), Arc::new(SystemClock)).await?;
     let eco = AgencyCode::new("eco")?;
     let route = Route {
@@ -48,7 +54,7 @@ async fn measure(url: &str, appends: usize, concurrency: usize) -> anyhow::Resul
     };
     let messages: Vec<NewMessage> = (0..appends)
         .map(|i| {
-            let bytes = lead_bytes(&format!("SD-BENCH-L{i}"));
+            let (_, bytes) = leads.make(&eco, &format!("SD-BENCH-L{i}"));
             let value: serde_json::Value = serde_json::from_slice(&bytes)?;
             Ok(NewMessage {
                 envelope: Envelope::from_value(&value)?,

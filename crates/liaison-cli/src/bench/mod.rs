@@ -33,6 +33,10 @@ pub struct BenchOptions {
     pub full_messages: usize,
     pub full_concurrency: usize,
     pub latency_duration: Duration,
+    /// Size to pad each lead to, in bytes; 0 keeps the natural size (about 950 bytes).
+    pub message_bytes: usize,
+    /// Synthetic agencies added to the registry (each gets its quorum queue and certificate).
+    pub extra_agencies: usize,
 }
 
 impl Default for BenchOptions {
@@ -45,13 +49,15 @@ impl Default for BenchOptions {
             full_messages: 10_000,
             full_concurrency: 256,
             latency_duration: Duration::from_secs(8),
+            message_bytes: 0,
+            extra_agencies: 0,
         }
     }
 }
 
 pub async fn run(options: &BenchOptions, base: &liaison_server::Config) -> anyhow::Result<Report> {
     crate::services::ensure_all()?;
-    let world = setup::BenchWorld::create(base)
+    let world = setup::BenchWorld::create(base, options.extra_agencies)
         .await
         .context("preparing the benchmark's vhost, database and PKI")?;
     let result = phases(options, &world).await;
@@ -60,7 +66,10 @@ pub async fn run(options: &BenchOptions, base: &liaison_server::Config) -> anyho
 }
 
 async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Result<Report> {
-    let body = full::sample_body_size();
+    let leads = full::Leads {
+        pad_to: options.message_bytes,
+    };
+    let body = leads.size()?;
     eprintln!(
         "raw floor: {} persistent {}-byte messages, {} confirms in flight…",
         options.raw_messages, body, options.raw_window
@@ -76,7 +85,13 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
         "ledger: {} appends from {} concurrent callers…",
         options.ledger_appends, options.ledger_concurrency
     );
-    let ledger = ledger::run(world, options.ledger_appends, options.ledger_concurrency).await?;
+    let ledger = ledger::run(
+        world,
+        leads,
+        options.ledger_appends,
+        options.ledger_concurrency,
+    )
+    .await?;
     eprintln!(
         "full path: {} leads over HTTPS, {} in flight…",
         options.full_messages, options.full_concurrency
@@ -87,6 +102,7 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
     let saturation = full::saturate(
         world,
         &broker,
+        leads,
         options.full_messages,
         options.full_concurrency,
     )
@@ -98,7 +114,7 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
                 "latency: {:.0} leads/s offered for {:?}…",
                 rate, options.latency_duration
             );
-            Some(full::fixed_rate(world, &broker, rate, options.latency_duration).await)
+            Some(full::fixed_rate(world, &broker, leads, rate, options.latency_duration).await)
         }
         Err(_) => None,
     };

@@ -36,6 +36,8 @@ impl Percentiles {
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
     pub cores: usize,
+    /// Agencies in the registry the broker ran with (one quorum queue each).
+    pub agencies: usize,
     pub liaison: &'static str,
     pub postgresql: String,
     pub rabbitmq: String,
@@ -77,6 +79,9 @@ impl Report {
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            agencies: liaison_core::Registry::load(&world.config.registry)
+                .map(|r| r.len())
+                .unwrap_or(0),
             liaison: env!("CARGO_PKG_VERSION"),
             postgresql: postgres_version(&world.config.database_url).await,
             rabbitmq: command_output("rabbitmqctl", &["version"]),
@@ -97,8 +102,8 @@ impl Report {
     pub fn text(&self) -> String {
         let m = &self.machine;
         let mut out = format!(
-            "liaison {} bench — {} cores, PostgreSQL {}, RabbitMQ {}, {}\nmessage size {} bytes\n\n",
-            m.liaison, m.cores, m.postgresql, m.rabbitmq, m.os, self.message_bytes
+            "liaison {} bench — {} cores, PostgreSQL {}, RabbitMQ {}, {}\nmessage size {} bytes, {} agencies\n\n",
+            m.liaison, m.cores, m.postgresql, m.rabbitmq, m.os, self.message_bytes, m.agencies
         );
         out.push_str(&format!(
             "raw floor (lapin, quorum queue, {} confirms in flight, consumed): {:>8.0} msg/s\n",

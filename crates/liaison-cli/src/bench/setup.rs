@@ -40,7 +40,10 @@ fn with_path(url: &str, path: &str) -> String {
 }
 
 impl BenchWorld {
-    pub async fn create(base: &Config) -> anyhow::Result<Self> {
+    /// With `extra_agencies`, the registry is the configured one plus that many synthetic
+    /// agencies (`bench-0001`…), written next to the PKI: each costs a quorum queue and a
+    /// certificate, which is what a county with hundreds of agencies pays.
+    pub async fn create(base: &Config, extra_agencies: usize) -> anyhow::Result<Self> {
         let id = Uuid::new_v4().simple().to_string()[..10].to_owned();
         let vhost = format!("liaison-bench-{id}");
         rabbitmqctl(&["add_vhost", &vhost])?;
@@ -48,12 +51,22 @@ impl BenchWorld {
         let database_url = with_path(&base.database_url, &format!("liaison_bench_{id}"));
         liaison_ledger::ensure_database(&database_url).await?;
         let pki_dir = tempfile::tempdir()?;
-        let registry = Registry::load(&base.registry)?;
+        let mut registry_text = std::fs::read_to_string(&base.registry)
+            .with_context(|| format!("reading {}", base.registry.display()))?;
+        for i in 1..=extra_agencies {
+            registry_text.push_str(&format!(
+                "\n[[agency]]\ncode = \"bench-{i:04}\"\nname_zh = \"基准测试单位{i}\"\nname_en = \"Benchmark agency {i}\"\n"
+            ));
+        }
+        let registry_path = pki_dir.path().join("agencies.toml");
+        std::fs::write(&registry_path, &registry_text)?;
+        let registry = Registry::load(&registry_path)?;
         pki::init(pki_dir.path(), &registry, &PkiOptions::default())?;
         let mut config = Config {
             database_url,
             amqp_url: with_path(&base.amqp_url, &vhost),
             tls_dir: pki_dir.path().to_owned(),
+            registry: registry_path,
             ..base.clone()
         };
         config.listen.set_port(0);
