@@ -82,20 +82,7 @@ pub struct DeadLetterRecorder {
 
 impl DeadLetterRecorder {
     pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
-        while !cancel.is_cancelled() {
-            match self.consume(&cancel).await {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "dead-letter recorder stopped; reopening");
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        crate::reopen::reopening("dead-letter recorder", &cancel, || self.consume(&cancel)).await;
     }
 
     async fn consume(&self, cancel: &CancellationToken) -> Result<(), BusError> {

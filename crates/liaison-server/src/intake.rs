@@ -30,8 +30,6 @@ use crate::problem::Problem;
 
 /// How long an intake message is held before it is requeued while the ledger is down.
 const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(1);
-/// Longest wait between attempts to reopen the intake consumer.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct Intake {
     pub bus: Bus,
@@ -64,20 +62,7 @@ enum Settle {
 impl Intake {
     /// Consumes until `cancel`; a lost channel or connection is reopened with backoff.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
-        while !cancel.is_cancelled() {
-            match self.consume(&cancel).await {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "AMQP intake consumer stopped; reopening");
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+        crate::reopen::reopening("AMQP intake", &cancel, || self.consume(&cancel)).await;
     }
 
     /// Handles up to `prefetch` messages at once; returns `Ok` only when cancelled.

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod pki;
 pub mod problem;
 pub mod relay;
+pub mod reopen;
 pub mod tls;
 
 pub use broker::{Broker, StartError, run};
