@@ -36,17 +36,10 @@ pub fn code(s: &str) -> AgencyCode {
     AgencyCode::new(s).expect("valid agency code")
 }
 
-fn rabbitmqctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run rabbitmqctl {args:?} ({e}); the end-to-end tests need the local RabbitMQ"));
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// Runs `rabbitmqctl`; panics with its output when it fails (the end-to-end tests need the
+/// local RabbitMQ and its command line).
+pub fn rabbitmqctl(args: &[&str]) {
+    process::service_command("rabbitmqctl", args);
 }
 
 /// One isolated world for one test: database, virtual host, PKI, configuration.
@@ -94,6 +87,13 @@ impl World {
             database,
             _pki: pki_dir,
         }
+    }
+
+    /// Deletes an agency's queue in this world's virtual host, as for an agency removed
+    /// from RabbitMQ: every delivery to it then comes back unroutable.
+    pub fn delete_agency_queue(&self, agency: &str) {
+        let queue = liaison_bus::agency_queue(&code(agency));
+        rabbitmqctl(&["delete_queue", "-p", &self.vhost, &queue]);
     }
 
     pub fn layout(&self) -> PkiLayout {

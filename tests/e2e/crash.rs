@@ -15,12 +15,8 @@ use liaison_cli::demo::lead_event;
 use liaison_core::EntryKind;
 use liaison_ledger::TraceKey;
 use liaison_tests::process::{BrokerProcess, free_port};
-use liaison_tests::{World, code};
+use liaison_tests::{World, code, rabbitmqctl};
 use uuid::Uuid;
-
-fn rabbitmqctl(args: &[&str]) {
-    liaison_tests::process::service_command("rabbitmqctl", args);
-}
 
 async fn spawn_broker(world: &World, config_file: &std::path::Path) -> BrokerProcess {
     BrokerProcess::spawn(world, config_file, free_port(), free_port()).await

@@ -2,7 +2,6 @@
 //! one that its consumer keeps rejecting is dead-lettered by RabbitMQ; the ledger records
 //! every step.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use liaison_bus::agency_queue;
@@ -55,16 +54,7 @@ async fn a_failing_delivery_is_dead_lettered_listed_redriven_and_arrives() {
 
     // The procuratorate's queue is gone (as for an agency removed from RabbitMQ): every
     // publish to it comes back unroutable.
-    let output = Command::new("rabbitmqctl")
-        .args([
-            "delete_queue",
-            "-p",
-            &world.vhost,
-            "liaison.agency.procuratorate",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    world.delete_agency_queue("procuratorate");
 
     let caseref = "SD-DEAD-1";
     let lead = lead_event(caseref);

@@ -16,7 +16,7 @@ use liaison_cli::amqp_defs::{self, DefinitionsArgs};
 use liaison_cli::demo::lead_event;
 use liaison_core::{EntryKind, Registry};
 use liaison_ledger::TraceKey;
-use liaison_tests::{World, repo_root};
+use liaison_tests::{World, rabbitmqctl, repo_root};
 use uuid::Uuid;
 
 /// RabbitMQ users for one test, imported from generated definitions; deleted on drop.
@@ -42,11 +42,7 @@ impl AgencyUsers {
         let registry = Registry::load(&repo_root().join("deploy/demo/agencies.toml")).unwrap();
         let definitions = amqp_defs::build(&args, &registry);
         std::fs::write(&out, serde_json::to_vec(&definitions.document).unwrap()).unwrap();
-        let output = Command::new("rabbitmqctl")
-            .args(["import_definitions", &out.display().to_string()])
-            .output()
-            .expect("rabbitmqctl runs");
-        assert!(output.status.success(), "import_definitions: {output:?}");
+        rabbitmqctl(&["import_definitions", &out.display().to_string()]);
         let users = AgencyUsers {
             prefix,
             passwords: definitions.passwords.into_iter().collect(),

@@ -428,16 +428,7 @@ async fn a_policy_changed_while_a_message_is_in_flight_does_not_lose_or_reroute_
     let broker = world.start().await;
     let ledger = world.ledger().await;
     // Keep the lead in flight: its recipient's queue is missing, so the relay retries.
-    let output = std::process::Command::new("rabbitmqctl")
-        .args([
-            "delete_queue",
-            "-p",
-            &world.vhost,
-            "liaison.agency.procuratorate",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    world.delete_agency_queue("procuratorate");
     let caseref = "SD-RELOAD";
     let lead = liaison_cli::demo::lead_event(caseref);
     let answer = world.client(&broker, "eco").submit(&lead).await.unwrap();

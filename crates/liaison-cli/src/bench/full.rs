@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use lapin::{Connection, ConnectionProperties};
 use liaison_bus::agency_queue;
 use liaison_core::AgencyCode;
@@ -120,17 +119,8 @@ async fn consume(
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<(Vec<f64>, Instant)>>> {
     let connection =
         Connection::connect(&world.config.amqp_url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    channel.basic_qos(300, BasicQosOptions::default()).await?;
     let queue = agency_queue(&AgencyCode::new("procuratorate")?);
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = super::raw::consumer(&connection, &queue).await?;
     Ok(tokio::spawn(async move {
         let _connection = connection;
         let mut latencies = Vec::with_capacity(expect);

@@ -49,16 +49,7 @@ pub async fn run(
         )
         .await?;
 
-    let consume = connection.create_channel().await?;
-    consume.basic_qos(300, BasicQosOptions::default()).await?;
-    let mut consumer = consume
-        .basic_consume(
-            queue.as_str().into(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = consumer(&connection, &queue).await?;
     let counting = tokio::spawn(async move {
         let mut seen = 0usize;
         while seen < messages {
@@ -117,6 +108,24 @@ pub async fn run(
         seconds,
         throughput: messages as f64 / seconds,
     })
+}
+
+/// The consumer both phases measure with, so the floor and the full path are consumed
+/// the same way: its own channel, prefetch 300, one manual ack per message.
+pub(super) async fn consumer(
+    connection: &Connection,
+    queue: &str,
+) -> Result<lapin::Consumer, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel.basic_qos(300, BasicQosOptions::default()).await?;
+    channel
+        .basic_consume(
+            queue.into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
 }
 
 fn confirmed(next: Option<Result<Confirmation, lapin::Error>>) -> anyhow::Result<()> {
