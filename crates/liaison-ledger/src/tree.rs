@@ -76,27 +76,11 @@ fn corrupt(e: sqlx::Error) -> LedgerError {
     LedgerError::Corrupt(format!("tree row: {e}"))
 }
 
-/// Extends the stored tree of `size_before` leaves by `leaves`, in the caller's transaction
-/// (which holds the sequencing lock, so nobody else extends it meanwhile).
-pub(crate) async fn append(
-    conn: &mut PgConnection,
-    size_before: u64,
-    leaves: impl Iterator<Item = Hash>,
-) -> Result<(), LedgerError> {
-    let mut leaves = leaves.peekable();
-    if leaves.peek().is_none() {
-        return Ok(());
-    }
-    let mut range = load_range(conn, size_before).await?;
-    let mut nodes = Vec::new();
-    for leaf in leaves {
-        range.push(leaf, |id, hash| nodes.push((id, hash)));
-    }
-    insert_nodes(conn, &nodes).await
-}
-
 /// The right edge of the stored tree of `size` leaves.
-async fn load_range(conn: &mut PgConnection, size: u64) -> Result<CompactRange, LedgerError> {
+pub(crate) async fn load_range(
+    conn: &mut PgConnection,
+    size: u64,
+) -> Result<CompactRange, LedgerError> {
     let frontier = CompactRange::frontier(size);
     let hashes = fetch_nodes(conn, &frontier).await?;
     let parts = frontier.iter().map(|id| hashes[id]).collect();

@@ -4,8 +4,9 @@
 //! Every configuration is built with the ring provider passed explicitly, so nothing here
 //! depends on a process-wide default provider having been installed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use liaison_core::AgencyCode;
 use rustls::crypto::CryptoProvider;
@@ -176,7 +177,29 @@ pub fn agency_from_cert(cert: &CertificateDer<'_>) -> Option<AgencyCode> {
 pub fn peer_agency(extensions: &http::Extensions) -> Option<AgencyCode> {
     let tls = extensions.get::<PeerTls>()?;
     let leaf = tls.peer_certificates.first()?;
-    agency_from_cert(&CertificateDer::from(leaf.as_slice()))
+    let known = lock_peers().get(leaf.as_slice()).cloned();
+    if let Some(agency) = known {
+        return agency;
+    }
+    let agency = agency_from_cert(&CertificateDer::from(leaf.as_slice()));
+    let mut peers = lock_peers();
+    if peers.len() >= KNOWN_PEERS_MAX {
+        peers.clear();
+    }
+    peers.insert(leaf.clone(), agency.clone());
+    agency
+}
+
+/// Client certificates already read, with the agency each names. Every request on a
+/// connection carries the same certificate, and parsing it costs more than everything
+/// else the gateway does with a small message's headers; a county has a few dozen
+/// agencies, so the map stays small (and is emptied if something makes it grow).
+static KNOWN_PEERS: LazyLock<Mutex<HashMap<Vec<u8>, Option<AgencyCode>>>> =
+    LazyLock::new(Mutex::default);
+const KNOWN_PEERS_MAX: usize = 4096;
+
+fn lock_peers() -> std::sync::MutexGuard<'static, HashMap<Vec<u8>, Option<AgencyCode>>> {
+    KNOWN_PEERS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn ring_provider() -> Arc<CryptoProvider> {
@@ -293,15 +316,23 @@ mod tests {
 
     #[test]
     fn peer_agency_reads_the_leaf_from_request_extensions() {
-        let (_dir, layout) = pki_with(&["eco"]);
-        let leaf =
-            CertificateDer::from_pem_file(layout.agency_cert(&AgencyCode::new("eco").unwrap()))
-                .unwrap();
-        let mut info = TlsInfo::default();
-        info.peer_certificates = vec![leaf.to_vec()];
-        let mut extensions = http::Extensions::new();
-        extensions.insert::<PeerTls>(Arc::new(info));
-        assert_eq!(peer_agency(&extensions), AgencyCode::new("eco").ok());
+        let (_dir, layout) = pki_with(&["eco", "market"]);
+        let presenting = |code: &str| {
+            let leaf =
+                CertificateDer::from_pem_file(layout.agency_cert(&AgencyCode::new(code).unwrap()))
+                    .unwrap();
+            let mut info = TlsInfo::default();
+            info.peer_certificates = vec![leaf.to_vec()];
+            let mut extensions = http::Extensions::new();
+            extensions.insert::<PeerTls>(Arc::new(info));
+            extensions
+        };
+        let (eco, market) = (presenting("eco"), presenting("market"));
+        // Twice each: the second answer comes from the map of certificates already read.
+        for _ in 0..2 {
+            assert_eq!(peer_agency(&eco), AgencyCode::new("eco").ok());
+            assert_eq!(peer_agency(&market), AgencyCode::new("market").ok());
+        }
 
         assert_eq!(
             peer_agency(&http::Extensions::new()),

@@ -93,21 +93,29 @@ impl Leads {
 
 type Started = Arc<Mutex<HashMap<Uuid, Instant>>>;
 
-fn clients(world: &BenchWorld, broker: &Broker) -> anyhow::Result<Vec<Arc<AgencyClient>>> {
+/// One client per sending agency, each already connected: keep-alive clients pay their
+/// TLS handshake once, before any message, and the measurement should not include it.
+/// (Requests started together on a client that has not yet learned, through ALPN, that
+/// its connection speaks HTTP/2 would each open a connection of their own.)
+async fn clients(world: &BenchWorld, broker: &Broker) -> anyhow::Result<Vec<Arc<AgencyClient>>> {
     let layout = PkiLayout {
         dir: world.config.tls_dir.clone(),
     };
     let base = format!("https://localhost:{}", broker.https_addr.port());
-    SENDERS
-        .iter()
-        .map(|s| {
-            Ok(Arc::new(AgencyClient::new(
-                &layout,
-                &AgencyCode::new(*s)?,
-                &base,
-            )?))
-        })
-        .collect()
+    let mut clients = Vec::with_capacity(SENDERS.len());
+    for sender in SENDERS {
+        let client = AgencyClient::new(&layout, &AgencyCode::new(sender)?, &base)?;
+        let answer = client.get("/v1/schemas").await?;
+        if answer.status != 200 {
+            bail!(
+                "{sender} could not connect: {} {}",
+                answer.status,
+                answer.body
+            );
+        }
+        clients.push(Arc::new(client));
+    }
+    Ok(clients)
 }
 
 /// Consumes `expect` messages from the procuratorate's queue and returns each one's
@@ -120,9 +128,9 @@ async fn consume(
     let connection =
         Connection::connect(&world.config.amqp_url, ConnectionProperties::default()).await?;
     let queue = agency_queue(&AgencyCode::new("procuratorate")?);
-    let mut consumer = super::raw::consumer(&connection, &queue).await?;
+    let (channel, mut consumer) = super::raw::consumer(&connection, &queue).await?;
     Ok(tokio::spawn(async move {
-        let _connection = connection;
+        let _open = (connection, channel);
         let mut latencies = Vec::with_capacity(expect);
         let mut seen = std::collections::HashSet::with_capacity(expect);
         while seen.len() < expect {
@@ -183,7 +191,7 @@ pub async fn saturate(
     messages: usize,
     concurrency: usize,
 ) -> anyhow::Result<PathResult> {
-    let clients = clients(world, broker)?;
+    let clients = clients(world, broker).await?;
     let started: Started = Arc::default();
     let consumer = consume(world, messages, started.clone()).await?;
     let prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)> = (0..messages)
@@ -224,7 +232,7 @@ pub async fn fixed_rate(
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<PathResult> {
-    let clients = clients(world, broker)?;
+    let clients = clients(world, broker).await?;
     let messages = ((rate * duration.as_secs_f64()) as usize).max(1);
     let started: Started = Arc::default();
     let consumer = consume(world, messages, started.clone()).await?;

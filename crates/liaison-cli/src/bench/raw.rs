@@ -7,11 +7,11 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -49,7 +49,7 @@ pub async fn run(
         )
         .await?;
 
-    let mut consumer = consumer(&connection, &queue).await?;
+    let (consuming, mut consumer) = consumer(&connection, &queue).await?;
     let counting = tokio::spawn(async move {
         let mut seen = 0usize;
         while seen < messages {
@@ -64,7 +64,7 @@ pub async fn run(
                 }
             }
         }
-        Ok(())
+        Ok(consumer)
     });
 
     let publish = connection.create_channel().await?;
@@ -95,9 +95,16 @@ pub async fn run(
     while let Some(next) = in_flight.next().await {
         confirmed(Some(next))?;
     }
-    counting.await??;
+    let consumer = counting.await??;
     let seconds = started.elapsed().as_secs_f64();
 
+    // Cancel and wait before deleting the queue: a consumer dropped while the queue goes
+    // away races RabbitMQ's own cancel, and lapin takes the late cancel-ok for a protocol
+    // error that closes the connection.
+    consuming
+        .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default())
+        .await?;
+    drop(consumer);
     setup
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
@@ -110,22 +117,25 @@ pub async fn run(
     })
 }
 
+const CONSUMER_TAG: &str = "bench";
+
 /// The consumer both phases measure with, so the floor and the full path are consumed
 /// the same way: its own channel, prefetch 300, one manual ack per message.
 pub(super) async fn consumer(
     connection: &Connection,
     queue: &str,
-) -> Result<lapin::Consumer, lapin::Error> {
+) -> Result<(Channel, lapin::Consumer), lapin::Error> {
     let channel = connection.create_channel().await?;
     channel.basic_qos(300, BasicQosOptions::default()).await?;
-    channel
+    let consumer = channel
         .basic_consume(
             queue.into(),
-            "bench".into(),
+            CONSUMER_TAG.into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await
+        .await?;
+    Ok((channel, consumer))
 }
 
 fn confirmed(next: Option<Result<Confirmation, lapin::Error>>) -> anyhow::Result<()> {

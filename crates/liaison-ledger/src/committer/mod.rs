@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use liaison_core::merkle::CompactRange;
 use liaison_core::{AgencyCode, Clock};
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -81,11 +82,13 @@ impl Committer {
 
     async fn run(self, mut receiver: mpsc::Receiver<Job>, batch_max: usize) {
         let mut jobs = Vec::with_capacity(batch_max);
+        // The Merkle tree's right edge after the last commit; read back only when lost.
+        let mut frontier = None;
         // `recv_many` waits for one job, then takes whatever else is queued, up to the limit.
         while receiver.recv_many(&mut jobs, batch_max).await > 0 {
             let (requests, replies): (Vec<Request>, Vec<_>) =
                 jobs.drain(..).map(|job| (job.request, job.reply)).unzip();
-            self.commit(&requests, replies).await;
+            self.commit(&requests, replies, &mut frontier).await;
         }
         debug!("ledger committer stopped: no ledger handle is left");
     }
@@ -94,7 +97,12 @@ impl Committer {
     /// of some request (a NUL in a text, an over-long case reference), the batch is split in
     /// halves and retried, in order, so that one bad request fails alone rather than taking
     /// a thousand good ones with it. Any other failure is every request's answer.
-    async fn commit(&self, requests: &[Request], replies: Vec<Reply>) {
+    async fn commit(
+        &self,
+        requests: &[Request],
+        replies: Vec<Reply>,
+        frontier: &mut Option<CompactRange>,
+    ) {
         let mut replies: Vec<Option<Reply>> = replies.into_iter().map(Some).collect();
         let handoff = self
             .handoff
@@ -111,6 +119,7 @@ impl Committer {
                 self.clock.as_ref(),
                 &requests[range.clone()],
                 lease,
+                frontier,
             )
             .await
             {

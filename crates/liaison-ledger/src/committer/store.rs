@@ -1,9 +1,12 @@
-//! The one transaction of a batch: lock, read what the plan needs, write everything with
-//! one statement per table.
+//! The one transaction of a batch, in four exchanges with PostgreSQL: begin and lock, read
+//! what the plan needs, write everything in one statement, commit. Round trips are what a
+//! batch waits for, on a busy machine most of its time; the rows themselves are cheap.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use liaison_core::audit::Hash;
+use liaison_core::merkle::{CompactRange, NodeId};
 use liaison_core::{Clock, Route};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -21,50 +24,57 @@ use crate::sql::{agency_from_db, hash_from_db, seq_from_db, seq_to_db};
 /// database ("liaison" in ASCII). Held to commit, so seqs are gapless across instances.
 pub(crate) const SEQUENCE_LOCK: i64 = 0x006c_6961_6973_6f6e;
 
+/// `BEGIN` and [`SEQUENCE_LOCK`] in one simple-protocol exchange. The lock must be its own
+/// statement before any read: under READ COMMITTED a statement sees the commits made
+/// before it started, so only statements after the lock see every earlier batch.
+const BEGIN_SEQUENCED: &str = "BEGIN; SELECT pg_advisory_xact_lock(30515164586667886)";
+
 /// Runs one batch to COMMIT and returns its plan (the answers and what was written).
 /// With `handoff_lease`, the batch's new deliveries are written leased for that long and
 /// returned, ready to publish.
+///
+/// `frontier` is the right edge of the Merkle tree as this committer's last batch left it;
+/// it saves reading it back while no other instance appends. It is taken for the batch and
+/// put back only after COMMIT, so a failed batch makes the next one read it again.
 pub(crate) async fn commit_batch(
     pool: &PgPool,
     clock: &dyn Clock,
     requests: &[Request],
     handoff_lease: Option<Duration>,
+    frontier: &mut Option<CompactRange>,
 ) -> Result<(Plan, Vec<PendingDelivery>), LedgerError> {
+    let cached = frontier.take();
     let mut tx = pool
-        .begin()
+        .begin_with(BEGIN_SEQUENCED)
         .await
-        .map_err(LedgerError::query("starting a batch transaction"))?;
-
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(SEQUENCE_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(LedgerError::query("taking the sequencing lock"))?;
-    // Read after the lock: under READ COMMITTED this statement sees every earlier commit.
-    let last_seq: i64 =
-        sqlx::query_scalar("SELECT coalesce(max(seq), 0)::bigint FROM ledger_entries")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(LedgerError::query("reading the last seq"))?;
-
-    let known = load_known_messages(&mut tx, requests).await?;
+        .map_err(LedgerError::query(
+            "starting a batch under the sequencing lock",
+        ))?;
+    let (last_seq, known) = read_head(&mut tx, requests).await?;
     let outbox = lock_outbox_rows(&mut tx, requests).await?;
-    let context_first_seq = seq_from_db(last_seq)? + 1;
     let context = PlanContext {
-        first_seq: context_first_seq,
+        first_seq: last_seq + 1,
         at: entry_time(clock),
         known,
         outbox,
     };
     let plan = plan::plan(requests, context);
 
-    let leased = write(&mut tx, &plan.writes, handoff_lease).await?;
     // The Merkle tree grows in the same transaction as its leaves.
-    let leaves: Vec<[u8; 32]> = plan.writes.entries.iter().map(|e| e.leaf_hash).collect();
-    crate::tree::append(&mut tx, context_first_seq - 1, leaves.into_iter()).await?;
+    let mut range = match cached {
+        Some(range) if range.size() == last_seq => range,
+        _ => crate::tree::load_range(&mut tx, last_seq).await?,
+    };
+    let mut nodes = Vec::new();
+    for entry in &plan.writes.entries {
+        range.push(entry.leaf_hash, |id, hash| nodes.push((id, hash)));
+    }
+
+    let leased = write(&mut tx, &plan.writes, &nodes, handoff_lease).await?;
     tx.commit()
         .await
         .map_err(LedgerError::query("committing a batch"))?;
+    *frontier = Some(range);
     Ok((plan, leased))
 }
 
@@ -76,10 +86,12 @@ fn entry_time(clock: &dyn Clock) -> OffsetDateTime {
         .unwrap_or(now)
 }
 
-async fn load_known_messages(
+/// The last seq and the batch's message ids already in the ledger, in one statement (one
+/// row with NULL message columns when none is known).
+async fn read_head(
     conn: &mut PgConnection,
     requests: &[Request],
-) -> Result<HashMap<Uuid, KnownMessage>, LedgerError> {
+) -> Result<(u64, HashMap<Uuid, KnownMessage>), LedgerError> {
     let ids: Vec<Uuid> = requests
         .iter()
         .filter_map(|r| match r {
@@ -87,19 +99,38 @@ async fn load_known_messages(
             _ => None,
         })
         .collect();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
     let rows = sqlx::query(
-        "SELECT m.id, m.seq, m.sender, m.sha256, m.route, e.recorded_at \
-         FROM messages m JOIN ledger_entries e ON e.seq = m.seq \
-         WHERE m.id = ANY($1)",
+        "SELECT h.last_seq, m.id, m.seq, m.sender, m.sha256, m.route, e.recorded_at \
+         FROM (SELECT coalesce(max(seq), 0)::bigint AS last_seq FROM ledger_entries) AS h \
+         LEFT JOIN (messages m JOIN ledger_entries e ON e.seq = m.seq) ON m.id = ANY($1)",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await
-    .map_err(LedgerError::query("looking up message ids"))?;
-    rows.iter().map(known_message).collect()
+    .map_err(LedgerError::query(
+        "reading the last seq and known message ids",
+    ))?;
+    let read = |e: sqlx::Error| LedgerError::Corrupt(format!("ledger head: {e}"));
+    let last_seq = match rows.first() {
+        Some(row) => seq_from_db(row.try_get("last_seq").map_err(read)?)?,
+        None => {
+            return Err(LedgerError::Internal(
+                "the ledger head query returned no row",
+            ));
+        }
+    };
+    let mut known = HashMap::new();
+    for row in &rows {
+        if row
+            .try_get::<Option<Uuid>, _>("id")
+            .map_err(read)?
+            .is_some()
+        {
+            let (id, message) = known_message(row)?;
+            known.insert(id, message);
+        }
+    }
+    Ok((last_seq, known))
 }
 
 fn known_message(row: &PgRow) -> Result<(Uuid, KnownMessage), LedgerError> {
@@ -175,118 +206,172 @@ fn outbox_row(row: &PgRow) -> Result<OutboxRow, LedgerError> {
     })
 }
 
+/// Every row of the batch in one statement: the entries, the messages, the tree nodes, the
+/// changed and the new outbox rows. Data-modifying CTEs all run to completion whether or
+/// not the main query reads them.
+const WRITE_BATCH: &str = "\
+WITH new_entries AS ( \
+    INSERT INTO ledger_entries (seq, recorded_at, kind, message_id, caseref, agency, entry, leaf_hash) \
+    SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], \
+                         $6::text[], $7::bytea[], $8::bytea[]) \
+), new_messages AS ( \
+    INSERT INTO messages (id, seq, sender, type, caseref, inreplyto, traceparent, channel, \
+                          sha256, body, route, received_at) \
+    SELECT * FROM UNNEST($9::uuid[], $10::bigint[], $11::text[], $12::text[], $13::text[], \
+                         $14::uuid[], $15::text[], $16::text[], $17::bytea[], $18::bytea[], \
+                         $19::jsonb[], $20::timestamptz[]) \
+), new_nodes AS ( \
+    INSERT INTO ledger_tree_nodes (level, idx, hash) \
+    SELECT * FROM UNNEST($21::smallint[], $22::bigint[], $23::bytea[]) \
+), changed_deliveries AS ( \
+    UPDATE outbox AS o SET state = u.state, next_attempt_at = u.next_attempt_at, \
+           leased_until = u.leased_until, dispatched_at = u.dispatched_at, \
+           acknowledged_at = u.acknowledged_at, last_error = u.last_error \
+    FROM UNNEST($24::bigint[], $25::text[], $26::timestamptz[], $27::timestamptz[], \
+                $28::timestamptz[], $29::timestamptz[], $30::text[]) \
+         AS u(delivery_id, state, next_attempt_at, leased_until, dispatched_at, acknowledged_at, last_error) \
+    WHERE o.delivery_id = u.delivery_id \
+) \
+INSERT INTO outbox (message_id, recipient, role, state, next_attempt_at, leased_until, attempts) \
+SELECT u.message_id, u.recipient, u.role, 'pending', $34, $35, $36 \
+FROM UNNEST($31::uuid[], $32::text[], $33::text[]) AS u(message_id, recipient, role) \
+RETURNING delivery_id, message_id, recipient";
+
+/// Writes the batch; with `handoff_lease` its new outbox rows are written as the first
+/// attempt, leased to this process, and returned as deliveries ready to publish.
 async fn write(
     conn: &mut PgConnection,
     writes: &BatchWrites,
+    nodes: &[(NodeId, Hash)],
     handoff_lease: Option<Duration>,
 ) -> Result<Vec<PendingDelivery>, LedgerError> {
-    insert_entries(conn, writes).await?;
-    insert_messages(conn, writes).await?;
-    let leased = insert_deliveries(conn, writes, handoff_lease).await?;
-    update_deliveries(conn, writes).await?;
-    Ok(leased)
-}
-
-async fn insert_entries(conn: &mut PgConnection, writes: &BatchWrites) -> Result<(), LedgerError> {
     let entries = &writes.entries;
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let seqs = entries
+    let messages = &writes.messages;
+    let updates = &writes.delivery_updates;
+    let deliveries = &writes.new_deliveries;
+    let entry_seqs = entries
         .iter()
         .map(|e| seq_to_db(e.seq))
         .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(
-        "INSERT INTO ledger_entries (seq, recorded_at, kind, message_id, caseref, agency, entry, leaf_hash) \
-         SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], \
-                              $6::text[], $7::bytea[], $8::bytea[])",
-    )
-    .bind(seqs)
-    .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.message_id).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.caseref.as_deref()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.agency.as_deref()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.bytes.as_slice()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| &e.leaf_hash[..]).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .map_err(LedgerError::query("inserting ledger entries"))?;
-    Ok(())
-}
-
-async fn insert_messages(conn: &mut PgConnection, writes: &BatchWrites) -> Result<(), LedgerError> {
-    let messages = &writes.messages;
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let seqs = messages
+    let message_seqs = messages
         .iter()
         .map(|m| seq_to_db(m.seq))
         .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(
-        "INSERT INTO messages (id, seq, sender, type, caseref, inreplyto, traceparent, channel, \
-                               sha256, body, route, received_at) \
-         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::uuid[], \
-                              $7::text[], $8::text[], $9::bytea[], $10::bytea[], $11::jsonb[], \
-                              $12::timestamptz[])",
-    )
-    .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
-    .bind(seqs)
-    .bind(messages.iter().map(|m| m.sender.as_str()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.type_.as_str()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.caseref.as_deref()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.inreplyto).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.traceparent.as_deref()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.channel).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| &m.sha256[..]).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| &m.body[..]).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.route.clone()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.received_at).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .map_err(LedgerError::query("inserting messages"))?;
-    Ok(())
-}
-
-/// Inserts the outbox rows; with `handoff_lease` they are written as the first attempt,
-/// leased to this process, and returned as deliveries ready to publish.
-async fn insert_deliveries(
-    conn: &mut PgConnection,
-    writes: &BatchWrites,
-    handoff_lease: Option<Duration>,
-) -> Result<Vec<PendingDelivery>, LedgerError> {
-    let deliveries = &writes.new_deliveries;
-    if deliveries.is_empty() {
-        return Ok(Vec::new());
-    }
+    let node_indexes = nodes
+        .iter()
+        .map(|(id, _)| seq_to_db(id.index))
+        .collect::<Result<Vec<_>, _>>()?;
     let leased_until = handoff_lease.map(|lease| writes.at + lease);
     let attempts: i32 = if handoff_lease.is_some() { 1 } else { 0 };
-    let rows = sqlx::query(
-        "INSERT INTO outbox (message_id, recipient, role, state, next_attempt_at, leased_until, attempts) \
-         SELECT u.message_id, u.recipient, u.role, 'pending', $4, $5, $6 \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS u(message_id, recipient, role) \
-         RETURNING delivery_id, message_id, recipient",
-    )
-    .bind(deliveries.iter().map(|d| d.message_id).collect::<Vec<_>>())
-    .bind(
-        deliveries
-            .iter()
-            .map(|d| d.recipient.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(deliveries.iter().map(|d| d.role).collect::<Vec<_>>())
-    .bind(writes.at)
-    .bind(leased_until)
-    .bind(attempts)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(LedgerError::query("inserting outbox rows"))?;
+    let rows = sqlx::query(WRITE_BATCH)
+        // ledger_entries
+        .bind(entry_seqs)
+        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.message_id).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.caseref.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.agency.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.bytes.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(|e| &e.leaf_hash[..]).collect::<Vec<_>>())
+        // messages
+        .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
+        .bind(message_seqs)
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.sender.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.type_.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.caseref.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(messages.iter().map(|m| m.inreplyto).collect::<Vec<_>>())
+        .bind(
+            messages
+                .iter()
+                .map(|m| m.traceparent.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(messages.iter().map(|m| m.channel).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| &m.sha256[..]).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| &m.body[..]).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.route.clone()).collect::<Vec<_>>())
+        .bind(messages.iter().map(|m| m.received_at).collect::<Vec<_>>())
+        // ledger_tree_nodes
+        .bind(
+            nodes
+                .iter()
+                .map(|(id, _)| i16::from(id.level))
+                .collect::<Vec<_>>(),
+        )
+        .bind(node_indexes)
+        .bind(nodes.iter().map(|(_, hash)| &hash[..]).collect::<Vec<_>>())
+        // outbox rows changed by outcomes and acknowledgements
+        .bind(updates.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
+        .bind(updates.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+        .bind(
+            updates
+                .iter()
+                .map(|r| r.next_attempt_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(updates.iter().map(|r| r.leased_until).collect::<Vec<_>>())
+        .bind(updates.iter().map(|r| r.dispatched_at).collect::<Vec<_>>())
+        .bind(
+            updates
+                .iter()
+                .map(|r| r.acknowledged_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            updates
+                .iter()
+                .map(|r| r.last_error.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        // new outbox rows
+        .bind(deliveries.iter().map(|d| d.message_id).collect::<Vec<_>>())
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.recipient.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(deliveries.iter().map(|d| d.role).collect::<Vec<_>>())
+        .bind(writes.at)
+        .bind(leased_until)
+        .bind(attempts)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(LedgerError::query("writing a batch"))?;
     if handoff_lease.is_none() {
         return Ok(Vec::new());
     }
-    let messages: HashMap<Uuid, &plan::MessageRow> =
-        writes.messages.iter().map(|m| (m.id, m)).collect();
+    let messages: HashMap<Uuid, &plan::MessageRow> = messages.iter().map(|m| (m.id, m)).collect();
     let read = |e: sqlx::Error| LedgerError::Corrupt(format!("inserted outbox row: {e}"));
     rows.iter()
         .map(|row| {
@@ -311,32 +396,12 @@ async fn insert_deliveries(
         .collect()
 }
 
-async fn update_deliveries(
-    conn: &mut PgConnection,
-    writes: &BatchWrites,
-) -> Result<(), LedgerError> {
-    let rows = &writes.delivery_updates;
-    if rows.is_empty() {
-        return Ok(());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_begin_statement_takes_the_sequencing_lock() {
+        assert!(BEGIN_SEQUENCED.ends_with(&format!("pg_advisory_xact_lock({SEQUENCE_LOCK})")));
     }
-    sqlx::query(
-        "UPDATE outbox AS o SET state = u.state, next_attempt_at = u.next_attempt_at, \
-                leased_until = u.leased_until, dispatched_at = u.dispatched_at, \
-                acknowledged_at = u.acknowledged_at, last_error = u.last_error \
-         FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-                     $5::timestamptz[], $6::timestamptz[], $7::text[]) \
-              AS u(delivery_id, state, next_attempt_at, leased_until, dispatched_at, acknowledged_at, last_error) \
-         WHERE o.delivery_id = u.delivery_id",
-    )
-    .bind(rows.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.leased_until).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.dispatched_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.acknowledged_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.last_error.as_deref()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .map_err(LedgerError::query("updating outbox rows"))?;
-    Ok(())
 }
