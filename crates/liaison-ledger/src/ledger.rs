@@ -1,12 +1,13 @@
 //! The ledger handle: opening, and the operations the broker performs on it.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use liaison_core::{AgencyCode, Clock, Entry, OriginalMessage};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::info;
 use uuid::Uuid;
@@ -41,10 +42,20 @@ impl Ledger {
     /// date and starts the committer. Must run inside a tokio runtime.
     pub async fn open(config: LedgerConfig, clock: Arc<dyn Clock>) -> Result<Ledger, LedgerError> {
         let url = redacted_url(&config.database_url);
+        let options = PgConnectOptions::from_str(&config.database_url)
+            .map_err(|source| LedgerError::Connect {
+                url: url.clone(),
+                source,
+            })?
+            // Plan every statement for the rows it is given and the tables as they are now.
+            // A cached generic plan is made once, often while the tables are still small,
+            // and then sequentially scans the outbox for every batch until the statistics
+            // catch up; planning a batch's few statements costs far less than one such scan.
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let connecting = PgPoolOptions::new()
             .max_connections(config.max_connections.max(2))
             .acquire_timeout(config.connect_timeout)
-            .connect(&config.database_url);
+            .connect_with(options);
         let pool = tokio::time::timeout(config.connect_timeout, connecting)
             .await
             .map_err(|_| LedgerError::ConnectTimeout {
