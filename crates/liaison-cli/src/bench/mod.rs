@@ -99,14 +99,14 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
     let broker = liaison_server::Broker::start(world.config.clone())
         .await
         .context("starting the broker")?;
-    let saturation = full::saturate(
+    let agencies = LoadGenerator::new()?;
+    let saturation = agencies.run(full::saturate(
         world,
         &broker,
         leads,
         options.full_messages,
         options.full_concurrency,
-    )
-    .await;
+    ));
     let latency = match &saturation {
         Ok(s) => {
             let rate = (s.throughput / 2.0).max(1.0);
@@ -114,7 +114,13 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
                 "latency: {:.0} leads/s offered for {:?}…",
                 rate, options.latency_duration
             );
-            Some(full::fixed_rate(world, &broker, leads, rate, options.latency_duration).await)
+            Some(agencies.run(full::fixed_rate(
+                world,
+                &broker,
+                leads,
+                rate,
+                options.latency_duration,
+            )))
         }
         Err(_) => None,
     };
@@ -122,4 +128,42 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
     let saturation = saturation?;
     let latency = latency.transpose()?;
     Ok(Report::new(world, raw, ledger, saturation, latency, body).await)
+}
+
+/// The agencies' side of the full path — HTTPS clients and the consuming agency — on a
+/// runtime of its own, as separate programs would be: the broker's tasks are not queued
+/// behind the load generator's, and the operating system shares the cores between them.
+struct LoadGenerator {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl LoadGenerator {
+    fn new() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bench-agencies")
+            .enable_all()
+            .build()
+            .context("starting the load generator's runtime")?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `work` to completion on the load generator's runtime; the caller's worker
+    /// thread is handed over to the broker's other tasks meanwhile.
+    fn run<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let runtime = self.runtime.as_ref().expect("taken only on drop");
+        tokio::task::block_in_place(|| runtime.block_on(work))
+    }
+}
+
+impl Drop for LoadGenerator {
+    fn drop(&mut self) {
+        // Dropped inside the broker's runtime, where waiting for threads is not allowed;
+        // whatever it still runs (idle connections) is only ever dropped.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
