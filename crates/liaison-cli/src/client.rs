@@ -27,10 +27,30 @@ impl AgencyClient {
     /// `base` is the gateway's URL, e.g. `https://localhost:8443`. Offers HTTP/2 and
     /// HTTP/1.1; the gateway picks HTTP/2, multiplexing requests on one connection.
     pub fn new(layout: &PkiLayout, agency: &AgencyCode, base: &str) -> anyhow::Result<Self> {
+        Self::build(layout, agency, base, false)
+    }
+
+    /// Like [`AgencyClient::new`], but HTTP/1.1 only: one request at a time per keep-alive
+    /// connection, so concurrent requests open connections of their own.
+    pub fn new_http1(layout: &PkiLayout, agency: &AgencyCode, base: &str) -> anyhow::Result<Self> {
+        Self::build(layout, agency, base, true)
+    }
+
+    fn build(
+        layout: &PkiLayout,
+        agency: &AgencyCode,
+        base: &str,
+        http1_only: bool,
+    ) -> anyhow::Result<Self> {
         tls::install_crypto_provider();
-        let tls = tls::agency_client_config(layout, agency)
+        let mut tls = tls::agency_client_config(layout, agency)
             .with_context(|| format!("TLS client configuration for {agency}"))?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if http1_only {
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            builder = builder.http1_only();
+        }
+        let http = builder
             .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(60))
             .build()

@@ -78,6 +78,10 @@ enum Command {
         /// to see how cost grows with the number of agencies.
         #[arg(long, value_name = "N", default_value_t = 0)]
         agencies: usize,
+        /// The agencies post over HTTP/1.1 keep-alive connections, one per request in
+        /// flight, instead of one HTTP/2 connection each.
+        #[arg(long)]
+        http1: bool,
     },
     /// Development PKI.
     Pki {
@@ -250,10 +254,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             quick,
             message_bytes,
             agencies,
+            http1,
         } => {
             let mut options = liaison_cli::bench::BenchOptions {
                 message_bytes,
                 extra_agencies: agencies,
+                http: if http1 {
+                    liaison_cli::bench::Http::Http1
+                } else {
+                    liaison_cli::bench::Http::Http2
+                },
                 ..liaison_cli::bench::BenchOptions::default()
             };
             if quick {

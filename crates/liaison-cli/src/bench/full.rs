@@ -93,25 +93,54 @@ impl Leads {
 
 type Started = Arc<Mutex<HashMap<Uuid, Instant>>>;
 
-/// One client per sending agency, each already connected: keep-alive clients pay their
-/// TLS handshake once, before any message, and the measurement should not include it.
-/// (Requests started together on a client that has not yet learned, through ALPN, that
-/// its connection speaks HTTP/2 would each open a connection of their own.)
-async fn clients(world: &BenchWorld, broker: &Broker) -> anyhow::Result<Vec<Arc<AgencyClient>>> {
+/// How the agencies' clients speak to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Http {
+    /// HTTP/1.1 keep-alive: a connection per request in flight.
+    #[serde(rename = "HTTP/1.1")]
+    Http1,
+    /// HTTP/2: one connection per agency, the requests multiplexed on it.
+    #[serde(rename = "HTTP/2")]
+    Http2,
+}
+
+/// One client per sending agency, each with the connections `concurrency` requests in
+/// flight will use already open: keep-alive clients pay their TLS handshakes once, before
+/// any message, and the measurement should not include them. (Requests started together
+/// on a client that has not yet learned, through ALPN, that its connection speaks HTTP/2
+/// would also each open a connection of their own.)
+async fn clients(
+    world: &BenchWorld,
+    broker: &Broker,
+    http: Http,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Arc<AgencyClient>>> {
     let layout = PkiLayout {
         dir: world.config.tls_dir.clone(),
     };
     let base = format!("https://localhost:{}", broker.https_addr.port());
+    let connections = match http {
+        Http::Http1 => concurrency.div_ceil(SENDERS.len()),
+        Http::Http2 => 1,
+    };
     let mut clients = Vec::with_capacity(SENDERS.len());
     for sender in SENDERS {
-        let client = AgencyClient::new(&layout, &AgencyCode::new(sender)?, &base)?;
-        let answer = client.get("/v1/schemas").await?;
-        if answer.status != 200 {
-            bail!(
-                "{sender} could not connect: {} {}",
-                answer.status,
-                answer.body
-            );
+        let agency = AgencyCode::new(sender)?;
+        let client = match http {
+            Http::Http1 => AgencyClient::new_http1(&layout, &agency, &base)?,
+            Http::Http2 => AgencyClient::new(&layout, &agency, &base)?,
+        };
+        let answers =
+            futures::future::join_all((0..connections).map(|_| client.get("/v1/schemas"))).await;
+        for answer in answers {
+            let answer = answer?;
+            if answer.status != 200 {
+                bail!(
+                    "{sender} could not connect: {} {}",
+                    answer.status,
+                    answer.body
+                );
+            }
         }
         clients.push(Arc::new(client));
     }
@@ -188,10 +217,11 @@ pub async fn saturate(
     world: &BenchWorld,
     broker: &Broker,
     leads: Leads,
+    http: Http,
     messages: usize,
     concurrency: usize,
 ) -> anyhow::Result<PathResult> {
-    let clients = clients(world, broker).await?;
+    let clients = clients(world, broker, http, concurrency).await?;
     let started: Started = Arc::default();
     let consumer = consume(world, messages, started.clone()).await?;
     let prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)> = (0..messages)
@@ -229,10 +259,12 @@ pub async fn fixed_rate(
     world: &BenchWorld,
     broker: &Broker,
     leads: Leads,
+    http: Http,
+    concurrency: usize,
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<PathResult> {
-    let clients = clients(world, broker).await?;
+    let clients = clients(world, broker, http, concurrency).await?;
     let messages = ((rate * duration.as_secs_f64()) as usize).max(1);
     let started: Started = Arc::default();
     let consumer = consume(world, messages, started.clone()).await?;

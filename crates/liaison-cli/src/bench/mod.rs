@@ -21,6 +21,7 @@ mod setup;
 use std::time::Duration;
 
 use anyhow::Context;
+pub use full::Http;
 pub use report::Report;
 
 /// How much work each phase does.
@@ -37,6 +38,8 @@ pub struct BenchOptions {
     pub message_bytes: usize,
     /// Synthetic agencies added to the registry (each gets its quorum queue and certificate).
     pub extra_agencies: usize,
+    /// How the agencies' clients connect.
+    pub http: full::Http,
 }
 
 impl Default for BenchOptions {
@@ -51,6 +54,7 @@ impl Default for BenchOptions {
             latency_duration: Duration::from_secs(8),
             message_bytes: 0,
             extra_agencies: 0,
+            http: full::Http::Http2,
         }
     }
 }
@@ -104,6 +108,7 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
         world,
         &broker,
         leads,
+        options.http,
         options.full_messages,
         options.full_concurrency,
     ));
@@ -118,6 +123,8 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
                 world,
                 &broker,
                 leads,
+                options.http,
+                options.full_concurrency,
                 rate,
                 options.latency_duration,
             )))
