@@ -34,6 +34,8 @@ const SENDERS: [&str; 8] = [
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PathResult {
+    /// How the agencies' clients spoke to the gateway.
+    pub http: Http,
     pub messages: usize,
     pub concurrency: Option<usize>,
     pub offered_rate: Option<f64>,
@@ -102,6 +104,15 @@ pub enum Http {
     /// HTTP/2: one connection per agency, the requests multiplexed on it.
     #[serde(rename = "HTTP/2")]
     Http2,
+}
+
+impl Http {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http1 => "HTTP/1.1",
+            Self::Http2 => "HTTP/2",
+        }
+    }
 }
 
 /// One client per sending agency, each with the connections `concurrency` requests in
@@ -244,6 +255,7 @@ pub async fn saturate(
     let (delivered, end) = consumer.await.context("consumer task")??;
     let seconds = end.duration_since(begin).as_secs_f64();
     Ok(PathResult {
+        http,
         messages,
         concurrency: Some(concurrency),
         offered_rate: None,
@@ -286,6 +298,7 @@ pub async fn fixed_rate(
     let (delivered, end) = consumer.await.context("consumer task")??;
     let seconds = end.duration_since(begin).as_secs_f64();
     Ok(PathResult {
+        http,
         messages,
         concurrency: None,
         offered_rate: Some(rate),

@@ -102,8 +102,15 @@ impl Report {
     pub fn text(&self) -> String {
         let m = &self.machine;
         let mut out = format!(
-            "liaison {} bench — {} cores, PostgreSQL {}, RabbitMQ {}, {}\nmessage size {} bytes, {} agencies\n\n",
-            m.liaison, m.cores, m.postgresql, m.rabbitmq, m.os, self.message_bytes, m.agencies
+            "liaison {} bench — {} cores, PostgreSQL {}, RabbitMQ {}, {}\nmessage size {} bytes, {} agencies, posting over {}\n\n",
+            m.liaison,
+            m.cores,
+            m.postgresql,
+            m.rabbitmq,
+            m.os,
+            self.message_bytes,
+            m.agencies,
+            self.full_path.http.name()
         );
         out.push_str(&format!(
             "raw floor (lapin, quorum queue, {} confirms in flight, consumed): {:>8.0} msg/s\n",
