@@ -120,6 +120,7 @@ impl Relay {
         publisher: Result<Publisher, BusError>,
         batch: Vec<PendingDelivery>,
     ) -> RoundEnd {
+        let started = std::time::Instant::now();
         let outcomes = match publisher {
             Ok(p) => {
                 p.publish_all(&batch.iter().map(outgoing).collect::<Vec<_>>())
@@ -147,7 +148,12 @@ impl Relay {
             // The rows stay leased; when the lease ends they are published again.
             tracing::warn!(%error, deliveries = batch.len(), "relay could not record delivery outcomes");
         }
-        tracing::debug!(deliveries = batch.len(), failed, "relay round recorded");
+        tracing::debug!(
+            deliveries = batch.len(),
+            failed,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "relay round recorded"
+        );
         RoundEnd { failed }
     }
 

@@ -114,6 +114,7 @@ impl Committer {
         let mut ranges = VecDeque::new();
         ranges.push_back(0..requests.len());
         while let Some(range) = ranges.pop_front() {
+            let started = std::time::Instant::now();
             match store::commit_batch(
                 &self.pool,
                 self.clock.as_ref(),
@@ -128,6 +129,7 @@ impl Committer {
                     debug!(
                         requests = range.len(),
                         entries = plan.writes.entries.len(),
+                        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                         "batch committed"
                     );
                     if let (Some(handoff), false) = (&handoff, leased.is_empty()) {
