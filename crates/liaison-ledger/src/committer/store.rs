@@ -266,102 +266,42 @@ async fn write(
     let rows = sqlx::query(WRITE_BATCH)
         // ledger_entries
         .bind(entry_seqs)
-        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.message_id).collect::<Vec<_>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.caseref.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.agency.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.bytes.as_slice())
-                .collect::<Vec<_>>(),
-        )
-        .bind(entries.iter().map(|e| &e.leaf_hash[..]).collect::<Vec<_>>())
+        .bind(column(entries, |e| e.at))
+        .bind(column(entries, |e| e.kind.as_str()))
+        .bind(column(entries, |e| e.message_id))
+        .bind(column(entries, |e| e.caseref.as_deref()))
+        .bind(column(entries, |e| e.agency.as_deref()))
+        .bind(column(entries, |e| e.bytes.as_slice()))
+        .bind(column(entries, |e| &e.leaf_hash[..]))
         // messages
-        .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
+        .bind(column(messages, |m| m.id))
         .bind(message_seqs)
-        .bind(
-            messages
-                .iter()
-                .map(|m| m.sender.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages
-                .iter()
-                .map(|m| m.type_.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            messages
-                .iter()
-                .map(|m| m.caseref.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(messages.iter().map(|m| m.inreplyto).collect::<Vec<_>>())
-        .bind(
-            messages
-                .iter()
-                .map(|m| m.traceparent.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(messages.iter().map(|m| m.channel).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| &m.sha256[..]).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| &m.body[..]).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.route.clone()).collect::<Vec<_>>())
-        .bind(messages.iter().map(|m| m.received_at).collect::<Vec<_>>())
+        .bind(column(messages, |m| m.sender.as_str()))
+        .bind(column(messages, |m| m.type_.as_str()))
+        .bind(column(messages, |m| m.caseref.as_deref()))
+        .bind(column(messages, |m| m.inreplyto))
+        .bind(column(messages, |m| m.traceparent.as_deref()))
+        .bind(column(messages, |m| m.channel))
+        .bind(column(messages, |m| &m.sha256[..]))
+        .bind(column(messages, |m| &m.body[..]))
+        .bind(column(messages, |m| m.route.clone()))
+        .bind(column(messages, |m| m.received_at))
         // ledger_tree_nodes
-        .bind(
-            nodes
-                .iter()
-                .map(|(id, _)| i16::from(id.level))
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(nodes, |(id, _)| i16::from(id.level)))
         .bind(node_indexes)
-        .bind(nodes.iter().map(|(_, hash)| &hash[..]).collect::<Vec<_>>())
+        .bind(column(nodes, |(_, hash)| &hash[..]))
         // outbox rows changed by outcomes and acknowledgements
-        .bind(updates.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
-        .bind(
-            updates
-                .iter()
-                .map(|r| r.next_attempt_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(updates.iter().map(|r| r.leased_until).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.dispatched_at).collect::<Vec<_>>())
-        .bind(
-            updates
-                .iter()
-                .map(|r| r.acknowledged_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            updates
-                .iter()
-                .map(|r| r.last_error.as_deref())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(updates, |r| r.delivery_id))
+        .bind(column(updates, |r| r.state.as_str()))
+        .bind(column(updates, |r| r.next_attempt_at))
+        .bind(column(updates, |r| r.leased_until))
+        .bind(column(updates, |r| r.dispatched_at))
+        .bind(column(updates, |r| r.acknowledged_at))
+        .bind(column(updates, |r| r.last_error.as_deref()))
         // new outbox rows
-        .bind(deliveries.iter().map(|d| d.message_id).collect::<Vec<_>>())
-        .bind(
-            deliveries
-                .iter()
-                .map(|d| d.recipient.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(deliveries.iter().map(|d| d.role).collect::<Vec<_>>())
+        .bind(column(deliveries, |d| d.message_id))
+        .bind(column(deliveries, |d| d.recipient.as_str()))
+        .bind(column(deliveries, |d| d.role))
         .bind(writes.at)
         .bind(leased_until)
         .bind(attempts)
@@ -394,6 +334,11 @@ async fn write(
             })
         })
         .collect()
+}
+
+/// One column of a batch statement: `field` of every row, for an `UNNEST($n::type[])`.
+fn column<'a, T, U>(rows: &'a [T], field: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(field).collect()
 }
 
 #[cfg(test)]
