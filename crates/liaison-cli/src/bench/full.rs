@@ -95,14 +95,12 @@ impl Leads {
 
 type Started = Arc<Mutex<HashMap<Uuid, Instant>>>;
 
-/// How the agencies' clients speak to the gateway.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// How the agencies' clients speak to the gateway; reported by its protocol name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Http {
     /// HTTP/1.1 keep-alive: a connection per request in flight.
-    #[serde(rename = "HTTP/1.1")]
     Http1,
     /// HTTP/2: one connection per agency, the requests multiplexed on it.
-    #[serde(rename = "HTTP/2")]
     Http2,
 }
 
@@ -112,6 +110,12 @@ impl Http {
             Self::Http1 => "HTTP/1.1",
             Self::Http2 => "HTTP/2",
         }
+    }
+}
+
+impl Serialize for Http {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
