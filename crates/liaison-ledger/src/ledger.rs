@@ -51,7 +51,16 @@ impl Ledger {
             // A cached generic plan is made once, often while the tables are still small,
             // and then sequentially scans the outbox for every batch until the statistics
             // catch up; planning a batch's few statements costs far less than one such scan.
-            .options([("plan_cache_mode", "force_custom_plan")]);
+            //
+            // Price a random page like a sequential one: the ledger's working set (index
+            // pages, the recent outbox) is in memory. At the default (4, for spinning disks)
+            // a batch's few hundred key lookups in the outbox and messages look dearer than
+            // hashing the whole table, so every batch read the tables end to end: a cost
+            // that grows with the ledger, not with the batch.
+            .options([
+                ("plan_cache_mode", "force_custom_plan"),
+                ("random_page_cost", "1.1"),
+            ]);
         let connecting = PgPoolOptions::new()
             .max_connections(config.max_connections.max(2))
             .acquire_timeout(config.connect_timeout)

@@ -24,10 +24,22 @@ use crate::sql::{agency_from_db, hash_from_db, seq_from_db, seq_to_db};
 /// database ("liaison" in ASCII). Held to commit, so seqs are gapless across instances.
 pub(crate) const SEQUENCE_LOCK: i64 = 0x006c_6961_6973_6f6e;
 
-/// `BEGIN` and [`SEQUENCE_LOCK`] in one simple-protocol exchange. The lock must be its own
-/// statement before any read: under READ COMMITTED a statement sees the commits made
-/// before it started, so only statements after the lock see every earlier batch.
-const BEGIN_SEQUENCED: &str = "BEGIN; SELECT pg_advisory_xact_lock(30515164586667886)";
+/// `BEGIN`, the batch's planner settings and [`SEQUENCE_LOCK`] in one simple-protocol
+/// exchange. The lock must be its own statement before any read: under READ COMMITTED a
+/// statement sees the commits made before it started, so only statements after the lock
+/// see every earlier batch.
+///
+/// A batch reaches every row it reads or changes by its key, so its statements are
+/// planned once per connection (generic plans) with table scans, hash and merge joins
+/// priced out: the plan is then the same key lookups whatever the tables' size and
+/// statistics, and no batch pays for planning again. Left to the statistics, a plan made
+/// while the outbox is small scans it whole for every later batch, a cost that grows with
+/// the ledger. `SET LOCAL` ends with the transaction; the pool's other users keep the
+/// connection's defaults.
+const BEGIN_SEQUENCED: &str = "BEGIN; \
+    SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
+    SET LOCAL enable_mergejoin = off; SET LOCAL plan_cache_mode = force_generic_plan; \
+    SELECT pg_advisory_xact_lock(30515164586667886)";
 
 /// Runs one batch to COMMIT and returns its plan (the answers and what was written).
 /// With `handoff_lease`, the batch's new deliveries are written leased for that long and
