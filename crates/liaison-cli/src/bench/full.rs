@@ -227,6 +227,23 @@ async fn post(
     Ok(begin.elapsed().as_secs_f64() * 1000.0)
 }
 
+/// The leads to post, each with the client of its sender, made before the clock starts:
+/// building them is the agencies' work, not the broker's.
+fn prepare(
+    clients: &[Arc<AgencyClient>],
+    leads: Leads,
+    messages: usize,
+    caseref_prefix: &str,
+) -> Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)> {
+    (0..messages)
+        .map(|i| {
+            let client = clients[i % clients.len()].clone();
+            let (id, bytes) = leads.make(&client.agency, &format!("{caseref_prefix}{i:07}"));
+            (client, id, bytes)
+        })
+        .collect()
+}
+
 /// As fast as `concurrency` requests in flight allow.
 pub async fn saturate(
     world: &BenchWorld,
@@ -239,13 +256,7 @@ pub async fn saturate(
     let clients = clients(world, broker, http, concurrency).await?;
     let started: Started = Arc::default();
     let consumer = consume(world, messages, started.clone()).await?;
-    let prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)> = (0..messages)
-        .map(|i| {
-            let client = clients[i % clients.len()].clone();
-            let (id, bytes) = leads.make(&client.agency, &format!("SD-BENCH-{i:07}"));
-            (client, id, bytes)
-        })
-        .collect();
+    let prepared = prepare(&clients, leads, messages, "SD-BENCH-");
     let begin = Instant::now();
     let accepted: Vec<anyhow::Result<f64>> = futures::stream::iter(prepared)
         .map(|(client, id, bytes)| {
@@ -284,14 +295,13 @@ pub async fn fixed_rate(
     let messages = ((rate * duration.as_secs_f64()) as usize).max(1);
     let started: Started = Arc::default();
     let consumer = consume(world, messages, started.clone()).await?;
+    let prepared = prepare(&clients, leads, messages, "SD-BENCH-R");
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let begin = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..messages {
+    for (client, id, bytes) in prepared {
         ticker.tick().await;
-        let client = clients[i % clients.len()].clone();
-        let (id, bytes) = leads.make(&client.agency, &format!("SD-BENCH-R{i:07}"));
         let started = started.clone();
         tasks.spawn(async move { post(&client, id, bytes, &started).await });
     }
