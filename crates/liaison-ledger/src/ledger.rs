@@ -47,16 +47,14 @@ impl Ledger {
                 url: url.clone(),
                 source,
             })?
-            // Plan every statement for the rows it is given and the tables as they are now.
-            // A cached generic plan is made once, often while the tables are still small,
-            // and then sequentially scans the outbox for every batch until the statistics
-            // catch up; planning a batch's few statements costs far less than one such scan.
+            // Outside the committer's batches (which set their own planning, see
+            // `committer/store.rs`), plan every statement for the rows it is given and the
+            // tables as they are now: a cached generic plan is made once, often while the
+            // tables are still small, and keeps scanning them after they have grown.
             //
             // Price a random page like a sequential one: the ledger's working set (index
             // pages, the recent outbox) is in memory. At the default (4, for spinning disks)
-            // a batch's few hundred key lookups in the outbox and messages look dearer than
-            // hashing the whole table, so every batch read the tables end to end: a cost
-            // that grows with the ledger, not with the batch.
+            // a query's few hundred key lookups look dearer than hashing a whole table.
             .options([
                 ("plan_cache_mode", "force_custom_plan"),
                 ("random_page_cost", "1.1"),
