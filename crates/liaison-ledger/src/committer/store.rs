@@ -361,4 +361,85 @@ mod tests {
     fn the_begin_statement_takes_the_sequencing_lock() {
         assert!(BEGIN_SEQUENCED.ends_with(&format!("pg_advisory_xact_lock({SEQUENCE_LOCK})")));
     }
+
+    /// Against a real PostgreSQL (LIAISON_TEST_DATABASE_URL, else the local server): in
+    /// tables with thousands of rows and no statistics yet — a young ledger — a batch that
+    /// records delivery outcomes locks and updates its outbox rows through their keys.
+    /// Left to the default planner, both statements read the whole outbox and `messages`.
+    /// It lives here rather than in `tests/` because the statements are the module's own.
+    #[tokio::test]
+    async fn a_batch_reaches_outbox_and_message_rows_by_key_in_young_tables() {
+        use crate::model::DeliveryOutcome;
+        use sqlx::Connection;
+
+        let server = std::env::var("LIAISON_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+        let url = format!("{server}/liaison_t_{}", Uuid::new_v4().simple());
+        crate::ensure_database(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a test database at {url}: {e}"));
+        let mut setup = PgConnection::connect(&url).await.expect("connect");
+        sqlx::migrate!("./migrations")
+            .run(&mut setup)
+            .await
+            .expect("migrate");
+        sqlx::raw_sql(
+            "INSERT INTO messages (id, seq, sender, type, caseref, channel, sha256, body, route, received_at) \
+             SELECT gen_random_uuid(), g, 'eco', 'pil.lead.v1', 'SD-' || g, 'https', \
+                    sha256(g::text::bytea), convert_to(repeat('x', 900), 'UTF8'), '{}'::jsonb, now() \
+             FROM generate_series(1, 5000) AS g; \
+             INSERT INTO outbox (message_id, recipient, role, state, next_attempt_at, leased_until, attempts) \
+             SELECT id, 'procuratorate', 'to', 'pending', now(), now() + interval '1 minute', 1 FROM messages",
+        )
+        .execute(&mut setup)
+        .await
+        .expect("seed the outbox");
+        setup.close().await.ok();
+
+        // A connection of its own: a backend's table counters accumulate until flushed, so
+        // the seeding must not have run on this one.
+        let mut conn = PgConnection::connect(&url).await.expect("connect");
+
+        sqlx::raw_sql(BEGIN_SEQUENCED)
+            .execute(&mut conn)
+            .await
+            .expect("begin");
+        let outcomes = (4001..=4200)
+            .map(|delivery_id| DeliveryOutcome::Dispatched { delivery_id })
+            .collect();
+        let locked = lock_outbox_rows(&mut conn, &[Request::Deliveries(outcomes)])
+            .await
+            .expect("lock the batch's outbox rows");
+        assert_eq!(locked.len(), 200);
+        let writes = BatchWrites {
+            at: OffsetDateTime::now_utc(),
+            entries: Vec::new(),
+            messages: Vec::new(),
+            new_deliveries: Vec::new(),
+            delivery_updates: locked.into_values().collect(),
+        };
+        write(&mut conn, &writes, &[], None)
+            .await
+            .expect("write the batch");
+        // This backend's own counters, not yet flushed: nothing to wait for.
+        let scans: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT relname::text, seq_scan, coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables \
+             WHERE relname IN ('outbox', 'messages') ORDER BY relname",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("read the transaction's table statistics");
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut conn)
+            .await
+            .expect("rollback");
+        conn.close().await.ok();
+        crate::drop_database(&url).await.ok();
+
+        assert_eq!(scans.len(), 2, "{scans:?}");
+        for (table, seq_scans, index_scans) in scans {
+            assert_eq!(seq_scans, 0, "{table} was read whole");
+            assert!(index_scans > 0, "{table} was not read by key");
+        }
+    }
 }
