@@ -96,7 +96,7 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
         }};
     }
 
-    // 1 PIL lead (misconduct → discipline copy), its decision, a receipt.
+    // 1 PIL lead (misconduct → also addressed to discipline), its decision, a receipt.
     let lead = expect_route!(
         "market",
         example(
@@ -105,7 +105,7 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
             "market",
             case
         ),
-        &[("procuratorate", "to"), ("discipline", "cc")]
+        &[("discipline", "to"), ("procuratorate", "to")]
     );
     expect_route!(
         "procuratorate",

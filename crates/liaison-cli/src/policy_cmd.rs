@@ -223,6 +223,7 @@ pub fn explain(
             "{from} may send {type_}, but it reaches no one (only the sender matched)\n"
         )),
         Ok(route) => {
+            let mandatory = policy.mandatory_recipients(&sender, type_, Some(&event));
             let mut out = format!("{from} → {type_}:\n");
             for r in &route.recipients {
                 let role = match r.role {
@@ -234,6 +235,12 @@ pub fn explain(
                     r.agency.as_str(),
                     r.rule
                 ));
+                for m in mandatory.iter().filter(|m| m.agency == &r.agency) {
+                    out.push_str(&format!(
+                        "        mandatory (rule {}): {}; `recipients` cannot remove it\n",
+                        m.rule, m.why
+                    ));
+                }
             }
             Ok(out)
         }
@@ -254,6 +261,28 @@ mod tests {
             path: path.into(),
             any_of,
         }
+    }
+
+    #[test]
+    fn explain_shows_a_supervisory_copy_that_recipients_cannot_remove() {
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/demo");
+        let registry = Registry::load(&demo.join("agencies.toml")).unwrap();
+        let policy = Policy::load(&demo.join("policy.toml"), &registry).unwrap();
+        let out = explain(
+            &policy,
+            "eco",
+            "case.transfer.v1",
+            json!({}),
+            &["police".to_owned()],
+            None,
+        )
+        .unwrap();
+        assert!(out.contains("to  police"), "{out}");
+        assert!(out.contains("cc  procuratorate"), "{out}");
+        assert!(
+            out.contains("mandatory (rule case-transfer-to-police): §三(一)"),
+            "{out}"
+        );
     }
 
     #[test]

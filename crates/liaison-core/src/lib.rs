@@ -15,6 +15,7 @@ pub use clock::{Clock, SystemClock};
 pub use entry::{Entry, EntryKind};
 pub use envelope::{Channel, Envelope, EnvelopeError, Submission};
 pub use policy::{
-    OriginalMessage, Policy, PolicyError, PolicyLoadError, Recipient, RecipientRole, Route,
+    MandatoryRecipient, OriginalMessage, Policy, PolicyError, PolicyLoadError, Recipient,
+    RecipientRole, Route,
 };
 pub use reject::RejectCode;

@@ -17,6 +17,11 @@
 //! routes it chooses the addressees within `allowed`, and the copies that the policy
 //! requires (e.g. the county government on a high-impact recommendation) are kept.
 //!
+//! Supervisory recipients are never narrowed away: a rule's `mandatory` list names the
+//! agencies that must receive every message it routes (the procuratorate on criminal case
+//! transfers and filing decisions, discipline inspection on misconduct leads), with the
+//! reason in `why`. A `recipients` attribute that leaves one out still delivers to it.
+//!
 //! The route is computed once, when the message is accepted, and recorded with it; a
 //! policy changed later never alters where an accepted message goes.
 
@@ -69,6 +74,12 @@ struct RuleFile {
     reply_to: Option<ReplyTo>,
     #[serde(default)]
     when: Option<Spanned<BTreeMap<String, Value>>>,
+    /// Recipients of this rule that no `recipients` attribute may leave out.
+    #[serde(default)]
+    mandatory: Option<Spanned<Vec<String>>>,
+    /// Why the `mandatory` recipients supervise: shown by `liaison policy explain`.
+    #[serde(default)]
+    why: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +134,10 @@ struct Rule {
     cc: Vec<AgencyCode>,
     reply_to: Option<ReplyTo>,
     when: Vec<Condition>,
+    /// Supervisory recipients that a `recipients` attribute cannot remove.
+    mandatory: Vec<AgencyCode>,
+    /// The reason they are mandatory (empty when `mandatory` is).
+    why: String,
 }
 
 impl Rule {
@@ -142,6 +157,16 @@ pub struct RuleSummary<'a> {
     pub line: usize,
     pub type_: &'a str,
     pub conditions: &'a [Condition],
+}
+
+/// A supervisory recipient that no sender can remove, as `liaison policy explain` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MandatoryRecipient<'a> {
+    pub agency: &'a AgencyCode,
+    /// The rule that makes it mandatory.
+    pub rule: &'a str,
+    /// Why it must receive the message.
+    pub why: &'a str,
 }
 
 /// How a recipient came to receive a message.
@@ -342,6 +367,29 @@ impl Policy {
             .any(|r| r.type_ == type_ && r.reply_to.is_some())
     }
 
+    /// The supervisory recipients `sender`'s messages of `type_` must reach whatever their
+    /// `recipients` attribute says (of rules whose `when` holds for `event`; all rules of
+    /// the type when `event` is `None`).
+    pub fn mandatory_recipients<'p>(
+        &'p self,
+        sender: &AgencyCode,
+        type_: &str,
+        event: Option<&Value>,
+    ) -> Vec<MandatoryRecipient<'p>> {
+        self.rules
+            .iter()
+            .filter(|r| r.sends(sender, type_))
+            .filter(|r| event.is_none() || r.when.iter().all(|c| c.holds(event)))
+            .flat_map(|r| {
+                r.mandatory.iter().map(|agency| MandatoryRecipient {
+                    agency,
+                    rule: &r.name,
+                    why: &r.why,
+                })
+            })
+            .collect()
+    }
+
     /// Decides the recipients of a message without looking at its payload: rules with a
     /// `when` condition never apply. Use [`Policy::route_event`] for a whole CloudEvent.
     pub fn route(
@@ -455,6 +503,12 @@ impl Policy {
             }
         }
         let mut chosen = chosen.into_map();
+        // Supervisory recipients the matching rules chose: no `recipients` removes them.
+        let mandatory: BTreeSet<&AgencyCode> = matching
+            .iter()
+            .flat_map(|r| r.mandatory.iter())
+            .filter(|a| chosen.contains_key(*a))
+            .collect();
 
         if let Some(wanted) = &envelope.recipients {
             let refused: Vec<AgencyCode> = wanted
@@ -467,7 +521,7 @@ impl Policy {
             }
             // A named route's `recipients` picked the addressees; the policy's copies stay.
             if !named_route {
-                chosen.retain(|agency, _| wanted.contains(agency));
+                chosen.retain(|agency, _| wanted.contains(agency) || mandatory.contains(agency));
             }
         }
 
@@ -656,6 +710,7 @@ impl RuleChecker<'_> {
             None => Vec::new(),
             Some(when) => self.conditions(when)?,
         };
+        let (mandatory, why) = self.mandatory(&rule, &to, &cc)?;
         Ok(Rule {
             name: rule.name.into_inner(),
             line: rule_line,
@@ -666,7 +721,48 @@ impl RuleChecker<'_> {
             cc,
             reply_to: rule.reply_to,
             when,
+            mandatory,
+            why,
         })
+    }
+
+    /// `mandatory` with its `why`: each agency must be one this rule can route to (its
+    /// fixed `to` or `cc`; for answers, any registered agency among the original's parties).
+    fn mandatory(
+        &self,
+        rule: &RuleFile,
+        to: &[AgencyCode],
+        cc: &[AgencyCode],
+    ) -> Result<(Vec<AgencyCode>, String), PolicyLoadError> {
+        let (list, why) = match (&rule.mandatory, &rule.why) {
+            (None, None) => return Ok((Vec::new(), String::new())),
+            (None, Some(why)) => {
+                return Err(self.fail(why.span(), "`why` explains `mandatory`, which is missing"));
+            }
+            (Some(list), None) => {
+                return Err(self.fail(
+                    list.span(),
+                    "`mandatory` needs `why`: the reason these recipients supervise",
+                ));
+            }
+            (Some(list), Some(why)) => (list, why),
+        };
+        if why.get_ref().trim().is_empty() {
+            return Err(self.fail(why.span(), "`why` is empty"));
+        }
+        if list.get_ref().is_empty() {
+            return Err(self.fail(list.span(), "`mandatory` is empty"));
+        }
+        let agencies = self.agencies(list, "mandatory")?;
+        if rule.reply_to.is_none()
+            && let Some(stray) = agencies.iter().find(|a| !to.contains(a) && !cc.contains(a))
+        {
+            return Err(self.fail(
+                list.span(),
+                format!("`mandatory`: {stray} is not in this rule's `to` or `cc`"),
+            ));
+        }
+        Ok((agencies, why.get_ref().clone()))
     }
 
     fn conditions(
@@ -839,6 +935,110 @@ mod tests {
                 agencies: vec![code("gov")]
             }
         );
+    }
+
+    const SUPERVISED: &str = r#"
+        [[rule]]
+        name = "case-transfer"
+        type = "case.transfer.v1"
+        from = ["eco", "market"]
+        to = ["police"]
+        cc = ["procuratorate", "gov"]
+        mandatory = ["procuratorate"]
+        why = "the procuratorate supervises every transfer"
+
+        [[rule]]
+        name = "filing-decision"
+        type = "case.filing-decision.v1"
+        from = ["police"]
+        reply_to = "sender_and_copies"
+        mandatory = ["procuratorate"]
+        why = "the procuratorate supervises filing"
+    "#;
+
+    #[test]
+    fn recipients_cannot_remove_a_mandatory_copy() {
+        let p = Policy::from_toml(SUPERVISED, "policy.toml", &registry()).unwrap();
+        let route = p
+            .route(
+                &code("eco"),
+                &envelope("case.transfer.v1", Some(&["police"])),
+                None,
+            )
+            .unwrap();
+        // The optional copy to gov was narrowed away; the supervisory copy stays.
+        assert_eq!(
+            agencies(&route),
+            vec![
+                ("police", RecipientRole::To),
+                ("procuratorate", RecipientRole::Cc)
+            ]
+        );
+        let original = OriginalMessage {
+            id: Uuid::nil(),
+            sender: code("eco"),
+            recipients: vec![code("police"), code("procuratorate"), code("gov")],
+        };
+        let route = p
+            .route(
+                &code("police"),
+                &envelope("case.filing-decision.v1", Some(&["eco"])),
+                Some(&original),
+            )
+            .unwrap();
+        assert_eq!(
+            agencies(&route),
+            vec![
+                ("eco", RecipientRole::To),
+                ("procuratorate", RecipientRole::Cc)
+            ]
+        );
+        let why = p.mandatory_recipients(&code("eco"), "case.transfer.v1", None);
+        assert_eq!(
+            why,
+            vec![MandatoryRecipient {
+                agency: &code("procuratorate"),
+                rule: "case-transfer",
+                why: "the procuratorate supervises every transfer",
+            }]
+        );
+        assert!(
+            p.mandatory_recipients(&code("gov"), "case.transfer.v1", None)
+                .is_empty(),
+            "gov may not send transfers, so nothing is mandatory for it"
+        );
+    }
+
+    #[test]
+    fn mandatory_needs_a_reason_and_a_recipient_of_its_rule() {
+        let rule = |extra: &str| {
+            format!(
+                "[[rule]]\nname = \"t\"\ntype = \"case.transfer.v1\"\nfrom = [\"eco\"]\nto = [\"police\"]\ncc = [\"procuratorate\"]\n{extra}\n"
+            )
+        };
+        for (extra, expected) in [
+            ("mandatory = [\"procuratorate\"]", "needs `why`"),
+            ("why = \"because\"", "`mandatory`, which is missing"),
+            (
+                "mandatory = [\"gov\"]\nwhy = \"because\"",
+                "gov is not in this rule's `to` or `cc`",
+            ),
+            ("mandatory = []\nwhy = \"because\"", "`mandatory` is empty"),
+            (
+                "mandatory = [\"procuratorate\"]\nwhy = \" \"",
+                "`why` is empty",
+            ),
+        ] {
+            let err = Policy::from_toml(&rule(extra), "policy.toml", &registry()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{extra}: {err}");
+            assert!(err.line().is_some(), "{extra}: {err}");
+        }
+        Policy::from_toml(
+            &rule("mandatory = [\"procuratorate\"]\nwhy = \"because\""),
+            "policy.toml",
+            &registry(),
+        )
+        .unwrap();
     }
 
     #[test]

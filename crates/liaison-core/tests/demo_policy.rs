@@ -90,7 +90,7 @@ fn table() -> Vec<Case> {
         case("hotline12345", "pil.lead.v1").to(&[("procuratorate", To)]),
         case("market", "pil.lead.v1")
             .data(json!({"domain": "food_drug_safety", "official_misconduct": true}))
-            .to(&[("procuratorate", To), ("discipline", Cc)]),
+            .to(&[("discipline", To), ("procuratorate", To)]),
         case("market", "pil.lead.v1")
             .data(json!({"official_misconduct": false}))
             .to(&[("procuratorate", To)]),
@@ -110,9 +110,22 @@ fn table() -> Vec<Case> {
         case("market", "case.transfer.v1")
             .data(json!({"enterprise_related": true}))
             .to(&[("police", To), ("fic", Cc), ("procuratorate", Cc)]),
+        // Naming only the police cannot drop the procuratorate's supervisory copy.
         case("market", "case.transfer.v1")
             .naming(&["police"])
-            .to(&[("police", To)]),
+            .to(&[("police", To), ("procuratorate", Cc)]),
+        case("market", "case.transfer.v1")
+            .data(json!({"enterprise_related": true}))
+            .naming(&["police"])
+            .to(&[("police", To), ("procuratorate", Cc)]),
+        case("police", "case.filing-decision.v1")
+            .naming(&["eco"])
+            .answering(transfer())
+            .to(&[("eco", To), ("procuratorate", Cc)]),
+        case("market", "pil.lead.v1")
+            .data(json!({"official_misconduct": true}))
+            .naming(&["procuratorate"])
+            .to(&[("discipline", To), ("procuratorate", To)]),
         case("gov", "case.transfer.v1").refused(RejectCode::TypeNotAllowed),
         case("procuratorate", "case.transfer.v1").refused(RejectCode::TypeNotAllowed),
         case("police", "case.filing-decision.v1")

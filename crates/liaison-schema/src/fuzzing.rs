@@ -162,6 +162,8 @@ mod tests {
         let mut lead = example(&first);
         lead["source"] = serde_json::json!("urn:liaison:agency:procuratorate");
         // `recipients` narrows the route to the sender itself, which is never a recipient.
+        // (A misconduct lead would still reach discipline inspection, its mandatory addressee.)
+        lead["data"]["official_misconduct"] = serde_json::json!(false);
         lead["recipients"] = serde_json::json!(["procuratorate"]);
         let bytes = serde_json::to_vec(&lead).unwrap();
         let verdict = target.check(&AgencyCode::new("procuratorate").unwrap(), &bytes);
