@@ -34,9 +34,15 @@ pub enum PolicyCommand {
         /// For answers: the sender of the message it answers.
         #[arg(long, value_name = "AGENCY")]
         original_from: Option<String>,
-        /// For answers: the recipients of the message it answers (comma-separated).
+        /// For answers: the addressees of the message it answers (comma-separated).
         #[arg(long, value_delimiter = ',', value_name = "AGENCY,...")]
         original_to: Vec<String>,
+        /// For answers: the agencies copied on the message it answers (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "AGENCY,...")]
+        original_cc: Vec<String>,
+        /// For answers: the type of the message it answers.
+        #[arg(long, value_name = "TYPE")]
+        original_type: Option<String>,
     },
 }
 
@@ -61,6 +67,8 @@ pub fn run(command: PolicyCommand, files: &PolicyFiles<'_>) -> anyhow::Result<()
             recipients,
             original_from,
             original_to,
+            original_cc,
+            original_type,
         } => {
             let registry = Registry::load(files.registry)?;
             let policy = Policy::load(files.policy, &registry)?;
@@ -74,14 +82,22 @@ pub fn run(command: PolicyCommand, files: &PolicyFiles<'_>) -> anyhow::Result<()
                 None => json!({}),
             };
             let original = match original_from {
-                Some(sender) => Some(OriginalMessage {
-                    id: Uuid::nil(),
-                    sender: AgencyCode::new(sender)?,
-                    recipients: original_to
-                        .into_iter()
-                        .map(AgencyCode::new)
-                        .collect::<Result<_, _>>()?,
-                }),
+                Some(sender) => {
+                    let codes = |list: Vec<String>| {
+                        list.into_iter()
+                            .map(AgencyCode::new)
+                            .collect::<Result<Vec<_>, _>>()
+                    };
+                    let addressees = codes(original_to)?;
+                    let copies = codes(original_cc)?;
+                    Some(OriginalMessage {
+                        id: Uuid::nil(),
+                        type_: original_type.unwrap_or_default(),
+                        sender: AgencyCode::new(sender)?,
+                        recipients: addressees.iter().chain(&copies).cloned().collect(),
+                        addressees,
+                    })
+                }
                 None => None,
             };
             print!(

@@ -15,7 +15,7 @@ pub use clock::{Clock, SystemClock};
 pub use entry::{Entry, EntryKind};
 pub use envelope::{Channel, Envelope, EnvelopeError, Submission};
 pub use policy::{
-    MandatoryRecipient, OriginalMessage, Policy, PolicyError, PolicyLoadError, Recipient,
-    RecipientRole, Route,
+    AnsweredBy, MandatoryRecipient, OriginalMessage, Policy, PolicyError, PolicyLoadError,
+    Recipient, RecipientRole, Route,
 };
 pub use reject::RejectCode;

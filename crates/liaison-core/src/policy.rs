@@ -49,6 +49,17 @@ pub enum ReplyTo {
     Recipients,
 }
 
+/// Which recipients of the original may send an answer routed by `reply_to`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnsweredBy {
+    /// Its addressees (主送) only: a copied agency is informed, it does not reply or object.
+    #[default]
+    Addressees,
+    /// Any recipient, copies included (receipts: every recipient acknowledges).
+    Recipients,
+}
+
 /// `to` is either a list of agency codes or the keyword `"named"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
@@ -72,6 +83,8 @@ struct RuleFile {
     cc: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     reply_to: Option<ReplyTo>,
+    #[serde(default)]
+    answered_by: Option<Spanned<AnsweredBy>>,
     #[serde(default)]
     when: Option<Spanned<BTreeMap<String, Value>>>,
     /// Recipients of this rule that no `recipients` attribute may leave out.
@@ -133,6 +146,7 @@ struct Rule {
     named: Option<Named>,
     cc: Vec<AgencyCode>,
     reply_to: Option<ReplyTo>,
+    answered_by: AnsweredBy,
     when: Vec<Condition>,
     /// Supervisory recipients that a `recipients` attribute cannot remove.
     mandatory: Vec<AgencyCode>,
@@ -203,8 +217,32 @@ impl Route {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginalMessage {
     pub id: Uuid,
+    /// Its CloudEvents type (what the answer's `x-liaison.answers` must name).
+    pub type_: String,
     pub sender: AgencyCode,
+    /// Every recipient, copies included.
     pub recipients: Vec<AgencyCode>,
+    /// The recipients it was addressed to (主送): the only ones that answer it, unless the
+    /// answering rule says `answered_by = "recipients"`.
+    pub addressees: Vec<AgencyCode>,
+}
+
+impl OriginalMessage {
+    /// The original as recorded with its route.
+    pub fn from_route(id: Uuid, type_: String, sender: AgencyCode, route: &Route) -> Self {
+        Self {
+            id,
+            type_,
+            sender,
+            recipients: route.agencies().cloned().collect(),
+            addressees: route
+                .recipients
+                .iter()
+                .filter(|r| r.role == RecipientRole::To)
+                .map(|r| r.agency.clone())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -227,6 +265,16 @@ pub enum PolicyError {
         "{type_} answers another message: inreplyto must name a message {sender} sent or received"
     )]
     UnknownOriginal { sender: AgencyCode, type_: String },
+    #[error(
+        "{sender} {role} message {original}, so it may not answer it with {type_}: only its addressees answer"
+    )]
+    NotAnAddressee {
+        sender: AgencyCode,
+        type_: String,
+        original: Uuid,
+        /// "sent" or "was only copied on".
+        role: &'static str,
+    },
 }
 
 fn join(agencies: &[AgencyCode]) -> String {
@@ -247,6 +295,7 @@ impl PolicyError {
             | Self::RecipientsRequired { .. }
             | Self::NoRecipients { .. } => RejectCode::RecipientsNotAllowed,
             Self::UnknownOriginal { .. } => RejectCode::UnknownOriginal,
+            Self::NotAnAddressee { .. } => RejectCode::NotAnAddressee,
         }
     }
 }
@@ -475,14 +524,29 @@ impl Policy {
                     type_: envelope.type_.clone(),
                 };
                 let original = original.ok_or_else(unknown)?;
-                let is_party = match reply_to {
-                    ReplyTo::Recipients => &original.sender == sender,
-                    ReplyTo::Sender | ReplyTo::SenderAndCopies => {
-                        &original.sender == sender || original.recipients.contains(sender)
-                    }
+                let may_answer = match (reply_to, rule.answered_by) {
+                    (ReplyTo::Recipients, _) => &original.sender == sender,
+                    (_, AnsweredBy::Addressees) => original.addressees.contains(sender),
+                    (_, AnsweredBy::Recipients) => original.recipients.contains(sender),
                 };
-                if !is_party {
-                    return Err(unknown());
+                if !may_answer {
+                    // A party that may not answer learns why; anyone else learns nothing
+                    // about the original.
+                    let role = if reply_to == ReplyTo::Recipients {
+                        return Err(unknown());
+                    } else if &original.sender == sender {
+                        "sent"
+                    } else if original.recipients.contains(sender) {
+                        "was only copied on"
+                    } else {
+                        return Err(unknown());
+                    };
+                    return Err(PolicyError::NotAnAddressee {
+                        sender: sender.clone(),
+                        type_: envelope.type_.clone(),
+                        original: original.id,
+                        role,
+                    });
                 }
                 match reply_to {
                     ReplyTo::Recipients => {
@@ -711,6 +775,16 @@ impl RuleChecker<'_> {
             Some(when) => self.conditions(when)?,
         };
         let (mandatory, why) = self.mandatory(&rule, &to, &cc)?;
+        let answered_by = match (&rule.answered_by, rule.reply_to) {
+            (None, _) => AnsweredBy::default(),
+            (Some(by), Some(ReplyTo::Sender | ReplyTo::SenderAndCopies)) => *by.get_ref(),
+            (Some(by), _) => {
+                return Err(self.fail(
+                    by.span(),
+                    "`answered_by` applies to answers routed by `reply_to = \"sender\"` or \"sender_and_copies\"",
+                ));
+            }
+        };
         Ok(Rule {
             name: rule.name.into_inner(),
             line: rule_line,
@@ -720,6 +794,7 @@ impl RuleChecker<'_> {
             named,
             cc,
             reply_to: rule.reply_to,
+            answered_by,
             when,
             mandatory,
             why,
@@ -974,11 +1049,12 @@ mod tests {
                 ("procuratorate", RecipientRole::Cc)
             ]
         );
-        let original = OriginalMessage {
-            id: Uuid::nil(),
-            sender: code("eco"),
-            recipients: vec![code("police"), code("procuratorate"), code("gov")],
-        };
+        let original = original(
+            "case.transfer.v1",
+            "eco",
+            &["police"],
+            &["procuratorate", "gov"],
+        );
         let route = p
             .route(
                 &code("police"),
@@ -1041,13 +1117,20 @@ mod tests {
         .unwrap();
     }
 
+    /// An original of `type_` sent by `sender`, addressed `to` and copied `cc`.
+    fn original(type_: &str, sender: &str, to: &[&str], cc: &[&str]) -> OriginalMessage {
+        OriginalMessage {
+            id: Uuid::nil(),
+            type_: type_.into(),
+            sender: code(sender),
+            recipients: to.iter().chain(cc).map(|a| code(a)).collect(),
+            addressees: to.iter().map(|a| code(a)).collect(),
+        }
+    }
+
     #[test]
     fn a_receipt_goes_back_to_the_sender_of_the_original() {
-        let original = OriginalMessage {
-            id: Uuid::nil(),
-            sender: code("eco"),
-            recipients: vec![code("procuratorate")],
-        };
+        let original = original("pil.lead.v1", "eco", &["procuratorate"], &[]);
         let route = policy()
             .route(
                 &code("procuratorate"),
@@ -1065,11 +1148,7 @@ mod tests {
             .route(&code("procuratorate"), &envelope("receipt.v1", None), None)
             .unwrap_err();
         assert_eq!(err.code(), RejectCode::UnknownOriginal);
-        let original = OriginalMessage {
-            id: Uuid::nil(),
-            sender: code("eco"),
-            recipients: vec![code("procuratorate")],
-        };
+        let original = original("pil.lead.v1", "eco", &["procuratorate"], &[]);
         let err = p
             .route(
                 &code("market"),
@@ -1082,11 +1161,7 @@ mod tests {
 
     #[test]
     fn a_filing_decision_goes_to_the_transferring_agency_and_its_copies() {
-        let original = OriginalMessage {
-            id: Uuid::nil(),
-            sender: code("eco"),
-            recipients: vec![code("police"), code("procuratorate")],
-        };
+        let original = original("case.transfer.v1", "eco", &["police"], &["procuratorate"]);
         let route = policy()
             .route(
                 &code("police"),
@@ -1101,6 +1176,65 @@ mod tests {
                 ("procuratorate", RecipientRole::Cc)
             ]
         );
+    }
+
+    #[test]
+    fn only_addressees_answer_unless_the_rule_lets_every_recipient() {
+        let p = policy();
+        let transfer = original("case.transfer.v1", "eco", &["police"], &["procuratorate"]);
+        // The copied procuratorate and the transfer's own sender may not decide on filing.
+        let rules = r#"
+            [[rule]]
+            name = "filing-decision"
+            type = "case.filing-decision.v1"
+            from = ["police", "procuratorate", "eco"]
+            reply_to = "sender_and_copies"
+
+            [[rule]]
+            name = "receipt"
+            type = "receipt.v1"
+            from = ["*"]
+            reply_to = "sender"
+            answered_by = "recipients"
+        "#;
+        let open = Policy::from_toml(rules, "policy.toml", &registry()).unwrap();
+        for (sender, role) in [("procuratorate", "was only copied on"), ("eco", "sent")] {
+            let err = open
+                .route(
+                    &code(sender),
+                    &envelope("case.filing-decision.v1", None),
+                    Some(&transfer),
+                )
+                .unwrap_err();
+            assert_eq!(err.code(), RejectCode::NotAnAddressee, "{sender}: {err}");
+            assert!(err.to_string().contains(role), "{err}");
+        }
+        // A receipt is answered by every recipient, copies included.
+        let route = open
+            .route(
+                &code("procuratorate"),
+                &envelope("receipt.v1", None),
+                Some(&transfer),
+            )
+            .unwrap();
+        assert_eq!(agencies(&route), vec![("eco", RecipientRole::To)]);
+        // With the default (`addressees`), the copied procuratorate may not send a receipt.
+        let err = p
+            .route(
+                &code("procuratorate"),
+                &envelope("receipt.v1", None),
+                Some(&transfer),
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), RejectCode::NotAnAddressee);
+        // `answered_by` only belongs on answers routed back to the original's parties.
+        let err = Policy::from_toml(
+            "[[rule]]\nname = \"x\"\ntype = \"pil.lead.v1\"\nfrom = [\"*\"]\nto = [\"procuratorate\"]\nanswered_by = \"recipients\"\n",
+            "policy.toml",
+            &registry(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`answered_by` applies"), "{err}");
     }
 
     #[test]

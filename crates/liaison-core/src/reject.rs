@@ -53,10 +53,16 @@ pub enum RejectCode {
     /// The agency is authenticated but may not use this resource (e.g. traces are for
     /// the administrators named in the configuration).
     Forbidden,
+    /// `inreplyto` names a message of a type this type does not answer (the catalogue's
+    /// `x-liaison.answers`), or this type answers nothing.
+    AnswerTypeMismatch,
+    /// The sender received the original only as a copy (or sent it): only its addressees
+    /// answer it.
+    NotAnAddressee,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 21] = [
+    pub const ALL: [RejectCode; 23] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -78,6 +84,8 @@ impl RejectCode {
         Self::RateLimited,
         Self::RequestTimeout,
         Self::Forbidden,
+        Self::AnswerTypeMismatch,
+        Self::NotAnAddressee,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +111,8 @@ impl RejectCode {
             Self::RateLimited => "rate_limited",
             Self::RequestTimeout => "request_timeout",
             Self::Forbidden => "forbidden",
+            Self::AnswerTypeMismatch => "answer_type_mismatch",
+            Self::NotAnAddressee => "not_an_addressee",
         }
     }
 
@@ -126,6 +136,8 @@ impl RejectCode {
             Self::RateLimited => 429,
             Self::RequestTimeout => 408,
             Self::Forbidden => 403,
+            Self::AnswerTypeMismatch => 422,
+            Self::NotAnAddressee => 403,
         }
     }
 
@@ -153,6 +165,8 @@ impl RejectCode {
             Self::RateLimited => "Too many requests from this agency",
             Self::RequestTimeout => "Request did not arrive in time",
             Self::Forbidden => "This agency may not use this resource",
+            Self::AnswerTypeMismatch => "This message type does not answer the original's type",
+            Self::NotAnAddressee => "Only the addressees of a message answer it",
         }
     }
 

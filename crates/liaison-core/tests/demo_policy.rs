@@ -26,12 +26,23 @@ fn code(s: &str) -> AgencyCode {
     AgencyCode::new(s).unwrap()
 }
 
-/// A reply's original: sent by `sender` to `recipients`.
+/// A reply's original: sent by `sender` to `recipients`; a recipient written `cc:CODE`
+/// was a copy, the others addressees. (The policy does not look at the original's type;
+/// the pipeline checks it against the catalogue.)
 fn original(sender: &str, recipients: &[&str]) -> Option<OriginalMessage> {
     Some(OriginalMessage {
         id: Uuid::nil(),
+        type_: String::new(),
         sender: code(sender),
-        recipients: recipients.iter().map(|r| code(r)).collect(),
+        recipients: recipients
+            .iter()
+            .map(|r| code(r.trim_start_matches("cc:")))
+            .collect(),
+        addressees: recipients
+            .iter()
+            .filter(|r| !r.starts_with("cc:"))
+            .map(|r| code(r))
+            .collect(),
     })
 }
 
@@ -81,9 +92,9 @@ impl Case {
 use RecipientRole::{Cc, To};
 
 fn table() -> Vec<Case> {
-    let transfer = || original("eco", &["police", "procuratorate"]);
-    let not_filed = || original("police", &["eco", "procuratorate"]);
-    let high = || original("procuratorate", &["eco", "gov"]);
+    let transfer = || original("eco", &["police", "cc:procuratorate"]);
+    let not_filed = || original("police", &["eco", "cc:procuratorate"]);
+    let high = || original("procuratorate", &["eco", "cc:gov"]);
     vec![
         // 1 PIL lead and its decision.
         case("eco", "pil.lead.v1").to(&[("procuratorate", To)]),
@@ -141,6 +152,10 @@ fn table() -> Vec<Case> {
         case("natres", "case.reconsideration-request.v1")
             .answering(not_filed())
             .refused(RejectCode::UnknownOriginal),
+        // Only the transferring agencies ask the police to reconsider.
+        case("procuratorate", "case.reconsideration-request.v1")
+            .answering(not_filed())
+            .refused(RejectCode::TypeNotAllowed),
         // 3 transfer supervision.
         case("procuratorate", "transfer.supervision.v1")
             .naming(&["natres"])
@@ -188,6 +203,17 @@ fn table() -> Vec<Case> {
         case("eco", "procuratorial.recommendation-reply.v1")
             .answering(original("procuratorate", &["eco"]))
             .to(&[("procuratorate", To)]),
+        // Copies are informed; they do not reply or object. Nor does the recommendation's
+        // own sender.
+        case("gov", "procuratorial.recommendation-reply.v1")
+            .answering(high())
+            .refused(RejectCode::NotAnAddressee),
+        case("gov", "procuratorial.objection.v1")
+            .answering(high())
+            .refused(RejectCode::NotAnAddressee),
+        case("procuratorate", "procuratorial.recommendation-reply.v1")
+            .answering(high())
+            .refused(RejectCode::NotAnAddressee),
         case("eco", "procuratorial.objection.v1")
             .answering(original("procuratorate", &["eco"]))
             .to(&[("procuratorate", To)]),
@@ -231,6 +257,13 @@ fn table() -> Vec<Case> {
         case("police", "receipt.v1")
             .answering(original("eco", &["procuratorate"]))
             .refused(RejectCode::UnknownOriginal),
+        // Every recipient signs for what it received, copies included.
+        case("procuratorate", "receipt.v1")
+            .answering(transfer())
+            .to(&[("eco", To)]),
+        case("eco", "receipt.v1")
+            .answering(transfer())
+            .refused(RejectCode::NotAnAddressee),
         // Deadline reminders: from the waiting sender to those who owe it an answer.
         case("procuratorate", "deadline.reminder.v1")
             .data(json!({"clock": "recommendation_reply"}))

@@ -19,7 +19,7 @@ pub(crate) async fn original(
     pool: &PgPool,
     id: Uuid,
 ) -> Result<Option<OriginalMessage>, LedgerError> {
-    let row = sqlx::query("SELECT sender, route FROM messages WHERE id = $1")
+    let row = sqlx::query("SELECT sender, type, route FROM messages WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await
@@ -27,11 +27,12 @@ pub(crate) async fn original(
     let Some(row) = row else { return Ok(None) };
     let read = corrupt("messages row");
     let Json(route): Json<Route> = row.try_get("route").map_err(&read)?;
-    Ok(Some(OriginalMessage {
+    Ok(Some(OriginalMessage::from_route(
         id,
-        sender: agency_from_db(row.try_get("sender").map_err(&read)?)?,
-        recipients: route.recipients.into_iter().map(|r| r.agency).collect(),
-    }))
+        row.try_get("type").map_err(&read)?,
+        agency_from_db(row.try_get("sender").map_err(&read)?)?,
+        &route,
+    )))
 }
 
 pub(crate) async fn message(pool: &PgPool, id: Uuid) -> Result<Option<StoredMessage>, LedgerError> {

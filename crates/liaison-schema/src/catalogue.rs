@@ -164,6 +164,29 @@ impl Catalogue {
             .map(|compiled| &compiled.message_type)
     }
 
+    /// Whether a message of `type_name` may answer (`inreplyto`) a message of
+    /// `original_type`, as its `x-liaison.answers` says; the refusal explains why not.
+    pub fn check_answer(&self, type_name: &str, original_type: &str) -> Result<(), String> {
+        let Some(answers) = self.get(type_name).map(|t| &t.info.answers) else {
+            return Err(format!("{type_name} is not a type of the catalogue"));
+        };
+        if answers
+            .iter()
+            .any(|a| a == crate::info::ANY_TYPE || a == original_type)
+        {
+            return Ok(());
+        }
+        if answers.is_empty() {
+            return Err(format!(
+                "{type_name} opens a matter of its own and answers no message: remove inreplyto"
+            ));
+        }
+        Err(format!(
+            "{type_name} answers {}, but inreplyto names a {original_type}",
+            answers.join(" or ")
+        ))
+    }
+
     /// The envelope schema as written in `schemas/envelope.json`.
     pub fn envelope_schema(&self) -> &Value {
         &self.envelope_schema

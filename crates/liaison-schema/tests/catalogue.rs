@@ -531,3 +531,36 @@ fn a_missing_envelope_is_named() {
     let error = load_error(scratch.path());
     assert!(error.to_string().contains("envelope.json"), "{error}");
 }
+
+#[test]
+fn answers_are_bound_to_the_types_they_answer() {
+    let catalogue = catalogue();
+    assert_eq!(
+        catalogue.check_answer("pil.lead-decision.v1", "pil.lead.v1"),
+        Ok(())
+    );
+    assert_eq!(
+        catalogue.check_answer(
+            "procuratorial.objection.v1",
+            "procuratorial.recommendation.v1"
+        ),
+        Ok(())
+    );
+    // Receipts answer any type.
+    assert_eq!(
+        catalogue.check_answer("receipt.v1", "case.transfer.v1"),
+        Ok(())
+    );
+    let wrong = catalogue
+        .check_answer("file.access-response.v1", "pil.lead.v1")
+        .unwrap_err();
+    assert!(
+        wrong.contains("file.access-request.v1") && wrong.contains("pil.lead.v1"),
+        "{wrong}"
+    );
+    let opener = catalogue
+        .check_answer("pil.lead.v1", "pil.lead.v1")
+        .unwrap_err();
+    assert!(opener.contains("answers no message"), "{opener}");
+    assert!(catalogue.check_answer("no.such.v1", "pil.lead.v1").is_err());
+}

@@ -193,6 +193,15 @@ impl Pipeline {
             .policy
             .route_event(sender, &envelope, Some(&event), original.as_ref())
             .map_err(|e| Refusal::new(e.code(), e.to_string()).about(&envelope))?;
+        // Checked after the policy found the sender a party of the original, so that a
+        // stranger learns nothing of the original's type.
+        if let Some(original) = &original {
+            self.catalogue
+                .check_answer(&envelope.type_, &original.type_)
+                .map_err(|detail| {
+                    Refusal::new(RejectCode::AnswerTypeMismatch, detail).about(&envelope)
+                })?;
+        }
 
         let id = envelope.id;
         let outcome = self
