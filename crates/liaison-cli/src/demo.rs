@@ -138,6 +138,43 @@ pub fn lead_event(caseref: &str) -> Value {
     })
 }
 
+/// A criminal case transfer from eco to the police that names only the police: the
+/// procuratorate's supervisory copy is kept all the same.
+pub fn transfer_event(caseref: &str) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": Uuid::now_v7(),
+        "source": code("eco").urn(),
+        "type": "case.transfer.v1",
+        "time": now(),
+        "subject": "某化工企业非法排放有毒物质案移送",
+        "datacontenttype": "application/json",
+        "caseref": caseref,
+        "recipients": ["police"],
+        "data": {
+            "case_name": "山丹县某化工企业非法排放含重金属废水案",
+            "administrative_case_number": "山环执〔2026〕31号",
+            "transfer_document_number": "山环移〔2026〕7号",
+            "suspected_offence": "污染环境罪",
+            "facts": "监测显示该企业排污口废水总铬超标二十余倍，排入黑河支流，已造成下游河段污染。",
+            "suspects": [{
+                "kind": "organisation",
+                "name": "山丹县某化工有限公司",
+                "id_number": "91620725MA71B8QX55"
+            }],
+            "enterprise_related": false,
+            "transferred_at": now(),
+            "evidence": [{
+                "title": "水质监测报告",
+                "uri": "evidence/SD-ECO-0031/monitoring.pdf",
+                "sha256": "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9",
+                "media_type": "application/pdf"
+            }],
+            "handler": { "department": "生态环境综合行政执法大队", "name": "李某" }
+        }
+    })
+}
+
 pub fn receipt_event(caseref: &str, answers: Uuid) -> Value {
     json!({
         "specversion": "1.0",
@@ -298,7 +335,52 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
         delivery["delivery"]
     );
 
-    // 5. The ledger holds every event of the case.
+    // 5. eco transfers a criminal case naming only the police; the procuratorate's
+    //    supervisory copy cannot be removed, and arrives in its queue.
+    let transfer = transfer_event(&format!("{caseref}-XF"));
+    let transfer_id = Uuid::parse_str(transfer["id"].as_str().unwrap_or_default())?;
+    let answer = eco
+        .submit(&transfer)
+        .await
+        .context("step 5 (eco transfers a case to the police)")?;
+    ensure!(
+        answer.status == 202,
+        "step 5 (eco transfers a case): expected 202, got {} {}",
+        answer.status,
+        answer.body
+    );
+    let routed: Vec<(&str, &str)> = answer.body["recipients"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| Some((r["agency"].as_str()?, r["role"].as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        routed == [("police", "to"), ("procuratorate", "cc")],
+        "step 5: expected the transfer to the police with the procuratorate's copy, got {routed:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ensure!(
+            !left.is_zero(),
+            "step 5 (procuratorate receives the supervisory copy): not delivered within 20 s"
+        );
+        let Some(delivery) = procuratorate_queue.next(left).await? else {
+            continue;
+        };
+        delivery.ack().await?;
+        if delivery.message_id == Some(transfer_id) {
+            break;
+        }
+    }
+    println!(
+        "✓ 5. eco → case.transfer.v1 {transfer_id} naming only the police: 202, route → police, procuratorate (supervisory copy, mandatory); the procuratorate received it"
+    );
+
+    // 6. The ledger holds every event of the case.
     let ledger = crate::open_ledger(config).await?;
     let key = TraceKey::Case(caseref.clone());
     let expected = [
@@ -323,11 +405,11 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
             break trace;
         }
         if Instant::now() >= deadline {
-            bail!("step 5 (trace the case): the ledger lacks {missing:?}");
+            bail!("step 6 (trace the case): the ledger lacks {missing:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    println!("✓ 5. ledger: {} entries for case {caseref}", trace.len());
+    println!("✓ 6. ledger: {} entries for case {caseref}", trace.len());
     bus.close().await;
     Ok(ScenarioReport {
         caseref,
