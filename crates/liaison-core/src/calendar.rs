@@ -109,7 +109,7 @@ pub enum CalendarError {
     /// The computation needs to know whether a day of this year is a working day, and no
     /// holiday calendar for the year is loaded.
     #[error(
-        "no holiday calendar for {0}: add calendars/cn/{0}.toml from the State Council's notice for {0}"
+        "no holiday calendar for {0}: the period needs {0}.toml, made from the State Council's holiday notice for {0}"
     )]
     NoCalendarForYear(i32),
     /// The due date lies beyond the dates this program represents (year 9999).

@@ -10,7 +10,7 @@ use liaison_core::calendar::CalendarDataError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalendarLoadError {
-    #[error("cannot read holiday calendar {path}: {source}")]
+    #[error("cannot read holiday calendar {}", .path.display())]
     Read {
         path: PathBuf,
         #[source]
