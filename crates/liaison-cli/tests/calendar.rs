@@ -62,6 +62,9 @@ fn due_prints_one_rfc3339_line_in_china_standard_time() {
 fn a_year_without_a_calendar_is_an_error() {
     let err = refused(&["--from", "2026-12-30T10:00:00+08:00", "--period", "P3D"]);
     assert!(err.contains("no holiday calendar for 2027"), "{err}");
+    // 31 December 2026 may still be moved by the 2027 notice.
+    let err = refused(&["--from", "2026-12-30T10:00:00+08:00", "--period", "P1D"]);
+    assert!(err.contains("no holiday calendar for 2027"), "{err}");
 }
 
 #[test]

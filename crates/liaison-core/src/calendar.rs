@@ -126,7 +126,9 @@ pub enum CalendarDataError {
     FileName { file: String, year: i32 },
     #[error("{file}: {date} is not a date")]
     BadDate { file: String, date: String },
-    #[error("{file}: {date} ({name}) lies outside {year} and the December before it")]
+    #[error(
+        "{file}: {date} ({name}) lies outside {year} and the last week of the December before it"
+    )]
     OutsideYear {
         file: String,
         name: String,
@@ -299,9 +301,9 @@ impl HolidayCalendar {
         }
         let mut added: BTreeMap<Date, Listed> = BTreeMap::new();
         for (d, listed) in days {
-            // A notice arranges its own year, and now and then the last days of the
+            // A notice arranges its own year, and now and then the last week of the
             // December before it (a New Year holiday that starts on 30 December).
-            if d.year() != year && !(d.year() == year - 1 && d.month() == Month::December) {
+            if d.year() != year && !(d.year() == year - 1 && in_last_week_of_year(d)) {
                 let name = match &listed {
                     Listed::Holiday(n) | Listed::Working(n) => n.clone(),
                 };
@@ -332,10 +334,15 @@ impl HolidayCalendar {
         self.notices.values()
     }
 
-    /// Whether `date` is a working day; an error when its year has no calendar.
+    /// Whether `date` is a working day; an error when its year has no calendar, or when
+    /// it lies in the last week of December and the next year has none (that year's
+    /// notice may still move it).
     pub fn is_working_day(&self, date: Date) -> Result<bool, CalendarError> {
         if !self.notices.contains_key(&date.year()) {
             return Err(CalendarError::NoCalendarForYear(date.year()));
+        }
+        if in_last_week_of_year(date) && !self.notices.contains_key(&(date.year() + 1)) {
+            return Err(CalendarError::NoCalendarForYear(date.year() + 1));
         }
         Ok(match self.days.get(&date) {
             Some(Listed::Holiday(_)) => false,
@@ -350,6 +357,14 @@ fn describe(listed: &Listed) -> String {
         Listed::Holiday(n) => format!("holiday of {n}"),
         Listed::Working(n) => format!("working day for {n}"),
     }
+}
+
+/// 25–31 December: the days a following year's notice may arrange. The New Year holiday
+/// reaches back a few days at most, and its make-up working day onto the weekend before
+/// (the 2019 notice, 国办发明电〔2018〕15号: 30 December 2018 to 1 January 2019 off,
+/// Saturday 29 December 2018 a working day).
+fn in_last_week_of_year(date: Date) -> bool {
+    date.month() == Month::December && date.day() >= 25
 }
 
 fn is_weekend(date: Date) -> bool {
@@ -714,11 +729,19 @@ mod tests {
             shipped("2025-12-29T10:00:00+08:00", "P3D"),
             "2026-01-05T00:00:00+08:00"
         );
-        // Thursday 31 December 2026 as the last day: no 2027 day is looked at, although
-        // the period runs out at 00:00 on 1 January 2027.
+        // A mid-December last day needs only its own year, although the period runs
+        // out in the next.
         assert_eq!(
-            shipped("2026-12-30T10:00:00+08:00", "P1D"),
-            "2027-01-01T00:00:00+08:00"
+            shipped("2025-12-16T10:00:00+08:00", "P1D"),
+            "2025-12-18T00:00:00+08:00"
+        );
+        assert_eq!(
+            due_str(
+                "2026-12-16T10:00:00+08:00",
+                Period::Days(1),
+                &calendar_of(&[(2026, "")])
+            ),
+            "2026-12-18T00:00:00+08:00"
         );
         // The start day is never counted, so its year needs no calendar.
         assert_eq!(
@@ -751,15 +774,56 @@ mod tests {
             shipped_err("2024-06-01T10:00:00+08:00", Period::Days(3)),
             CalendarError::NoCalendarForYear(2024)
         );
-        // A last day in 2026 that is a holiday rolls into 2027, which needs its calendar.
-        let calendar = calendar_of(&[(
-            2026,
-            "[[holidays]]\nname = \"test\"\nfirst = 2026-12-31\nlast = 2026-12-31\n",
-        )]);
+    }
+
+    #[test]
+    fn the_last_week_of_december_needs_the_next_years_notice_too() {
+        // The next year's notice may move days of the last week of December (the 2019
+        // notice made 31 December 2018 a holiday and Saturday the 29th a working day), so
+        // until it is loaded those days are unknown, not ordinary.
+        let only_2026 = calendar_of(&[(2026, "")]);
+        let both = calendar_of(&[(2026, ""), (2027, "")]);
+        // Tuesday 22 December + 3 days = Friday the 25th.
+        let start = datetime!(2026-12-22 10:00 +8);
         assert_eq!(
-            due(datetime!(2026-12-28 10:00 +8), Period::Days(3), &calendar),
+            due(start, Period::Days(3), &only_2026),
             Err(CalendarError::NoCalendarForYear(2027))
         );
+        assert_eq!(
+            due(start, Period::Days(3), &both),
+            Ok(datetime!(2026-12-26 00:00 +8))
+        );
+        // Thursday 24 December is still known from 2026's notice alone.
+        assert_eq!(
+            due(start, Period::Days(2), &only_2026),
+            Ok(datetime!(2026-12-25 00:00 +8))
+        );
+        // And with the shipped years: Thursday 31 December 2026 waits for 2027's notice.
+        assert_eq!(
+            shipped_err("2026-12-30T10:00:00+08:00", Period::Days(1)),
+            CalendarError::NoCalendarForYear(2027)
+        );
+        // A holiday the next notice puts on 31 December applies once both are loaded.
+        let with_eve = calendar_of(&[
+            (2026, ""),
+            (
+                2027,
+                "[[holidays]]\nname = \"元旦\"\nfirst = 2026-12-31\nlast = 2027-01-01\n",
+            ),
+        ]);
+        assert_eq!(
+            due(start, Period::Days(9), &with_eve),
+            Ok(datetime!(2027-01-05 00:00 +8))
+        );
+        // Only the last week: 2027's file may not list 24 December 2026.
+        assert!(matches!(
+            HolidayCalendar::from_files([(
+                "2027.toml",
+                "year = 2027\nnotice = \"n\"\ndocument = \"d\"\nissued = 2026-11-01\n\
+                 [[holidays]]\nname = \"a\"\nfirst = 2026-12-24\nlast = 2027-01-01\n"
+            )]),
+            Err(CalendarDataError::OutsideYear { .. })
+        ));
     }
 
     #[test]
