@@ -142,6 +142,13 @@ enum Command {
         #[command(subcommand)]
         command: AmqpCommand,
     },
+    /// Legal periods: when a period counted as the procedure laws count it runs out.
+    Calendar {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: liaison_cli::calendar_cmd::CalendarCommand,
+    },
     /// The dead-letter queue liaison.dead.
     Deadletters {
         #[command(flatten)]
@@ -413,6 +420,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = config.load()?;
             let registry = Registry::load(&config.registry)?;
             liaison_cli::amqp_defs::run(&args, &registry)?;
+        }
+        Command::Calendar { config, command } => {
+            liaison_cli::calendar_cmd::run(command, config.load()?.calendar_dir)?;
         }
         Command::Deadletters { config, command } => {
             use liaison_cli::deadletters::{self, DeadLettersCommand};

@@ -2,6 +2,7 @@
 
 pub mod agency;
 pub mod audit;
+pub mod calendar;
 pub mod checkpoint;
 pub mod clock;
 pub mod entry;
@@ -11,6 +12,7 @@ pub mod policy;
 pub mod reject;
 
 pub use agency::{Agency, AgencyCode, Registry, RegistryError};
+pub use calendar::{CalendarError, HolidayCalendar, Period};
 pub use clock::{Clock, SystemClock};
 pub use entry::{Entry, EntryKind};
 pub use envelope::{Channel, Envelope, EnvelopeError, Submission};

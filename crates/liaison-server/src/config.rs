@@ -30,6 +30,10 @@ pub struct Config {
     /// Agencies whose certificates may trace any message or case over HTTPS
     /// (`GET /v1/trace/{id or case ref}`): the county's administrators.
     pub admins: Vec<liaison_core::AgencyCode>,
+    /// Directory of per-year holiday calendars (`YEAR.toml`, the format of
+    /// `calendars/cn/`) that replaces the years built into the binary; `None` uses those.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calendar_dir: Option<PathBuf>,
     pub ledger: LedgerSettings,
     pub limits: Limits,
     pub relay: RelayConfig,
@@ -115,6 +119,7 @@ impl Default for Config {
             policy: PathBuf::from("deploy/demo/policy.toml"),
             schemas: PathBuf::from("schemas"),
             admins: Vec::new(),
+            calendar_dir: None,
             ledger: LedgerSettings::default(),
             limits: Limits::default(),
             relay: RelayConfig::default(),
@@ -275,10 +280,18 @@ impl Config {
             "LIAISON_REGISTRY" => self.registry = value.into(),
             "LIAISON_POLICY" => self.policy = value.into(),
             "LIAISON_SCHEMAS" => self.schemas = value.into(),
+            "LIAISON_CALENDAR_DIR" => self.calendar_dir = Some(value.into()),
             // Other LIAISON_* names belong to other tools (tests, scripts).
             _ => {}
         }
         Ok(())
+    }
+
+    /// The holiday calendar legal periods are counted with (see `calendar_dir`).
+    pub fn holiday_calendar(
+        &self,
+    ) -> Result<liaison_core::HolidayCalendar, crate::calendars::CalendarLoadError> {
+        crate::calendars::load(self.calendar_dir.as_deref())
     }
 
     /// The configuration as TOML with passwords in URLs masked, for logs and `--print-config`.
@@ -346,6 +359,32 @@ mod tests {
         assert_eq!(config.database_url, "postgres://x@db/y");
         let err = Config::load(None, env(&[("LIAISON_OPS_LISTEN", "nowhere")])).unwrap_err();
         assert!(err.to_string().contains("LIAISON_OPS_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn the_calendar_directory_comes_from_the_file_or_the_environment() {
+        assert_eq!(Config::default().calendar_dir, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "calendar_dir = \"/etc/liaison/calendars\"\n").unwrap();
+        let config = Config::load(Some(&path), []).unwrap();
+        assert_eq!(
+            config.calendar_dir.as_deref(),
+            Some(Path::new("/etc/liaison/calendars"))
+        );
+        assert!(config.redacted().contains("calendar_dir"));
+        let config = Config::load(Some(&path), env(&[("LIAISON_CALENDAR_DIR", "cal")])).unwrap();
+        assert_eq!(config.calendar_dir.as_deref(), Some(Path::new("cal")));
+        // Unset, the built-in years are used; a directory without year files is refused.
+        assert_eq!(
+            Config::default().holiday_calendar().unwrap(),
+            liaison_core::HolidayCalendar::shipped()
+        );
+        let config = Config::load(
+            None,
+            env(&[("LIAISON_CALENDAR_DIR", &dir.path().display().to_string())]),
+        );
+        assert!(config.unwrap().holiday_calendar().is_err());
     }
 
     #[test]

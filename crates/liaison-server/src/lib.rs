@@ -2,6 +2,7 @@
 
 pub mod audit_routes;
 pub mod broker;
+pub mod calendars;
 pub mod checkpointing;
 pub mod config;
 pub mod crl;
