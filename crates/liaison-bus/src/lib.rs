@@ -21,5 +21,5 @@ pub use publisher::{
 };
 pub use topology::{
     AGENCY_QUEUE_PREFIX, EXCHANGE_DELIVER, EXCHANGE_DLX, EXCHANGE_INTAKE, EXCHANGES, QUEUE_DEAD,
-    QUEUE_DEAD_LEDGER, QUEUE_INTAKE, QueuePlan, agency_queue, queue_plan,
+    IntakeQueueLimits, QUEUE_DEAD_LEDGER, QUEUE_INTAKE, QueuePlan, agency_queue, queue_plan,
 };
