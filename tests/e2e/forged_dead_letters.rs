@@ -28,7 +28,10 @@ fn text(value: &str) -> AMQPValue {
 /// The headers a forger would write to pass for a dead delivery of `delivery_id`.
 fn forged_headers(delivery_id: i64, recipient: &str, by: &str) -> FieldTable {
     let mut headers = FieldTable::default();
-    headers.insert("liaison-delivery".into(), AMQPValue::LongLongInt(delivery_id));
+    headers.insert(
+        "liaison-delivery".into(),
+        AMQPValue::LongLongInt(delivery_id),
+    );
     headers.insert("liaison-recipient".into(), text(recipient));
     headers.insert("liaison-dead-by".into(), text(by));
     headers.insert("liaison-dead-reason".into(), text("delivery_limit"));
@@ -138,9 +141,15 @@ async fn forged_dead_letter_headers_neither_kill_nor_redrive_another_agencys_del
             .with_message_id(real_id.to_string().into())
             .with_type("pil.lead.v1".into())
             .with_headers(forged_headers(delivery, "procuratorate", by));
-        publish(&market, "liaison.intake", "pil.lead.v1", &forged_body, properties)
-            .await
-            .expect("RabbitMQ takes market's publish to intake");
+        publish(
+            &market,
+            "liaison.intake",
+            "pil.lead.v1",
+            &forged_body,
+            properties,
+        )
+        .await
+        .expect("RabbitMQ takes market's publish to intake");
     }
     // Refused for want of identity, and recorded.
     poll("both unauthenticated rejections", async || {
@@ -152,7 +161,11 @@ async fn forged_dead_letter_headers_neither_kill_nor_redrive_another_agencys_del
     // rejects a second lead outright.
     let sentinel = lead_event("SD-FORGE-SENTINEL");
     let sentinel_id = sentinel["id"].as_str().unwrap().to_owned();
-    let answer = world.client(&broker, "eco").submit(&sentinel).await.unwrap();
+    let answer = world
+        .client(&broker, "eco")
+        .submit(&sentinel)
+        .await
+        .unwrap();
     assert_eq!(answer.status, 202, "{}", answer.body);
     let procuratorate = users.connect("procuratorate").await;
     let channel = procuratorate.create_channel().await.unwrap();
@@ -212,9 +225,15 @@ async fn forged_dead_letter_headers_neither_kill_nor_redrive_another_agencys_del
         .with_delivery_mode(2)
         .with_message_id(real_id.to_string().into())
         .with_headers(forged_headers(delivery, "procuratorate", "relay"));
-    publish(&guest, "liaison.dlx", "procuratorate", &forged_body, properties)
-        .await
-        .unwrap();
+    publish(
+        &guest,
+        "liaison.dlx",
+        "procuratorate",
+        &forged_body,
+        properties,
+    )
+    .await
+    .unwrap();
     poll("the lying dead letter listed", async || {
         deadletters::list(&bus, 100)
             .await
@@ -231,11 +250,10 @@ async fn forged_dead_letter_headers_neither_kill_nor_redrive_another_agencys_del
         "a forged dead letter was redriven: {report:?}"
     );
     assert!(
-        report
-            .sent
-            .iter()
-            .any(|(id, to)| id.map(|i| i.to_string()) == Some(sentinel_id.clone())
-                && to == "procuratorate"),
+        report.sent.iter().any(
+            |(id, to)| id.map(|i| i.to_string()) == Some(sentinel_id.clone())
+                && to == "procuratorate"
+        ),
         "the real dead letter is redriven: {report:?}"
     );
 
@@ -251,9 +269,11 @@ async fn forged_dead_letter_headers_neither_kill_nor_redrive_another_agencys_del
     );
     assert_eq!(got.data, serde_json::to_vec(&sentinel).unwrap());
     got.ack(BasicAckOptions::default()).await.unwrap();
-    if let Ok(Some(Ok(extra))) = tokio::time::timeout(Duration::from_secs(1), queue.next()).await
-    {
-        assert_ne!(extra.data, forged_body, "the forged body reached the procuratorate");
+    if let Ok(Some(Ok(extra))) = tokio::time::timeout(Duration::from_secs(1), queue.next()).await {
+        assert_ne!(
+            extra.data, forged_body,
+            "the forged body reached the procuratorate"
+        );
         assert_eq!(extra.data, real_bytes, "unexpected delivery");
     }
     let trace = trace(&ledger, "SD-FORGE-REAL").await;

@@ -43,7 +43,8 @@ pub fn agency_queue(code: &AgencyCode) -> String {
 /// bound one of them could fill RabbitMQ's memory and disk (and trip its alarms, which
 /// block every publisher, the relay included). Past either bound RabbitMQ refuses the
 /// publish (`x-overflow=reject-publish`: a nack to a publisher using confirms) rather
-/// than dropping or dead-lettering what is queued.
+/// than dropping or dead-lettering what is queued. A quorum queue checks its bounds after
+/// each enqueue, so it may hold one message more than `max_length`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IntakeQueueLimits {
     /// `x-max-length`: messages ready in the queue.

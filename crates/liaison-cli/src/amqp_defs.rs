@@ -359,7 +359,13 @@ mod tests {
         for (exchange, _) in EXCHANGES {
             assert_eq!(write(exchange), exchange == EXCHANGE_INTAKE, "{exchange}");
         }
-        for other in ["amq.default", "", "amq.topic", "liaison.intakeX", "xliaison.intake"] {
+        for other in [
+            "amq.default",
+            "",
+            "amq.topic",
+            "liaison.intakeX",
+            "xliaison.intake",
+        ] {
             assert!(!write(other), "{other}");
         }
     }

@@ -17,8 +17,7 @@ use crate::config::{LedgerConfig, redacted_url};
 use crate::error::LedgerError;
 use crate::model::{
     AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, PendingDelivery, RecordedDelivery,
-    StoredEntry,
-    StoredMessage, TraceKey,
+    StoredEntry, StoredMessage, TraceKey,
 };
 use crate::{outbox, read};
 

@@ -205,8 +205,7 @@ pub async fn identify(
         return Ok(Err(format!("the ledger holds no delivery {delivery_id}")));
     };
     let row = &recorded.delivery;
-    if dead.by == DeadBy::RabbitMq && dead.queue.as_deref() != Some(&agency_queue(&row.recipient))
-    {
+    if dead.by == DeadBy::RabbitMq && dead.queue.as_deref() != Some(&agency_queue(&row.recipient)) {
         return Ok(Err(format!(
             "delivery {delivery_id} is for {}, but it died in {:?}",
             row.recipient, dead.queue
