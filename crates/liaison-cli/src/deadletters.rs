@@ -117,7 +117,7 @@ pub async fn redrive(bus: &Bus, ledger: &Ledger, id: Option<Uuid>) -> anyhow::Re
     let mut held = Vec::new();
     while let Some(delivery) = consumer.next(SETTLE).await? {
         let dead = DeadLetter::from_delivery(&delivery);
-        if !id.is_none_or(|id| dead.message_id == Some(id)) {
+        if id.is_some_and(|id| dead.message_id != Some(id)) {
             // Held unacked until the end, so it is not handed to this consumer again.
             held.push(delivery);
             continue;
