@@ -17,6 +17,7 @@ use liaison_core::AgencyCode;
 use crate::consumer::{self, Consumer};
 use crate::deadline::within;
 use crate::publisher::{self, Publisher};
+use crate::topology::IntakeQueueLimits;
 use crate::{BusError, topology};
 
 /// How to reach RabbitMQ and how long to wait for it.
@@ -30,6 +31,8 @@ pub struct BusConfig {
     pub operation_timeout: Duration,
     /// `x-delivery-limit` of the intake and agency queues: deliveries before dead-lettering.
     pub delivery_limit: u32,
+    /// `x-max-length` and `x-max-length-bytes` of `liaison.intake`.
+    pub intake_queue: IntakeQueueLimits,
 }
 
 impl Default for BusConfig {
@@ -39,6 +42,7 @@ impl Default for BusConfig {
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(10),
             delivery_limit: 20,
+            intake_queue: IntakeQueueLimits::default(),
         }
     }
 }
@@ -89,6 +93,7 @@ impl Bus {
             &channel,
             &agencies,
             self.shared.config.delivery_limit,
+            self.shared.config.intake_queue,
             self.shared.config.operation_timeout,
         )
         .await;

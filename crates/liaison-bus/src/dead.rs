@@ -6,6 +6,9 @@
 //!   queue's `x-delivery-limit`, into the same exchange with an `x-death` header.
 //! - Both end in `liaison.dead` (listed and redriven by operators) and in
 //!   `liaison.dead.ledger` (recorded in the ledger by the broker).
+//! - Which is which, and from which queue, only RabbitMQ's `x-death` record says; a
+//!   dead letter's liaison headers are whatever its publisher wrote, so the broker matches
+//!   it to the ledger before it believes it is a delivery (`liaison-server` `dead_letters`).
 //! - A problem notice ([`Publisher::publish_problem`]) tells an agency that submitted over
 //!   AMQP why its message was refused, in its own queue.
 
@@ -26,63 +29,78 @@ use crate::topology::{AGENCY_QUEUE_PREFIX, EXCHANGE_DELIVER, EXCHANGE_DLX};
 pub const HEADER_RECIPIENT: &str = "liaison-recipient";
 /// Header with the reason the relay gave up on a delivery.
 pub const HEADER_DEAD_REASON: &str = "liaison-dead-reason";
-/// Header naming who dead-lettered the message when it was not RabbitMQ (`relay`).
+/// Header naming who dead-lettered the message when it was not RabbitMQ (`relay`); for
+/// operators reading the queue only, never trusted (see [`DeadBy`]).
 pub const HEADER_DEAD_BY: &str = "liaison-dead-by";
 /// `type` property of a problem notice in an agency's queue.
 pub const TYPE_PROBLEM: &str = "liaison.problem";
 /// `content_type` of a problem notice.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
-/// Who parked a message in the dead-letter queue.
+/// Who parked a message in the dead-letter queue, as RabbitMQ itself shows it: never what
+/// a header of the message claims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeadBy {
-    /// The relay, after its last delivery attempt failed; already in the ledger.
+    /// Published straight into [`EXCHANGE_DLX`], so it carries no `x-death` record: only
+    /// the broker's own user may write to that exchange, and only the relay does, after
+    /// its last delivery attempt failed (already recorded in the ledger).
     Relay,
-    /// RabbitMQ: rejected without requeue, or over the queue's delivery limit.
+    /// RabbitMQ: rejected without requeue, or over the queue's delivery limit; its own
+    /// `x-death` record names the queue and the reason.
     RabbitMq,
 }
 
 /// What the dead-letter queue says about one message.
+///
+/// Only `by`, `queue`, `reason` and `count` come from RabbitMQ (the newest `x-death`
+/// record); the rest are properties and headers a publisher wrote. They serve to find the
+/// delivery in the ledger and to list it, never as proof of anything: a dead letter is a
+/// delivery's only once the ledger's outbox row and message bytes match it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
     pub message_id: Option<Uuid>,
     pub type_: Option<String>,
+    /// `liaison-delivery` header: the outbox row it claims to be (a lookup key, unproven).
     pub delivery_id: Option<i64>,
     pub seq: Option<u64>,
     pub caseref: Option<String>,
-    /// The agency it was for, when it was a delivery.
+    /// The agency whose queue RabbitMQ dead-lettered it from; for one the relay parked,
+    /// the agency its own header names (only the broker can publish to the exchange).
     pub recipient: Option<AgencyCode>,
-    /// The queue it died in (RabbitMQ dead letters).
+    /// The queue RabbitMQ dead-lettered it from (newest `x-death` record).
     pub queue: Option<String>,
-    /// `delivery_limit`, `rejected`, … or the relay's own reason.
+    /// RabbitMQ's reason (`delivery_limit`, `rejected`, …) or, for one the relay parked,
+    /// the relay's.
     pub reason: String,
     pub by: DeadBy,
-    /// How often RabbitMQ dead-lettered it from that queue.
+    /// How often RabbitMQ dead-lettered it from that queue for that reason.
     pub count: i64,
+    /// SHA-256 of the body, to compare with the ledger's digest of the message.
+    pub body_sha256: [u8; 32],
 }
 
 impl DeadLetter {
     /// Reads the dead-letter headers of a message consumed from a dead-letter queue.
     pub fn from_delivery(delivery: &Delivery) -> DeadLetter {
-        let death = first_death(delivery.headers());
+        let death = newest_death(delivery.headers());
         let queue = death.as_ref().and_then(|d| table_text(d, "queue"));
-        let recipient = delivery
-            .header(HEADER_RECIPIENT)
-            .or_else(|| {
-                queue
-                    .as_deref()
-                    .and_then(|q| q.strip_prefix(AGENCY_QUEUE_PREFIX))
-                    .map(str::to_owned)
-            })
-            .and_then(|code| AgencyCode::new(code).ok());
-        let by = match delivery.header(HEADER_DEAD_BY).as_deref() {
-            Some("relay") => DeadBy::Relay,
-            _ => DeadBy::RabbitMq,
+        let by = match death {
+            Some(_) => DeadBy::RabbitMq,
+            None => DeadBy::Relay,
         };
-        let reason = delivery
-            .header(HEADER_DEAD_REASON)
-            .or_else(|| death.as_ref().and_then(|d| table_text(d, "reason")))
-            .unwrap_or_else(|| "unknown".to_owned());
+        let recipient = match by {
+            DeadBy::RabbitMq => queue
+                .as_deref()
+                .and_then(|q| q.strip_prefix(AGENCY_QUEUE_PREFIX))
+                .map(str::to_owned),
+            DeadBy::Relay => delivery.header(HEADER_RECIPIENT),
+        }
+        .and_then(|code| AgencyCode::new(code).ok());
+        let reason = match by {
+            DeadBy::RabbitMq => death.as_ref().and_then(|d| table_text(d, "reason")),
+            DeadBy::Relay => delivery.header(HEADER_DEAD_REASON),
+        }
+        .unwrap_or_else(|| "unknown".to_owned());
         let count = death
             .as_ref()
             .and_then(|d| match d.inner().get("count") {
@@ -102,17 +120,20 @@ impl DeadLetter {
             reason,
             by,
             count,
+            body_sha256: liaison_core::audit::sha256(&delivery.body),
         }
     }
 }
 
-/// The most recent `x-death` record (RabbitMQ keeps the latest first).
-fn first_death(headers: &FieldTable) -> Option<FieldTable> {
+/// RabbitMQ's own record of the latest death: it puts the record of the dead-lettering it
+/// just did first (a record for the same queue and reason is counted up and moved to the
+/// front), so any record a publisher wrote into `x-death` comes after it.
+fn newest_death(headers: &FieldTable) -> Option<FieldTable> {
     match headers.inner().get("x-death")? {
-        AMQPValue::FieldArray(deaths) => deaths.as_slice().iter().find_map(|d| match d {
+        AMQPValue::FieldArray(deaths) => match deaths.as_slice().first()? {
             AMQPValue::FieldTable(t) => Some(t.clone()),
             _ => None,
-        }),
+        },
         _ => None,
     }
 }
@@ -169,42 +190,6 @@ impl Publisher {
             .await
     }
 
-    /// Publishes a message from a dead-letter queue again into `recipient`'s queue, with
-    /// its properties and liaison headers but without the dead-letter bookkeeping.
-    pub async fn redrive(&self, delivery: &Delivery, recipient: &AgencyCode) -> PublishOutcome {
-        let mut headers = FieldTable::default();
-        for (key, value) in delivery.headers().inner() {
-            let key_text = key.as_str();
-            if key_text.starts_with("x-") || key_text.starts_with("liaison-dead") {
-                continue;
-            }
-            headers.insert(key.clone(), value.clone());
-        }
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_app_id(APP_ID.into())
-            .with_timestamp(unix_seconds_now())
-            .with_content_type(crate::publisher::CONTENT_TYPE.into())
-            .with_headers(headers);
-        if let Some(id) = delivery.message_id {
-            properties = properties.with_message_id(id.to_string().into());
-        }
-        if let Some(kind) = delivery
-            .type_
-            .as_deref()
-            .and_then(|t| ShortString::try_new(t).ok())
-        {
-            properties = properties.with_type(kind);
-        }
-        self.publish_confirmed(
-            EXCHANGE_DELIVER,
-            recipient.as_str(),
-            &delivery.body,
-            properties,
-        )
-        .await
-    }
-
     /// One mandatory publish, confirmed.
     async fn publish_confirmed(
         &self,
@@ -233,5 +218,50 @@ impl Publisher {
             Ok(confirm) => await_confirm(confirm, self.operation_timeout()).await,
             Err(e) => PublishOutcome::Failed(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::FieldArray;
+
+    fn death(queue: &str, reason: &str) -> AMQPValue {
+        let mut record = FieldTable::default();
+        record.insert("queue".into(), text(queue));
+        record.insert("reason".into(), text(reason));
+        record.insert("count".into(), AMQPValue::LongLongInt(1));
+        AMQPValue::FieldTable(record)
+    }
+
+    #[test]
+    fn only_the_newest_death_record_counts() {
+        // RabbitMQ's record of dead-lettering from intake comes first; the one after it
+        // is what a publisher wrote into its own x-death header.
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                death("liaison.intake", "delivery_limit"),
+                death("liaison.agency.procuratorate", "rejected"),
+            ])),
+        );
+        let newest = newest_death(&headers).unwrap();
+        assert_eq!(
+            table_text(&newest, "queue").as_deref(),
+            Some("liaison.intake")
+        );
+        assert_eq!(
+            table_text(&newest, "reason").as_deref(),
+            Some("delivery_limit")
+        );
+    }
+
+    #[test]
+    fn no_death_record_means_published_straight_to_the_exchange() {
+        assert!(newest_death(&FieldTable::default()).is_none());
+        let mut headers = FieldTable::default();
+        headers.insert("x-death".into(), text("not a list"));
+        assert!(newest_death(&headers).is_none());
     }
 }

@@ -20,6 +20,7 @@ pub use publisher::{
     Outgoing, PublishOutcome, Publisher,
 };
 pub use topology::{
-    AGENCY_QUEUE_PREFIX, EXCHANGE_DELIVER, EXCHANGE_DLX, EXCHANGE_INTAKE, EXCHANGES, QUEUE_DEAD,
-    QUEUE_DEAD_LEDGER, QUEUE_INTAKE, QueuePlan, agency_queue, queue_plan,
+    AGENCY_QUEUE_PREFIX, EXCHANGE_DELIVER, EXCHANGE_DLX, EXCHANGE_INTAKE, EXCHANGES,
+    IntakeQueueLimits, QUEUE_DEAD, QUEUE_DEAD_LEDGER, QUEUE_INTAKE, QueuePlan, agency_queue,
+    queue_plan,
 };

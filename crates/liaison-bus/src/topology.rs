@@ -39,12 +39,36 @@ pub fn agency_queue(code: &AgencyCode) -> String {
     format!("{AGENCY_QUEUE_PREFIX}{code}")
 }
 
+/// Bounds on what `liaison.intake` holds. Any agency user may publish there, so without a
+/// bound one of them could fill RabbitMQ's memory and disk (and trip its alarms, which
+/// block every publisher, the relay included). Past either bound RabbitMQ refuses the
+/// publish (`x-overflow=reject-publish`: a nack to a publisher using confirms) rather
+/// than dropping or dead-lettering what is queued. A quorum queue checks its bounds after
+/// each enqueue, so it may hold one message more than `max_length`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntakeQueueLimits {
+    /// `x-max-length`: messages ready in the queue.
+    pub max_length: u32,
+    /// `x-max-length-bytes`: total size of their bodies.
+    pub max_bytes: u64,
+}
+
+impl Default for IntakeQueueLimits {
+    fn default() -> Self {
+        Self {
+            max_length: 100_000,
+            max_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
 /// Declares the exchanges, the intake and dead-letter queues, and one queue per agency,
 /// with their bindings, on `channel`.
 pub(crate) async fn declare(
     channel: &Channel,
     agencies: &[&AgencyCode],
     delivery_limit: u32,
+    intake: IntakeQueueLimits,
     limit: Duration,
 ) -> Result<(), BusError> {
     for (name, kind) in [
@@ -89,7 +113,7 @@ pub(crate) async fn declare(
     declare_bound_queue(
         channel,
         QUEUE_INTAKE,
-        working.clone(),
+        intake_queue_arguments(delivery_limit, intake),
         EXCHANGE_INTAKE,
         "#",
         limit,
@@ -129,7 +153,11 @@ pub const EXCHANGES: [(&str, &str); 3] = [
 
 /// Every queue [`declare`] creates, with the same arguments, so that a definitions file
 /// and the broker's own declarations agree (RabbitMQ refuses a redeclaration that differs).
-pub fn queue_plan(agencies: &[&AgencyCode], delivery_limit: u32) -> Vec<QueuePlan> {
+pub fn queue_plan(
+    agencies: &[&AgencyCode],
+    delivery_limit: u32,
+    intake: IntakeQueueLimits,
+) -> Vec<QueuePlan> {
     let working = working_queue_arguments(delivery_limit);
     let mut plan = vec![
         QueuePlan {
@@ -146,7 +174,7 @@ pub fn queue_plan(agencies: &[&AgencyCode], delivery_limit: u32) -> Vec<QueuePla
         },
         QueuePlan {
             name: QUEUE_INTAKE.into(),
-            arguments: working.clone(),
+            arguments: intake_queue_arguments(delivery_limit, intake),
             exchange: EXCHANGE_INTAKE,
             routing_key: "#".into(),
         },
@@ -215,6 +243,20 @@ pub(crate) fn working_queue_arguments(delivery_limit: u32) -> FieldTable {
     arguments
 }
 
+/// The working queue arguments plus the intake's bounds (see [`IntakeQueueLimits`]).
+pub(crate) fn intake_queue_arguments(delivery_limit: u32, limits: IntakeQueueLimits) -> FieldTable {
+    let mut arguments = working_queue_arguments(delivery_limit);
+    arguments.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(i64::from(limits.max_length)),
+    );
+    arguments.insert(
+        "x-max-length-bytes".into(),
+        AMQPValue::LongLongInt(i64::try_from(limits.max_bytes).unwrap_or(i64::MAX)),
+    );
+    arguments
+}
+
 fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
@@ -247,5 +289,27 @@ mod tests {
             Some(&text("at-least-once"))
         );
         assert_eq!(table.get("x-overflow"), Some(&text("reject-publish")));
+        assert_eq!(table.get("x-max-length"), None);
+    }
+
+    #[test]
+    fn the_intake_queue_is_bounded_and_refuses_publishes_past_its_bounds() {
+        let limits = IntakeQueueLimits {
+            max_length: 7,
+            max_bytes: 4096,
+        };
+        let plan = queue_plan(&[], 20, limits);
+        let intake = plan.iter().find(|q| q.name == QUEUE_INTAKE).unwrap();
+        let table = intake.arguments.inner();
+        assert_eq!(table.get("x-max-length"), Some(&AMQPValue::LongLongInt(7)));
+        assert_eq!(
+            table.get("x-max-length-bytes"),
+            Some(&AMQPValue::LongLongInt(4096))
+        );
+        assert_eq!(table.get("x-overflow"), Some(&text("reject-publish")));
+        assert_eq!(
+            table.get("x-delivery-limit"),
+            Some(&AMQPValue::LongLongInt(20))
+        );
     }
 }

@@ -6,7 +6,13 @@
 //! agency (`<prefix><code>`) and the broker's user. Permissions are the security boundary:
 //! an agency user may configure nothing, write only to the `liaison.intake` exchange, and
 //! read only its own queue `liaison.agency.<code>`. RabbitMQ itself checks the `user_id`
-//! of what it publishes, which is how the broker knows the sender.
+//! of what it publishes, which is how the broker knows the sender. Each agency user also
+//! has RabbitMQ user limits (`max-connections`, `max-channels`), so that one agency
+//! cannot exhaust the broker's connections or channels, and `liaison.intake` is bounded
+//! (`x-max-length`, `x-max-length-bytes`, refusing publishes past them); the broker
+//! declares it with its `intake.queue_max_length` and `intake.queue_max_bytes`, which
+//! must equal `--intake-max-length` and `--intake-max-bytes` here (RabbitMQ refuses a
+//! redeclaration with other arguments).
 
 use std::path::PathBuf;
 
@@ -14,7 +20,8 @@ use anyhow::Context;
 use clap::Args;
 use lapin::types::{AMQPValue, FieldTable};
 use liaison_bus::{
-    EXCHANGE_INTAKE, EXCHANGES, QUEUE_DEAD, QUEUE_DEAD_LEDGER, agency_queue, queue_plan,
+    EXCHANGE_INTAKE, EXCHANGES, IntakeQueueLimits, QUEUE_DEAD, QUEUE_DEAD_LEDGER, agency_queue,
+    queue_plan,
 };
 use liaison_core::audit::sha256;
 use liaison_core::{AgencyCode, Registry};
@@ -38,6 +45,18 @@ pub struct DefinitionsArgs {
     /// `x-delivery-limit` of the working queues (the broker's default is 20).
     #[arg(long, default_value_t = 20)]
     pub delivery_limit: u32,
+    /// `x-max-length` of `liaison.intake` (the broker's `intake.queue_max_length`).
+    #[arg(long, default_value_t = IntakeQueueLimits::default().max_length)]
+    pub intake_max_length: u32,
+    /// `x-max-length-bytes` of `liaison.intake` (the broker's `intake.queue_max_bytes`).
+    #[arg(long, default_value_t = IntakeQueueLimits::default().max_bytes)]
+    pub intake_max_bytes: u64,
+    /// RabbitMQ `max-connections` of each agency user.
+    #[arg(long, default_value_t = 8)]
+    pub user_max_connections: u32,
+    /// RabbitMQ `max-channels` of each agency user (across its connections).
+    #[arg(long, default_value_t = 64)]
+    pub user_max_channels: u32,
     /// Write a random password for every user to this file (JSON, user → password, mode
     /// 0600); the definitions then hold only salted hashes. Without it the users have no
     /// password and can only log in with a client certificate (EXTERNAL).
@@ -142,7 +161,7 @@ pub fn build(args: &DefinitionsArgs, registry: &Registry) -> Definitions {
     let vhost = args.vhost.as_str();
     let codes: Vec<&AgencyCode> = registry.codes().collect();
     let mut passwords = Vec::new();
-    let mut user = |name: String, tags: &str| -> Value {
+    let mut user = |name: String, tags: &str, limits: Value| -> Value {
         let hash = match &args.passwords {
             Some(_) => {
                 let password = Uuid::new_v4().simple().to_string();
@@ -164,17 +183,23 @@ pub fn build(args: &DefinitionsArgs, registry: &Registry) -> Definitions {
             "password_hash": hash,
             "hashing_algorithm": "rabbit_password_hashing_sha256",
             "tags": tags,
-            "limits": {},
+            "limits": limits,
         })
     };
-    let mut users = vec![user(args.broker_user.clone(), "")];
+    let mut users = vec![user(args.broker_user.clone(), "", json!({}))];
+    // Any agency user may connect; these keep one from using up the broker's connections
+    // and channels (RabbitMQ refuses the connection or channel past them).
+    let agency_limits = json!({
+        "max-connections": args.user_max_connections,
+        "max-channels": args.user_max_channels,
+    });
     let mut permissions = vec![json!({
         "user": args.broker_user, "vhost": vhost,
         "configure": ".*", "write": ".*", "read": ".*",
     })];
     for code in &codes {
         let name = format!("{}{code}", args.user_prefix);
-        users.push(user(name.clone(), ""));
+        users.push(user(name.clone(), "", agency_limits.clone()));
         permissions.push(json!({
             "user": name,
             "vhost": vhost,
@@ -193,7 +218,14 @@ pub fn build(args: &DefinitionsArgs, registry: &Registry) -> Definitions {
             })
         })
         .collect();
-    let plan = queue_plan(&codes, args.delivery_limit);
+    let plan = queue_plan(
+        &codes,
+        args.delivery_limit,
+        IntakeQueueLimits {
+            max_length: args.intake_max_length,
+            max_bytes: args.intake_max_bytes,
+        },
+    );
     let queues: Vec<Value> = plan
         .iter()
         .map(|q| {
@@ -279,6 +311,10 @@ mod tests {
             user_prefix: "agency-".into(),
             broker_user: "liaison".into(),
             delivery_limit: 20,
+            intake_max_length: 50,
+            intake_max_bytes: 4096,
+            user_max_connections: 3,
+            user_max_channels: 9,
             passwords: Some(PathBuf::from("unused")),
         };
         let d = build(&args, &registry);
@@ -299,5 +335,48 @@ mod tests {
             .unwrap();
         assert_eq!(queue["arguments"]["x-delivery-limit"], 20);
         assert_eq!(queue["arguments"]["x-queue-type"], "quorum");
+        assert_eq!(queue["arguments"].get("x-max-length"), None);
+
+        let users = d.document["users"].as_array().unwrap();
+        let eco_user = users.iter().find(|u| u["name"] == "agency-eco").unwrap();
+        assert_eq!(eco_user["limits"]["max-connections"], 3);
+        assert_eq!(eco_user["limits"]["max-channels"], 9);
+        let broker = users.iter().find(|u| u["name"] == "liaison").unwrap();
+        assert_eq!(broker["limits"], json!({}));
+
+        let intake = d.document["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == "liaison.intake")
+            .unwrap();
+        assert_eq!(intake["arguments"]["x-max-length"], 50);
+        assert_eq!(intake["arguments"]["x-max-length-bytes"], 4096);
+        assert_eq!(intake["arguments"]["x-overflow"], "reject-publish");
+
+        // The write permission names the intake exchange and no other exchange.
+        let write = regex_lite(eco["write"].as_str().unwrap());
+        for (exchange, _) in EXCHANGES {
+            assert_eq!(write(exchange), exchange == EXCHANGE_INTAKE, "{exchange}");
+        }
+        for other in [
+            "amq.default",
+            "",
+            "amq.topic",
+            "liaison.intakeX",
+            "xliaison.intake",
+        ] {
+            assert!(!write(other), "{other}");
+        }
+    }
+
+    /// Matches the `^literal$` patterns this module writes (escaped dots only).
+    fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+        let literal = pattern
+            .strip_prefix('^')
+            .and_then(|p| p.strip_suffix('$'))
+            .expect("anchored")
+            .replace("\\.", ".");
+        move |name: &str| name == literal
     }
 }

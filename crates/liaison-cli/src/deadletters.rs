@@ -2,16 +2,27 @@
 //! and sending it again.
 //!
 //! Listing takes the messages without acknowledging them and hands them back (closing the
-//! channel requeues them), so it never removes anything. Redriving publishes a message to
-//! its recipient's queue with a publisher confirm, records `delivery.redriven` in the
-//! ledger, and only then removes it from `liaison.dead`: a crash in between leaves a copy
-//! in both, never in neither, and consumers drop the duplicate by message id.
+//! channel requeues them), so it never removes anything. Its recipients, reasons and
+//! delivery ids are what the messages say; only a redrive checks them against the ledger.
+//!
+//! Redriving first matches each dead letter to the delivery the ledger recorded
+//! (`liaison_server::dead_letters::identify`: the outbox row its `liaison-delivery` header
+//! names, dead-lettered from that row's recipient's queue, with that row's message id and
+//! the ledger's digest of its bytes). It then publishes **the ledger's bytes** with
+//! headers the broker builds, as the relay does, to the recipient the outbox recorded —
+//! never the dead letter's own body or headers — with a publisher confirm, records
+//! `delivery.redriven`, and only then removes it from `liaison.dead`: a crash in between
+//! leaves a copy in both, never in neither, and consumers drop the duplicate by message
+//! id. A dead letter that matches no delivery is not redriven: it is reported with the
+//! reason and left in `liaison.dead` for an operator to inspect (and purge).
 
 use std::time::Duration;
 
 use clap::Subcommand;
 use liaison_bus::{Bus, DeadLetter, PublishOutcome, QUEUE_DEAD};
 use liaison_ledger::{DeliveryOutcome, Ledger};
+use liaison_server::dead_letters::identify;
+use liaison_server::relay::outgoing;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -31,7 +42,7 @@ pub enum DeadLettersCommand {
         /// Only the dead letters of this message id.
         #[arg(long, value_name = "UUID", conflicts_with = "all")]
         id: Option<Uuid>,
-        /// Every dead letter that names its recipient.
+        /// Every dead letter that matches a delivery in the ledger.
         #[arg(long)]
         all: bool,
     },
@@ -90,10 +101,12 @@ pub async fn list(bus: &Bus, max: u16) -> anyhow::Result<Vec<Listed>> {
 /// What a redrive did.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Redriven {
-    /// Message ids sent again, with their recipient.
+    /// Message ids sent again, with their recipient (as the ledger recorded them).
     pub sent: Vec<(Option<Uuid>, String)>,
-    /// Dead letters left where they are (no recipient known, or the publish failed).
+    /// Dead letters left where they are (no matching delivery, or the publish failed).
     pub left: usize,
+    /// Of those, the ones that match no delivery in the ledger, with the reason.
+    pub unmatched: Vec<(Option<Uuid>, String)>,
 }
 
 /// Redrives the dead letters of `id` (or all with `None`).
@@ -104,36 +117,42 @@ pub async fn redrive(bus: &Bus, ledger: &Ledger, id: Option<Uuid>) -> anyhow::Re
     let mut held = Vec::new();
     while let Some(delivery) = consumer.next(SETTLE).await? {
         let dead = DeadLetter::from_delivery(&delivery);
-        let wanted = id.is_none_or(|id| dead.message_id == Some(id));
-        let Some(recipient) = dead.recipient.clone().filter(|_| wanted) else {
-            if wanted {
-                report.left += 1;
-            }
+        if id.is_some_and(|id| dead.message_id != Some(id)) {
             // Held unacked until the end, so it is not handed to this consumer again.
             held.push(delivery);
             continue;
-        };
-        match publisher.redrive(&delivery, &recipient).await {
-            PublishOutcome::Confirmed => {}
-            other => {
-                eprintln!(
-                    "✗ {:?} for {recipient} not redriven: {other:?}",
-                    dead.message_id
-                );
+        }
+        let recorded = match identify(ledger, &dead).await? {
+            Ok(recorded) => recorded,
+            Err(why) => {
+                eprintln!("✗ {:?} not redriven: {why}", dead.message_id);
                 report.left += 1;
+                report.unmatched.push((dead.message_id, why));
                 held.push(delivery);
                 continue;
             }
+        };
+        let row = &recorded.delivery;
+        // The ledger's bytes and broker-built headers, to the recorded recipient.
+        let outcome = publisher.publish_all(&[outgoing(row)]).await.pop();
+        if outcome != Some(PublishOutcome::Confirmed) {
+            eprintln!(
+                "✗ {} for {} not redriven: {outcome:?}",
+                row.message_id, row.recipient
+            );
+            report.left += 1;
+            held.push(delivery);
+            continue;
         }
-        if let Some(delivery_id) = dead.delivery_id {
-            ledger
-                .record_deliveries(vec![DeliveryOutcome::Redriven { delivery_id }])
-                .await?;
-        }
+        ledger
+            .record_deliveries(vec![DeliveryOutcome::Redriven {
+                delivery_id: row.delivery_id,
+            }])
+            .await?;
         delivery.ack().await?;
         report
             .sent
-            .push((dead.message_id, recipient.as_str().to_owned()));
+            .push((Some(row.message_id), row.recipient.as_str().to_owned()));
     }
     drop(held);
     Ok(report)

@@ -454,6 +454,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             message.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
                         );
                     }
+                    for (message, why) in &report.unmatched {
+                        println!(
+                            "left {}: matches no delivery in the ledger ({why})",
+                            message.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
+                        );
+                    }
                     println!(
                         "{} redriven, {} left in liaison.dead",
                         report.sent.len(),

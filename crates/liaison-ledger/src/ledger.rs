@@ -16,8 +16,8 @@ use crate::committer::{Answer, Committer, Handoff, HandoffSlot, Job, Request};
 use crate::config::{LedgerConfig, redacted_url};
 use crate::error::LedgerError;
 use crate::model::{
-    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, PendingDelivery, StoredEntry,
-    StoredMessage, TraceKey,
+    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, PendingDelivery, RecordedDelivery,
+    StoredEntry, StoredMessage, TraceKey,
 };
 use crate::{outbox, read};
 
@@ -193,6 +193,15 @@ impl Ledger {
         *self.inner.handoff.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Handoff { sender, lease });
         receiver
+    }
+
+    /// The outbox row `delivery_id` and the message it delivers, in whatever state; `None`
+    /// when no such delivery was recorded. Changes nothing (no lease, no attempt).
+    pub async fn delivery(
+        &self,
+        delivery_id: i64,
+    ) -> Result<Option<RecordedDelivery>, LedgerError> {
+        outbox::recorded(&self.inner.pool, delivery_id).await
     }
 
     /// Notified after each commit that created outbox rows.

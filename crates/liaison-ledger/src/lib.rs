@@ -24,6 +24,6 @@ pub use export::{EXPORT_FORMAT, ExportDir, ExportError, Manifest, parse_public_k
 pub use ledger::Ledger;
 pub use model::{
     AcceptOutcome, AcceptReceipt, DeliveryOutcome, DeliveryState, NewMessage, NewRejection,
-    PendingDelivery, RejectionDetail, StoredEntry, StoredMessage, TraceKey,
+    PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry, StoredMessage, TraceKey,
 };
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};

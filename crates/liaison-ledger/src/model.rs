@@ -75,6 +75,16 @@ pub struct PendingDelivery {
     pub attempt: i32,
 }
 
+/// A delivery as the ledger recorded it: its outbox row (`delivery.attempt` is the attempts
+/// so far) and the message it carries, with the SHA-256 of the message's bytes.
+#[derive(Clone, Debug)]
+pub struct RecordedDelivery {
+    pub delivery: PendingDelivery,
+    /// `pending`, `dispatched`, `acknowledged` or `dead`.
+    pub state: String,
+    pub sha256: [u8; 32],
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// RabbitMQ confirmed the message into the recipient's queue.

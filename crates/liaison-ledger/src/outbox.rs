@@ -8,8 +8,8 @@ use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
 
 use crate::error::LedgerError;
-use crate::model::PendingDelivery;
-use crate::sql::{agency_from_db, seq_from_db};
+use crate::model::{PendingDelivery, RecordedDelivery};
+use crate::sql::{agency_from_db, hash_from_db, seq_from_db};
 
 /// Leases up to `limit` due pending deliveries in one statement. `SKIP LOCKED` lets several
 /// relays (of one or many instances) claim side by side without waiting on each other; the
@@ -61,4 +61,29 @@ fn pending_delivery(row: &PgRow) -> Result<PendingDelivery, LedgerError> {
         body: Bytes::from(row.try_get::<Vec<u8>, _>("body").map_err(read)?),
         attempt: row.try_get("attempts").map_err(read)?,
     })
+}
+
+/// One outbox row with the recorded message it delivers, whatever its state: what the
+/// broker itself knows of a delivery, against which a dead letter is checked.
+pub(crate) async fn recorded(
+    pool: &PgPool,
+    delivery_id: i64,
+) -> Result<Option<RecordedDelivery>, LedgerError> {
+    let row = sqlx::query(
+        "SELECT o.delivery_id, o.message_id, o.recipient, o.attempts, o.state, \
+                m.type, m.seq, m.caseref, m.traceparent, m.body, m.sha256 \
+         FROM outbox o JOIN messages m ON m.id = o.message_id \
+         WHERE o.delivery_id = $1",
+    )
+    .bind(delivery_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(LedgerError::query("reading a delivery"))?;
+    let Some(row) = row else { return Ok(None) };
+    let read = |e: sqlx::Error| LedgerError::Corrupt(format!("recorded delivery: {e}"));
+    Ok(Some(RecordedDelivery {
+        delivery: pending_delivery(&row)?,
+        state: row.try_get("state").map_err(read)?,
+        sha256: hash_from_db(row.try_get("sha256").map_err(read)?)?,
+    }))
 }

@@ -101,6 +101,7 @@ impl Broker {
         .await?;
         let bus_config = BusConfig {
             url: config.amqp_url.clone(),
+            intake_queue: config.intake.queue_limits(),
             ..BusConfig::default()
         };
         let bus = Bus::connect(bus_config).await?;
@@ -129,6 +130,7 @@ impl Broker {
             admins: config.admins.clone().into(),
         };
         let guard = Arc::new(Guard::new(&config.limits));
+        let rate_limiter = guard.rate_limiter();
         let app = gateway::router(gateway)
             .layer(axum::middleware::from_fn_with_state(guard, guard::guard));
 
@@ -214,6 +216,8 @@ impl Broker {
                 pipeline,
                 clock: clock.clone(),
                 config: config.intake.clone(),
+                max_body_bytes: config.limits.max_body_bytes,
+                rate: rate_limiter,
             };
             tasks.spawn(intake.run(cancel.clone()));
         }

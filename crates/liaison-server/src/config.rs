@@ -44,7 +44,7 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted submission body, in bytes (HTTPS request or AMQP message).
     pub max_body_bytes: usize,
     /// Deepest accepted JSON nesting.
     pub max_depth: usize,
@@ -59,8 +59,9 @@ pub struct Limits {
     pub header_read_timeout_ms: u64,
     /// HTTPS requests handled at once; more get `503 unavailable` with `Retry-After`.
     pub max_concurrent_requests: usize,
-    /// Submissions per second each agency may post over HTTPS (a token bucket per
-    /// agency); more get `429 rate_limited`. 0 turns the limit off.
+    /// Submissions per second each agency may make, over HTTPS and AMQP together (one
+    /// token bucket per agency); more get `429 rate_limited` over HTTPS, and over AMQP a
+    /// recorded `rate_limited` rejection with a problem notice. 0 turns the limit off.
     pub rate_per_second: u32,
     /// Submissions an agency may post in one burst above its rate.
     pub rate_burst: u32,
@@ -93,6 +94,22 @@ pub struct IntakeConfig {
     pub user_prefix: String,
     /// Intake messages in flight (unacknowledged) at once.
     pub prefetch: u16,
+    /// `x-max-length` of the `liaison.intake` queue: past it RabbitMQ refuses (nacks) new
+    /// publishes. Must equal what `liaison amqp definitions --intake-max-length` wrote.
+    pub queue_max_length: u32,
+    /// `x-max-length-bytes` of the `liaison.intake` queue (total body bytes queued).
+    /// Must equal what `liaison amqp definitions --intake-max-bytes` wrote.
+    pub queue_max_bytes: u64,
+}
+
+impl IntakeConfig {
+    /// The bounds the broker declares `liaison.intake` with.
+    pub fn queue_limits(&self) -> liaison_bus::IntakeQueueLimits {
+        liaison_bus::IntakeQueueLimits {
+            max_length: self.queue_max_length,
+            max_bytes: self.queue_max_bytes,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -163,6 +180,8 @@ impl Default for IntakeConfig {
             enabled: true,
             user_prefix: "agency-".into(),
             prefetch: 100,
+            queue_max_length: liaison_bus::IntakeQueueLimits::default().max_length,
+            queue_max_bytes: liaison_bus::IntakeQueueLimits::default().max_bytes,
         }
     }
 }

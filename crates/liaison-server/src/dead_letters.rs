@@ -9,15 +9,24 @@
 //!   queue's `x-delivery-limit`. The DLX fans out to `liaison.dead` (kept for operators)
 //!   and `liaison.dead.ledger`, which [`DeadLetterRecorder`] consumes: it records one
 //!   `delivery.dead_lettered` entry per death and acks only after the commit.
+//!
+//! A dead letter changes a delivery only when [`identify`] matches it to the ledger:
+//! RabbitMQ's own `x-death` record says which queue it died in, and the outbox row and the
+//! message's digest say whether it is that queue's delivery. Headers such as
+//! `liaison-delivery` are only where to look; `liaison-recipient`, `liaison-dead-by` and
+//! `liaison-dead-reason` are never believed.
 
 use std::time::Duration;
 
 use liaison_bus::{
-    Bus, BusError, DeadBy, DeadLetter, Delivery, PublishOutcome, QUEUE_DEAD_LEDGER, QUEUE_INTAKE,
+    AGENCY_QUEUE_PREFIX, Bus, BusError, DeadBy, DeadLetter, Delivery, PublishOutcome,
+    QUEUE_DEAD_LEDGER, QUEUE_INTAKE, agency_queue,
 };
 use liaison_core::audit::sha256;
 use liaison_core::{Channel, RejectCode};
-use liaison_ledger::{DeliveryOutcome, Ledger, NewRejection, PendingDelivery, RejectionDetail};
+use liaison_ledger::{
+    DeliveryOutcome, Ledger, NewRejection, PendingDelivery, RecordedDelivery, RejectionDetail,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::intake::agency_of_user;
@@ -111,23 +120,14 @@ impl DeadLetterRecorder {
     async fn record(&self, delivery: &Delivery) -> Result<(), liaison_ledger::LedgerError> {
         let dead = DeadLetter::from_delivery(delivery);
         if dead.by == DeadBy::Relay {
-            // The relay recorded it in the same commit as its last attempt.
+            // Published straight into the exchange, which only the broker's user may do:
+            // the relay, which recorded it in the same commit as its last attempt.
             return Ok(());
         }
-        if let Some(delivery_id) = dead.delivery_id {
-            return self
-                .ledger
-                .record_deliveries(vec![DeliveryOutcome::DeadLettered {
-                    delivery_id,
-                    reason: dead.reason,
-                    by: "rabbitmq".into(),
-                    queue: dead.queue,
-                }])
-                .await;
-        }
-        if dead.queue.as_deref() == Some(QUEUE_INTAKE) && dead.reason != "rejected" {
-            // A submission the broker could never record (the ledger was down through every
-            // redelivery): its death is the only trace, so record it as a rejection.
+        if dead.queue.as_deref() == Some(QUEUE_INTAKE) {
+            // Intake acks everything it could record (refusals included), so a death here
+            // is a submission the broker could never record (the ledger was down through
+            // every redelivery): its death is the only trace, so record it as a rejection.
             let sender = delivery
                 .user_id
                 .as_deref()
@@ -154,9 +154,74 @@ impl DeadLetterRecorder {
                 .await?;
             return Ok(());
         }
-        // Intake messages rejected for want of identity were recorded by the intake; problem
-        // notices and strays carry no delivery to record.
-        tracing::info!(message.id = ?dead.message_id, queue = ?dead.queue, reason = %dead.reason, "dead letter without a delivery");
-        Ok(())
+        match identify(&self.ledger, &dead).await? {
+            Ok(recorded) => {
+                self.ledger
+                    .record_deliveries(vec![DeliveryOutcome::DeadLettered {
+                        delivery_id: recorded.delivery.delivery_id,
+                        reason: dead.reason,
+                        by: "rabbitmq".into(),
+                        queue: dead.queue,
+                    }])
+                    .await
+            }
+            Err(why) => {
+                // Problem notices rejected by their agency, or anything whose headers do
+                // not lead to a matching delivery: logged, and no delivery changes.
+                tracing::warn!(message.id = ?dead.message_id, queue = ?dead.queue, reason = %dead.reason, %why, "stray dead letter: no delivery recorded");
+                Ok(())
+            }
+        }
     }
+}
+
+/// The ledger's delivery that a dead letter is, or why it is none.
+///
+/// A dead letter's headers are whatever its publisher wrote; only RabbitMQ's `x-death`
+/// record (its queue) and the ledger are believed. It is outbox row `delivery_id` only
+/// if that row exists, RabbitMQ dead-lettered it from that row's recipient's queue (or
+/// the relay parked it: no `x-death`, published into the exchange only the broker may
+/// write to), its message id is the row's, and its body's SHA-256 is the ledger's digest
+/// of that message.
+pub async fn identify(
+    ledger: &Ledger,
+    dead: &DeadLetter,
+) -> Result<Result<RecordedDelivery, String>, liaison_ledger::LedgerError> {
+    let Some(delivery_id) = dead.delivery_id else {
+        return Ok(Err("it names no delivery".into()));
+    };
+    if dead.by == DeadBy::RabbitMq
+        && !dead
+            .queue
+            .as_deref()
+            .is_some_and(|q| q.starts_with(AGENCY_QUEUE_PREFIX))
+    {
+        return Ok(Err(format!(
+            "RabbitMQ dead-lettered it from {:?}, not from an agency's queue",
+            dead.queue
+        )));
+    }
+    let Some(recorded) = ledger.delivery(delivery_id).await? else {
+        return Ok(Err(format!("the ledger holds no delivery {delivery_id}")));
+    };
+    let row = &recorded.delivery;
+    if dead.by == DeadBy::RabbitMq && dead.queue.as_deref() != Some(&agency_queue(&row.recipient)) {
+        return Ok(Err(format!(
+            "delivery {delivery_id} is for {}, but it died in {:?}",
+            row.recipient, dead.queue
+        )));
+    }
+    if dead.message_id != Some(row.message_id) {
+        return Ok(Err(format!(
+            "delivery {delivery_id} carries message {}, not {:?}",
+            row.message_id, dead.message_id
+        )));
+    }
+    if dead.body_sha256 != recorded.sha256 {
+        return Ok(Err(format!(
+            "its body is not the ledger's bytes of message {}",
+            row.message_id
+        )));
+    }
+    Ok(Ok(recorded))
 }

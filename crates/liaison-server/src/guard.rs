@@ -3,7 +3,8 @@
 //!
 //! - a cap on requests in progress: past it, `503 unavailable` at once (with `Retry-After`)
 //!   rather than a queue that grows until memory or the clients' patience runs out;
-//! - a per-agency token bucket on `POST /v1/messages`: past it, `429 rate_limited`;
+//! - a per-agency token bucket on `POST /v1/messages`: past it, `429 rate_limited` (AMQP
+//!   intake draws from the same buckets, see `intake.rs`);
 //! - a deadline for the whole request, body included, so that a client dribbling its body
 //!   gets `408 request_timeout` instead of holding a slot for ever.
 //!
@@ -29,7 +30,7 @@ pub struct Guard {
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     request_timeout: Duration,
-    rate: Option<RateLimiter>,
+    rate: Option<Arc<RateLimiter>>,
 }
 
 impl Guard {
@@ -40,8 +41,14 @@ impl Guard {
             max_concurrent,
             request_timeout: Duration::from_millis(limits.request_timeout_ms),
             rate: (limits.rate_per_second > 0)
-                .then(|| RateLimiter::new(limits.rate_per_second, limits.rate_burst)),
+                .then(|| Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst))),
         }
+    }
+
+    /// The per-agency buckets, for AMQP intake to draw from the same ones: an agency
+    /// gets one rate however it submits.
+    pub fn rate_limiter(&self) -> Option<Arc<RateLimiter>> {
+        self.rate.clone()
     }
 }
 

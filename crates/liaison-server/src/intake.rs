@@ -5,8 +5,19 @@
 //! connection's user, so a present `user_id` is authenticated. The user `<prefix><code>`
 //! (default prefix `agency-`, see [`IntakeConfig`]) is agency `<code>`. A message without
 //! `user_id`, or from a user that names no agency, has no identity: it is recorded as a
-//! `message.rejected` entry with code `unauthenticated` and dead-lettered (no problem
-//! notice is possible without knowing whom to tell).
+//! `message.rejected` entry with code `unauthenticated` and acknowledged (no problem
+//! notice is possible without knowing whom to tell). It is not dead-lettered: nothing a
+//! publisher wrote may reach `liaison.dead`, which operators redrive from, or the
+//! dead-letter recorder, which changes deliveries.
+//!
+//! Limits, as for HTTPS: the agency's rate (the same token buckets as the gateway's, see
+//! `guard.rs`) and `limits.max_body_bytes` are checked before anything is parsed; past
+//! either, the message is refused (`rate_limited`, `body_too_large`), recorded, answered
+//! with a problem notice and acknowledged, so that a flooding agency neither holds intake
+//! slots nor delays other agencies' messages. Unlike the gateway's, these rate refusals
+//! are recorded: the message was already taken from the queue, and the record and the
+//! notice are the sender's only answer. The queue's own bounds (`x-max-length`,
+//! `x-max-length-bytes`) cap what can wait to be refused.
 //!
 //! Settlement: a message is acked only after the pipeline answered — accepted (committed
 //! with its outbox rows) or refused (the rejection committed, and an RFC 9457 problem notice
@@ -25,6 +36,7 @@ use liaison_core::{AgencyCode, Channel, Clock, RejectCode, Submission};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IntakeConfig;
+use crate::guard::RateLimiter;
 use crate::pipeline::Pipeline;
 use crate::problem::Problem;
 
@@ -36,6 +48,10 @@ pub struct Intake {
     pub pipeline: Arc<Pipeline>,
     pub clock: Arc<dyn Clock>,
     pub config: IntakeConfig,
+    /// `limits.max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// The gateway's per-agency buckets (`None` when the rate limit is off).
+    pub rate: Option<Arc<RateLimiter>>,
 }
 
 /// The RabbitMQ user of an agency, given the configured prefix.
@@ -55,8 +71,6 @@ enum Settle {
     Ack,
     /// Back to the queue: the pipeline could not record anything.
     Requeue,
-    /// To the dead-letter exchange: no identity.
-    DeadLetter,
 }
 
 impl Intake {
@@ -102,7 +116,6 @@ impl Intake {
                 tokio::time::sleep(UNAVAILABLE_PAUSE).await;
                 delivery.reject(true).await
             }
-            Settle::DeadLetter => delivery.reject(false).await,
         }
     }
 
@@ -133,13 +146,21 @@ impl Intake {
                     &delivery.body,
                 )
                 .await;
-            tracing::warn!(user = ?delivery.user_id, message.id = ?delivery.message_id, ledger.seq = ?problem.ledger_seq, "AMQP submission without agency identity dead-lettered");
+            tracing::warn!(user = ?delivery.user_id, ledger.seq = ?problem.ledger_seq, "AMQP submission without agency identity refused");
             return if problem.code == RejectCode::Unavailable {
                 Settle::Requeue
             } else {
-                Settle::DeadLetter
+                Settle::Ack
             };
         };
+
+        if let Some(problem) = self.over_limits(&sender, delivery).await {
+            if problem.code == RejectCode::Unavailable {
+                return Settle::Requeue;
+            }
+            self.notify(&sender, &problem, publisher).await;
+            return Settle::Ack;
+        }
 
         let submission = Submission {
             sender: sender.clone(),
@@ -158,6 +179,39 @@ impl Intake {
                 Settle::Ack
             }
         }
+    }
+
+    /// The agency's rate, then the size limit; `Some` (recorded) when one refuses it.
+    async fn over_limits(&self, sender: &AgencyCode, delivery: &Delivery) -> Option<Problem> {
+        let refusal = if let Some(rate) = &self.rate
+            && let Err(wait) = rate.take(sender, std::time::Instant::now())
+        {
+            (
+                RejectCode::RateLimited,
+                format!(
+                    "agency {sender} is over its submission rate; publish again after {} ms",
+                    wait.as_millis().max(1)
+                ),
+            )
+        } else if delivery.body.len() > self.max_body_bytes {
+            (
+                RejectCode::BodyTooLarge,
+                format!(
+                    "the body is {} bytes; the limit is {}",
+                    delivery.body.len(),
+                    self.max_body_bytes
+                ),
+            )
+        } else {
+            return None;
+        };
+        let (code, detail) = refusal;
+        let problem = self
+            .pipeline
+            .refuse_bytes(sender, Channel::Amqp, code, detail, &delivery.body)
+            .await;
+        tracing::warn!(agency.code = %sender, reject.code = code.as_str(), ledger.seq = ?problem.ledger_seq, "AMQP submission over the limits");
+        Some(problem)
     }
 
     /// Puts the problem into the sender's own queue. The rejection is already in the

@@ -117,6 +117,26 @@ impl Pipeline {
             .await
     }
 
+    /// Records a submission from `sender` refused on its bytes alone, before any parsing
+    /// (an AMQP message over the size limit, or over the agency's rate), and answers it.
+    pub async fn refuse_bytes(
+        &self,
+        sender: &AgencyCode,
+        channel: Channel,
+        code: RejectCode,
+        detail: String,
+        bytes: &[u8],
+    ) -> Problem {
+        self.record_refusal(
+            Some(sender),
+            channel,
+            bytes,
+            bytes.len(),
+            Refusal::new(code, detail),
+        )
+        .await
+    }
+
     /// Records a submission that carries no identity (an AMQP message without a validated
     /// `user_id`, or from a user that names no agency), and answers it.
     pub async fn refuse_anonymous(

@@ -185,8 +185,9 @@ impl Relay {
     }
 }
 
-/// What the bus publishes for one leased outbox row.
-pub(crate) fn outgoing(row: &PendingDelivery) -> Outgoing {
+/// What the bus publishes for one outbox row: the ledger's bytes with headers the broker
+/// builds (also what a redrive republishes).
+pub fn outgoing(row: &PendingDelivery) -> Outgoing {
     Outgoing {
         delivery_id: row.delivery_id,
         recipient: row.recipient.clone(),
