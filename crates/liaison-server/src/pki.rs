@@ -980,6 +980,7 @@ mod tests {
 
     #[test]
     fn requests_for_unknown_agencies_or_with_bad_signatures_are_refused() {
+        use x509_parser::prelude::FromDer;
         let dir = tempfile::tempdir().unwrap();
         let registry = registry(&["eco"]);
         init(dir.path(), &registry, &PkiOptions::default()).unwrap();
