@@ -93,6 +93,11 @@ impl BrokerProcess {
         }
     }
 
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL the broker");

@@ -13,5 +13,6 @@ mod intake;
 mod intake_limits;
 mod path;
 mod policy;
+mod revocation;
 mod supervision;
 mod trace;

@@ -99,7 +99,10 @@ pub fn run(args: &DefinitionsArgs, registry: &Registry) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_secret(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes `bytes` to `path` readable by the owner only, also when the file already
+/// existed with a wider mode (the open mode applies only to new files): the permissions
+/// are narrowed before the passwords are written.
+pub(crate) fn write_secret(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -108,6 +111,12 @@ fn write_secret(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut file = options
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {} to its owner", path.display()))?;
+    }
     file.write_all(bytes)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
@@ -284,6 +293,23 @@ pub fn build(args: &DefinitionsArgs, registry: &Registry) -> Definitions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_passwords_file_is_owner_only_even_when_it_existed_wider() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwords.json");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_secret(&path, b"{\"agency-eco\": \"secret\"}").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "mode {mode:o}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"agency-eco\": \"secret\"}"
+        );
+    }
 
     #[test]
     fn password_hash_is_salt_then_salted_sha256() {

@@ -169,21 +169,59 @@ enum AmqpCommand {
 #[derive(Subcommand)]
 enum PkiCommand {
     /// Create a development CA, a server certificate, one client certificate per agency of
-    /// the registry, and the ledger signing key.
+    /// the registry, and the ledger signing key. DIR is the broker's TLS folder; the CA key
+    /// goes to DIR/ca/ and the agency keys to DIR/agencies/, which the broker never reads.
     Init {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         #[arg(long, value_name = "FILE", default_value = "deploy/demo/agencies.toml")]
         registry: PathBuf,
     },
-    /// Revoke an agency's current client certificate: add it to `crl.pem` in the PKI
-    /// directory, signed by the CA. The gateway refuses it from its next start.
-    Revoke {
+    /// Certify a key an agency made itself: sign its PKCS#10 certificate request (PEM)
+    /// with the CA. Only the request's public key is used; the certificate names the
+    /// agency (SAN URI urn:liaison:agency:CODE) and allows client authentication only.
+    Issue {
+        /// The agency's certificate signing request (PEM).
+        #[arg(long, value_name = "FILE")]
+        csr: PathBuf,
+        /// The agency (must be in the registry).
         #[arg(long, value_name = "CODE")]
         agency: String,
+        /// Where to write the certificate. Default: DIR/agencies/CODE.pem, which `pki
+        /// revoke --agency` revokes; an unrevoked certificate there is not replaced.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The PKI directory made by `liaison pki init` (the CA is in DIR/ca/).
+        #[arg(long, value_name = "DIR", default_value = ".liaison/pki")]
+        dir: PathBuf,
+        #[arg(long, value_name = "FILE", default_value = "deploy/demo/agencies.toml")]
+        registry: PathBuf,
+        /// Validity of the certificate, in days from now.
+        #[arg(long, value_name = "DAYS", default_value_t = 825)]
+        days: u32,
+    },
+    /// Revoke an agency's current client certificate (or the certificate in --cert): add
+    /// it to `crl.pem` in the PKI directory, signed by the CA. A running gateway refuses it
+    /// once it has read the new CRL (within `revocation.reload_interval_ms`, or on SIGHUP).
+    Revoke {
+        #[arg(long, value_name = "CODE", required_unless_present = "cert")]
+        agency: Option<String>,
+        /// A certificate file to revoke instead of DIR/agencies/CODE.pem.
+        #[arg(long, value_name = "FILE", conflicts_with = "agency")]
+        cert: Option<PathBuf>,
         /// The PKI directory made by `liaison pki init`.
         #[arg(long, value_name = "DIR", default_value = ".liaison/pki")]
         dir: PathBuf,
+    },
+    /// Sign the CRL again with the same entries and a new validity: a CRL past its
+    /// nextUpdate makes the broker report itself not ready.
+    RefreshCrl {
+        /// The PKI directory made by `liaison pki init`.
+        #[arg(long, value_name = "DIR", default_value = ".liaison/pki")]
+        dir: PathBuf,
+        /// Days until the next update is due.
+        #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        days: u32,
     },
 }
 
@@ -299,15 +337,85 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Pki {
-            command: PkiCommand::Revoke { agency, dir },
+            command:
+                PkiCommand::Issue {
+                    csr,
+                    agency,
+                    out,
+                    dir,
+                    registry,
+                    days,
+                },
         } => {
             let agency = AgencyCode::new(agency)?;
-            let revoked = liaison_server::crl::revoke(&PkiLayout { dir }, &agency)?;
+            let registry = Registry::load(&registry)?;
+            let layout = PkiLayout::new(dir);
+            let request = std::fs::read_to_string(&csr)
+                .with_context(|| format!("reading {}", csr.display()))?;
+            let out = match out {
+                Some(out) => out,
+                None => {
+                    let default = layout.agency_cert(&agency);
+                    // Replacing the certificate `pki revoke --agency` would revoke must
+                    // not leave the old one valid and forgotten.
+                    if default.exists() && !liaison_server::crl::is_revoked(&layout, &default)? {
+                        anyhow::bail!(
+                            "{} holds a certificate of {agency} that is not revoked: revoke it first (`liaison pki revoke --agency {agency}`), or write the new one elsewhere with --out",
+                            default.display()
+                        );
+                    }
+                    default
+                }
+            };
+            let cert = pki::issue_from_csr(&layout.dir, &registry, &agency, &request, days)?;
+            std::fs::write(&out, cert).with_context(|| format!("writing {}", out.display()))?;
+            // A development key left beside a replaced certificate belongs to a revoked one.
+            let stale_key = layout.agency_key(&agency);
+            if out == layout.agency_cert(&agency) && stale_key.exists() {
+                std::fs::remove_file(&stale_key)
+                    .with_context(|| format!("removing {}", stale_key.display()))?;
+                println!(
+                    "removed {}: it belonged to the revoked certificate",
+                    stale_key.display()
+                );
+            }
             println!(
-                "revoked certificate {} of agency {agency}; {} lists {} certificate(s); restart the broker to enforce it",
+                "certificate of agency {agency} written to {} (valid {days} days)",
+                out.display()
+            );
+        }
+        Command::Pki {
+            command: PkiCommand::Revoke { agency, cert, dir },
+        } => {
+            let layout = PkiLayout::new(dir);
+            let (revoked, whose) = match (agency, cert) {
+                (_, Some(cert)) => (
+                    liaison_server::crl::revoke_certificate(&layout, &cert)?,
+                    cert.display().to_string(),
+                ),
+                (Some(agency), None) => {
+                    let agency = AgencyCode::new(agency)?;
+                    (
+                        liaison_server::crl::revoke(&layout, &agency)?,
+                        format!("agency {agency}"),
+                    )
+                }
+                (None, None) => anyhow::bail!("name an agency with --agency or a file with --cert"),
+            };
+            println!(
+                "revoked certificate {} of {whose}; {} lists {} certificate(s); a running broker enforces it once it reads the file (reload interval, or SIGHUP)",
                 revoked.serial,
                 revoked.crl.display(),
                 revoked.total
+            );
+        }
+        Command::Pki {
+            command: PkiCommand::RefreshCrl { dir, days },
+        } => {
+            let path = liaison_server::crl::refresh_for_days(&PkiLayout::new(dir), days)?;
+            println!(
+                "{} signed again, next update in {days} days",
+                path.display()
             );
         }
         Command::Submit {

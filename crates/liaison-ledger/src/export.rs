@@ -100,10 +100,34 @@ struct Writer {
     out: BufWriter<File>,
 }
 
+/// Creates `path` for writing, readable by its owner only whatever the umask or an
+/// earlier file's mode: an export holds every message body, and message bodies name the
+/// people the agencies write about.
+fn create_private(path: &Path) -> Result<File, ExportError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(io("create", path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io("set permissions on", path))?;
+    }
+    Ok(file)
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), ExportError> {
+    let mut file = create_private(path)?;
+    file.write_all(contents).map_err(io("write", path))?;
+    file.sync_all().map_err(io("sync", path))
+}
+
 impl Writer {
     fn create(dir: &Path, name: &str) -> Result<Self, ExportError> {
         let path = dir.join(name);
-        let file = File::create(&path).map_err(io("create", &path))?;
+        let file = create_private(&path)?;
         Ok(Self {
             out: BufWriter::with_capacity(1 << 20, file),
             path,
@@ -150,6 +174,12 @@ impl Ledger {
             .is_some()
         {
             return Err(ExportError::NotEmpty(dir.to_path_buf()));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("set permissions on", dir))?;
         }
         // Entries up to the size read now: later commits are left for the next export.
         let size = self.size().await?;
@@ -231,7 +261,7 @@ impl Ledger {
         }
         file.finish()?;
         let key_path = dir.join("ledger-key.pub");
-        std::fs::write(&key_path, hex::encode(public_key)).map_err(io("write", &key_path))?;
+        write_private(&key_path, hex::encode(public_key).as_bytes())?;
 
         let manifest = Manifest {
             format: EXPORT_FORMAT.to_owned(),
@@ -244,7 +274,7 @@ impl Ledger {
         };
         let manifest_path = dir.join("manifest.json");
         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-        std::fs::write(&manifest_path, text).map_err(io("write", &manifest_path))?;
+        write_private(&manifest_path, &text)?;
         Ok(manifest)
     }
 

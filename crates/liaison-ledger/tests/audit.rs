@@ -467,3 +467,28 @@ async fn an_entry_rewritten_with_its_leaf_hash_is_located_by_roots_and_by_an_ear
     );
     p.drop().await;
 }
+
+/// An export holds every message body: its files are the owner's alone, whatever the
+/// umask, and so is the directory (also when the auditor made it beforehand).
+#[cfg(unix)]
+#[tokio::test]
+async fn an_export_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = populate().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.export(&out).await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o700, "export directory");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        files += 1;
+    }
+    assert_eq!(files, 5, "manifest, entries, messages, checkpoints, key");
+    p.drop().await;
+}

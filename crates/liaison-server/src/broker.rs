@@ -23,8 +23,9 @@ use crate::inbox::Inbox;
 use crate::intake::Intake;
 use crate::ops::{self, Ops};
 use crate::pipeline::Pipeline;
-use crate::pki::PkiLayout;
+use crate::pki::{self, PkiLayout};
 use crate::relay::Relay;
+use crate::revocation::Revocation;
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +86,12 @@ impl Broker {
                 schemas: config.schemas.display().to_string(),
             });
         }
-        let server_tls = tls::server_config(&PkiLayout {
-            dir: config.tls_dir.clone(),
-        })
-        .map_err(|e| StartError::Tls(e.to_string()))?;
+        let layout = PkiLayout::new(config.tls_dir.clone());
+        for warning in pki::custody_warnings(&layout) {
+            tracing::warn!(tls.dir = %layout.dir.display(), "{warning}");
+        }
+        let (revocation, server_tls) = Revocation::start(&layout, &config.revocation)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
         let signer = checkpointing::signer(&config).map_err(StartError::SigningKey)?;
 
         let ledger = Ledger::open(
@@ -132,7 +135,11 @@ impl Broker {
         let guard = Arc::new(Guard::new(&config.limits));
         let rate_limiter = guard.rate_limiter();
         let app = gateway::router(gateway)
-            .layer(axum::middleware::from_fn_with_state(guard, guard::guard));
+            .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
+            .layer(axum::middleware::from_fn_with_state(
+                revocation.clone(),
+                crate::revocation::refuse_revoked,
+            ));
 
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -158,6 +165,34 @@ impl Broker {
             })?;
         let https = axum_server::Handle::new();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_tls));
+        tasks.spawn(revocation.clone().watch(
+            rustls.clone(),
+            config.revocation.reload_interval(),
+            cancel.clone(),
+        ));
+        #[cfg(unix)]
+        {
+            // SIGHUP: read the CRL (and the server certificate) again now. Registered
+            // before the listeners answer, so a supervisor that saw the broker up may
+            // signal it.
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| StartError::Tls(format!("cannot handle SIGHUP: {e}")))?;
+            let (revocation, cancel) = (revocation.clone(), cancel.clone());
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        signal = hangup.recv() => match signal {
+                            Some(()) => {
+                                tracing::info!("SIGHUP: reloading the CRL");
+                                revocation.reload_now();
+                            }
+                            None => return,
+                        },
+                    }
+                }
+            });
+        }
         let handshake = Duration::from_millis(config.limits.handshake_timeout_ms);
         let header_read = Duration::from_millis(config.limits.header_read_timeout_ms);
         let mut server = axum_server::from_tcp_rustls(https_listener, rustls)
@@ -200,6 +235,7 @@ impl Broker {
         let ops_app = ops::router(Ops {
             ledger: ledger.clone(),
             bus: bus.clone(),
+            revocation: revocation.clone(),
         });
         let ops_cancel = cancel.clone();
         tasks.spawn(async move {

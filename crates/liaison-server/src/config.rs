@@ -35,10 +35,40 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calendar_dir: Option<PathBuf>,
     pub ledger: LedgerSettings,
+    pub revocation: RevocationConfig,
     pub limits: Limits,
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
     pub intake: IntakeConfig,
+}
+
+/// The certificate revocation list the gateway enforces, and how it is kept current.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// The CRL file (PEM, signed by the CA of `tls_dir`). When set, the broker refuses to
+    /// start without it. When unset, `<tls_dir>/crl.pem` is used if it exists (a
+    /// development PKI has none until the first `liaison pki revoke`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
+    /// How often the CRL file is read for a new version, which then applies to new TLS
+    /// handshakes without a restart. SIGHUP reloads at once. 0: only on SIGHUP.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self {
+            crl: None,
+            reload_interval_ms: 5_000,
+        }
+    }
+}
+
+impl RevocationConfig {
+    pub fn reload_interval(&self) -> Duration {
+        Duration::from_millis(self.reload_interval_ms)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -138,6 +168,7 @@ impl Default for Config {
             admins: Vec::new(),
             calendar_dir: None,
             ledger: LedgerSettings::default(),
+            revocation: RevocationConfig::default(),
             limits: Limits::default(),
             relay: RelayConfig::default(),
             inbox: InboxConfig::default(),
@@ -296,6 +327,7 @@ impl Config {
             "LIAISON_LISTEN" => self.listen = addr(&value)?,
             "LIAISON_OPS_LISTEN" => self.ops_listen = addr(&value)?,
             "LIAISON_TLS_DIR" => self.tls_dir = value.into(),
+            "LIAISON_CRL" => self.revocation.crl = Some(value.into()),
             "LIAISON_REGISTRY" => self.registry = value.into(),
             "LIAISON_POLICY" => self.policy = value.into(),
             "LIAISON_SCHEMAS" => self.schemas = value.into(),

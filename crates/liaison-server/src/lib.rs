@@ -18,6 +18,7 @@ pub mod pki;
 pub mod problem;
 pub mod relay;
 pub mod reopen;
+pub mod revocation;
 pub mod tls;
 
 pub use broker::{Broker, StartError, run};

@@ -7,11 +7,17 @@ use axum::{Json, Router};
 use liaison_bus::Bus;
 use liaison_ledger::Ledger;
 use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::revocation::Revocation;
 
 #[derive(Clone)]
 pub struct Ops {
     pub ledger: Ledger,
     pub bus: Bus,
+    /// The CRL in force: an expired one, or a new file that could not be used, makes the
+    /// broker not ready.
+    pub revocation: Revocation,
 }
 
 pub fn router(ops: Ops) -> Router {
@@ -21,7 +27,9 @@ pub fn router(ops: Ops) -> Router {
         .with_state(ops)
 }
 
-/// Ready means able to accept (the ledger answers) and to deliver (RabbitMQ is connected).
+/// Ready means able to accept (the ledger answers), to deliver (RabbitMQ is connected) and
+/// to refuse revoked certificates with current information (the CRL in force is the file's
+/// latest version and its `nextUpdate` has not passed).
 async fn ready(State(ops): State<Ops>) -> (StatusCode, Json<serde_json::Value>) {
     let ledger = ops.ledger.ping().await.map_err(|e| e.to_string());
     // The bus reconnects on demand; asking for a channel is that demand.
@@ -34,7 +42,8 @@ async fn ready(State(ops): State<Ops>) -> (StatusCode, Json<serde_json::Value>) 
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
-    let status = if ledger.is_ok() && bus.is_ok() {
+    let crl = ops.revocation.readiness(OffsetDateTime::now_utc());
+    let status = if ledger.is_ok() && bus.is_ok() && crl.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -45,6 +54,10 @@ async fn ready(State(ops): State<Ops>) -> (StatusCode, Json<serde_json::Value>) 
     };
     (
         status,
-        Json(json!({ "ledger": show(&ledger), "rabbitmq": show(&bus) })),
+        Json(json!({
+            "ledger": show(&ledger),
+            "rabbitmq": show(&bus),
+            "crl": match &crl { Ok(state) => json!(state), Err(e) => json!(e) },
+        })),
     )
 }

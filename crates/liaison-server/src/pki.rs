@@ -1,6 +1,12 @@
 //! The development PKI behind `liaison pki init --out DIR`: a CA, a server certificate, one
 //! client certificate per agency of the registry, and the Ed25519 key that signs ledger
-//! checkpoints.
+//! checkpoints; and `liaison pki issue --csr`, which certifies a key an agency made itself.
+//!
+//! Key custody: `DIR` is the broker's TLS folder and the broker reads only its top-level
+//! files (`ca.pem`, `server.pem`, `server.key`, `ledger-signing.pk8`, `crl.pem`). The CA's
+//! private key lives in `DIR/ca/` and the development agency keys in `DIR/agencies/`;
+//! in production neither folder belongs on the broker host (see [`custody_warnings`]),
+//! and agencies send a certificate request instead of receiving a key.
 //!
 //! Agencies are identified by the SAN URI `urn:liaison:agency:<code>` of their client
 //! certificate (see [`crate::tls::agency_from_cert`]); the common name repeats the code only
@@ -77,7 +83,25 @@ impl PkiLayout {
         self.dir.join("ca.pem")
     }
 
+    /// The CA's own folder: its certificate and private key, everything `pki issue` and
+    /// `pki revoke` need and nothing the broker reads, so it can live on another machine.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("ca")
+    }
+
+    /// The CA's private key.
     pub fn ca_key(&self) -> PathBuf {
+        self.ca_dir().join("ca.key")
+    }
+
+    /// The CA certificate kept beside its key (the same as [`Self::ca_cert`]).
+    pub fn ca_dir_cert(&self) -> PathBuf {
+        self.ca_dir().join("ca.pem")
+    }
+
+    /// Where PKIs made before the CA got its own folder kept the CA key: inside the
+    /// broker's TLS folder. [`ensure`] moves it; the broker warns while it is there.
+    pub fn legacy_ca_key(&self) -> PathBuf {
         self.dir.join("ca.key")
     }
 
@@ -112,9 +136,10 @@ impl PkiLayout {
     }
 
     /// Every file a complete PKI holds besides the agency certificates.
-    fn core_files(&self) -> [PathBuf; 6] {
+    fn core_files(&self) -> [PathBuf; 7] {
         [
             self.ca_cert(),
+            self.ca_dir_cert(),
             self.ca_key(),
             self.server_cert(),
             self.server_key(),
@@ -174,8 +199,19 @@ pub enum PkiError {
     CaKeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("cannot generate the ledger signing key: the system random source failed")]
     LedgerKeyGeneration,
+    #[error("the system random source failed")]
+    Randomness,
     #[error("invalid ledger key {path}: {reason}")]
     InvalidLedgerKey { path: PathBuf, reason: String },
+    #[error(
+        "agency {agency} is not in the registry: certificates are issued to registered agencies only"
+    )]
+    UnknownAgency { agency: AgencyCode },
+    #[error("not a usable certificate signing request: {source}")]
+    InvalidCsr {
+        #[source]
+        source: rcgen::Error,
+    },
 }
 
 /// Creates a new PKI in `out` (created if needed). Refuses a directory that already has a
@@ -203,6 +239,8 @@ pub fn ensure(
     if !exists(&layout.ca_cert())? {
         return create(&layout, registry, options);
     }
+    let mut files = FileWriter::default();
+    move_legacy_ca_key(&layout, &mut files)?;
     for file in layout.core_files() {
         if !exists(&file)? {
             return Err(PkiError::Incomplete {
@@ -213,11 +251,12 @@ pub fn ensure(
     }
     check_validity_days(options.validity_days)?;
     let ca = load_ca(&layout)?;
-    let mut files = FileWriter::default();
     create_dir(&layout.agencies_dir())?;
     let (not_before, not_after) = validity_from_now(options.validity_days);
     for code in registry.codes() {
-        if exists(&layout.agency_cert(code))? && exists(&layout.agency_key(code))? {
+        // A certificate without a key here is one issued from the agency's own request
+        // (`pki issue --csr`): the agency holds the key, nothing is missing.
+        if exists(&layout.agency_cert(code))? {
             continue;
         }
         let (cert, key) = issue_agency(&ca, code, not_before, not_after)?;
@@ -248,6 +287,73 @@ pub fn issue_agency_cert(
     }
     let ca = load_ca(&PkiLayout::new(dir))?;
     issue_agency(&ca, code, not_before, not_after)
+}
+
+/// Certifies a key an agency generated itself: `csr_pem` is its PKCS#10 request, whose
+/// self-signature must verify (proof that the requester holds the private key). Only the
+/// public key is taken from the request; subject, names and usages are the ones every
+/// agency certificate gets (CN and SAN URI `urn:liaison:agency:<code>`, clientAuth), so a
+/// request cannot ask for another agency, a server name or a CA. Returns the certificate,
+/// PEM, valid from now for `validity_days`.
+pub fn issue_from_csr(
+    dir: &Path,
+    registry: &Registry,
+    code: &AgencyCode,
+    csr_pem: &str,
+    validity_days: u32,
+) -> Result<String, PkiError> {
+    if !registry.contains(code) {
+        return Err(PkiError::UnknownAgency {
+            agency: code.clone(),
+        });
+    }
+    check_validity_days(validity_days)?;
+    let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|source| PkiError::InvalidCsr { source })?;
+    let ca = load_ca(&PkiLayout::new(dir))?;
+    let (not_before, not_after) = validity_from_now(validity_days);
+    let subject = format!("agency {code}");
+    let params = agency_params(code, &subject, not_before, not_after)?;
+    let cert = params
+        .signed_by(&request.public_key, &ca)
+        .map_err(|source| PkiError::Issue { subject, source })?;
+    Ok(cert.pem())
+}
+
+/// Private keys found in the broker's TLS folder `layout.dir` that the broker does not
+/// need: each is a sentence for the start-up log. The broker needs only `server.key` and
+/// `ledger-signing.pk8`; whoever can read the folder must not get the CA's key (it could
+/// mint any agency's identity) or an agency's key (it could act as that agency).
+pub fn custody_warnings(layout: &PkiLayout) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if layout.legacy_ca_key().is_file() {
+        warnings.push(format!(
+            "the CA private key {} is in the broker's TLS folder: move it off this host (or run `liaison demo` once to move it into {})",
+            layout.legacy_ca_key().display(),
+            layout.ca_dir().display()
+        ));
+    }
+    if layout.ca_key().is_file() {
+        warnings.push(format!(
+            "the CA private key {} is under the broker's TLS folder: fine for development, keep the ca/ folder off the broker host in production",
+            layout.ca_key().display()
+        ));
+    }
+    let agency_keys = fs::read_dir(layout.agencies_dir())
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "key"))
+                .count()
+        })
+        .unwrap_or(0);
+    if agency_keys > 0 {
+        warnings.push(format!(
+            "{agency_keys} agency private key(s) under {}: fine for development; in production agencies make their own keys and send a request (`liaison pki issue --csr`)",
+            layout.agencies_dir().display()
+        ));
+    }
+    warnings
 }
 
 /// Loads the ledger signing key written by [`init`].
@@ -304,9 +410,13 @@ fn create(
         files.secret(&layout.agency_key(code), key.as_bytes())?;
         files.public(&layout.agency_cert(code), cert.as_bytes())?;
     }
+    // The CA in its own folder, away from the files the broker reads.
+    create_dir(&layout.ca_dir())?;
+    set_mode(&layout.ca_dir(), 0o700)?;
+    files.secret(&layout.ca_key(), ca.issuer.key().serialize_pem().as_bytes())?;
+    files.public(&layout.ca_dir_cert(), ca.cert_pem.as_bytes())?;
     // ca.pem last: its presence marks a complete PKI, so an interrupted run leaves a
     // directory that `init` accepts again instead of one `ensure` would call incomplete.
-    files.secret(&layout.ca_key(), ca.issuer.key().serialize_pem().as_bytes())?;
     files.public(&layout.ca_cert(), ca.cert_pem.as_bytes())?;
     Ok(PkiSummary {
         dir: layout.dir.clone(),
@@ -340,9 +450,30 @@ fn generate_ca(validity_days: u32) -> Result<GeneratedCa, PkiError> {
     })
 }
 
-/// The CA of the PKI in `layout`, ready to sign (certificates, CRLs).
+/// Moves the CA key of a PKI made before the CA got its own folder out of the broker's
+/// TLS folder into `ca/`, with a copy of the CA certificate beside it.
+fn move_legacy_ca_key(layout: &PkiLayout, files: &mut FileWriter) -> Result<(), PkiError> {
+    let legacy = layout.legacy_ca_key();
+    if !exists(&legacy)? || exists(&layout.ca_key())? {
+        return Ok(());
+    }
+    create_dir(&layout.ca_dir())?;
+    set_mode(&layout.ca_dir(), 0o700)?;
+    let cert = fs::read(layout.ca_cert()).map_err(io_error("read", &layout.ca_cert()))?;
+    files.public(&layout.ca_dir_cert(), &cert)?;
+    fs::rename(&legacy, layout.ca_key()).map_err(io_error("move", &legacy))?;
+    files.written.push(layout.ca_key());
+    Ok(())
+}
+
+/// The CA of the PKI in `layout`, ready to sign (certificates, CRLs): from `ca/`, or from
+/// where PKIs made before `ca/` existed kept it.
 pub(crate) fn load_ca(layout: &PkiLayout) -> Result<Issuer<'static, KeyPair>, PkiError> {
-    let (cert_path, key_path) = (layout.ca_cert(), layout.ca_key());
+    let (cert_path, key_path) = if !layout.ca_key().exists() && layout.legacy_ca_key().exists() {
+        (layout.ca_cert(), layout.legacy_ca_key())
+    } else {
+        (layout.ca_dir_cert(), layout.ca_key())
+    };
     let cert_pem = fs::read_to_string(&cert_path).map_err(io_error("read", &cert_path))?;
     let key_pem = fs::read_to_string(&key_path).map_err(io_error("read", &key_path))?;
     let key = KeyPair::from_pem(&key_pem).map_err(|source| PkiError::LoadCa {
@@ -410,8 +541,27 @@ fn issue_agency(
     not_after: OffsetDateTime,
 ) -> Result<(String, String), PkiError> {
     let subject = format!("agency {code}");
-    let urn = code.urn().try_into().map_err(|source| PkiError::Issue {
+    let params = agency_params(code, &subject, not_before, not_after)?;
+    let key = KeyPair::generate().map_err(|source| PkiError::Issue {
         subject: subject.clone(),
+        source,
+    })?;
+    let cert = params
+        .signed_by(&key, ca)
+        .map_err(|source| PkiError::Issue { subject, source })?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// What every agency certificate says, whoever made its key: the agency's code as common
+/// name, its URN as the one SAN, client authentication only.
+fn agency_params(
+    code: &AgencyCode,
+    subject: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
+    let urn = code.urn().try_into().map_err(|source| PkiError::Issue {
+        subject: subject.to_owned(),
         source,
     })?;
     let mut params = CertificateParams::default();
@@ -420,13 +570,28 @@ fn issue_agency(
         .push(DnType::CommonName, code.as_str());
     params.subject_alt_names = vec![SanType::URI(urn)];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    issue_leaf(ca, params, &subject, not_before, not_after)
+    // rcgen's default serial is a hash of the public key: a second certificate for the
+    // same request would repeat it, and revoking either would revoke both.
+    params.serial_number = Some(random_serial()?);
+    Ok(leaf_params(params, not_before, not_after))
+}
+
+/// 16 random bytes, positive as RFC 5280 wants serial numbers.
+fn random_serial() -> Result<rcgen::SerialNumber, PkiError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| PkiError::Randomness)?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
 
 /// Signs an end-entity certificate with a fresh key; returns (certificate PEM, key PEM).
 fn issue_leaf(
     ca: &Issuer<'_, KeyPair>,
-    mut params: CertificateParams,
+    params: CertificateParams,
     subject: &str,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
@@ -435,14 +600,24 @@ fn issue_leaf(
         subject: subject.to_owned(),
         source,
     };
+    let params = leaf_params(params, not_before, not_after);
+    let key = KeyPair::generate().map_err(issue_error)?;
+    let cert = params.signed_by(&key, ca).map_err(issue_error)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The constraints of every end-entity certificate: not a CA, signatures only.
+fn leaf_params(
+    mut params: CertificateParams,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     params.not_before = not_before;
     params.not_after = not_after;
-    let key = KeyPair::generate().map_err(issue_error)?;
-    let cert = params.signed_by(&key, ca).map_err(issue_error)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    params
 }
 
 struct LedgerKey {
@@ -530,6 +705,18 @@ fn open_with_mode(path: &Path, mode: u32) -> Result<fs::File, PkiError> {
 #[cfg(not(unix))]
 fn open_with_mode(path: &Path, _mode: u32) -> Result<fs::File, PkiError> {
     fs::File::create(path).map_err(io_error("create", path))
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<(), PkiError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io_error("set permissions on", path))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> Result<(), PkiError> {
+    Ok(())
 }
 
 fn create_dir(path: &Path) -> Result<(), PkiError> {
@@ -670,6 +857,180 @@ mod tests {
             let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{} has mode {mode:o}", key.display());
         }
+    }
+
+    #[test]
+    fn the_broker_folder_holds_only_what_the_broker_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &registry(&["eco"]), &PkiOptions::default()).unwrap();
+        let mut top: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        top.sort();
+        assert_eq!(
+            top,
+            [
+                "agencies",
+                "ca",
+                "ca.pem",
+                "ledger-signing.pk8",
+                "ledger-signing.pub",
+                "server.key",
+                "server.pem"
+            ]
+        );
+        let layout = PkiLayout::new(dir.path());
+        assert_eq!(
+            fs::read(layout.ca_cert()).unwrap(),
+            fs::read(layout.ca_dir_cert()).unwrap()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(layout.ca_dir()).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "ca/ has mode {mode:o}");
+        }
+        let warnings = custody_warnings(&layout);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("ca.key"), "{warnings:?}");
+        assert!(warnings[1].contains("1 agency private key"), "{warnings:?}");
+    }
+
+    #[test]
+    fn ensure_moves_a_legacy_ca_key_out_of_the_broker_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &registry(&["eco"]), &PkiOptions::default()).unwrap();
+        let layout = PkiLayout::new(dir.path());
+        // The layout of PKIs made before ca/ existed.
+        fs::rename(layout.ca_key(), layout.legacy_ca_key()).unwrap();
+        fs::remove_dir_all(layout.ca_dir()).unwrap();
+        assert!(
+            custody_warnings(&layout)[0].contains("is in the broker's TLS folder"),
+            "{:?}",
+            custody_warnings(&layout)
+        );
+        let now = OffsetDateTime::now_utc();
+        issue_agency_cert(dir.path(), &code("eco"), now, now + Duration::days(1))
+            .expect("the legacy CA key still signs");
+
+        ensure(dir.path(), &registry(&["eco"]), &PkiOptions::default()).unwrap();
+        assert!(!layout.legacy_ca_key().exists());
+        assert!(layout.ca_key().is_file());
+        assert!(
+            custody_warnings(&layout)
+                .iter()
+                .all(|w| !w.contains("is in the broker's TLS folder"))
+        );
+        issue_agency_cert(dir.path(), &code("eco"), now, now + Duration::days(1))
+            .expect("the moved CA key signs");
+    }
+
+    fn request(params: CertificateParams) -> (KeyPair, String) {
+        let key = KeyPair::generate().unwrap();
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        (key, csr)
+    }
+
+    #[test]
+    fn a_request_is_certified_with_the_agency_identity_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(&["eco", "police"]);
+        init(dir.path(), &registry, &PkiOptions::default()).unwrap();
+        // The request asks for more than an agency certificate may have.
+        let mut asked = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        asked.distinguished_name.push(DnType::CommonName, "police");
+        asked.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        asked
+            .subject_alt_names
+            .push(SanType::URI(code("police").urn().try_into().unwrap()));
+        let (key, csr) = request(asked);
+
+        let pem = issue_from_csr(dir.path(), &registry, &code("eco"), &csr, 30).unwrap();
+        let cert = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(agency_from_cert(&cert), Some(code("eco")));
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+        assert_eq!(
+            parsed.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw(),
+            "the certificate is for the requester's key"
+        );
+        assert!(!parsed.is_ca());
+        let names = &parsed
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names;
+        assert_eq!(names.len(), 1, "{names:?}");
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        let ca = read_cert(&PkiLayout::new(dir.path()).ca_cert());
+        let (_, parsed_ca) = x509_parser::parse_x509_certificate(&ca).unwrap();
+        parsed
+            .verify_signature(Some(parsed_ca.public_key()))
+            .unwrap();
+
+        // Two certificates for one request have different serials.
+        let again = issue_from_csr(dir.path(), &registry, &code("eco"), &csr, 30).unwrap();
+        let again = CertificateDer::from_pem_slice(again.as_bytes()).unwrap();
+        let (_, again) = x509_parser::parse_x509_certificate(&again).unwrap();
+        assert_ne!(again.raw_serial(), parsed.raw_serial());
+    }
+
+    #[test]
+    fn requests_for_unknown_agencies_or_with_bad_signatures_are_refused() {
+        use x509_parser::prelude::FromDer;
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(&["eco"]);
+        init(dir.path(), &registry, &PkiOptions::default()).unwrap();
+        let (_key, csr) = request(CertificateParams::default());
+        let err = issue_from_csr(dir.path(), &registry, &code("nobody"), &csr, 30).unwrap_err();
+        assert!(matches!(err, PkiError::UnknownAgency { .. }), "{err}");
+
+        // The public key of one request under the signature of another: the signature
+        // no longer proves possession of the key.
+        let (_, other) = request(CertificateParams::default());
+        let der = |pem: &str| {
+            rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        };
+        let (mine, theirs) = (der(&csr), der(&other));
+        let (_, parsed_mine) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&mine).unwrap();
+        let (_, parsed_theirs) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&theirs)
+                .unwrap();
+        let my_key = parsed_mine.certification_request_info.subject_pki.raw;
+        let their_key = parsed_theirs.certification_request_info.subject_pki.raw;
+        assert_eq!(my_key.len(), their_key.len());
+        let start = mine
+            .windows(my_key.len())
+            .position(|w| w == my_key)
+            .unwrap();
+        let mut forged = mine.clone();
+        forged[start..start + my_key.len()].copy_from_slice(their_key);
+        let forged_pem = pem_encode("CERTIFICATE REQUEST", &forged);
+        let err = issue_from_csr(dir.path(), &registry, &code("eco"), &forged_pem, 30).unwrap_err();
+        assert!(matches!(err, PkiError::InvalidCsr { .. }), "{err}");
+        let err = issue_from_csr(dir.path(), &registry, &code("eco"), "garbage", 30).unwrap_err();
+        assert!(matches!(err, PkiError::InvalidCsr { .. }), "{err}");
+    }
+
+    fn pem_encode(label: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
     }
 
     #[test]

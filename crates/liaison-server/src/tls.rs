@@ -81,10 +81,18 @@ pub fn install_crypto_provider() {
 /// (WebPkiClientVerifier, which also enforces validity dates and the clientAuth usage),
 /// presenting `server.pem`/`server.key`, ALPN `h2` then `http/1.1`.
 pub fn server_config(layout: &PkiLayout) -> Result<ServerConfig, TlsError> {
+    server_config_with_crls(layout, crate::crl::load(layout)?)
+}
+
+/// [`server_config`] enforcing the given CRLs: certificates they list (`liaison pki
+/// revoke`) fail the handshake. Reads the CA and the server's identity from `layout`
+/// anew, so a rebuilt configuration also picks up a renewed server certificate.
+pub fn server_config_with_crls(
+    layout: &PkiLayout,
+    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+) -> Result<ServerConfig, TlsError> {
     let provider = ring_provider();
     let ca_path = layout.ca_cert();
-    // Revoked agency certificates (`liaison pki revoke`) fail the handshake.
-    let crls = crate::crl::load(layout)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(
         Arc::new(root_store(&ca_path)?),
         provider.clone(),
@@ -175,30 +183,52 @@ pub fn agency_from_cert(cert: &CertificateDer<'_>) -> Option<AgencyCode> {
 /// The certificates there are only trustworthy because [`server_config`] makes the
 /// handshake verify them; a server built on another configuration must not use this.
 pub fn peer_agency(extensions: &http::Extensions) -> Option<AgencyCode> {
+    peer_identity(extensions)?.agency
+}
+
+/// The serial number (the bytes of its DER integer) of the client certificate of a
+/// request, for the revocation check of requests on connections opened before a
+/// revocation. `None` without a client certificate or for one that cannot be read.
+pub fn peer_serial(extensions: &http::Extensions) -> Option<Vec<u8>> {
+    peer_identity(extensions)?.serial
+}
+
+#[derive(Clone)]
+struct PeerIdentity {
+    agency: Option<AgencyCode>,
+    serial: Option<Vec<u8>>,
+}
+
+fn peer_identity(extensions: &http::Extensions) -> Option<PeerIdentity> {
     let tls = extensions.get::<PeerTls>()?;
     let leaf = tls.peer_certificates.first()?;
     let known = lock_peers().get(leaf.as_slice()).cloned();
-    if let Some(agency) = known {
-        return agency;
+    if let Some(identity) = known {
+        return Some(identity);
     }
-    let agency = agency_from_cert(&CertificateDer::from(leaf.as_slice()));
+    let cert = CertificateDer::from(leaf.as_slice());
+    let identity = PeerIdentity {
+        agency: agency_from_cert(&cert),
+        serial: x509_parser::parse_x509_certificate(cert.as_ref())
+            .ok()
+            .map(|(_, parsed)| parsed.raw_serial().to_vec()),
+    };
     let mut peers = lock_peers();
     if peers.len() >= KNOWN_PEERS_MAX {
         peers.clear();
     }
-    peers.insert(leaf.clone(), agency.clone());
-    agency
+    peers.insert(leaf.clone(), identity.clone());
+    Some(identity)
 }
 
 /// Client certificates already read, with the agency each names. Every request on a
 /// connection carries the same certificate, and parsing it costs more than everything
 /// else the gateway does with a small message's headers; a county has a few dozen
 /// agencies, so the map stays small (and is emptied if something makes it grow).
-static KNOWN_PEERS: LazyLock<Mutex<HashMap<Vec<u8>, Option<AgencyCode>>>> =
-    LazyLock::new(Mutex::default);
+static KNOWN_PEERS: LazyLock<Mutex<HashMap<Vec<u8>, PeerIdentity>>> = LazyLock::new(Mutex::default);
 const KNOWN_PEERS_MAX: usize = 4096;
 
-fn lock_peers() -> std::sync::MutexGuard<'static, HashMap<Vec<u8>, Option<AgencyCode>>> {
+fn lock_peers() -> std::sync::MutexGuard<'static, HashMap<Vec<u8>, PeerIdentity>> {
     KNOWN_PEERS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
