@@ -11,4 +11,5 @@ mod hostile;
 mod intake;
 mod path;
 mod policy;
+mod refusals;
 mod trace;

@@ -86,6 +86,7 @@ fn rejection(n: usize) -> NewRejection {
         message_id: None,
         caseref: None,
         type_: None,
+        claimed: Default::default(),
         code: RejectCode::MalformedJson,
         bytes_sha256: audit::sha256(&n.to_be_bytes()),
         size: n,
