@@ -109,11 +109,11 @@ async fn source_naming_another_agency_is_forbidden_and_recorded() {
         .as_u64()
         .expect("the rejection is in the ledger");
 
+    // Filed under its own (unused) message id; the case is only claimed, since eco is not
+    // yet a party of SD-SPOOF (see refusals.rs).
     let ledger = world.ledger().await;
-    let trace = ledger
-        .trace(&TraceKey::Case("SD-SPOOF".into()))
-        .await
-        .unwrap();
+    let id = uuid::Uuid::parse_str(lead["id"].as_str().unwrap()).unwrap();
+    let trace = ledger.trace(&TraceKey::Message(id)).await.unwrap();
     assert_eq!(trace.len(), 1, "{trace:?}");
     assert_eq!(trace[0].seq, seq);
     assert_eq!(trace[0].kind, EntryKind::MessageRejected);
@@ -123,6 +123,7 @@ async fn source_naming_another_agency_is_forbidden_and_recorded() {
         "recorded under the authenticated sender"
     );
     assert_eq!(trace[0].detail["code"], "source_mismatch");
+    assert_eq!(trace[0].detail["claimed"]["caseref"], "SD-SPOOF");
 
     broker.shutdown(Duration::from_secs(5)).await;
     world.cleanup().await;

@@ -13,6 +13,7 @@ mod intake;
 mod intake_limits;
 mod path;
 mod policy;
+mod refusals;
 mod revocation;
 mod supervision;
 mod trace;

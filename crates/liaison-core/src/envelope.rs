@@ -162,6 +162,21 @@ impl Envelope {
     }
 }
 
+/// The envelope schema's pattern for `caseref` (`schemas/envelope.json`; a test of the
+/// catalogue keeps the two equal).
+pub const CASEREF_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$";
+
+/// Whether `s` matches [`CASEREF_PATTERN`]: at most 64 printable ASCII characters, so it is
+/// safe to record, index and print whatever else about its message was refused.
+pub fn is_well_formed_caseref(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.len() <= 64
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +234,25 @@ mod tests {
         let mut other = lead();
         other["source"] = json!("https://eco.example/system");
         assert_eq!(Envelope::from_value(&other).unwrap().source_agency(), None);
+    }
+
+    #[test]
+    fn only_case_references_of_the_schema_pattern_are_well_formed() {
+        for good in ["SD-2026-0001", "a", "A1._/-", &"x".repeat(64)] {
+            assert!(is_well_formed_caseref(good), "{good:?}");
+        }
+        let long = "x".repeat(65);
+        for bad in [
+            "",
+            "-SD",
+            "SD\u{0}1",
+            "SD 1",
+            "SD\n1",
+            "案件",
+            long.as_str(),
+            "SD\u{7f}",
+        ] {
+            assert!(!is_well_formed_caseref(bad), "{bad:?}");
+        }
     }
 }

@@ -142,6 +142,7 @@ fn records() -> (
             seq,
             stored_leaf_hash: Some(audit::leaf_hash(&bytes)),
             bytes,
+            ..EntryRecord::default()
         });
         if accepted {
             messages.push(MessageRecord {
@@ -149,6 +150,7 @@ fn records() -> (
                 seq,
                 stored_sha256: Some(audit::sha256(&body)),
                 body,
+                ..MessageRecord::default()
             });
         }
         if seq % 1_000 == 0 {

@@ -13,6 +13,7 @@
 //! Canonical entry bytes are compact JSON, which never contains a raw newline, so the
 //! lines of `entries.jsonl` are the entries byte for byte.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use liaison_core::audit::{self, Hash};
 use liaison_core::checkpoint::CheckpointVerifier;
-use liaison_core::merkle::CompactRange;
+use liaison_core::merkle::{CompactRange, NodeId};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use uuid::Uuid;
@@ -29,7 +30,10 @@ use uuid::Uuid;
 use crate::error::LedgerError;
 use crate::ledger::Ledger;
 use crate::sql::{hash_from_db, seq_from_db, seq_to_db};
-use crate::verify::{CheckpointRecord, EntryRecord, MessageRecord, Verifier, VerifyReport};
+use crate::verify::{
+    CheckpointRecord, DeliveryRecord, EntryColumns, EntryRecord, MessageColumns, MessageRecord,
+    Verifier, VerifyReport,
+};
 
 pub const EXPORT_FORMAT: &str = "liaison-ledger-export/1";
 const PAGE: i64 = 10_000;
@@ -278,9 +282,10 @@ impl Ledger {
         Ok(manifest)
     }
 
-    /// Verifies the live ledger (see [`crate::verify`]): entries, stored leaf hashes,
-    /// message bodies and checkpoints; with `reference`, also that an earlier export is a
-    /// prefix of it. `progress` sees the number of entries checked so far.
+    /// Verifies the live ledger (see [`crate::verify`]): entries, stored leaf hashes and
+    /// tree nodes, message bodies, every copied column and outbox row, and checkpoints;
+    /// with `reference`, also that an earlier export is a prefix of it. `progress` sees the
+    /// number of entries checked so far.
     pub async fn verify(
         &self,
         key: &CheckpointVerifier,
@@ -296,7 +301,7 @@ impl Ledger {
                 note: c.note,
             })
             .collect();
-        let mut verifier = Verifier::new(key, &checkpoints);
+        let mut verifier = Verifier::new(key, &checkpoints).with_tree_nodes();
         if let Some(reference) = reference {
             for c in reference.checkpoints()? {
                 verifier.add_checkpoint(key, &c);
@@ -306,7 +311,8 @@ impl Ledger {
         let mut last: i64 = 0;
         loop {
             let rows = sqlx::query(
-                "SELECT seq, entry, leaf_hash FROM ledger_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, recorded_at, kind, message_id, caseref, agency, entry, leaf_hash \
+                 FROM ledger_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
             .bind(last)
             .bind(PAGE)
@@ -325,11 +331,21 @@ impl Ledger {
                     bytes: row.try_get("entry").map_err(read)?,
                     // A stored hash of the wrong length is a mismatch, not a crash.
                     stored_leaf_hash: Some(<Hash>::try_from(leaf.as_slice()).unwrap_or([0; 32])),
+                    columns: Some(EntryColumns {
+                        recorded_at: row.try_get("recorded_at").map_err(read)?,
+                        kind: row.try_get("kind").map_err(read)?,
+                        message_id: row.try_get("message_id").map_err(read)?,
+                        caseref: row.try_get("caseref").map_err(read)?,
+                        agency: row.try_get("agency").map_err(read)?,
+                    }),
                 });
             }
             let messages = self.message_records(last, Some(page_last)).await?;
             feed(&mut verifier, entries, messages);
             verifier.messages_done_through(seq_from_db(page_last)?);
+            let computed = verifier.take_completed_nodes();
+            let stored = self.stored_tree_nodes(&computed).await?;
+            verifier.compare_tree_nodes(&computed, &stored);
             progress(verifier.entries_seen());
             last = page_last;
         }
@@ -337,7 +353,71 @@ impl Ledger {
         for m in self.message_records(last, None).await? {
             verifier.message(m);
         }
+        // Tree nodes over leaves that do not exist: level l index i covers leaves up to
+        // (i + 1)·2^l, beyond a tree of `last` leaves once i ≥ last >> l.
+        let extra = sqlx::query(
+            "SELECT level, idx FROM ledger_tree_nodes WHERE idx >= ($1::bigint >> level::int) \
+             ORDER BY level, idx LIMIT 100",
+        )
+        .bind(last)
+        .fetch_all(self.pool())
+        .await
+        .map_err(LedgerError::query("reading tree nodes to verify"))?;
+        for row in &extra {
+            verifier.extra_tree_node(node_id(row)?);
+        }
+        // Outbox rows of no message: the relay would skip them, but they were not written
+        // by the ledger.
+        let orphans = sqlx::query(
+            "SELECT o.delivery_id, o.message_id FROM outbox o \
+             WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = o.message_id) \
+             ORDER BY o.delivery_id LIMIT 100",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(LedgerError::query("reading outbox rows to verify"))?;
+        for row in &orphans {
+            verifier.orphan_delivery(
+                row.try_get("delivery_id").map_err(read)?,
+                row.try_get("message_id").map_err(read)?,
+            );
+        }
         Ok(verifier.finish())
+    }
+
+    /// The stored interior nodes among `computed`'s ids.
+    async fn stored_tree_nodes(
+        &self,
+        computed: &[(NodeId, Hash)],
+    ) -> Result<HashMap<NodeId, Hash>, LedgerError> {
+        if computed.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let levels: Vec<i16> = computed.iter().map(|(id, _)| i16::from(id.level)).collect();
+        let indexes = computed
+            .iter()
+            .map(|(id, _)| seq_to_db(id.index))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query(
+            "SELECT n.level, n.idx, n.hash FROM ledger_tree_nodes n \
+             JOIN UNNEST($1::smallint[], $2::bigint[]) AS u(level, idx) \
+               ON n.level = u.level AND n.idx = u.idx",
+        )
+        .bind(levels)
+        .bind(indexes)
+        .fetch_all(self.pool())
+        .await
+        .map_err(LedgerError::query("reading tree nodes to verify"))?;
+        rows.iter()
+            .map(|row| {
+                let hash: Vec<u8> = row.try_get("hash").map_err(read)?;
+                // A stored hash of the wrong length is a mismatch, not a crash.
+                Ok((
+                    node_id(row)?,
+                    <Hash>::try_from(hash.as_slice()).unwrap_or([0; 32]),
+                ))
+            })
+            .collect()
     }
 
     async fn message_records(
@@ -346,7 +426,8 @@ impl Ledger {
         through: Option<i64>,
     ) -> Result<Vec<MessageRecord>, LedgerError> {
         let rows = sqlx::query(
-            "SELECT id, seq, sha256, body FROM messages \
+            "SELECT id, seq, sha256, body, sender, type, caseref, inreplyto, traceparent, \
+                    channel, route FROM messages \
              WHERE seq > $1 AND ($2::bigint IS NULL OR seq <= $2) ORDER BY seq",
         )
         .bind(after)
@@ -354,18 +435,61 @@ impl Ledger {
         .fetch_all(self.pool())
         .await
         .map_err(LedgerError::query("reading messages to verify"))?;
+        let ids = rows
+            .iter()
+            .map(|row| row.try_get::<Uuid, _>("id").map_err(read))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut deliveries: HashMap<Uuid, Vec<DeliveryRecord>> = HashMap::new();
+        let outbox = sqlx::query(
+            "SELECT delivery_id, message_id, recipient, role FROM outbox \
+             WHERE message_id = ANY($1) ORDER BY delivery_id",
+        )
+        .bind(&ids)
+        .fetch_all(self.pool())
+        .await
+        .map_err(LedgerError::query("reading outbox rows to verify"))?;
+        for row in &outbox {
+            deliveries
+                .entry(row.try_get("message_id").map_err(read)?)
+                .or_default()
+                .push(DeliveryRecord {
+                    delivery_id: row.try_get("delivery_id").map_err(read)?,
+                    recipient: row.try_get("recipient").map_err(read)?,
+                    role: row.try_get("role").map_err(read)?,
+                });
+        }
         rows.iter()
             .map(|row| {
                 let digest: Vec<u8> = row.try_get("sha256").map_err(read)?;
+                let id: Uuid = row.try_get("id").map_err(read)?;
                 Ok(MessageRecord {
-                    id: row.try_get("id").map_err(read)?,
+                    id,
                     seq: seq_from_db(row.try_get("seq").map_err(read)?)?,
                     body: row.try_get("body").map_err(read)?,
                     stored_sha256: Some(<Hash>::try_from(digest.as_slice()).unwrap_or([0; 32])),
+                    columns: Some(MessageColumns {
+                        sender: row.try_get("sender").map_err(read)?,
+                        type_: row.try_get("type").map_err(read)?,
+                        caseref: row.try_get("caseref").map_err(read)?,
+                        inreplyto: row.try_get("inreplyto").map_err(read)?,
+                        traceparent: row.try_get("traceparent").map_err(read)?,
+                        channel: row.try_get("channel").map_err(read)?,
+                        route: row.try_get("route").map_err(read)?,
+                    }),
+                    deliveries: Some(deliveries.remove(&id).unwrap_or_default()),
                 })
             })
             .collect()
     }
+}
+
+fn node_id(row: &sqlx::postgres::PgRow) -> Result<NodeId, LedgerError> {
+    let level: i16 = row.try_get("level").map_err(read)?;
+    Ok(NodeId {
+        level: u8::try_from(level)
+            .map_err(|_| LedgerError::Corrupt(format!("tree node level {level}")))?,
+        index: seq_from_db(row.try_get("idx").map_err(read)?)?,
+    })
 }
 
 fn read(e: sqlx::Error) -> LedgerError {
@@ -457,7 +581,7 @@ impl ExportDir {
             Ok(EntryRecord {
                 seq,
                 bytes,
-                stored_leaf_hash: None,
+                ..EntryRecord::default()
             })
         }))
     }
@@ -499,6 +623,7 @@ impl ExportDir {
                 seq: m.seq,
                 body,
                 stored_sha256: Some(digest),
+                ..MessageRecord::default()
             })
         }))
     }

@@ -218,6 +218,15 @@ impl Ledger {
         read::message(&self.inner.pool, id).await
     }
 
+    /// Whether `agency` sent or was routed an accepted message of case `caseref`.
+    pub async fn is_case_party(
+        &self,
+        caseref: &str,
+        agency: &AgencyCode,
+    ) -> Result<bool, LedgerError> {
+        read::is_case_party(&self.inner.pool, caseref, agency).await
+    }
+
     /// Entries of a message id (and of messages whose inreplyto is that id), or of a case
     /// ref, in seq order.
     pub async fn trace(&self, key: &TraceKey) -> Result<Vec<Entry>, LedgerError> {

@@ -23,7 +23,8 @@ pub use error::LedgerError;
 pub use export::{EXPORT_FORMAT, ExportDir, ExportError, Manifest, parse_public_key};
 pub use ledger::Ledger;
 pub use model::{
-    AcceptOutcome, AcceptReceipt, DeliveryOutcome, DeliveryState, NewMessage, NewRejection,
-    PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry, StoredMessage, TraceKey,
+    AcceptOutcome, AcceptReceipt, Claimed, DeliveryOutcome, DeliveryState, NewMessage,
+    NewRejection, PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry, StoredMessage,
+    TraceKey,
 };
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};

@@ -39,6 +39,12 @@ pub enum AcceptOutcome {
 }
 
 /// A refused submission, recorded so that refusals are audited too.
+///
+/// Only fields that passed their checks belong here, and `message_id` and `caseref` only
+/// when the sender is entitled to them: they become the entry's `message` and `caseref`,
+/// which index it into that message's or case's trace and proofs. What the submission
+/// claimed beyond that goes into [`Claimed`]. The ledger drops a `caseref` or `type_` that
+/// is not well-formed whatever the caller passes, so no content can fail a batch.
 #[derive(Clone, Debug)]
 pub struct NewRejection {
     /// `None` when the client could not be authenticated.
@@ -46,11 +52,23 @@ pub struct NewRejection {
     pub channel: Channel,
     pub message_id: Option<Uuid>,
     pub caseref: Option<String>,
+    /// A message type of the catalogue.
     pub type_: Option<String>,
+    /// Recorded in the entry's `detail.claimed` only, never indexed.
+    pub claimed: Claimed,
     pub code: RejectCode,
     pub bytes_sha256: [u8; 32],
     pub size: usize,
     pub errors: Vec<RejectionDetail>,
+}
+
+/// What a refused submission said it was about, when its sender is no party to that
+/// message or case (or could not be identified): kept as evidence of the attempt, without
+/// attaching the rejection to someone else's trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claimed {
+    pub message_id: Option<Uuid>,
+    pub caseref: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -119,11 +137,16 @@ impl DeliveryOutcome {
     }
 }
 
+/// A stored message. `sender`, `type_`, `caseref`, `inreplyto` and `recipients` are read
+/// from its `message.accepted` entry (the audited bytes), so they decide who may read it;
+/// `deliveries` are the outbox's working state.
 #[derive(Clone, Debug)]
 pub struct StoredMessage {
     pub id: Uuid,
     pub seq: u64,
     pub sender: AgencyCode,
+    /// The route recorded at acceptance.
+    pub recipients: Vec<Recipient>,
     pub type_: String,
     pub caseref: Option<String>,
     pub inreplyto: Option<Uuid>,

@@ -1,9 +1,8 @@
 //! Read-only queries: messages, their deliveries, traces and raw entries.
 
 use bytes::Bytes;
-use liaison_core::{Entry, OriginalMessage, Route};
+use liaison_core::{AgencyCode, Entry, EntryKind, OriginalMessage, Recipient, Route};
 use sqlx::postgres::PgRow;
-use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -15,35 +14,103 @@ fn corrupt(what: &'static str) -> impl Fn(sqlx::Error) -> LedgerError {
     move |e| LedgerError::Corrupt(format!("{what}: {e}"))
 }
 
+/// Who sent message `id` and who it was routed to, as its `message.accepted` entry records
+/// them: the canonical bytes the Merkle tree covers, not the copies in `messages` or the
+/// working rows in `outbox`. Read authorization and reply routing depend on these, so they
+/// must come from what `liaison ledger verify` proves and a changed copy cannot forge.
+struct AcceptedParties {
+    seq: u64,
+    sender: AgencyCode,
+    type_: String,
+    caseref: Option<String>,
+    inreplyto: Option<Uuid>,
+    recipients: Vec<Recipient>,
+}
+
+/// Reads the accepted entry the `messages` row of `id` points at and checks that it is
+/// that message's acceptance.
+fn accepted_parties(
+    id: Uuid,
+    seq: i64,
+    entry: Option<Vec<u8>>,
+) -> Result<AcceptedParties, LedgerError> {
+    let bad = |why: &str| {
+        LedgerError::Corrupt(format!("message {id}: {why} (run `liaison ledger verify`)"))
+    };
+    let seq = seq_from_db(seq)?;
+    let bytes = entry.ok_or_else(|| bad("its accepted entry is missing"))?;
+    let entry = Entry::from_canonical(&bytes).map_err(|_| bad("its entry is not canonical"))?;
+    if entry.kind != EntryKind::MessageAccepted || entry.message != Some(id) || entry.seq != seq {
+        return Err(bad("its row points at an entry that does not accept it"));
+    }
+    let sender = entry
+        .agency
+        .ok_or_else(|| bad("its accepted entry names no sender"))?;
+    let recipients: Vec<Recipient> = serde_json::from_value(entry.detail["recipients"].clone())
+        .map_err(|_| bad("its accepted entry records no readable route"))?;
+    let type_ = entry.detail["type"]
+        .as_str()
+        .ok_or_else(|| bad("its accepted entry records no type"))?
+        .to_owned();
+    let inreplyto = match entry.detail.get("inreplyto").and_then(|v| v.as_str()) {
+        Some(s) => Some(Uuid::parse_str(s).map_err(|_| bad("its inreplyto is not a UUID"))?),
+        None => None,
+    };
+    Ok(AcceptedParties {
+        seq,
+        sender,
+        type_,
+        caseref: entry.caseref,
+        inreplyto,
+        recipients,
+    })
+}
+
 pub(crate) async fn original(
     pool: &PgPool,
     id: Uuid,
 ) -> Result<Option<OriginalMessage>, LedgerError> {
-    let row = sqlx::query("SELECT sender, type, route FROM messages WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(LedgerError::query("reading an original message"))?;
+    let row = sqlx::query(
+        "SELECT m.seq, e.entry FROM messages m LEFT JOIN ledger_entries e ON e.seq = m.seq \
+         WHERE m.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(LedgerError::query("reading an original message"))?;
     let Some(row) = row else { return Ok(None) };
     let read = corrupt("messages row");
-    let Json(route): Json<Route> = row.try_get("route").map_err(&read)?;
+    let parties = accepted_parties(
+        id,
+        row.try_get("seq").map_err(&read)?,
+        row.try_get("entry").map_err(&read)?,
+    )?;
     Ok(Some(OriginalMessage::from_route(
         id,
-        row.try_get("type").map_err(&read)?,
-        agency_from_db(row.try_get("sender").map_err(&read)?)?,
-        &route,
+        parties.type_,
+        parties.sender,
+        &Route {
+            recipients: parties.recipients,
+        },
     )))
 }
 
 pub(crate) async fn message(pool: &PgPool, id: Uuid) -> Result<Option<StoredMessage>, LedgerError> {
     let row = sqlx::query(
-        "SELECT seq, sender, type, caseref, inreplyto, body, received_at FROM messages WHERE id = $1",
+        "SELECT m.seq, m.body, m.received_at, e.entry \
+         FROM messages m LEFT JOIN ledger_entries e ON e.seq = m.seq WHERE m.id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await
     .map_err(LedgerError::query("reading a message"))?;
     let Some(row) = row else { return Ok(None) };
+    let read = corrupt("messages row");
+    let parties = accepted_parties(
+        id,
+        row.try_get("seq").map_err(&read)?,
+        row.try_get("entry").map_err(&read)?,
+    )?;
     let deliveries = sqlx::query(
         "SELECT delivery_id, recipient, role, state, attempts, dispatched_at, acknowledged_at, last_error \
          FROM outbox WHERE message_id = $1 ORDER BY delivery_id",
@@ -56,18 +123,40 @@ pub(crate) async fn message(pool: &PgPool, id: Uuid) -> Result<Option<StoredMess
     .map(delivery_state)
     .collect::<Result<Vec<_>, _>>()?;
 
-    let read = corrupt("messages row");
     Ok(Some(StoredMessage {
         id,
-        seq: seq_from_db(row.try_get("seq").map_err(&read)?)?,
-        sender: agency_from_db(row.try_get("sender").map_err(&read)?)?,
-        type_: row.try_get("type").map_err(&read)?,
-        caseref: row.try_get("caseref").map_err(&read)?,
-        inreplyto: row.try_get("inreplyto").map_err(&read)?,
+        seq: parties.seq,
+        sender: parties.sender,
+        type_: parties.type_,
+        caseref: parties.caseref,
+        inreplyto: parties.inreplyto,
+        recipients: parties.recipients,
         body: Bytes::from(row.try_get::<Vec<u8>, _>("body").map_err(&read)?),
         received_at: row.try_get("received_at").map_err(&read)?,
         deliveries,
     }))
+}
+
+pub(crate) async fn is_case_party(
+    pool: &PgPool,
+    caseref: &str,
+    agency: &AgencyCode,
+) -> Result<bool, LedgerError> {
+    // Through the case's entries (indexed by caseref), then each acceptance's message row.
+    let row = sqlx::query(
+        "SELECT EXISTS ( \
+             SELECT 1 FROM ledger_entries e JOIN messages m ON m.seq = e.seq \
+             WHERE e.caseref = $1 AND e.kind = 'message.accepted' \
+               AND (e.agency = $2 \
+                    OR m.route -> 'recipients' @> jsonb_build_array(jsonb_build_object('agency', $2::text))) \
+         ) AS party",
+    )
+    .bind(caseref)
+    .bind(agency.as_str())
+    .fetch_one(pool)
+    .await
+    .map_err(LedgerError::query("reading the parties of a case"))?;
+    row.try_get("party").map_err(corrupt("case parties"))
 }
 
 fn delivery_state(row: &PgRow) -> Result<DeliveryState, LedgerError> {

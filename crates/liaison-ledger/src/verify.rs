@@ -8,6 +8,17 @@
 //! - the leaf hash is recomputed from the bytes (and compared with the stored one, if any);
 //! - every message body hashes to the `detail.sha256` of its `message.accepted` entry, and
 //!   every accepted entry has its body;
+//! - every column copied beside the canonical bytes for lookups says what the bytes say
+//!   (live only: an export carries no copies): `ledger_entries.recorded_at/kind/message_id/
+//!   caseref/agency`; `messages.sender/type/caseref/inreplyto/channel/route` against the
+//!   message's accepted entry and `messages.traceparent` against the (verified) body;
+//!   every `outbox` row delivers to a recipient of the route its accepted entry recorded,
+//!   each recipient exactly once. Traces, proofs and read authorization go through these
+//!   columns, so a changed copy could hide an entry or open a message to another agency;
+//!   `messages.received_at` is the only copy with no canonical source (the entry's `at` is
+//!   the commit time), and the outbox's working state (attempts, leases) is not audited;
+//! - every stored interior node of the Merkle tree (`ledger_tree_nodes`, live only) equals
+//!   the hash recomputed from the leaves, none is missing and none lies beyond the tree;
 //! - every checkpoint's signature verifies with the ledger key, and its root equals the
 //!   root recomputed from the leaves at its size; a checkpoint beyond the last entry means
 //!   entries were removed. All roots are recomputed from one sequence of leaves, so
@@ -16,32 +27,70 @@
 //!
 //! The set of entry kinds is open: only `message.accepted` is read further.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use liaison_core::audit::{self, Hash};
 use liaison_core::checkpoint::CheckpointVerifier;
-use liaison_core::merkle::CompactRange;
+use liaison_core::merkle::{CompactRange, NodeId};
 use serde::Deserialize;
+use serde_json::Value;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// One entry as read from the store.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct EntryRecord {
     pub seq: u64,
     pub bytes: Vec<u8>,
     /// The leaf hash the store keeps beside the bytes (the database does; an export not).
     pub stored_leaf_hash: Option<Hash>,
+    /// The lookup columns the store keeps beside the bytes (the database does; an export not).
+    pub columns: Option<EntryColumns>,
+}
+
+/// `ledger_entries`' copies of what the canonical bytes say, kept for indexed lookups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryColumns {
+    pub recorded_at: OffsetDateTime,
+    pub kind: String,
+    pub message_id: Option<Uuid>,
+    pub caseref: Option<String>,
+    pub agency: Option<String>,
 }
 
 /// One accepted message's bytes as read from the store.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MessageRecord {
     pub id: Uuid,
     pub seq: u64,
     pub body: Vec<u8>,
     /// The digest the store keeps beside the body, if any.
     pub stored_sha256: Option<Hash>,
+    /// The copied columns of the `messages` row (the database has them; an export not).
+    pub columns: Option<MessageColumns>,
+    /// The message's outbox rows (the database has them; an export not).
+    pub deliveries: Option<Vec<DeliveryRecord>>,
+}
+
+/// `messages`' copies of what the accepted entry (and the body) say.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessageColumns {
+    pub sender: String,
+    pub type_: String,
+    pub caseref: Option<String>,
+    pub inreplyto: Option<Uuid>,
+    pub traceparent: Option<String>,
+    pub channel: String,
+    pub route: Value,
+}
+
+/// One outbox row: who a message is delivered to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub delivery_id: i64,
+    pub recipient: String,
+    pub role: String,
 }
 
 /// One stored checkpoint: its tree size as the store indexes it, and the signed note.
@@ -82,6 +131,55 @@ pub enum Finding {
     ShorterThanReference { reference: u64, last: u64 },
     /// The reference could not be read.
     Reference { reason: String },
+    /// A column copied beside the canonical bytes of entry `seq` (or of the message it
+    /// accepts) says something other than they do.
+    CopiedColumn {
+        seq: u64,
+        column: &'static str,
+        stored: String,
+        canonical: String,
+    },
+    /// An outbox row of the message accepted at `seq` disagrees with the route the entry
+    /// recorded: a recipient it does not name, a second row for one, or none at all.
+    Delivery {
+        seq: u64,
+        message: Uuid,
+        delivery_id: Option<i64>,
+        reason: String,
+    },
+    /// An outbox row names a message the ledger never accepted.
+    OrphanDelivery { delivery_id: i64, message: Uuid },
+    /// A stored interior node of the Merkle tree is not the hash of the entries under it,
+    /// or is missing.
+    TreeNode {
+        level: u8,
+        index: u64,
+        reason: &'static str,
+    },
+    /// A stored interior node covers entries after `last`, the last one there is: entries
+    /// were removed (or the node was added).
+    TreeNodeBeyond { level: u8, index: u64, last: u64 },
+}
+
+/// The seqs under tree node (`level`, `index`): `index·2^level + 1 ..= (index + 1)·2^level`.
+fn node_seqs(level: u8, index: u64) -> (u64, u64) {
+    let width = 1u64.checked_shl(u32::from(level)).unwrap_or(u64::MAX);
+    let first = index.saturating_mul(width).saturating_add(1);
+    (first, first.saturating_add(width - 1))
+}
+
+/// Stored values quoted in findings are cut to this many characters.
+const QUOTE_MAX: usize = 80;
+
+fn quote(value: Option<&str>) -> String {
+    match value {
+        None => "null".to_owned(),
+        Some(s) if s.chars().count() > QUOTE_MAX => {
+            let cut: String = s.chars().take(QUOTE_MAX).collect();
+            format!("{cut:?}…")
+        }
+        Some(s) => format!("{s:?}"),
+    }
 }
 
 impl Finding {
@@ -96,13 +194,19 @@ impl Finding {
             | Self::PayloadMismatch { seq, .. }
             | Self::PayloadMissing { seq, .. }
             | Self::MessageWithoutEntry { seq, .. }
+            | Self::CopiedColumn { seq, .. }
+            | Self::Delivery { seq, .. }
             | Self::DiffersFromReference { seq } => Some(*seq),
+            // The node's first entry; `first_bad_seq` narrows it with other findings.
+            Self::TreeNode { level, index, .. } => Some(node_seqs(*level, *index).0),
             // The leaves changed somewhere after the last checkpoint that matched.
             Self::CheckpointRoot { since, .. } => Some(since + 1),
-            Self::Truncated { last, .. } | Self::ShorterThanReference { last, .. } => {
-                Some(last + 1)
-            }
-            Self::CheckpointSignature { .. } | Self::Reference { .. } => None,
+            Self::Truncated { last, .. }
+            | Self::ShorterThanReference { last, .. }
+            | Self::TreeNodeBeyond { last, .. } => Some(last + 1),
+            Self::CheckpointSignature { .. }
+            | Self::Reference { .. }
+            | Self::OrphanDelivery { .. } => None,
         }
     }
 
@@ -176,6 +280,53 @@ impl fmt::Display for Finding {
                 last + 1
             ),
             Self::Reference { reason } => write!(f, "earlier export unreadable: {reason}"),
+            Self::CopiedColumn {
+                seq,
+                column,
+                stored,
+                canonical,
+            } => write!(
+                f,
+                "seq {seq}: {column} is {stored} but the entry says {canonical}"
+            ),
+            Self::Delivery {
+                seq,
+                message,
+                delivery_id: Some(d),
+                reason,
+            } => write!(f, "seq {seq}: outbox row {d} of message {message} {reason}"),
+            Self::Delivery {
+                seq,
+                message,
+                delivery_id: None,
+                reason,
+            } => write!(f, "seq {seq}: message {message} {reason}"),
+            Self::OrphanDelivery {
+                delivery_id,
+                message,
+            } => write!(
+                f,
+                "outbox row {delivery_id} delivers message {message}, which the ledger never accepted"
+            ),
+            Self::TreeNode {
+                level,
+                index,
+                reason,
+            } => {
+                let (first, last) = node_seqs(*level, *index);
+                write!(
+                    f,
+                    "seq {first}: the stored tree node (level {level}, index {index}) over seqs {first}..={last} {reason}"
+                )
+            }
+            Self::TreeNodeBeyond { level, index, last } => {
+                let (first, end) = node_seqs(*level, *index);
+                write!(
+                    f,
+                    "seq {}: the stored tree node (level {level}, index {index}) covers seqs {first}..={end}, but the ledger ends at seq {last}",
+                    last + 1
+                )
+            }
         }
     }
 }
@@ -205,13 +356,32 @@ impl VerifyReport {
     /// The lowest seq any finding names: where the ledger first goes wrong. A root that
     /// does not match only bounds the change to a range of seqs; when an exact finding
     /// falls in that range it explains the mismatch, otherwise the range's start counts.
+    ///
+    /// A wrong stored tree node is likewise a range (the entries under it): a changed entry
+    /// makes every node above it differ, so only a node with no exact finding and no
+    /// smaller wrong node inside it counts, by its first seq.
     pub fn first_bad_seq(&self) -> Option<u64> {
         let exact: Vec<u64> = self
             .findings
             .iter()
-            .filter(|f| !matches!(f, Finding::CheckpointRoot { .. }))
+            .filter(|f| !matches!(f, Finding::CheckpointRoot { .. } | Finding::TreeNode { .. }))
             .filter_map(Finding::seq)
             .collect();
+        let nodes: Vec<(u64, u64)> = self
+            .findings
+            .iter()
+            .filter_map(|f| match f {
+                Finding::TreeNode { level, index, .. } => Some(node_seqs(*level, *index)),
+                _ => None,
+            })
+            .collect();
+        let unexplained_nodes = nodes.iter().filter_map(|&(first, last)| {
+            let explained = exact.iter().any(|s| (first..=last).contains(s))
+                || nodes
+                    .iter()
+                    .any(|&(a, b)| first <= a && b <= last && (a, b) != (first, last));
+            (!explained).then_some(first)
+        });
         let unexplained = self.findings.iter().filter_map(|f| match f {
             Finding::CheckpointRoot { tree_size, since } => {
                 let explained = exact.iter().any(|s| s > since && s <= tree_size);
@@ -219,7 +389,12 @@ impl VerifyReport {
             }
             _ => None,
         });
-        exact.iter().copied().chain(unexplained).min()
+        exact
+            .iter()
+            .copied()
+            .chain(unexplained_nodes)
+            .chain(unexplained)
+            .min()
     }
 
     /// The checkpoints the findings name, ascending.
@@ -235,20 +410,55 @@ impl VerifyReport {
     }
 }
 
-/// The fields of an entry the verifier reads; everything else is only hashed.
+/// The fields of an entry the verifier reads; everything else is only hashed. Lenient:
+/// members of an unexpected type are compared (and found to differ), never a parse error.
 #[derive(Deserialize)]
-struct EntryHead<'a> {
+struct EntryHead {
     seq: u64,
-    #[serde(borrow)]
-    kind: &'a str,
+    kind: String,
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
     message: Option<Uuid>,
     #[serde(default)]
-    detail: Option<AcceptedDetail>,
+    caseref: Option<String>,
+    #[serde(default)]
+    agency: Option<String>,
+    #[serde(default)]
+    detail: Option<EntryDetail>,
 }
 
 #[derive(Deserialize)]
-struct AcceptedDetail {
-    sha256: Option<String>,
+struct EntryDetail {
+    #[serde(default)]
+    sha256: Option<Value>,
+    #[serde(default, rename = "type")]
+    type_: Option<Value>,
+    #[serde(default)]
+    channel: Option<Value>,
+    #[serde(default)]
+    inreplyto: Option<Value>,
+    #[serde(default)]
+    recipients: Option<Value>,
+}
+
+/// What an accepted entry says about its message, kept until the message is fed.
+struct Accepted {
+    message: Option<Uuid>,
+    caseref: Option<String>,
+    agency: Option<String>,
+    detail: Option<EntryDetail>,
+}
+
+fn as_str(value: Option<&Value>) -> Option<&str> {
+    value.and_then(Value::as_str)
+}
+
+/// The traceparent the body's envelope carries (the body is hashed, so it is canonical).
+#[derive(Deserialize)]
+struct BodyHead {
+    #[serde(default)]
+    traceparent: Option<Value>,
 }
 
 /// The leaf hashes of a reference export, in seq order.
@@ -263,8 +473,10 @@ pub struct Verifier {
     checkpoints: BTreeMap<u64, Hash>,
     /// The largest checkpoint size whose root matched.
     last_good_checkpoint: u64,
-    /// Accepted entries awaiting their message: seq → (message id, recorded digest).
-    accepted: BTreeMap<u64, (Option<Uuid>, Option<String>)>,
+    /// Accepted entries awaiting their message, by seq.
+    accepted: BTreeMap<u64, Accepted>,
+    /// Interior tree nodes completed since last taken, when the store keeps them.
+    completed_nodes: Option<Vec<(NodeId, Hash)>>,
     reference: Option<ReferenceLeaves>,
     reference_done: bool,
     report: VerifyReport,
@@ -280,6 +492,7 @@ impl Verifier {
             checkpoints: BTreeMap::new(),
             last_good_checkpoint: 0,
             accepted: BTreeMap::new(),
+            completed_nodes: None,
             reference: None,
             reference_done: true,
             report: VerifyReport::default(),
@@ -324,6 +537,58 @@ impl Verifier {
         self
     }
 
+    /// Collects the interior tree nodes the leaves complete, for
+    /// [`Verifier::compare_tree_nodes`] (a store that keeps them: the database).
+    pub fn with_tree_nodes(mut self) -> Self {
+        self.completed_nodes = Some(Vec::new());
+        self
+    }
+
+    /// The interior nodes completed by the entries fed since the last call.
+    pub fn take_completed_nodes(&mut self) -> Vec<(NodeId, Hash)> {
+        self.completed_nodes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Compares recomputed nodes with the stored ones of the same ids.
+    pub fn compare_tree_nodes(
+        &mut self,
+        computed: &[(NodeId, Hash)],
+        stored: &HashMap<NodeId, Hash>,
+    ) {
+        for (id, hash) in computed {
+            let reason = match stored.get(id) {
+                Some(s) if s == hash => continue,
+                Some(_) => "differs from the hash of the entries under it",
+                None => "is missing",
+            };
+            self.find(Finding::TreeNode {
+                level: id.level,
+                index: id.index,
+                reason,
+            });
+        }
+    }
+
+    /// A stored node that covers entries beyond the last one fed.
+    pub fn extra_tree_node(&mut self, id: NodeId) {
+        self.find(Finding::TreeNodeBeyond {
+            level: id.level,
+            index: id.index,
+            last: self.last_seq,
+        });
+    }
+
+    /// An outbox row whose message the store does not hold.
+    pub fn orphan_delivery(&mut self, delivery_id: i64, message: Uuid) {
+        self.find(Finding::OrphanDelivery {
+            delivery_id,
+            message,
+        });
+    }
+
     fn find(&mut self, finding: Finding) {
         self.report.findings_total += 1;
         if self.report.findings.len() < MAX_FINDINGS {
@@ -355,7 +620,7 @@ impl Verifier {
         if record.stored_leaf_hash.is_some_and(|stored| stored != leaf) {
             self.find(Finding::LeafHashMismatch { seq });
         }
-        match serde_json::from_slice::<EntryHead<'_>>(&record.bytes) {
+        match serde_json::from_slice::<EntryHead>(&record.bytes) {
             Ok(head) => {
                 if head.seq != seq {
                     self.find(Finding::SeqMismatch {
@@ -363,9 +628,19 @@ impl Verifier {
                         embedded: head.seq,
                     });
                 }
+                if let Some(columns) = &record.columns {
+                    self.compare_entry_columns(seq, &head, columns);
+                }
                 if head.kind == "message.accepted" {
-                    let digest = head.detail.and_then(|d| d.sha256);
-                    self.accepted.insert(seq, (head.message, digest));
+                    self.accepted.insert(
+                        seq,
+                        Accepted {
+                            message: head.message,
+                            caseref: head.caseref,
+                            agency: head.agency,
+                            detail: head.detail,
+                        },
+                    );
                 }
             }
             Err(e) => self.find(Finding::Unreadable {
@@ -375,7 +650,10 @@ impl Verifier {
         }
         self.compare_with_reference(seq, leaf);
 
-        self.range.push(leaf, |_, _| {});
+        match self.completed_nodes.as_mut() {
+            Some(nodes) => self.range.push(leaf, |id, hash| nodes.push((id, hash))),
+            None => self.range.push(leaf, |_, _| {}),
+        }
         let size = self.range.size();
         if let Some(claimed) = self.checkpoints.get(&size).copied() {
             if claimed == self.range.root() {
@@ -387,6 +665,183 @@ impl Verifier {
                     since,
                 });
             }
+        }
+    }
+
+    fn mismatch(
+        &mut self,
+        seq: u64,
+        column: &'static str,
+        stored: Option<&str>,
+        canonical: Option<&str>,
+    ) {
+        if stored != canonical {
+            self.find(Finding::CopiedColumn {
+                seq,
+                column,
+                stored: quote(stored),
+                canonical: quote(canonical),
+            });
+        }
+    }
+
+    fn compare_entry_columns(&mut self, seq: u64, head: &EntryHead, columns: &EntryColumns) {
+        self.mismatch(
+            seq,
+            "ledger_entries.kind",
+            Some(&columns.kind),
+            Some(&head.kind),
+        );
+        let message = head.message.map(|m| m.to_string());
+        self.mismatch(
+            seq,
+            "ledger_entries.message_id",
+            columns.message_id.map(|m| m.to_string()).as_deref(),
+            message.as_deref(),
+        );
+        self.mismatch(
+            seq,
+            "ledger_entries.caseref",
+            columns.caseref.as_deref(),
+            head.caseref.as_deref(),
+        );
+        self.mismatch(
+            seq,
+            "ledger_entries.agency",
+            columns.agency.as_deref(),
+            head.agency.as_deref(),
+        );
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        let at = head
+            .at
+            .as_deref()
+            .and_then(|at| OffsetDateTime::parse(at, rfc3339).ok());
+        if at != Some(columns.recorded_at) {
+            let stored = columns.recorded_at.format(rfc3339).ok();
+            self.mismatch(
+                seq,
+                "ledger_entries.recorded_at",
+                Some(stored.as_deref().unwrap_or("?")),
+                Some(head.at.as_deref().unwrap_or("null")),
+            );
+        }
+    }
+
+    /// The message's copied columns and outbox rows against its accepted entry.
+    fn compare_message(&mut self, record: &MessageRecord, accepted: &Accepted) {
+        let seq = record.seq;
+        let detail = accepted.detail.as_ref();
+        if let Some(columns) = &record.columns {
+            self.mismatch(
+                seq,
+                "messages.sender",
+                Some(&columns.sender),
+                accepted.agency.as_deref(),
+            );
+            self.mismatch(
+                seq,
+                "messages.type",
+                Some(&columns.type_),
+                as_str(detail.and_then(|d| d.type_.as_ref())),
+            );
+            self.mismatch(
+                seq,
+                "messages.caseref",
+                columns.caseref.as_deref(),
+                accepted.caseref.as_deref(),
+            );
+            self.mismatch(
+                seq,
+                "messages.inreplyto",
+                columns.inreplyto.map(|m| m.to_string()).as_deref(),
+                as_str(detail.and_then(|d| d.inreplyto.as_ref())),
+            );
+            self.mismatch(
+                seq,
+                "messages.channel",
+                Some(&columns.channel),
+                as_str(detail.and_then(|d| d.channel.as_ref())),
+            );
+            let route = serde_json::json!({
+                "recipients": detail.and_then(|d| d.recipients.clone()).unwrap_or(Value::Null)
+            });
+            if columns.route != route {
+                self.mismatch(
+                    seq,
+                    "messages.route",
+                    Some(&columns.route.to_string()),
+                    Some(&route.to_string()),
+                );
+            }
+            let traceparent = serde_json::from_slice::<BodyHead>(&record.body)
+                .ok()
+                .and_then(|b| b.traceparent);
+            self.mismatch(
+                seq,
+                "messages.traceparent",
+                columns.traceparent.as_deref(),
+                as_str(traceparent.as_ref()),
+            );
+        }
+        if let Some(deliveries) = &record.deliveries {
+            self.compare_deliveries(record, detail, deliveries);
+        }
+    }
+
+    /// Each recipient of the recorded route has exactly one outbox row, and no row goes
+    /// anywhere else: the outbox decides what the relay publishes to whom.
+    fn compare_deliveries(
+        &mut self,
+        record: &MessageRecord,
+        detail: Option<&EntryDetail>,
+        deliveries: &[DeliveryRecord],
+    ) {
+        let mut route: Vec<(&str, &str)> = detail
+            .and_then(|d| d.recipients.as_ref())
+            .and_then(Value::as_array)
+            .map(|recipients| {
+                recipients
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["agency"].as_str().unwrap_or(""),
+                            r["role"].as_str().unwrap_or(""),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut findings = Vec::new();
+        for d in deliveries {
+            match route
+                .iter()
+                .position(|(agency, role)| *agency == d.recipient && *role == d.role)
+            {
+                Some(i) => {
+                    route.swap_remove(i);
+                }
+                None => findings.push(Finding::Delivery {
+                    seq: record.seq,
+                    message: record.id,
+                    delivery_id: Some(d.delivery_id),
+                    reason: format!(
+                        "delivers to {} ({}), which its accepted entry does not route it to",
+                        quote(Some(&d.recipient)),
+                        quote(Some(&d.role))
+                    ),
+                }),
+            }
+        }
+        for (agency, role) in route {
+            findings.push(Finding::Delivery {
+                seq: record.seq,
+                message: record.id,
+                delivery_id: None,
+                reason: format!("has no outbox row for its recipient {agency} ({role})"),
+            });
+        }
+        for finding in findings {
+            self.find(finding);
         }
     }
 
@@ -424,13 +879,16 @@ impl Verifier {
             return;
         }
         match self.accepted.remove(&record.seq) {
-            Some((Some(id), recorded)) if id == record.id => {
-                if recorded.as_deref() != Some(hex::encode(digest).as_str()) {
+            Some(accepted) if accepted.message == Some(record.id) => {
+                let recorded = as_str(accepted.detail.as_ref().and_then(|d| d.sha256.as_ref()));
+                if recorded != Some(hex::encode(digest).as_str()) {
                     self.find(Finding::PayloadMismatch {
                         seq: record.seq,
                         message: record.id,
                     });
+                    return;
                 }
+                self.compare_message(&record, &accepted);
             }
             _ => self.find(Finding::MessageWithoutEntry {
                 seq: record.seq,
@@ -443,8 +901,11 @@ impl Verifier {
     pub fn messages_done_through(&mut self, seq: u64) {
         let rest = self.accepted.split_off(&(seq + 1));
         let done = std::mem::replace(&mut self.accepted, rest);
-        for (seq, (message, _)) in done {
-            self.find(Finding::PayloadMissing { seq, message });
+        for (seq, accepted) in done {
+            self.find(Finding::PayloadMissing {
+                seq,
+                message: accepted.message,
+            });
         }
     }
 
@@ -522,13 +983,14 @@ mod tests {
                 seq,
                 stored_leaf_hash: Some(audit::leaf_hash(&bytes)),
                 bytes,
+                ..EntryRecord::default()
             });
             if accepted {
                 messages.push(MessageRecord {
                     id,
                     seq,
                     body,
-                    stored_sha256: None,
+                    ..MessageRecord::default()
                 });
             }
         }

@@ -38,7 +38,7 @@ fn hex_all(hashes: &[Hash]) -> Vec<String> {
 }
 
 fn unavailable(e: LedgerError) -> Problem {
-    Problem::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
+    Problem::ledger(&e)
 }
 
 fn no_checkpoint() -> Problem {

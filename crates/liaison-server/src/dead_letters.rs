@@ -139,6 +139,7 @@ impl DeadLetterRecorder {
                     message_id: None,
                     caseref: None,
                     type_: None,
+                    claimed: Default::default(),
                     code: RejectCode::Unavailable,
                     bytes_sha256: sha256(&delivery.body),
                     size: delivery.body.len(),

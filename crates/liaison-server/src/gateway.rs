@@ -255,8 +255,10 @@ pub(crate) async fn visible_message(
         .await
         .map_err(unavailable)?
         .ok_or_else(not_found)?;
-    let visible =
-        &stored.sender == caller || stored.deliveries.iter().any(|d| &d.recipient == caller);
+    // Parties as the accepted entry records them, never the outbox: its rows are working
+    // state that the relay updates, and a changed recipient there must not open the message
+    // to another agency.
+    let visible = &stored.sender == caller || stored.recipients.iter().any(|r| &r.agency == caller);
     if visible {
         Ok(stored)
     } else {
@@ -315,7 +317,13 @@ async fn pull(
         .inbox
         .pull(&caller, Duration::from_secs(query.wait), query.max)
         .await
-        .map_err(|e| Problem::new(RejectCode::Unavailable, e.to_string()))?;
+        .map_err(|e| {
+            tracing::warn!(error = %e, agency.code = caller.as_str(), "inbox pull failed");
+            Problem::new(
+                RejectCode::Unavailable,
+                "the inbox is unavailable; retry in a moment",
+            )
+        })?;
     Ok(Json(PullBody { deliveries }))
 }
 
@@ -336,7 +344,13 @@ async fn ack(
     match gateway.inbox.ack(&caller, id).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(not_found()),
-        Err(e) => Err(Problem::new(RejectCode::Unavailable, e.to_string())),
+        Err(e) => {
+            tracing::warn!(error = %e, agency.code = caller.as_str(), "inbox ack failed");
+            Err(Problem::new(
+                RejectCode::Unavailable,
+                "the inbox is unavailable; retry the acknowledgement",
+            ))
+        }
     }
 }
 
@@ -409,5 +423,5 @@ async fn trace(
 }
 
 fn unavailable(e: liaison_ledger::LedgerError) -> Problem {
-    Problem::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
+    Problem::ledger(&e)
 }

@@ -8,9 +8,11 @@
 use std::sync::Arc;
 
 use liaison_core::audit::sha256;
+use liaison_core::envelope::is_well_formed_caseref;
 use liaison_core::{AgencyCode, Channel, Envelope, Policy, Registry, RejectCode, Submission};
 use liaison_ledger::{
-    AcceptOutcome, AcceptReceipt, Ledger, NewMessage, NewRejection, RejectionDetail,
+    AcceptOutcome, AcceptReceipt, Claimed, Ledger, LedgerError, NewMessage, NewRejection,
+    RejectionDetail,
 };
 use liaison_schema::{Catalogue, ParseLimits, Violation};
 use uuid::Uuid;
@@ -34,6 +36,8 @@ pub struct Pipeline {
 }
 
 /// What is known of a refused submission, for its ledger entry and its problem document.
+/// `message_id`, `caseref` and `type_` hold only values that passed their own checks (see
+/// [`Refusal::about`]); whether they index the entry is decided when it is recorded.
 struct Refusal {
     code: RejectCode,
     detail: String,
@@ -41,6 +45,18 @@ struct Refusal {
     message_id: Option<Uuid>,
     caseref: Option<String>,
     type_: Option<String>,
+}
+
+/// The answer when the ledger could not take a submission. What PostgreSQL said goes to
+/// the log, never to the client.
+fn ledger_unavailable(error: &LedgerError, envelope: &Envelope) -> Refusal {
+    tracing::warn!(%error, message.id = %envelope.id, "ledger unavailable");
+    let mut refusal = Refusal::new(
+        RejectCode::Unavailable,
+        "the ledger is unavailable; retry the same request",
+    );
+    refusal.message_id = Some(envelope.id);
+    refusal
 }
 
 impl Refusal {
@@ -55,10 +71,19 @@ impl Refusal {
         }
     }
 
-    fn about(mut self, envelope: &Envelope) -> Self {
+    /// Keeps what the refused envelope says about itself, each field only if it passed its
+    /// check on its own, whatever else failed: the id is a UUID (parsing made sure), the type
+    /// is one of the catalogue's, the case reference matches the envelope schema's pattern
+    /// (at most 64 printable ASCII characters). Anything else is left out of the record.
+    fn about(mut self, envelope: &Envelope, catalogue: &Catalogue) -> Self {
         self.message_id = Some(envelope.id);
-        self.caseref = envelope.caseref.clone();
-        self.type_ = Some(envelope.type_.clone());
+        self.caseref = envelope
+            .caseref
+            .clone()
+            .filter(|c| is_well_formed_caseref(c));
+        self.type_ = catalogue
+            .get(&envelope.type_)
+            .map(|_| envelope.type_.clone());
         self
     }
 }
@@ -175,7 +200,7 @@ impl Pipeline {
             let mut refusal = Refusal::new(invalid.code, detail);
             refusal.violations = invalid.violations;
             if let Some(envelope) = &partial {
-                refusal = refusal.about(envelope);
+                refusal = refusal.about(envelope, &self.catalogue);
             }
             return Err(refusal);
         }
@@ -199,27 +224,29 @@ impl Pipeline {
                     sender.urn()
                 ),
             )
-            .about(&envelope));
+            .about(&envelope, &self.catalogue));
         }
 
         let original = match envelope.inreplyto {
-            Some(id) => self.ledger.original(id).await.map_err(|e| {
-                Refusal::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
-                    .about(&envelope)
-            })?,
+            Some(id) => self
+                .ledger
+                .original(id)
+                .await
+                .map_err(|e| ledger_unavailable(&e, &envelope))?,
             None => None,
         };
         let route = self
             .policy
             .route_event(sender, &envelope, Some(&event), original.as_ref())
-            .map_err(|e| Refusal::new(e.code(), e.to_string()).about(&envelope))?;
+            .map_err(|e| Refusal::new(e.code(), e.to_string()).about(&envelope, &self.catalogue))?;
         // Checked after the policy found the sender a party of the original, so that a
         // stranger learns nothing of the original's type.
         if let Some(original) = &original {
             self.catalogue
                 .check_answer(&envelope.type_, &original.type_)
                 .map_err(|detail| {
-                    Refusal::new(RejectCode::AnswerTypeMismatch, detail).about(&envelope)
+                    Refusal::new(RejectCode::AnswerTypeMismatch, detail)
+                        .about(&envelope, &self.catalogue)
                 })?;
         }
 
@@ -236,8 +263,18 @@ impl Pipeline {
             })
             .await
             .map_err(|e| {
-                Refusal::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
-                    .about(&envelope)
+                if e.is_transient() {
+                    return ledger_unavailable(&e, &envelope);
+                }
+                // PostgreSQL refused a value of this message alone (the batch was split to
+                // find it): retrying cannot help, so it is a recorded refusal. Every text the
+                // ledger stores passed the envelope schema, so this is not expected.
+                tracing::warn!(error = %e, message.id = %envelope.id, "the ledger refused a value of a message");
+                Refusal::new(
+                    RejectCode::EnvelopeInvalid,
+                    "a value of this message cannot be stored",
+                )
+                .about(&envelope, &self.catalogue)
             })?;
         match outcome {
             AcceptOutcome::Recorded(receipt) => Ok(Accepted { receipt, duplicate: false }),
@@ -246,7 +283,7 @@ impl Pipeline {
                 RejectCode::IdConflict,
                 format!("message {id} was already recorded (ledger entry {existing_seq}) with other content"),
             )
-            .about(&envelope)),
+            .about(&envelope, &self.catalogue)),
         }
     }
 
@@ -268,12 +305,16 @@ impl Pipeline {
             tracing::warn!(agency.code = sender.map(AgencyCode::as_str), detail = %refusal.detail, "submission not recorded");
             return problem;
         }
+        let (message_id, caseref, claimed) = self
+            .entitled(sender, refusal.message_id, refusal.caseref)
+            .await;
         let rejection = NewRejection {
             sender: sender.cloned(),
             channel,
-            message_id: refusal.message_id,
-            caseref: refusal.caseref,
+            message_id,
+            caseref,
             type_: refusal.type_,
+            claimed,
             code: refusal.code,
             bytes_sha256: sha256(bytes),
             size,
@@ -300,11 +341,58 @@ impl Pipeline {
             }
             Err(e) => {
                 tracing::warn!(error = %e, reject.code = refusal.code.as_str(), "could not record a rejection");
-                let mut unavailable =
-                    Problem::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"));
+                let mut unavailable = Problem::ledger(&e);
                 unavailable.message_id = problem.message_id;
                 unavailable
             }
         }
+    }
+
+    /// Splits what a refused submission is about into what indexes its rejection entry
+    /// (its `message` and `caseref`, which put it into traces and proofs) and what is only
+    /// recorded as claimed. A rejection joins a message's entries only if that id is not
+    /// another agency's message — unknown, or one the sender sent or received — and a
+    /// case's only if the sender already is a party of it (sent or was routed one of its
+    /// accepted messages). Otherwise any agency could attach entries to others' messages
+    /// and cases. A lookup that fails counts as "not entitled".
+    async fn entitled(
+        &self,
+        sender: Option<&AgencyCode>,
+        message_id: Option<Uuid>,
+        caseref: Option<String>,
+    ) -> (Option<Uuid>, Option<String>, Claimed) {
+        let Some(sender) = sender else {
+            return (
+                None,
+                None,
+                Claimed {
+                    message_id,
+                    caseref,
+                },
+            );
+        };
+        let mut claimed = Claimed::default();
+        let message_id = match message_id {
+            Some(id) => match self.ledger.original(id).await {
+                Ok(None) => Some(id),
+                Ok(Some(o)) if &o.sender == sender || o.recipients.contains(sender) => Some(id),
+                Ok(Some(_)) | Err(_) => {
+                    claimed.message_id = Some(id);
+                    None
+                }
+            },
+            None => None,
+        };
+        let caseref = match caseref {
+            Some(c) => match self.ledger.is_case_party(&c, sender).await {
+                Ok(true) => Some(c),
+                Ok(false) | Err(_) => {
+                    claimed.caseref = Some(c);
+                    None
+                }
+            },
+            None => None,
+        };
+        (message_id, caseref, claimed)
     }
 }

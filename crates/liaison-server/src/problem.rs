@@ -47,6 +47,25 @@ impl Problem {
         self.errors = errors;
         self
     }
+
+    /// The answer to a ledger failure. What PostgreSQL said stays in the log: database
+    /// error text names tables, constraints and values, and is nothing a client can act on.
+    /// Stored data that fails a check is `500` (an operator must run `liaison ledger
+    /// verify`); anything else is `503`, to be retried.
+    pub fn ledger(error: &liaison_ledger::LedgerError) -> Self {
+        if matches!(error, liaison_ledger::LedgerError::Corrupt(_)) {
+            tracing::error!(%error, "stored ledger data failed a check");
+            return Self::new(
+                RejectCode::Internal,
+                "stored ledger data failed a check; the operator has been told",
+            );
+        }
+        tracing::warn!(%error, "ledger unavailable");
+        Self::new(
+            RejectCode::Unavailable,
+            "the ledger is unavailable; retry the same request",
+        )
+    }
 }
 
 impl IntoResponse for Problem {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
+use liaison_core::envelope::is_well_formed_caseref;
 use liaison_core::{AgencyCode, Entry, EntryKind, Recipient, audit};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -17,6 +18,25 @@ use crate::model::{
 
 /// A rejection records at most this many schema errors; the rest are only counted.
 pub(crate) const MAX_RECORDED_ERRORS: usize = 20;
+
+/// Each recorded error text is cut to this many characters: a schema message may quote
+/// the offending value, which can be most of a megabyte.
+pub(crate) const MAX_ERROR_TEXT: usize = 512;
+
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// A message type name as the envelope schema spells one (`pil.lead.v1`), bounded.
+fn is_type_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
+}
 
 /// An accepted message already known to the ledger (or earlier in this batch).
 #[derive(Clone, Debug)]
@@ -253,19 +273,46 @@ impl Planner {
     }
 
     fn reject(&mut self, rejection: &NewRejection) -> u64 {
+        // Whatever the caller passed, only well-formed values reach the text columns: one
+        // submission's content must never make PostgreSQL refuse the batch it is in.
+        let caseref = rejection
+            .caseref
+            .clone()
+            .filter(|c| is_well_formed_caseref(c));
         let mut detail = Map::new();
         detail.insert("code".into(), json!(rejection.code.as_str()));
         detail.insert("channel".into(), json!(rejection.channel.as_str()));
         detail.insert("sha256".into(), json!(hex::encode(rejection.bytes_sha256)));
         detail.insert("size".into(), json!(rejection.size));
-        if let Some(type_) = &rejection.type_ {
+        if let Some(type_) = rejection.type_.as_deref().filter(|t| is_type_name(t)) {
             detail.insert("type".into(), json!(type_));
+        }
+        let claimed = &rejection.claimed;
+        let mut claims = Map::new();
+        if let Some(id) = claimed.message_id {
+            claims.insert("message".into(), json!(id.to_string()));
+        }
+        if let Some(c) = claimed
+            .caseref
+            .as_deref()
+            .filter(|c| is_well_formed_caseref(c))
+        {
+            claims.insert("caseref".into(), json!(c));
+        }
+        if !claims.is_empty() {
+            detail.insert("claimed".into(), Value::Object(claims));
         }
         let errors: Vec<Value> = rejection
             .errors
             .iter()
             .take(MAX_RECORDED_ERRORS)
-            .map(|e| json!({ "pointer": e.pointer, "keyword": e.keyword, "message": e.message }))
+            .map(|e| {
+                json!({
+                    "pointer": bounded(&e.pointer),
+                    "keyword": bounded(&e.keyword),
+                    "message": bounded(&e.message),
+                })
+            })
             .collect();
         detail.insert("errors".into(), Value::Array(errors));
         if rejection.errors.len() > MAX_RECORDED_ERRORS {
@@ -274,7 +321,7 @@ impl Planner {
         self.push_entry(
             EntryKind::MessageRejected,
             rejection.message_id,
-            rejection.caseref.clone(),
+            caseref,
             rejection.sender.as_ref(),
             Value::Object(detail),
         )
@@ -597,6 +644,7 @@ mod tests {
             message_id: None,
             caseref: None,
             type_: None,
+            claimed: Default::default(),
             code: RejectCode::PayloadInvalid,
             bytes_sha256: [7; 32],
             size: 10,
@@ -612,6 +660,42 @@ mod tests {
         );
         assert_eq!(entry.detail["errors_total"], json!(25));
         assert_eq!(entry.agency, None);
+    }
+
+    #[test]
+    fn a_rejection_records_only_well_formed_fields_and_claims_apart() {
+        let claimed = Uuid::now_v7();
+        let rejection = NewRejection {
+            sender: Some(agency("eco")),
+            channel: Channel::Https,
+            message_id: None,
+            caseref: Some(format!("SD\u{0}{}", "x".repeat(10_000))),
+            type_: Some("pil.lead.v1\u{1}".into()),
+            claimed: crate::model::Claimed {
+                message_id: Some(claimed),
+                caseref: Some("SD-OTHER-1".into()),
+            },
+            code: RejectCode::EnvelopeInvalid,
+            bytes_sha256: [1; 32],
+            size: 10,
+            errors: vec![RejectionDetail {
+                pointer: "/caseref".into(),
+                keyword: "pattern".into(),
+                message: "y".repeat(5_000),
+            }],
+        };
+        let plan = plan(&[Request::Reject(rejection)], context(1));
+        let row = &plan.writes.entries[0];
+        assert_eq!((row.caseref.as_deref(), row.message_id), (None, None));
+        let entry = Entry::from_canonical(&row.bytes).unwrap();
+        assert_eq!((entry.caseref, entry.message), (None, None));
+        assert!(entry.detail.get("type").is_none());
+        assert_eq!(
+            entry.detail["claimed"],
+            json!({ "message": claimed.to_string(), "caseref": "SD-OTHER-1" })
+        );
+        let message = entry.detail["errors"][0]["message"].as_str().unwrap();
+        assert!(message.chars().count() <= MAX_ERROR_TEXT + 1);
     }
 
     #[test]
