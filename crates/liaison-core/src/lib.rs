@@ -8,6 +8,7 @@ pub mod entry;
 pub mod envelope;
 pub mod merkle;
 pub mod policy;
+pub mod redact;
 pub mod reject;
 
 pub use agency::{Agency, AgencyCode, Registry, RegistryError};
@@ -17,4 +18,5 @@ pub use envelope::{Channel, Envelope, EnvelopeError, Submission};
 pub use policy::{
     OriginalMessage, Policy, PolicyError, PolicyLoadError, Recipient, RecipientRole, Route,
 };
+pub use redact::redact_url;
 pub use reject::RejectCode;

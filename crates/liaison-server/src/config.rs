@@ -290,28 +290,7 @@ impl Config {
     }
 }
 
-/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, None), |(a, p)| (a, Some(p)));
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    let masked = if userinfo.contains(':') {
-        format!("{user}:***@{host}")
-    } else {
-        format!("{user}@{host}")
-    };
-    match path {
-        Some(p) => format!("{scheme}://{masked}/{p}"),
-        None => format!("{scheme}://{masked}"),
-    }
-}
+pub use liaison_core::redact_url;
 
 #[cfg(test)]
 mod tests {
