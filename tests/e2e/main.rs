@@ -9,6 +9,7 @@ mod crash;
 mod deadletter;
 mod hostile;
 mod intake;
+mod leaks;
 mod path;
 mod policy;
 mod trace;

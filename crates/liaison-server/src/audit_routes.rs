@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::gateway::{Caller, Gateway, visible_message};
-use crate::problem::Problem;
+use crate::problem::{Dependency, Problem};
 
 #[derive(Serialize)]
 pub struct ProofBody {
@@ -38,7 +38,7 @@ fn hex_all(hashes: &[Hash]) -> Vec<String> {
 }
 
 fn unavailable(e: LedgerError) -> Problem {
-    Problem::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
+    Problem::unavailable(Dependency::Ledger, &e)
 }
 
 fn no_checkpoint() -> Problem {

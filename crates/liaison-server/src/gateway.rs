@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::audit_routes;
 use crate::inbox::{Inbox, PulledDelivery};
 use crate::pipeline::Pipeline;
-use crate::problem::Problem;
+use crate::problem::{Dependency, Problem};
 use crate::tls;
 
 #[derive(Clone)]
@@ -315,7 +315,7 @@ async fn pull(
         .inbox
         .pull(&caller, Duration::from_secs(query.wait), query.max)
         .await
-        .map_err(|e| Problem::new(RejectCode::Unavailable, e.to_string()))?;
+        .map_err(|e| e.problem())?;
     Ok(Json(PullBody { deliveries }))
 }
 
@@ -336,7 +336,7 @@ async fn ack(
     match gateway.inbox.ack(&caller, id).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(not_found()),
-        Err(e) => Err(Problem::new(RejectCode::Unavailable, e.to_string())),
+        Err(e) => Err(e.problem()),
     }
 }
 
@@ -409,5 +409,5 @@ async fn trace(
 }
 
 fn unavailable(e: liaison_ledger::LedgerError) -> Problem {
-    Problem::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
+    Problem::unavailable(Dependency::Ledger, &e)
 }

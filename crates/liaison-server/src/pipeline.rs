@@ -15,7 +15,7 @@ use liaison_ledger::{
 use liaison_schema::{Catalogue, ParseLimits, Violation};
 use uuid::Uuid;
 
-use crate::problem::Problem;
+use crate::problem::{Dependency, Problem};
 
 /// The answer to an accepted submission.
 #[derive(Clone, Debug)]
@@ -61,6 +61,12 @@ impl Refusal {
         self.type_ = Some(envelope.type_.clone());
         self
     }
+}
+
+/// The ledger failed: the error is logged, the client gets a detail without its text.
+fn ledger_unavailable(error: &liaison_ledger::LedgerError) -> Refusal {
+    tracing::warn!(%error, "ledger unavailable during a submission");
+    Refusal::new(RejectCode::Unavailable, Dependency::Ledger.detail())
 }
 
 impl Pipeline {
@@ -183,10 +189,11 @@ impl Pipeline {
         }
 
         let original = match envelope.inreplyto {
-            Some(id) => self.ledger.original(id).await.map_err(|e| {
-                Refusal::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
-                    .about(&envelope)
-            })?,
+            Some(id) => self
+                .ledger
+                .original(id)
+                .await
+                .map_err(|e| ledger_unavailable(&e).about(&envelope))?,
             None => None,
         };
         let route = self
@@ -206,16 +213,25 @@ impl Pipeline {
                 route,
             })
             .await
-            .map_err(|e| {
-                Refusal::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"))
-                    .about(&envelope)
-            })?;
+            .map_err(|e| ledger_unavailable(&e).about(&envelope))?;
         match outcome {
             AcceptOutcome::Recorded(receipt) => Ok(Accepted { receipt, duplicate: false }),
             AcceptOutcome::Duplicate(receipt) => Ok(Accepted { receipt, duplicate: true }),
-            AcceptOutcome::Conflict { existing_seq } => Err(Refusal::new(
+            AcceptOutcome::Conflict {
+                existing_seq,
+                same_sender: true,
+            } => Err(Refusal::new(
                 RejectCode::IdConflict,
                 format!("message {id} was already recorded (ledger entry {existing_seq}) with other content"),
+            )
+            .about(&envelope)),
+            // Whose message holds the id, and where it is in the ledger, is not for
+            // another agency to learn: only that the id is taken.
+            AcceptOutcome::Conflict {
+                same_sender: false, ..
+            } => Err(Refusal::new(
+                RejectCode::IdConflict,
+                format!("message id {id} is already taken; choose another id"),
             )
             .about(&envelope)),
         }
@@ -271,8 +287,7 @@ impl Pipeline {
             }
             Err(e) => {
                 tracing::warn!(error = %e, reject.code = refusal.code.as_str(), "could not record a rejection");
-                let mut unavailable =
-                    Problem::new(RejectCode::Unavailable, format!("ledger unavailable: {e}"));
+                let mut unavailable = Problem::unavailable(Dependency::Ledger, &e);
                 unavailable.message_id = problem.message_id;
                 unavailable
             }
