@@ -49,3 +49,51 @@ async fn an_id_taken_by_another_agency_is_a_conflict_that_reveals_nothing_of_the
     broker.shutdown(Duration::from_secs(5)).await;
     world.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_agency_removed_from_the_registry_is_refused_on_every_route() {
+    let world = World::new().await;
+    // A certificate the CA issued to an agency the registry no longer lists (its entry was
+    // removed; its certificate has not expired and was not revoked).
+    let layout = world.layout();
+    let retired = code("retired");
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key) = liaison_server::pki::issue_agency_cert(
+        &layout.dir,
+        &retired,
+        now - time::Duration::hours(1),
+        now + time::Duration::days(30),
+    )
+    .unwrap();
+    std::fs::write(layout.agency_cert(&retired), cert).unwrap();
+    std::fs::write(layout.agency_key(&retired), key).unwrap();
+    let broker = world.start().await;
+    let client = world.client(&broker, "retired");
+
+    for (what, answer) in [
+        ("inbox", client.pull(0, 10).await.unwrap()),
+        ("ack", client.ack(1).await.unwrap()),
+        ("schemas", client.get("/v1/schemas").await.unwrap()),
+        (
+            "checkpoint",
+            client.get("/v1/checkpoints/latest").await.unwrap(),
+        ),
+    ] {
+        assert_eq!(answer.status, 403, "{what}: {}", answer.body);
+        assert_eq!(answer.body["code"], "unknown_agency", "{what}");
+    }
+    // A submission is refused with the same code, and the refusal is recorded.
+    let mut lead = lead_event("SD-RETIRED");
+    lead["source"] = json!(retired.urn());
+    let submitted = client.submit(&lead).await.unwrap();
+    assert_eq!(submitted.status, 403, "{}", submitted.body);
+    assert_eq!(submitted.body["code"], "unknown_agency");
+    assert!(submitted.body["ledger_seq"].as_u64().is_some());
+
+    // A registered agency is served as before.
+    let eco = world.client(&broker, "eco");
+    assert_eq!(eco.pull(0, 10).await.unwrap().status, 200);
+
+    broker.shutdown(Duration::from_secs(5)).await;
+    world.cleanup().await;
+}
