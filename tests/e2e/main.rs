@@ -7,6 +7,7 @@ mod auth;
 mod catalogue;
 mod crash;
 mod deadletter;
+mod gateway_limits;
 mod hostile;
 mod intake;
 mod leaks;

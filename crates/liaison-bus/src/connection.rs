@@ -223,4 +223,3 @@ async fn open_connection(config: &BusConfig, safe_url: &str) -> Result<Connectio
         }),
     }
 }
-

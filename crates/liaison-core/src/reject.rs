@@ -53,10 +53,14 @@ pub enum RejectCode {
     /// The agency is authenticated but may not use this resource (e.g. traces are for
     /// the administrators named in the configuration).
     Forbidden,
+    /// The agency holds as many requests, long polls or connections at once as it may;
+    /// retry when one of them has finished. The cap is per agency, so that no agency can
+    /// take the gateway's capacity from the others.
+    ConcurrencyLimited,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 21] = [
+    pub const ALL: [RejectCode; 22] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -78,6 +82,7 @@ impl RejectCode {
         Self::RateLimited,
         Self::RequestTimeout,
         Self::Forbidden,
+        Self::ConcurrencyLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +108,7 @@ impl RejectCode {
             Self::RateLimited => "rate_limited",
             Self::RequestTimeout => "request_timeout",
             Self::Forbidden => "forbidden",
+            Self::ConcurrencyLimited => "concurrency_limited",
         }
     }
 
@@ -126,6 +132,7 @@ impl RejectCode {
             Self::RateLimited => 429,
             Self::RequestTimeout => 408,
             Self::Forbidden => 403,
+            Self::ConcurrencyLimited => 429,
         }
     }
 
@@ -153,6 +160,7 @@ impl RejectCode {
             Self::RateLimited => "Too many requests from this agency",
             Self::RequestTimeout => "Request did not arrive in time",
             Self::Forbidden => "This agency may not use this resource",
+            Self::ConcurrencyLimited => "Too many requests in progress for this agency",
         }
     }
 
@@ -160,7 +168,11 @@ impl RejectCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::Unavailable | Self::Internal | Self::RateLimited | Self::RequestTimeout
+            Self::Unavailable
+                | Self::Internal
+                | Self::RateLimited
+                | Self::RequestTimeout
+                | Self::ConcurrencyLimited
         )
     }
 }

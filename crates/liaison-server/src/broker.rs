@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpointing;
 use crate::config::Config;
+use crate::connections::{ConnectionAcceptor, ConnectionCounts};
 use crate::dead_letters::DeadLetterRecorder;
 use crate::gateway::{self, Gateway};
 use crate::guard::{self, Guard};
@@ -157,17 +158,25 @@ impl Broker {
         let https = axum_server::Handle::new();
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_tls));
         let handshake = Duration::from_millis(config.limits.handshake_timeout_ms);
+        let connections = Arc::new(ConnectionCounts::new(
+            config.limits.max_connections_per_agency,
+        ));
         let header_read = Duration::from_millis(config.limits.header_read_timeout_ms);
         let mut server = axum_server::from_tcp_rustls(https_listener, rustls)
             .map_err(|source| StartError::Listen {
                 addr: config.listen,
                 source,
             })?
-            // Answers are small and latency matters: no Nagle delay on them.
+            // Answers are small and latency matters: no Nagle delay on them. After the
+            // handshake, connections are counted per agency and watched for idleness.
             .map(|acceptor| {
-                acceptor
-                    .handshake_timeout(handshake)
-                    .acceptor(axum_server::accept::NoDelayAcceptor::new())
+                ConnectionAcceptor::new(
+                    acceptor
+                        .handshake_timeout(handshake)
+                        .acceptor(axum_server::accept::NoDelayAcceptor::new()),
+                    connections,
+                    Duration::from_millis(config.limits.idle_timeout_ms),
+                )
             })
             // A connection that completes the handshake and then says nothing is closed.
             .first_request_timeout(header_read)
@@ -177,6 +186,13 @@ impl Broker {
             .http_builder()
             .http1()
             .header_read_timeout(header_read);
+        // One HTTP/2 connection may not carry more requests than this at once, nor make the
+        // gateway accept and cancel streams without end (CVE-2023-44487, "rapid reset").
+        server
+            .http_builder()
+            .http2()
+            .max_concurrent_streams(config.limits.http2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(config.limits.http2_max_pending_accept_reset_streams);
         tasks.spawn(async move {
             if let Err(error) = server.serve(app.into_make_service()).await {
                 tracing::error!(%error, "HTTPS gateway stopped");

@@ -63,7 +63,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/schemas/{type}", get(schema))
         .route("/openapi.json", get(crate::openapi::serve))
         .fallback(|| async { Problem::new(RejectCode::NotFound, "no such route") })
-        .layer(middleware::from_fn_with_state(gateway.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            authenticate,
+        ))
         .with_state(gateway)
 }
 

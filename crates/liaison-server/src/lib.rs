@@ -4,6 +4,7 @@ pub mod audit_routes;
 pub mod broker;
 pub mod checkpointing;
 pub mod config;
+pub mod connections;
 pub mod crl;
 pub mod dead_letters;
 pub mod gateway;

@@ -112,7 +112,12 @@ mod tests {
             assert_eq!(problem.status, 503);
             assert_eq!(problem.detail, dependency.detail());
             let shown = serde_json::to_string(&problem).unwrap();
-            for secret in ["permission denied", "messages", "liaison_broker", "db.internal"] {
+            for secret in [
+                "permission denied",
+                "messages",
+                "liaison_broker",
+                "db.internal",
+            ] {
                 assert!(!shown.contains(secret), "{shown}");
             }
         }
