@@ -11,6 +11,7 @@ mod gateway_limits;
 mod hostile;
 mod intake;
 mod leaks;
+mod ledger_role;
 mod path;
 mod policy;
 mod trace;

@@ -48,6 +48,8 @@ pub enum StartError {
     Ledger(#[from] liaison_ledger::LedgerError),
     #[error("ledger signing key: {0}")]
     SigningKey(String),
+    #[error("ledger: {0}; ledger.require_unprivileged_role is set")]
+    PrivilegedRole(String),
     #[error("RabbitMQ: {0}")]
     Bus(#[from] liaison_bus::BusError),
     #[error("TLS: {0}")]
@@ -100,6 +102,7 @@ impl Broker {
             clock.clone(),
         )
         .await?;
+        let ledger_role = check_role(&ledger, config.ledger.require_unprivileged_role).await?;
         let bus_config = BusConfig {
             url: config.amqp_url.clone(),
             ..BusConfig::default()
@@ -214,6 +217,7 @@ impl Broker {
         let ops_app = ops::router(Ops {
             ledger: ledger.clone(),
             bus: bus.clone(),
+            ledger_role,
         });
         let ops_cancel = cancel.clone();
         tasks.spawn(async move {
@@ -267,6 +271,33 @@ impl Broker {
         while self.tasks.join_next().await.is_some() {}
         self.bus.close().await;
         tracing::info!("liaison stopped");
+    }
+}
+
+/// Looks at the database role's privileges: a role that could disable the append-only
+/// triggers is a warning, or a refusal to start when `required` says so. A failure to
+/// look is only logged (`None`): it says nothing about the role.
+async fn check_role(
+    ledger: &Ledger,
+    required: bool,
+) -> Result<Option<liaison_ledger::RolePrivileges>, StartError> {
+    match ledger.role_privileges().await {
+        Ok(role) if role.is_privileged() && required => {
+            Err(StartError::PrivilegedRole(role.describe()))
+        }
+        Ok(role) => {
+            if role.is_privileged() {
+                tracing::warn!(db.role = %role.role, "{}", role.describe());
+            }
+            Ok(Some(role))
+        }
+        Err(error) if required => Err(StartError::PrivilegedRole(format!(
+            "cannot read the privileges of the database role: {error}"
+        ))),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the privileges of the database role");
+            Ok(None)
+        }
     }
 }
 

@@ -220,6 +220,10 @@ pub struct LedgerSettings {
     pub checkpoint_interval_ms: u64,
     /// The checkpoints' origin line and signing key name: one per deployment.
     pub origin: String,
+    /// Refuse to start when the database role is a superuser or owns a ledger table: such
+    /// a role can disable the append-only triggers. Off, the broker only warns (at start and
+    /// on `/readyz`), so that a development database run as `postgres` still works.
+    pub require_unprivileged_role: bool,
 }
 
 impl Default for LedgerSettings {
@@ -227,6 +231,7 @@ impl Default for LedgerSettings {
         Self {
             checkpoint_interval_ms: 1_000,
             origin: "liaison.example/demo".into(),
+            require_unprivileged_role: false,
         }
     }
 }

@@ -12,6 +12,8 @@ use serde_json::json;
 pub struct Ops {
     pub ledger: Ledger,
     pub bus: Bus,
+    /// The database role's privileges as found at start (`None`: could not be read).
+    pub ledger_role: Option<liaison_ledger::RolePrivileges>,
 }
 
 pub fn router(ops: Ops) -> Router {
@@ -43,8 +45,16 @@ async fn ready(State(ops): State<Ops>) -> (StatusCode, Json<serde_json::Value>) 
         Ok(()) => json!("ok"),
         Err(e) => json!(e),
     };
-    (
-        status,
-        Json(json!({ "ledger": show(&ledger), "rabbitmq": show(&bus) })),
-    )
+    let mut body = json!({ "ledger": show(&ledger), "rabbitmq": show(&bus) });
+    // Ready, but not as it should be: said where operators look, without failing the probe.
+    let warnings: Vec<String> = ops
+        .ledger_role
+        .iter()
+        .filter(|role| role.is_privileged())
+        .map(liaison_ledger::RolePrivileges::describe)
+        .collect();
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    (status, Json(body))
 }
