@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use liaison_cli::client::Answer;
 use liaison_cli::demo::lead_event;
+use liaison_server::tls;
 use liaison_tests::{World, code};
 use serde_json::json;
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsConnector;
 
 fn market_lead(caseref: &str) -> serde_json::Value {
     let mut lead = lead_event(caseref);
@@ -124,6 +127,50 @@ async fn connections_over_an_agencys_cap_are_answered_429_and_closed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(second.get("/v1/schemas").await.unwrap().status, 200);
+
+    broker.shutdown(Duration::from_secs(5)).await;
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn http2_connections_have_a_stream_cap_and_are_closed_when_idle() {
+    let mut world = World::new().await;
+    world.config.limits.http2_max_concurrent_streams = 7;
+    world.config.limits.idle_timeout_ms = 300;
+    let broker = world.start().await;
+
+    let mut tls_config = tls::agency_client_config(&world.layout(), &code("eco")).unwrap();
+    tls_config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(broker.https_addr).await.unwrap();
+    let stream = TlsConnector::from(Arc::new(tls_config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let (mut client, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::pin!(connection);
+    let mut get = async |path: &str| {
+        let request = http::Request::get(format!("https://localhost{path}"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        response.await.unwrap().status()
+    };
+
+    // A long poll outlasting the idle timeout is no idleness: it is answered on the same
+    // connection. (The connection is driven meanwhile.)
+    let polled = tokio::select! {
+        status = get("/v1/inbox?wait=1") => status,
+        closed = &mut connection => panic!("the connection closed during a long poll: {closed:?}"),
+    };
+    assert_eq!(polled, 200);
+    // The broker's SETTINGS have arrived: the client may open 7 streams at once, no more.
+    assert_eq!(connection.max_concurrent_send_streams(), 7);
+
+    // With no request in progress the broker closes the connection (GOAWAY).
+    tokio::time::timeout(Duration::from_secs(10), &mut connection)
+        .await
+        .expect("the idle HTTP/2 connection was not closed")
+        .ok();
 
     broker.shutdown(Duration::from_secs(5)).await;
     world.cleanup().await;
