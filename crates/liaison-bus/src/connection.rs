@@ -67,7 +67,7 @@ struct Shared {
 impl Bus {
     /// Connects to `config.url`, giving up after `config.connect_timeout`.
     pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
-        let safe_url = redact_password(&config.url);
+        let safe_url = liaison_core::redact_url(&config.url);
         let connection = open_connection(&config, &safe_url).await?;
         tracing::info!(url = %safe_url, "connected to RabbitMQ");
         Ok(Bus {
@@ -226,50 +226,5 @@ async fn open_connection(config: &BusConfig, safe_url: &str) -> Result<Connectio
             url: safe_url.to_owned(),
             after: config.connect_timeout,
         }),
-    }
-}
-
-/// The URL with its password removed, for logs and error messages.
-///
-/// Works on the text rather than a parsed URI so that even a URL lapin cannot parse is
-/// reported without leaking a secret.
-pub fn redact_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let user = authority[..at].split(':').next().unwrap_or_default();
-    format!(
-        "{}{user}@{}{}",
-        &url[..scheme_end],
-        &authority[at + 1..],
-        &rest[authority_end..]
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_is_removed_and_the_rest_kept() {
-        assert_eq!(
-            redact_password("amqp://guest:s3cret@10.0.0.5:5672/%2f"),
-            "amqp://guest@10.0.0.5:5672/%2f"
-        );
-        assert_eq!(
-            redact_password("amqps://eco:p@ss@rabbit:5671/liaison?auth_mechanism=external"),
-            "amqps://eco@rabbit:5671/liaison?auth_mechanism=external"
-        );
-        assert_eq!(
-            redact_password("amqp://127.0.0.1:5672"),
-            "amqp://127.0.0.1:5672"
-        );
-        assert_eq!(redact_password("not a url"), "not a url");
     }
 }

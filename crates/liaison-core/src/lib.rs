@@ -9,6 +9,7 @@ pub mod entry;
 pub mod envelope;
 pub mod merkle;
 pub mod policy;
+pub mod redact;
 pub mod reject;
 
 pub use agency::{Agency, AgencyCode, Registry, RegistryError};
@@ -20,4 +21,5 @@ pub use policy::{
     AnsweredBy, MandatoryRecipient, OriginalMessage, Policy, PolicyError, PolicyLoadError,
     Recipient, RecipientRole, Route,
 };
+pub use redact::redact_url;
 pub use reject::RejectCode;

@@ -59,10 +59,14 @@ pub enum RejectCode {
     /// The sender received the original only as a copy (or sent it): only its addressees
     /// answer it.
     NotAnAddressee,
+    /// The agency holds as many requests, long polls or connections at once as it may;
+    /// retry when one of them has finished. The cap is per agency, so that no agency can
+    /// take the gateway's capacity from the others.
+    ConcurrencyLimited,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 23] = [
+    pub const ALL: [RejectCode; 24] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -86,6 +90,7 @@ impl RejectCode {
         Self::Forbidden,
         Self::AnswerTypeMismatch,
         Self::NotAnAddressee,
+        Self::ConcurrencyLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +118,7 @@ impl RejectCode {
             Self::Forbidden => "forbidden",
             Self::AnswerTypeMismatch => "answer_type_mismatch",
             Self::NotAnAddressee => "not_an_addressee",
+            Self::ConcurrencyLimited => "concurrency_limited",
         }
     }
 
@@ -138,6 +144,7 @@ impl RejectCode {
             Self::Forbidden => 403,
             Self::AnswerTypeMismatch => 422,
             Self::NotAnAddressee => 403,
+            Self::ConcurrencyLimited => 429,
         }
     }
 
@@ -167,6 +174,7 @@ impl RejectCode {
             Self::Forbidden => "This agency may not use this resource",
             Self::AnswerTypeMismatch => "This message type does not answer the original's type",
             Self::NotAnAddressee => "Only the addressees of a message answer it",
+            Self::ConcurrencyLimited => "Too many requests in progress for this agency",
         }
     }
 
@@ -174,7 +182,11 @@ impl RejectCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::Unavailable | Self::Internal | Self::RateLimited | Self::RequestTimeout
+            Self::Unavailable
+                | Self::Internal
+                | Self::RateLimited
+                | Self::RequestTimeout
+                | Self::ConcurrencyLimited
         )
     }
 }

@@ -33,46 +33,4 @@ impl Default for LedgerConfig {
 }
 
 /// The URL with any password replaced, fit for error messages and logs.
-pub(crate) fn redacted_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_owned();
-    };
-    format!(
-        "{}{}:***{}",
-        &url[..scheme_end + 3],
-        &userinfo[..colon],
-        &rest[at..]
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted_url;
-
-    #[test]
-    fn hides_the_password_and_keeps_the_rest() {
-        assert_eq!(
-            redacted_url("postgres://app:s3cret@db.example:5432/liaison?sslmode=require"),
-            "postgres://app:***@db.example:5432/liaison?sslmode=require"
-        );
-        assert_eq!(
-            redacted_url("postgres://postgres@127.0.0.1:5432/x"),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            redacted_url("postgres://127.0.0.1/x"),
-            "postgres://127.0.0.1/x"
-        );
-        assert_eq!(redacted_url("not a url"), "not a url");
-    }
-}
+pub(crate) use liaison_core::redact_url as redacted_url;

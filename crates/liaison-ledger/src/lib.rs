@@ -9,6 +9,7 @@ mod export;
 mod ledger;
 mod model;
 mod outbox;
+mod privileges;
 mod proofs;
 mod read;
 pub mod replay;
@@ -27,4 +28,5 @@ pub use model::{
     NewRejection, PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry, StoredMessage,
     TraceKey,
 };
+pub use privileges::{APPEND_ONLY_TABLES, RolePrivileges};
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};

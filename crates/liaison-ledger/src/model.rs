@@ -34,8 +34,13 @@ pub enum AcceptOutcome {
     Recorded(AcceptReceipt),
     /// The same sender already submitted this id with the same bytes: the first receipt.
     Duplicate(AcceptReceipt),
-    /// The id is taken by other bytes or another sender.
-    Conflict { existing_seq: u64 },
+    /// The id is taken by other bytes or another sender. `same_sender` says whether the
+    /// message holding it came from the same sender: only then may the submitter be told
+    /// where it is (`existing_seq`), since another agency's entries are not its to learn.
+    Conflict {
+        existing_seq: u64,
+        same_sender: bool,
+    },
 }
 
 /// A refused submission, recorded so that refusals are audited too.

@@ -277,13 +277,19 @@ async fn the_same_id_with_other_bytes_or_another_sender_conflicts() {
     other_bytes.bytes = Bytes::from_static(b"{\"changed\":true}");
     assert_eq!(
         ledger.accept(other_bytes).await.unwrap(),
-        AcceptOutcome::Conflict { existing_seq: 1 }
+        AcceptOutcome::Conflict {
+            existing_seq: 1,
+            same_sender: true
+        }
     );
     let mut other_sender = m.clone();
     other_sender.sender = agency("police");
     assert_eq!(
         ledger.accept(other_sender).await.unwrap(),
-        AcceptOutcome::Conflict { existing_seq: 1 }
+        AcceptOutcome::Conflict {
+            existing_seq: 1,
+            same_sender: false
+        }
     );
     assert_eq!(all_entries(&ledger).await.len(), 1);
 }

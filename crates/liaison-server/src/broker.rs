@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpointing;
 use crate::config::Config;
+use crate::connections::{ConnectionAcceptor, ConnectionCounts};
 use crate::dead_letters::DeadLetterRecorder;
 use crate::gateway::{self, Gateway};
 use crate::guard::{self, Guard};
@@ -48,6 +49,8 @@ pub enum StartError {
     Ledger(#[from] liaison_ledger::LedgerError),
     #[error("ledger signing key: {0}")]
     SigningKey(String),
+    #[error("ledger: {0}; ledger.require_unprivileged_role is set")]
+    PrivilegedRole(String),
     #[error("RabbitMQ: {0}")]
     Bus(#[from] liaison_bus::BusError),
     #[error("TLS: {0}")]
@@ -102,6 +105,7 @@ impl Broker {
             clock.clone(),
         )
         .await?;
+        let ledger_role = check_role(&ledger, config.ledger.require_unprivileged_role).await?;
         let bus_config = BusConfig {
             url: config.amqp_url.clone(),
             intake_queue: config.intake.queue_limits(),
@@ -194,17 +198,25 @@ impl Broker {
             });
         }
         let handshake = Duration::from_millis(config.limits.handshake_timeout_ms);
+        let connections = Arc::new(ConnectionCounts::new(
+            config.limits.max_connections_per_agency,
+        ));
         let header_read = Duration::from_millis(config.limits.header_read_timeout_ms);
         let mut server = axum_server::from_tcp_rustls(https_listener, rustls)
             .map_err(|source| StartError::Listen {
                 addr: config.listen,
                 source,
             })?
-            // Answers are small and latency matters: no Nagle delay on them.
+            // Answers are small and latency matters: no Nagle delay on them. After the
+            // handshake, connections are counted per agency and watched for idleness.
             .map(|acceptor| {
-                acceptor
-                    .handshake_timeout(handshake)
-                    .acceptor(axum_server::accept::NoDelayAcceptor::new())
+                ConnectionAcceptor::new(
+                    acceptor
+                        .handshake_timeout(handshake)
+                        .acceptor(axum_server::accept::NoDelayAcceptor::new()),
+                    connections,
+                    Duration::from_millis(config.limits.idle_timeout_ms),
+                )
             })
             // A connection that completes the handshake and then says nothing is closed.
             .first_request_timeout(header_read)
@@ -214,6 +226,13 @@ impl Broker {
             .http_builder()
             .http1()
             .header_read_timeout(header_read);
+        // One HTTP/2 connection may not carry more requests than this at once, nor make the
+        // gateway accept and cancel streams without end (CVE-2023-44487, "rapid reset").
+        server
+            .http_builder()
+            .http2()
+            .max_concurrent_streams(config.limits.http2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(config.limits.http2_max_pending_accept_reset_streams);
         tasks.spawn(async move {
             if let Err(error) = server.serve(app.into_make_service()).await {
                 tracing::error!(%error, "HTTPS gateway stopped");
@@ -236,6 +255,7 @@ impl Broker {
             ledger: ledger.clone(),
             bus: bus.clone(),
             revocation: revocation.clone(),
+            ledger_role,
         });
         let ops_cancel = cancel.clone();
         tasks.spawn(async move {
@@ -291,6 +311,33 @@ impl Broker {
         while self.tasks.join_next().await.is_some() {}
         self.bus.close().await;
         tracing::info!("liaison stopped");
+    }
+}
+
+/// Looks at the database role's privileges: a role that could disable the append-only
+/// triggers is a warning, or a refusal to start when `required` says so. A failure to
+/// look is only logged (`None`): it says nothing about the role.
+async fn check_role(
+    ledger: &Ledger,
+    required: bool,
+) -> Result<Option<liaison_ledger::RolePrivileges>, StartError> {
+    match ledger.role_privileges().await {
+        Ok(role) if role.is_privileged() && required => {
+            Err(StartError::PrivilegedRole(role.describe()))
+        }
+        Ok(role) => {
+            if role.is_privileged() {
+                tracing::warn!(db.role = %role.role, "{}", role.describe());
+            }
+            Ok(Some(role))
+        }
+        Err(error) if required => Err(StartError::PrivilegedRole(format!(
+            "cannot read the privileges of the database role: {error}"
+        ))),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the privileges of the database role");
+            Ok(None)
+        }
     }
 }
 

@@ -95,6 +95,24 @@ pub struct Limits {
     pub rate_per_second: u32,
     /// Submissions an agency may post in one burst above its rate.
     pub rate_burst: u32,
+    /// HTTPS requests one agency may have in progress at once (long polls included); more
+    /// get `429 concurrency_limited`. Keeps one agency from taking all of
+    /// `max_concurrent_requests`.
+    pub max_requests_per_agency: usize,
+    /// `GET /v1/inbox` requests one agency may have waiting at once; more get
+    /// `429 concurrency_limited`.
+    pub max_long_polls_per_agency: usize,
+    /// TLS connections one agency may hold open; a connection over it has its first request
+    /// answered `429 concurrency_limited` and is then closed.
+    pub max_connections_per_agency: usize,
+    /// Streams (requests) a client may open at once on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Streams a client may open and reset before the gateway has accepted them, per
+    /// HTTP/2 connection; past it the connection is closed (the "rapid reset" attack).
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// A connection with no request in progress for this long is closed (GOAWAY for
+    /// HTTP/2); a waiting long poll is a request in progress.
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -188,6 +206,12 @@ impl Default for Limits {
             max_concurrent_requests: 1_024,
             rate_per_second: 2_000,
             rate_burst: 4_000,
+            max_requests_per_agency: 256,
+            max_long_polls_per_agency: 8,
+            max_connections_per_agency: 64,
+            http2_max_concurrent_streams: 128,
+            http2_max_pending_accept_reset_streams: 20,
+            idle_timeout_ms: 120_000,
         }
     }
 }
@@ -251,6 +275,10 @@ pub struct LedgerSettings {
     pub checkpoint_interval_ms: u64,
     /// The checkpoints' origin line and signing key name: one per deployment.
     pub origin: String,
+    /// Refuse to start when the database role is a superuser or owns a ledger table: such
+    /// a role can disable the append-only triggers. Off, the broker only warns (at start and
+    /// on `/readyz`), so that a development database run as `postgres` still works.
+    pub require_unprivileged_role: bool,
 }
 
 impl Default for LedgerSettings {
@@ -258,6 +286,7 @@ impl Default for LedgerSettings {
         Self {
             checkpoint_interval_ms: 1_000,
             origin: "liaison.example/demo".into(),
+            require_unprivileged_role: false,
         }
     }
 }
@@ -354,28 +383,7 @@ impl Config {
     }
 }
 
-/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, None), |(a, p)| (a, Some(p)));
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    let masked = if userinfo.contains(':') {
-        format!("{user}:***@{host}")
-    } else {
-        format!("{user}@{host}")
-    };
-    match path {
-        Some(p) => format!("{scheme}://{masked}/{p}"),
-        None => format!("{scheme}://{masked}"),
-    }
-}
+pub use liaison_core::redact_url;
 
 #[cfg(test)]
 mod tests {

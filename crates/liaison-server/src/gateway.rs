@@ -63,12 +63,32 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/schemas/{type}", get(schema))
         .route("/openapi.json", get(crate::openapi::serve))
         .fallback(|| async { Problem::new(RejectCode::NotFound, "no such route") })
-        .layer(middleware::from_fn(authenticate))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            authenticate,
+        ))
         .with_state(gateway)
 }
 
-async fn authenticate(mut request: Request, next: Next) -> Response {
+/// Maps the client certificate to a registered agency. A certificate of an agency the
+/// registry no longer lists stays valid until it expires or is revoked; until then it is
+/// refused here, on every route, rather than trusted for what it once was. Submissions
+/// go on to the pipeline, which refuses them with the same code and records the refusal.
+async fn authenticate(
+    State(gateway): State<Gateway>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     match tls::peer_agency(request.extensions()) {
+        Some(agency)
+            if !gateway.pipeline.registry().contains(&agency) && !is_submission(&request) =>
+        {
+            Problem::new(
+                RejectCode::UnknownAgency,
+                format!("agency {agency} is not in the registry"),
+            )
+            .into_response()
+        }
         Some(agency) => {
             request.extensions_mut().insert(Caller(agency));
             next.run(request).await
@@ -79,6 +99,10 @@ async fn authenticate(mut request: Request, next: Next) -> Response {
         )
         .into_response(),
     }
+}
+
+fn is_submission(request: &Request) -> bool {
+    request.method() == axum::http::Method::POST && request.uri().path() == "/v1/messages"
 }
 
 #[derive(Serialize)]
@@ -317,13 +341,7 @@ async fn pull(
         .inbox
         .pull(&caller, Duration::from_secs(query.wait), query.max)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, agency.code = caller.as_str(), "inbox pull failed");
-            Problem::new(
-                RejectCode::Unavailable,
-                "the inbox is unavailable; retry in a moment",
-            )
-        })?;
+        .map_err(|e| e.problem())?;
     Ok(Json(PullBody { deliveries }))
 }
 
@@ -344,13 +362,7 @@ async fn ack(
     match gateway.inbox.ack(&caller, id).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(not_found()),
-        Err(e) => {
-            tracing::warn!(error = %e, agency.code = caller.as_str(), "inbox ack failed");
-            Err(Problem::new(
-                RejectCode::Unavailable,
-                "the inbox is unavailable; retry the acknowledgement",
-            ))
-        }
+        Err(e) => Err(e.problem()),
     }
 }
 

@@ -1,6 +1,9 @@
 //! The gateway's guards against overload and hostile clients, applied to every HTTPS
 //! request before it reaches a handler:
 //!
+//! - per agency, caps on requests in progress, on waiting long polls (`GET /v1/inbox`) and
+//!   on open connections (counted in [`crate::connections`]): past them,
+//!   `429 concurrency_limited`, so that one agency cannot take the capacity of the others;
 //! - a cap on requests in progress: past it, `503 unavailable` at once (with `Retry-After`)
 //!   rather than a queue that grows until memory or the clients' patience runs out;
 //! - a per-agency token bucket on `POST /v1/messages`: past it, `429 rate_limited` (AMQP
@@ -18,15 +21,18 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum_server::ConnectionShutdown;
 use liaison_core::{AgencyCode, RejectCode};
 use tokio::sync::Semaphore;
 
 use crate::config::Limits;
+use crate::connections::Connection;
 use crate::problem::Problem;
 use crate::tls;
 
 /// The shared state of [`guard`].
 pub struct Guard {
+    agencies: Arc<AgencyCounts>,
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     request_timeout: Duration,
@@ -37,6 +43,11 @@ impl Guard {
     pub fn new(limits: &Limits) -> Self {
         let max_concurrent = limits.max_concurrent_requests.max(1);
         Self {
+            agencies: Arc::new(AgencyCounts {
+                max_requests: limits.max_requests_per_agency.max(1),
+                max_long_polls: limits.max_long_polls_per_agency.max(1),
+                counts: Mutex::new(HashMap::new()),
+            }),
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             request_timeout: Duration::from_millis(limits.request_timeout_ms),
@@ -54,6 +65,28 @@ impl Guard {
 
 /// axum middleware (`from_fn_with_state`) enforcing the [`Guard`].
 pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let connection = request.extensions().get::<Arc<Connection>>().cloned();
+    let shutdown = request.extensions().get::<ConnectionShutdown>().cloned();
+    if let (Some(connection), Some(shutdown)) = (&connection, &shutdown) {
+        connection.remember_shutdown(shutdown);
+        if connection.over_cap() {
+            // Answered, then closed: the client learns why instead of seeing a reset.
+            shutdown.graceful_shutdown();
+            return concurrency_limited(format!(
+                "agency {} holds as many connections as it may; reuse one of them",
+                connection.agency().map_or("?", AgencyCode::as_str)
+            ));
+        }
+    }
+    let _busy = connection.as_ref().map(Connection::busy);
+    // Per agency first: an agency over its own caps must not take a global permit.
+    let _agency_slot = match tls::peer_agency(request.extensions()) {
+        Some(agency) => match guard.agencies.try_take(&agency, is_long_poll(&request)) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => return concurrency_limited(refusal),
+        },
+        None => None,
+    };
     let Ok(_permit) = guard.permits.clone().try_acquire_owned() else {
         return Problem::new(
             RejectCode::Unavailable,
@@ -81,6 +114,84 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
             ),
         )
         .into_response(),
+    }
+}
+
+fn is_long_poll(request: &Request) -> bool {
+    request.method() == Method::GET && request.uri().path() == "/v1/inbox"
+}
+
+fn concurrency_limited(detail: String) -> Response {
+    Problem::new(RejectCode::ConcurrencyLimited, detail).into_response()
+}
+
+/// Requests and long polls each agency has in progress.
+struct AgencyCounts {
+    max_requests: usize,
+    max_long_polls: usize,
+    counts: Mutex<HashMap<AgencyCode, InProgress>>,
+}
+
+#[derive(Default)]
+struct InProgress {
+    requests: usize,
+    long_polls: usize,
+}
+
+impl AgencyCounts {
+    /// One more request of `agency` in progress, or why not.
+    fn try_take(
+        self: &Arc<Self>,
+        agency: &AgencyCode,
+        long_poll: bool,
+    ) -> Result<AgencySlot, String> {
+        // Plain counters: a poisoned lock still holds valid state.
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = counts.entry(agency.clone()).or_default();
+        if now.requests >= self.max_requests {
+            return Err(format!(
+                "agency {agency} has {} requests in progress, as many as it may; retry when one has finished",
+                self.max_requests
+            ));
+        }
+        if long_poll && now.long_polls >= self.max_long_polls {
+            return Err(format!(
+                "agency {agency} has {} inbox long polls waiting, as many as it may; pull with fewer at once",
+                self.max_long_polls
+            ));
+        }
+        now.requests += 1;
+        now.long_polls += usize::from(long_poll);
+        Ok(AgencySlot {
+            counts: self.clone(),
+            agency: agency.clone(),
+            long_poll,
+        })
+    }
+}
+
+/// A request counted against its agency until dropped.
+struct AgencySlot {
+    counts: Arc<AgencyCounts>,
+    agency: AgencyCode,
+    long_poll: bool,
+}
+
+impl Drop for AgencySlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(now) = counts.get_mut(&self.agency) {
+            now.requests = now.requests.saturating_sub(1);
+            now.long_polls = now.long_polls.saturating_sub(usize::from(self.long_poll));
+            if now.requests == 0 {
+                // The map holds only agencies with requests in progress.
+                counts.remove(&self.agency);
+            }
+        }
     }
 }
 
@@ -171,6 +282,41 @@ mod tests {
         let later = start + Duration::from_millis(100);
         assert!(limiter.take(&code("eco"), later).is_ok());
         assert!(limiter.take(&code("eco"), later).is_err());
+    }
+
+    #[test]
+    fn each_agency_has_its_own_caps_on_requests_and_long_polls() {
+        let limits = Limits {
+            max_requests_per_agency: 3,
+            max_long_polls_per_agency: 2,
+            ..Limits::default()
+        };
+        let guard = Guard::new(&limits);
+        let agencies = &guard.agencies;
+        let polls: Vec<_> = (0..2)
+            .map(|_| agencies.try_take(&code("eco"), true).unwrap())
+            .collect();
+        let Err(third_poll) = agencies.try_take(&code("eco"), true) else {
+            panic!("a third long poll was let through");
+        };
+        assert!(third_poll.contains("long polls"), "{third_poll}");
+        // Other requests of the agency still pass, up to its cap on requests.
+        let submission = agencies.try_take(&code("eco"), false).unwrap();
+        assert!(agencies.try_take(&code("eco"), false).is_err());
+        // Another agency is not affected.
+        assert!(agencies.try_take(&code("market"), true).is_ok());
+        drop(polls);
+        assert!(agencies.try_take(&code("eco"), true).is_ok());
+        drop(submission);
+        assert!(
+            agencies
+                .counts
+                .lock()
+                .unwrap()
+                .keys()
+                .all(|agency| agency.as_str() != "eco"),
+            "agencies without requests in progress leave the map"
+        );
     }
 
     #[test]

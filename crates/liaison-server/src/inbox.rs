@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::config::InboxConfig;
+use crate::problem::{Dependency, Problem};
 
 pub struct Inbox {
     bus: Bus,
@@ -56,6 +57,16 @@ pub enum InboxError {
     Bus(#[from] liaison_bus::BusError),
     #[error("ledger unavailable: {0}")]
     Ledger(#[from] liaison_ledger::LedgerError),
+}
+
+impl InboxError {
+    /// The answer to the client: which service failed, not how.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::Bus(e) => Problem::unavailable(Dependency::RabbitMq, e),
+            Self::Ledger(e) => Problem::unavailable(Dependency::Ledger, e),
+        }
+    }
 }
 
 impl Inbox {

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod calendars;
 pub mod checkpointing;
 pub mod config;
+pub mod connections;
 pub mod crl;
 pub mod dead_letters;
 pub mod gateway;

@@ -18,6 +18,8 @@ pub struct Ops {
     /// The CRL in force: an expired one, or a new file that could not be used, makes the
     /// broker not ready.
     pub revocation: Revocation,
+    /// The database role's privileges as found at start (`None`: could not be read).
+    pub ledger_role: Option<liaison_ledger::RolePrivileges>,
 }
 
 pub fn router(ops: Ops) -> Router {
@@ -52,12 +54,20 @@ async fn ready(State(ops): State<Ops>) -> (StatusCode, Json<serde_json::Value>) 
         Ok(()) => json!("ok"),
         Err(e) => json!(e),
     };
-    (
-        status,
-        Json(json!({
-            "ledger": show(&ledger),
-            "rabbitmq": show(&bus),
-            "crl": match &crl { Ok(state) => json!(state), Err(e) => json!(e) },
-        })),
-    )
+    let mut body = json!({
+        "ledger": show(&ledger),
+        "rabbitmq": show(&bus),
+        "crl": match &crl { Ok(state) => json!(state), Err(e) => json!(e) },
+    });
+    // Ready, but not as it should be: said where operators look, without failing the probe.
+    let warnings: Vec<String> = ops
+        .ledger_role
+        .iter()
+        .filter(|role| role.is_privileged())
+        .map(liaison_ledger::RolePrivileges::describe)
+        .collect();
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    (status, Json(body))
 }

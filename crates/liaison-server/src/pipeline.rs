@@ -88,6 +88,7 @@ impl Refusal {
     }
 }
 
+/// The ledger failed: the error is logged, the client gets a detail without its text.
 impl Pipeline {
     pub fn new(
         catalogue: Arc<Catalogue>,
@@ -279,9 +280,21 @@ impl Pipeline {
         match outcome {
             AcceptOutcome::Recorded(receipt) => Ok(Accepted { receipt, duplicate: false }),
             AcceptOutcome::Duplicate(receipt) => Ok(Accepted { receipt, duplicate: true }),
-            AcceptOutcome::Conflict { existing_seq } => Err(Refusal::new(
+            AcceptOutcome::Conflict {
+                existing_seq,
+                same_sender: true,
+            } => Err(Refusal::new(
                 RejectCode::IdConflict,
                 format!("message {id} was already recorded (ledger entry {existing_seq}) with other content"),
+            )
+            .about(&envelope, &self.catalogue)),
+            // Whose message holds the id, and where it is in the ledger, is not for
+            // another agency to learn: only that the id is taken.
+            AcceptOutcome::Conflict {
+                same_sender: false, ..
+            } => Err(Refusal::new(
+                RejectCode::IdConflict,
+                format!("message id {id} is already taken; choose another id"),
             )
             .about(&envelope, &self.catalogue)),
         }

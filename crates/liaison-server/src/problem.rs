@@ -43,6 +43,14 @@ impl Problem {
         }
     }
 
+    /// `503 unavailable` because `dependency` failed. The error is logged here and kept
+    /// out of the answer: PostgreSQL's and RabbitMQ's messages name hosts, roles, tables,
+    /// constraints and queues, none of which is a client's business.
+    pub fn unavailable(dependency: Dependency, error: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(dependency = dependency.name(), error = %error, "answered 503: a service behind the broker failed");
+        Self::new(RejectCode::Unavailable, dependency.detail())
+    }
+
     pub fn with_errors(mut self, errors: Vec<Violation>) -> Self {
         self.errors = errors;
         self
@@ -68,6 +76,30 @@ impl Problem {
     }
 }
 
+/// A service the broker depends on, named in a `503` without its error text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependency {
+    Ledger,
+    RabbitMq,
+}
+
+impl Dependency {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ledger => "ledger",
+            Self::RabbitMq => "rabbitmq",
+        }
+    }
+
+    /// The whole detail a client gets.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::Ledger => "the ledger is unavailable; retry shortly",
+            Self::RabbitMq => "message delivery is unavailable; retry shortly",
+        }
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -82,5 +114,31 @@ impl IntoResponse for Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_service_is_named_but_its_error_text_is_not_passed_on() {
+        let error = "error returned from database: permission denied for table messages \
+                     (role liaison_broker, host db.internal:5432)";
+        for dependency in [Dependency::Ledger, Dependency::RabbitMq] {
+            let problem = Problem::unavailable(dependency, &error);
+            assert_eq!(problem.code, RejectCode::Unavailable);
+            assert_eq!(problem.status, 503);
+            assert_eq!(problem.detail, dependency.detail());
+            let shown = serde_json::to_string(&problem).unwrap();
+            for secret in [
+                "permission denied",
+                "messages",
+                "liaison_broker",
+                "db.internal",
+            ] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
     }
 }

@@ -210,6 +210,7 @@ impl Planner {
             } else {
                 AcceptOutcome::Conflict {
                     existing_seq: known.receipt.seq,
+                    same_sender: known.sender == message.sender,
                 }
             };
         }
@@ -597,11 +598,17 @@ mod tests {
         );
         assert_eq!(
             plan.answers[3],
-            Answer::Accepted(AcceptOutcome::Conflict { existing_seq: 41 })
+            Answer::Accepted(AcceptOutcome::Conflict {
+                existing_seq: 41,
+                same_sender: true
+            })
         );
         assert_eq!(
             plan.answers[4],
-            Answer::Accepted(AcceptOutcome::Conflict { existing_seq: 42 })
+            Answer::Accepted(AcceptOutcome::Conflict {
+                existing_seq: 42,
+                same_sender: false
+            })
         );
     }
 
