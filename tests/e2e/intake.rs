@@ -259,8 +259,10 @@ async fn an_agency_publishes_a_lead_to_intake_as_itself_and_rabbitmq_enforces_th
     let seq = problem["ledger_seq"]
         .as_u64()
         .expect("the rejection is recorded");
+    // eco is no party of that case yet, so its refusal is indexed under the message id
+    // only (a refusal never attaches to a case its sender has no part in).
     let trace = ledger
-        .trace(&TraceKey::Case("SD-AMQP-REFUSED".into()))
+        .trace(&TraceKey::Message(refused_id.parse().unwrap()))
         .await
         .unwrap();
     assert_eq!(trace.len(), 1, "{trace:?}");

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use liaison_core::{EntryKind, Policy, Registry};
+use liaison_core::{Entry, EntryKind, Policy, Registry};
 use liaison_ledger::TraceKey;
 use liaison_tests::{World, repo_root};
 use serde_json::{Value, json};
@@ -368,10 +368,27 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
         .count();
     assert_eq!(accepted_entries, accepted);
     for (seq, code, sender) in rejected_seqs {
-        let entry = trace
-            .iter()
-            .find(|e| e.seq == seq)
-            .expect("rejection entry in the case trace");
+        let stored = ledger.entries(seq, 1).await.unwrap().remove(0);
+        let entry = Entry::from_canonical(&stored.entry).unwrap();
+        // A refusal joins the case's trace only when its sender is a party of the case;
+        // otherwise the caseref it claimed is kept apart, under `detail.claimed`.
+        let in_trace = trace.iter().any(|e| e.seq == seq);
+        match entry.caseref.as_deref() {
+            Some(caseref) => {
+                assert_eq!(caseref, case);
+                assert!(
+                    in_trace,
+                    "{sender}'s refusal #{seq} is indexed under the case"
+                );
+            }
+            None => {
+                assert!(
+                    !in_trace,
+                    "{sender} is no party: #{seq} stays out of the trace"
+                );
+                assert_eq!(entry.detail["claimed"]["caseref"], case, "{}", entry.detail);
+            }
+        }
         assert_eq!(entry.kind, EntryKind::MessageRejected);
         assert_eq!(entry.detail["code"], code);
         assert_eq!(entry.agency.as_ref().map(|a| a.as_str()), Some(sender));
