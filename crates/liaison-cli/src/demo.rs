@@ -55,6 +55,65 @@ pub async fn prepare(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The two database roles of `deploy/postgres/roles.sql`, in the demo too.
+const ROLES_SQL: &str = include_str!("../../../deploy/postgres/roles.sql");
+
+/// Runs the broker as `liaison_broker`, the role that may only append to the ledger, as a
+/// production broker does (`docs/operations.md`): the schema is brought up to date as the
+/// owner, `roles.sql` grants the broker role what it needs, and the broker then refuses to
+/// start as anything more privileged. Where that cannot be done (no `psql`, an owner that
+/// may not create roles) the demo says so and runs as the owner, with the broker's warning.
+async fn run_as_broker_role(config: &mut Config) {
+    let owner_url = config.database_url.clone();
+    let prepared = async {
+        // Opening the ledger as the owner applies the migrations.
+        let ledger = crate::open_ledger(config).await?;
+        drop(ledger);
+        let mut psql = std::process::Command::new("psql")
+            .arg(&owner_url)
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running psql")?;
+        if let Some(mut stdin) = psql.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(ROLES_SQL.as_bytes())?;
+        }
+        let output = psql.wait_with_output()?;
+        ensure!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        with_user(&owner_url, "liaison_broker")
+    }
+    .await;
+    match prepared {
+        Ok(broker_url) => {
+            config.database_url = broker_url;
+            config.ledger.require_unprivileged_role = true;
+            println!(
+                "✓ the broker runs as the database role liaison_broker: INSERT and SELECT on the ledger, nothing more (deploy/postgres/roles.sql)"
+            );
+        }
+        Err(e) => println!(
+            "! the broker runs as the database owner, which could disable the append-only triggers ({e:#}); see docs/operations.md"
+        ),
+    }
+}
+
+/// `url` with its user replaced by `user` (and no password: the demo's server trusts
+/// local connections).
+fn with_user(url: &str, user: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| anyhow!("the database URL has no scheme"))?;
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    Ok(format!("{scheme}://{user}@{host}"))
+}
+
 /// `liaison demo [--once]`.
 pub async fn run(mut config: Config, once: bool) -> anyhow::Result<()> {
     if once {
@@ -63,6 +122,7 @@ pub async fn run(mut config: Config, once: bool) -> anyhow::Result<()> {
         config.ops_listen.set_port(0);
     }
     prepare(&config).await?;
+    run_as_broker_role(&mut config).await;
     let broker = Broker::start(config.clone())
         .await
         .context("starting the broker")?;
