@@ -390,34 +390,15 @@ impl Ledger {
         &self,
         computed: &[(NodeId, Hash)],
     ) -> Result<HashMap<NodeId, Hash>, LedgerError> {
-        if computed.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let levels: Vec<i16> = computed.iter().map(|(id, _)| i16::from(id.level)).collect();
-        let indexes = computed
-            .iter()
-            .map(|(id, _)| seq_to_db(id.index))
-            .collect::<Result<Vec<_>, _>>()?;
-        let rows = sqlx::query(
-            "SELECT n.level, n.idx, n.hash FROM ledger_tree_nodes n \
-             JOIN UNNEST($1::smallint[], $2::bigint[]) AS u(level, idx) \
-               ON n.level = u.level AND n.idx = u.idx",
-        )
-        .bind(levels)
-        .bind(indexes)
-        .fetch_all(self.pool())
-        .await
-        .map_err(LedgerError::query("reading tree nodes to verify"))?;
-        rows.iter()
-            .map(|row| {
-                let hash: Vec<u8> = row.try_get("hash").map_err(read)?;
-                // A stored hash of the wrong length is a mismatch, not a crash.
-                Ok((
-                    node_id(row)?,
-                    <Hash>::try_from(hash.as_slice()).unwrap_or([0; 32]),
-                ))
-            })
-            .collect()
+        let ids: Vec<NodeId> = computed.iter().map(|(id, _)| *id).collect();
+        let stored =
+            crate::tree::stored_interior_nodes(self.pool(), &ids, "reading tree nodes to verify")
+                .await?;
+        Ok(stored
+            .into_iter()
+            // A stored hash of the wrong length is a mismatch, not a crash.
+            .map(|(id, hash)| (id, <Hash>::try_from(hash.as_slice()).unwrap_or([0; 32])))
+            .collect())
     }
 
     async fn message_records(

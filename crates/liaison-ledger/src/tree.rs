@@ -36,32 +36,8 @@ pub(crate) async fn fetch_nodes(
             found.insert(NodeId::leaf(seq - 1), hash);
         }
     }
-    if !interior.is_empty() {
-        let levels: Vec<i16> = interior.iter().map(|id| i16::from(id.level)).collect();
-        let indexes = interior
-            .iter()
-            .map(|id| seq_to_db(id.index))
-            .collect::<Result<Vec<_>, _>>()?;
-        let rows = sqlx::query(
-            "SELECT n.level, n.idx, n.hash FROM ledger_tree_nodes n \
-             JOIN UNNEST($1::smallint[], $2::bigint[]) AS u(level, idx) \
-               ON n.level = u.level AND n.idx = u.idx",
-        )
-        .bind(levels)
-        .bind(indexes)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(LedgerError::query("reading tree nodes"))?;
-        for row in rows {
-            let level: i16 = row.try_get("level").map_err(corrupt)?;
-            let index = seq_from_db(row.try_get("idx").map_err(corrupt)?)?;
-            let id = NodeId {
-                level: u8::try_from(level)
-                    .map_err(|_| LedgerError::Corrupt(format!("tree node level {level}")))?,
-                index,
-            };
-            found.insert(id, hash_from_db(row.try_get("hash").map_err(corrupt)?)?);
-        }
+    for (id, hash) in stored_interior_nodes(&mut *conn, &interior, "reading tree nodes").await? {
+        found.insert(id, hash_from_db(hash)?);
     }
     if let Some(missing) = ids.iter().find(|id| !found.contains_key(id)) {
         return Err(LedgerError::Corrupt(format!(
@@ -70,6 +46,44 @@ pub(crate) async fn fetch_nodes(
         )));
     }
     Ok(found)
+}
+
+/// The stored interior nodes among `ids`, with their hashes as stored (callers decide what
+/// a hash of the wrong length means); ids with no stored node are left out.
+pub(crate) async fn stored_interior_nodes<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    ids: &[NodeId],
+    doing: &'static str,
+) -> Result<Vec<(NodeId, Vec<u8>)>, LedgerError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let levels: Vec<i16> = ids.iter().map(|id| i16::from(id.level)).collect();
+    let indexes = ids
+        .iter()
+        .map(|id| seq_to_db(id.index))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = sqlx::query(
+        "SELECT n.level, n.idx, n.hash FROM ledger_tree_nodes n \
+         JOIN UNNEST($1::smallint[], $2::bigint[]) AS u(level, idx) \
+           ON n.level = u.level AND n.idx = u.idx",
+    )
+    .bind(levels)
+    .bind(indexes)
+    .fetch_all(executor)
+    .await
+    .map_err(LedgerError::query(doing))?;
+    rows.iter()
+        .map(|row| {
+            let level: i16 = row.try_get("level").map_err(corrupt)?;
+            let id = NodeId {
+                level: u8::try_from(level)
+                    .map_err(|_| LedgerError::Corrupt(format!("tree node level {level}")))?,
+                index: seq_from_db(row.try_get("idx").map_err(corrupt)?)?,
+            };
+            Ok((id, row.try_get("hash").map_err(corrupt)?))
+        })
+        .collect()
 }
 
 fn corrupt(e: sqlx::Error) -> LedgerError {
