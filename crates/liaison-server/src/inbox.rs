@@ -64,7 +64,7 @@ impl InboxError {
     pub fn problem(&self) -> Problem {
         match self {
             Self::Bus(e) => Problem::unavailable(Dependency::RabbitMq, e),
-            Self::Ledger(e) => Problem::unavailable(Dependency::Ledger, e),
+            Self::Ledger(e) => Problem::ledger(e),
         }
     }
 }

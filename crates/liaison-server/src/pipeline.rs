@@ -17,7 +17,7 @@ use liaison_ledger::{
 use liaison_schema::{Catalogue, ParseLimits, Violation};
 use uuid::Uuid;
 
-use crate::problem::Problem;
+use crate::problem::{Dependency, Problem};
 
 /// The answer to an accepted submission.
 #[derive(Clone, Debug)]
@@ -51,10 +51,7 @@ struct Refusal {
 /// the log, never to the client.
 fn ledger_unavailable(error: &LedgerError, envelope: &Envelope) -> Refusal {
     tracing::warn!(%error, message.id = %envelope.id, "ledger unavailable");
-    let mut refusal = Refusal::new(
-        RejectCode::Unavailable,
-        "the ledger is unavailable; retry the same request",
-    );
+    let mut refusal = Refusal::new(RejectCode::Unavailable, Dependency::Ledger.detail());
     refusal.message_id = Some(envelope.id);
     refusal
 }

@@ -68,11 +68,7 @@ impl Problem {
                 "stored ledger data failed a check; the operator has been told",
             );
         }
-        tracing::warn!(%error, "ledger unavailable");
-        Self::new(
-            RejectCode::Unavailable,
-            "the ledger is unavailable; retry the same request",
-        )
+        Self::unavailable(Dependency::Ledger, error)
     }
 }
 
