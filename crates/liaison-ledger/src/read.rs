@@ -66,6 +66,16 @@ fn accepted_parties(
     })
 }
 
+/// The parties of the message `id` from a row holding its `seq` and its accepted `entry`.
+fn row_parties(row: &PgRow, id: Uuid) -> Result<AcceptedParties, LedgerError> {
+    let read = corrupt("messages row");
+    accepted_parties(
+        id,
+        row.try_get("seq").map_err(&read)?,
+        row.try_get("entry").map_err(&read)?,
+    )
+}
+
 pub(crate) async fn original(
     pool: &PgPool,
     id: Uuid,
@@ -79,12 +89,7 @@ pub(crate) async fn original(
     .await
     .map_err(LedgerError::query("reading an original message"))?;
     let Some(row) = row else { return Ok(None) };
-    let read = corrupt("messages row");
-    let parties = accepted_parties(
-        id,
-        row.try_get("seq").map_err(&read)?,
-        row.try_get("entry").map_err(&read)?,
-    )?;
+    let parties = row_parties(&row, id)?;
     Ok(Some(OriginalMessage::from_route(
         id,
         parties.type_,
@@ -106,11 +111,7 @@ pub(crate) async fn message(pool: &PgPool, id: Uuid) -> Result<Option<StoredMess
     .map_err(LedgerError::query("reading a message"))?;
     let Some(row) = row else { return Ok(None) };
     let read = corrupt("messages row");
-    let parties = accepted_parties(
-        id,
-        row.try_get("seq").map_err(&read)?,
-        row.try_get("entry").map_err(&read)?,
-    )?;
+    let parties = row_parties(&row, id)?;
     let deliveries = sqlx::query(
         "SELECT delivery_id, recipient, role, state, attempts, dispatched_at, acknowledged_at, last_error \
          FROM outbox WHERE message_id = $1 ORDER BY delivery_id",
