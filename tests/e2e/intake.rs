@@ -7,11 +7,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use liaison_cli::amqp_defs::{self, DefinitionsArgs};
 use liaison_cli::demo::lead_event;
 use liaison_core::{EntryKind, Registry};
@@ -108,14 +106,6 @@ async fn publish_intake(
     user_id: Option<&str>,
     message_id: &str,
 ) -> Result<(), String> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| e.to_string())?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
     let mut properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_message_id(message_id.into())
@@ -123,22 +113,14 @@ async fn publish_intake(
     if let Some(user) = user_id {
         properties = properties.with_user_id(user.into());
     }
-    let confirm = channel
-        .basic_publish(
-            "liaison.intake".into(),
-            "pil.lead.v1".into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(Duration::from_secs(10), confirm).await {
-        Ok(Ok(Confirmation::Ack(_))) => Ok(()),
-        Ok(Ok(other)) => Err(format!("{other:?}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no confirm".into()),
-    }
+    crate::forged_dead_letters::publish(
+        connection,
+        "liaison.intake",
+        "pil.lead.v1",
+        body,
+        properties,
+    )
+    .await
 }
 
 async fn next_on(

@@ -12,9 +12,7 @@ use sqlx::Connection;
 
 /// The world's database URL with another user.
 fn as_user(url: &str, user: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    format!("{scheme}://{user}@{host}")
+    liaison_cli::demo::with_user(url, user).unwrap()
 }
 
 async fn readyz(broker: &Broker) -> serde_json::Value {

@@ -106,7 +106,7 @@ async fn run_as_broker_role(config: &mut Config) {
 
 /// `url` with its user replaced by `user` (and no password: the demo's server trusts
 /// local connections).
-fn with_user(url: &str, user: &str) -> anyhow::Result<String> {
+pub fn with_user(url: &str, user: &str) -> anyhow::Result<String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| anyhow!("the database URL has no scheme"))?;
