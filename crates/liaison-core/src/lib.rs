@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod entry;
 pub mod envelope;
+pub mod lifecycle;
 pub mod merkle;
 pub mod policy;
 pub mod redact;
@@ -17,6 +18,7 @@ pub use calendar::{CalendarError, HolidayCalendar, Period};
 pub use clock::{Clock, SystemClock};
 pub use entry::{Entry, EntryKind};
 pub use envelope::{Channel, Envelope, EnvelopeError, Submission};
+pub use lifecycle::{CaseMoves, Lifecycle, LifecycleError, ThreadStep};
 pub use policy::{
     AnsweredBy, MandatoryRecipient, OriginalMessage, Policy, PolicyError, PolicyLoadError,
     Recipient, RecipientRole, Route,
