@@ -96,6 +96,7 @@ pub fn run(command: PolicyCommand, files: &PolicyFiles<'_>) -> anyhow::Result<()
                         sender: AgencyCode::new(sender)?,
                         recipients: addressees.iter().chain(&copies).cloned().collect(),
                         addressees,
+                        caseref: None,
                     })
                 }
                 None => None,

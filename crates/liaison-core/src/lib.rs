@@ -3,6 +3,7 @@
 pub mod agency;
 pub mod audit;
 pub mod calendar;
+pub mod caseref;
 pub mod checkpoint;
 pub mod clock;
 pub mod entry;

@@ -104,6 +104,8 @@ pub struct CaseMoves {
 pub struct Opening {
     pub flow: String,
     pub initial: String,
+    /// The initial state is already closed (a notice that needs no answer).
+    pub closed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +113,8 @@ pub struct Move {
     pub flow: String,
     pub from: Vec<String>,
     pub to: String,
+    /// `to` is a closed state of the flow.
+    pub closes: bool,
 }
 
 /// A message that is no legal transition of its thread: the state it met.
@@ -123,13 +127,13 @@ pub struct InvalidTransition {
 impl CaseMoves {
     /// The state a thread of `flow` in `state` moves to: `Ok(Some(to))` for a transition,
     /// `Ok(None)` when the message joins the thread without changing it.
-    pub fn apply(&self, flow: &str, state: &str) -> Result<Option<&str>, InvalidTransition> {
+    pub fn apply(&self, flow: &str, state: &str) -> Result<Option<&Move>, InvalidTransition> {
         if let Some(step) = self
             .steps
             .iter()
             .find(|m| m.flow == flow && m.from.iter().any(|f| f == state))
         {
-            return Ok(Some(&step.to));
+            return Ok(Some(step));
         }
         if self.informational {
             return Ok(None);
@@ -258,7 +262,10 @@ impl Lifecycle {
             let line = line_of(text, spanned.span().start);
             let flow = spanned.into_inner();
             if flows.iter().any(|f| f.name == flow.name) {
-                return Err(invalid(line, format!("another flow is named {:?}", flow.name)));
+                return Err(invalid(
+                    line,
+                    format!("another flow is named {:?}", flow.name),
+                ));
             }
             let opener_line = line_of(text, flow.opened_by.span().start);
             let opened_by = flow.opened_by.into_inner();
@@ -281,7 +288,10 @@ impl Lifecycle {
                 let line = line_of(text, step.span().start);
                 let step = step.into_inner();
                 if step.from.is_empty() {
-                    return Err(invalid(line, "a step needs at least one `from` state".into()));
+                    return Err(invalid(
+                        line,
+                        "a step needs at least one `from` state".into(),
+                    ));
                 }
                 if let Some(state) = step.from.iter().find(|s| closed.contains(*s)) {
                     return Err(invalid(
@@ -300,7 +310,10 @@ impl Lifecycle {
                     let any_of = match value {
                         Value::Array(values) if !values.is_empty() => values,
                         Value::Array(_) => {
-                            return Err(invalid(line, format!("condition {path:?} lists no value")));
+                            return Err(invalid(
+                                line,
+                                format!("condition {path:?} lists no value"),
+                            ));
                         }
                         value => vec![value],
                     };
@@ -324,7 +337,8 @@ impl Lifecycle {
                 steps,
                 line,
             };
-            check_states(&checked, closed_line).map_err(|(line, message)| invalid(line, message))?;
+            check_states(&checked, closed_line)
+                .map_err(|(line, message)| invalid(line, message))?;
             flows.push(checked);
         }
         Ok(Self {
@@ -361,11 +375,8 @@ impl Lifecycle {
 
     /// Every type the file names (openers, steps, informational), with the line naming it.
     fn named_types(&self) -> Vec<(&str, usize)> {
-        let mut named: Vec<(&str, usize)> = self
-            .informational
-            .iter()
-            .map(|t| (t.as_str(), 1))
-            .collect();
+        let mut named: Vec<(&str, usize)> =
+            self.informational.iter().map(|t| (t.as_str(), 1)).collect();
         for flow in &self.flows {
             named.push((&flow.opened_by, flow.line));
             named.extend(flow.steps.iter().map(|s| (s.on.as_str(), s.line)));
@@ -413,6 +424,7 @@ impl Lifecycle {
         let opens = self.opened_by(type_).map(|f| Opening {
             flow: f.name.clone(),
             initial: f.initial.clone(),
+            closed: f.closed.contains(&f.initial),
         });
         let steps = self
             .flows
@@ -427,6 +439,7 @@ impl Lifecycle {
                 flow: flow.name.clone(),
                 from: s.from.clone(),
                 to: s.to.clone(),
+                closes: flow.closed.contains(&s.to),
             })
             .collect();
         CaseMoves {
@@ -439,7 +452,10 @@ impl Lifecycle {
     /// The flow as a Mermaid state diagram, for docs/cases.md.
     pub fn mermaid(flow: &Flow) -> String {
         let mut out = String::from("stateDiagram-v2\n");
-        out.push_str(&format!("    [*] --> {}: {}\n", flow.initial, flow.opened_by));
+        out.push_str(&format!(
+            "    [*] --> {}: {}\n",
+            flow.initial, flow.opened_by
+        ));
         for step in &flow.steps {
             let mut label = step.on.clone();
             if step.by_addressee {
@@ -488,12 +504,18 @@ fn check_states(flow: &Flow, closed_line: usize) -> Result<(), (usize, String)> 
         }
     }
     if flow.closed.is_empty() {
-        return Err((closed_line, format!("flow {:?} has no closed state", flow.name)));
+        return Err((
+            closed_line,
+            format!("flow {:?} has no closed state", flow.name),
+        ));
     }
     if let Some(state) = flow.closed.iter().find(|s| !reached.contains(s.as_str())) {
         return Err((
             closed_line,
-            format!("flow {:?}: closed state {state:?} is never reached", flow.name),
+            format!(
+                "flow {:?}: closed state {state:?} is never reached",
+                flow.name
+            ),
         ));
     }
     Ok(())
@@ -553,7 +575,8 @@ to = "filed"
             moves.opens,
             Some(Opening {
                 flow: "transfer".into(),
-                initial: "transferred".into()
+                initial: "transferred".into(),
+                closed: false,
             })
         );
         assert!(moves.steps.is_empty());
@@ -567,13 +590,15 @@ to = "filed"
             &event(json!({"decision": "file"})),
             true,
         );
-        assert_eq!(filed.apply("transfer", "received"), Ok(Some("filed")));
+        let to = filed.apply("transfer", "received").unwrap().unwrap();
+        assert_eq!((to.to.as_str(), to.closes), ("filed", true));
         let refused = lifecycle.moves(
             "case.filing-decision.v1",
             &event(json!({"decision": "not_file"})),
             true,
         );
-        assert_eq!(refused.apply("transfer", "transferred"), Ok(Some("not_filed")));
+        let to = refused.apply("transfer", "transferred").unwrap().unwrap();
+        assert_eq!((to.to.as_str(), to.closes), ("not_filed", false));
     }
 
     #[test]
@@ -599,7 +624,13 @@ to = "filed"
     fn receipts_move_only_when_sent_by_an_addressee_and_otherwise_join_unchanged() {
         let lifecycle = sample();
         let by_police = lifecycle.moves("receipt.v1", &event(json!({})), true);
-        assert_eq!(by_police.apply("transfer", "transferred"), Ok(Some("received")));
+        assert_eq!(
+            by_police
+                .apply("transfer", "transferred")
+                .unwrap()
+                .map(|m| m.to.as_str()),
+            Some("received")
+        );
         let by_copy = lifecycle.moves("receipt.v1", &event(json!({})), false);
         assert_eq!(by_copy.apply("transfer", "transferred"), Ok(None));
         // Informational types join any state, closed ones included.
@@ -642,7 +673,10 @@ to = "filed"
             r#"closed = ["filed"]"#,
             r#"closed = ["filed", "not_filed"]"#,
         ));
-        assert!(error.to_string().contains("no step may leave it"), "{error}");
+        assert!(
+            error.to_string().contains("no step may leave it"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -681,7 +715,9 @@ to = "filed"
         let lifecycle = sample();
         let diagram = Lifecycle::mermaid(lifecycle.flow("transfer").unwrap());
         assert!(diagram.contains("[*] --> transferred: case.transfer.v1"));
-        assert!(diagram.contains("received --> filed: case.filing-decision.v1 [data.decision = file]"));
+        assert!(
+            diagram.contains("received --> filed: case.filing-decision.v1 [data.decision = file]")
+        );
         assert!(diagram.contains("filed --> [*]"));
     }
 

@@ -225,6 +225,8 @@ pub struct OriginalMessage {
     /// The recipients it was addressed to (主送): the only ones that answer it, unless the
     /// answering rule says `answered_by = "recipients"`.
     pub addressees: Vec<AgencyCode>,
+    /// Its case reference: an answer belongs to the same case.
+    pub caseref: Option<String>,
 }
 
 impl OriginalMessage {
@@ -241,6 +243,7 @@ impl OriginalMessage {
                 .filter(|r| r.role == RecipientRole::To)
                 .map(|r| r.agency.clone())
                 .collect(),
+            caseref: None,
         }
     }
 }
@@ -1125,6 +1128,7 @@ mod tests {
             sender: code(sender),
             recipients: to.iter().chain(cc).map(|a| code(a)).collect(),
             addressees: to.iter().map(|a| code(a)).collect(),
+            caseref: None,
         }
     }
 

@@ -63,10 +63,20 @@ pub enum RejectCode {
     /// retry when one of them has finished. The cap is per agency, so that no agency can
     /// take the gateway's capacity from the others.
     ConcurrencyLimited,
+    /// The message carries another case reference than the message it answers.
+    CaserefMismatch,
+    /// A case reference of the form liaison assigns (`ECO-2026-000123`) that names no case:
+    /// only liaison hands those out.
+    CaserefUnknown,
+    /// The case exists and the sender is none of its parties (the senders and recipients
+    /// of its messages).
+    NotAParty,
+    /// The message is no legal transition of its case's thread in the state it met.
+    InvalidTransition,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 24] = [
+    pub const ALL: [RejectCode; 28] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -91,6 +101,10 @@ impl RejectCode {
         Self::AnswerTypeMismatch,
         Self::NotAnAddressee,
         Self::ConcurrencyLimited,
+        Self::CaserefMismatch,
+        Self::CaserefUnknown,
+        Self::NotAParty,
+        Self::InvalidTransition,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +133,10 @@ impl RejectCode {
             Self::AnswerTypeMismatch => "answer_type_mismatch",
             Self::NotAnAddressee => "not_an_addressee",
             Self::ConcurrencyLimited => "concurrency_limited",
+            Self::CaserefMismatch => "caseref_mismatch",
+            Self::CaserefUnknown => "caseref_unknown",
+            Self::NotAParty => "not_a_party",
+            Self::InvalidTransition => "invalid_transition",
         }
     }
 
@@ -145,6 +163,9 @@ impl RejectCode {
             Self::AnswerTypeMismatch => 422,
             Self::NotAnAddressee => 403,
             Self::ConcurrencyLimited => 429,
+            Self::CaserefMismatch | Self::CaserefUnknown => 422,
+            Self::NotAParty => 403,
+            Self::InvalidTransition => 409,
         }
     }
 
@@ -175,6 +196,10 @@ impl RejectCode {
             Self::AnswerTypeMismatch => "This message type does not answer the original's type",
             Self::NotAnAddressee => "Only the addressees of a message answer it",
             Self::ConcurrencyLimited => "Too many requests in progress for this agency",
+            Self::CaserefMismatch => "The case reference differs from the original's",
+            Self::CaserefUnknown => "This case reference names no case",
+            Self::NotAParty => "The sender is not a party of this case",
+            Self::InvalidTransition => "Not a legal step of the case in its current state",
         }
     }
 

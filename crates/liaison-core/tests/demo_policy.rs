@@ -43,6 +43,7 @@ fn original(sender: &str, recipients: &[&str]) -> Option<OriginalMessage> {
             .filter(|r| !r.starts_with("cc:"))
             .map(|r| code(r))
             .collect(),
+        caseref: None,
     })
 }
 

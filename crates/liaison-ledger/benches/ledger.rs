@@ -46,6 +46,7 @@ fn lead() -> NewMessage {
         // About the size of a real lead.
         bytes: Bytes::from(format!(r#"{{"id":"{id}","data":"{}"}}"#, "x".repeat(1_900))),
         received_at: OffsetDateTime::now_utc(),
+        case: Default::default(),
         route: Route {
             recipients: vec![Recipient {
                 agency: AgencyCode::new("procuratorate").unwrap(),

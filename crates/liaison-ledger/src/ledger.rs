@@ -218,6 +218,16 @@ impl Ledger {
         read::message(&self.inner.pool, id).await
     }
 
+    /// Case `caseref` with its threads, parties and messages.
+    pub async fn case(&self, caseref: &str) -> Result<Option<crate::CaseView>, LedgerError> {
+        crate::cases::case(&self.inner.pool, caseref).await
+    }
+
+    /// A page of cases, newest first.
+    pub async fn cases(&self, filter: &crate::CaseFilter) -> Result<crate::CasePage, LedgerError> {
+        crate::cases::list(&self.inner.pool, filter).await
+    }
+
     /// Whether `agency` sent or was routed an accepted message of case `caseref`.
     pub async fn is_case_party(
         &self,

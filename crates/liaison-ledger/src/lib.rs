@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod admin;
+mod cases;
 mod checkpoints;
 mod committer;
 mod config;
@@ -18,13 +19,14 @@ mod tree;
 pub mod verify;
 
 pub use admin::{drop_database, ensure_database};
+pub use cases::{CaseFilter, CaseMessage, CasePage, CaseParty, CaseSummary, CaseThread, CaseView};
 pub use checkpoints::{Checkpointer, StoredCheckpoint};
 pub use config::LedgerConfig;
 pub use error::LedgerError;
 pub use export::{EXPORT_FORMAT, ExportDir, ExportError, Manifest, parse_public_key};
 pub use ledger::Ledger;
 pub use model::{
-    AcceptOutcome, AcceptReceipt, Claimed, DeliveryOutcome, DeliveryState, NewMessage,
+    AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState, NewMessage,
     NewRejection, PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry, StoredMessage,
     TraceKey,
 };

@@ -1,7 +1,9 @@
 //! The data the ledger takes in and hands out.
 
 use bytes::Bytes;
-use liaison_core::{AgencyCode, Channel, Envelope, Recipient, RecipientRole, RejectCode, Route};
+use liaison_core::{
+    AgencyCode, CaseMoves, Channel, Envelope, Recipient, RecipientRole, RejectCode, Route,
+};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -16,6 +18,18 @@ pub struct NewMessage {
     pub bytes: Bytes,
     pub received_at: OffsetDateTime,
     pub route: Route,
+    pub case: CaseIntent,
+}
+
+/// What a message does to its case, as far as the message alone decides it. The committer
+/// applies it against the case as the ledger holds it when the message is recorded.
+#[derive(Clone, Debug, Default)]
+pub struct CaseIntent {
+    /// The case reference the message inherits from the message it answers, when it
+    /// carries none itself (`envelope.caseref` is used otherwise). With neither, a type that
+    /// opens a matter gets one assigned.
+    pub caseref: Option<String>,
+    pub moves: CaseMoves,
 }
 
 /// What the sender is told once its message is durably recorded.
@@ -26,6 +40,9 @@ pub struct AcceptReceipt {
     #[serde(with = "time::serde::rfc3339")]
     pub recorded_at: OffsetDateTime,
     pub recipients: Vec<Recipient>,
+    /// The message's case, assigned by liaison when it opened one without a reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caseref: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +57,13 @@ pub enum AcceptOutcome {
     Conflict {
         existing_seq: u64,
         same_sender: bool,
+    },
+    /// Its case refused it (not a party, an invalid transition…): the rejection is
+    /// recorded at `seq`, in the same batch.
+    Refused {
+        seq: u64,
+        code: RejectCode,
+        detail: String,
     },
 }
 

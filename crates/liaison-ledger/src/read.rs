@@ -90,14 +90,17 @@ pub(crate) async fn original(
     .map_err(LedgerError::query("reading an original message"))?;
     let Some(row) = row else { return Ok(None) };
     let parties = row_parties(&row, id)?;
-    Ok(Some(OriginalMessage::from_route(
-        id,
-        parties.type_,
-        parties.sender,
-        &Route {
-            recipients: parties.recipients,
-        },
-    )))
+    Ok(Some(OriginalMessage {
+        caseref: parties.caseref,
+        ..OriginalMessage::from_route(
+            id,
+            parties.type_,
+            parties.sender,
+            &Route {
+                recipients: parties.recipients,
+            },
+        )
+    }))
 }
 
 pub(crate) async fn message(pool: &PgPool, id: Uuid) -> Result<Option<StoredMessage>, LedgerError> {

@@ -69,6 +69,7 @@ fn lead(sender: &str, n: usize) -> NewMessage {
         channel: Channel::Https,
         bytes: Bytes::from(format!(r#"{{"id":"{id}","n":{n},"summary":"线索 {n}"}}"#)),
         received_at: OffsetDateTime::now_utc(),
+        case: Default::default(),
         route: Route {
             recipients: vec![Recipient {
                 agency: agency("procuratorate"),

@@ -55,6 +55,7 @@ fn message(sender: &str, caseref: &str, inreplyto: Option<Uuid>, to: &[&str]) ->
             r#"{{"id":"{id}","caseref":"{caseref}","traceparent":"{traceparent}"}}"#
         )),
         received_at: OffsetDateTime::now_utc(),
+        case: Default::default(),
         route: Route {
             recipients: to
                 .iter()

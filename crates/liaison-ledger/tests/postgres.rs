@@ -157,6 +157,7 @@ fn message(id: Uuid, sender: &str, caseref: Option<&str>, body: &str, to: &[&str
         channel: Channel::Https,
         bytes: Bytes::from(body.to_owned()),
         received_at: OffsetDateTime::now_utc(),
+        case: Default::default(),
         route: route(to),
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use liaison_bus::{Bus, BusConfig};
-use liaison_core::{Clock, Policy, Registry, SystemClock};
+use liaison_core::{Clock, Lifecycle, Policy, Registry, SystemClock};
 use liaison_ledger::{Ledger, LedgerConfig};
 use liaison_schema::{Catalogue, ParseLimits};
 use tokio::task::JoinSet;
@@ -45,6 +45,8 @@ pub enum StartError {
         type_: String,
         schemas: String,
     },
+    #[error(transparent)]
+    Lifecycle(#[from] liaison_core::LifecycleError),
     #[error("ledger: {0}")]
     Ledger(#[from] liaison_ledger::LedgerError),
     #[error("ledger signing key: {0}")]
@@ -89,6 +91,11 @@ impl Broker {
                 schemas: config.schemas.display().to_string(),
             });
         }
+        let lifecycle = Arc::new(Lifecycle::load(&config.lifecycle)?);
+        lifecycle.check_types(
+            &config.lifecycle.display().to_string(),
+            catalogue.types().map(|t| t.name.as_str()),
+        )?;
         let layout = PkiLayout::new(config.tls_dir.clone());
         for warning in pki::custody_warnings(&layout) {
             tracing::warn!(tls.dir = %layout.dir.display(), "{warning}");
@@ -118,6 +125,7 @@ impl Broker {
             catalogue,
             registry,
             policy,
+            lifecycle,
             ledger.clone(),
             ParseLimits {
                 max_depth: config.limits.max_depth,

@@ -25,6 +25,8 @@ pub struct Config {
     pub registry: PathBuf,
     /// The routing and authorization policy.
     pub policy: PathBuf,
+    /// The case lifecycles: flows, their states and the messages that move them.
+    pub lifecycle: PathBuf,
     /// The message catalogue.
     pub schemas: PathBuf,
     /// Agencies whose certificates may trace any message or case over HTTPS
@@ -182,6 +184,7 @@ impl Default for Config {
             tls_dir: PathBuf::from(".liaison/pki"),
             registry: PathBuf::from("deploy/demo/agencies.toml"),
             policy: PathBuf::from("deploy/demo/policy.toml"),
+            lifecycle: PathBuf::from("deploy/demo/lifecycle.toml"),
             schemas: PathBuf::from("schemas"),
             admins: Vec::new(),
             calendar_dir: None,
@@ -359,6 +362,7 @@ impl Config {
             "LIAISON_CRL" => self.revocation.crl = Some(value.into()),
             "LIAISON_REGISTRY" => self.registry = value.into(),
             "LIAISON_POLICY" => self.policy = value.into(),
+            "LIAISON_LIFECYCLE" => self.lifecycle = value.into(),
             "LIAISON_SCHEMAS" => self.schemas = value.into(),
             "LIAISON_CALENDAR_DIR" => self.calendar_dir = Some(value.into()),
             // Other LIAISON_* names belong to other tools (tests, scripts).

@@ -57,6 +57,8 @@ pub fn router(gateway: Gateway) -> Router {
             get(audit_routes::consistency),
         )
         .route("/v1/trace/{key}", get(trace))
+        .route("/v1/cases", get(crate::case_routes::list))
+        .route("/v1/cases/{caseref}", get(crate::case_routes::case))
         .route("/v1/inbox", get(pull))
         .route("/v1/inbox/{delivery}/ack", post(ack))
         .route("/v1/schemas", get(schemas))
@@ -112,6 +114,9 @@ struct AcceptedBody {
     #[serde(with = "time::serde::rfc3339")]
     recorded_at: OffsetDateTime,
     recipients: Vec<RecipientBody>,
+    /// The message's case: the one it named or inherited, or the one liaison assigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caseref: Option<String>,
     duplicate: bool,
 }
 
@@ -221,6 +226,7 @@ async fn submit(
                         role: r.role,
                     })
                     .collect(),
+                caseref: receipt.caseref,
                 duplicate: accepted.duplicate,
             };
             let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();

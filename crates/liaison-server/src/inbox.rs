@@ -47,6 +47,10 @@ pub struct PulledDelivery {
     pub seq: Option<u64>,
     #[serde(rename = "type")]
     pub type_: Option<String>,
+    /// The message's case as the ledger recorded it (assigned or inherited when the event
+    /// itself names none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caseref: Option<String>,
     pub redelivered: bool,
     pub event: Box<RawValue>,
 }
@@ -196,6 +200,7 @@ impl AgencyInbox {
             message_id: delivery.message_id,
             seq: delivery.seq,
             type_: delivery.type_.clone(),
+            caseref: delivery.caseref.clone(),
             redelivered: delivery.redelivered,
             event,
         };

@@ -3,6 +3,7 @@
 pub mod audit_routes;
 pub mod broker;
 pub mod calendars;
+pub mod case_routes;
 pub mod checkpointing;
 pub mod config;
 pub mod connections;

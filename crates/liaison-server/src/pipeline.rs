@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use liaison_core::audit::sha256;
 use liaison_core::envelope::is_well_formed_caseref;
-use liaison_core::{AgencyCode, Channel, Envelope, Policy, Registry, RejectCode, Submission};
+use liaison_core::{
+    AgencyCode, Channel, Envelope, Lifecycle, Policy, Registry, RejectCode, Submission,
+};
 use liaison_ledger::{
-    AcceptOutcome, AcceptReceipt, Claimed, Ledger, LedgerError, NewMessage, NewRejection,
-    RejectionDetail,
+    AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, Ledger, LedgerError, NewMessage,
+    NewRejection, RejectionDetail,
 };
 use liaison_schema::{Catalogue, ParseLimits, Violation};
 use uuid::Uuid;
@@ -31,6 +33,7 @@ pub struct Pipeline {
     catalogue: Arc<Catalogue>,
     registry: Arc<Registry>,
     policy: Arc<Policy>,
+    lifecycle: Arc<Lifecycle>,
     ledger: Ledger,
     limits: ParseLimits,
 }
@@ -45,6 +48,8 @@ struct Refusal {
     message_id: Option<Uuid>,
     caseref: Option<String>,
     type_: Option<String>,
+    /// Already recorded by the ledger at this seq (a refusal by the message's case).
+    recorded: Option<u64>,
 }
 
 /// The answer when the ledger could not take a submission. What PostgreSQL said goes to
@@ -65,6 +70,7 @@ impl Refusal {
             message_id: None,
             caseref: None,
             type_: None,
+            recorded: None,
         }
     }
 
@@ -91,6 +97,7 @@ impl Pipeline {
         catalogue: Arc<Catalogue>,
         registry: Arc<Registry>,
         policy: Arc<Policy>,
+        lifecycle: Arc<Lifecycle>,
         ledger: Ledger,
         limits: ParseLimits,
     ) -> Self {
@@ -98,6 +105,7 @@ impl Pipeline {
             catalogue,
             registry,
             policy,
+            lifecycle,
             ledger,
             limits,
         }
@@ -109,6 +117,10 @@ impl Pipeline {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
     }
 
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, Problem> {
@@ -247,6 +259,7 @@ impl Pipeline {
                         .about(&envelope, &self.catalogue)
                 })?;
         }
+        let case = self.case_intent(sender, &envelope, &event, original.as_ref())?;
 
         let id = envelope.id;
         let outcome = self
@@ -258,6 +271,7 @@ impl Pipeline {
                 bytes: submission.bytes.clone(),
                 received_at: submission.received_at,
                 route,
+                case,
             })
             .await
             .map_err(|e| {
@@ -277,6 +291,11 @@ impl Pipeline {
         match outcome {
             AcceptOutcome::Recorded(receipt) => Ok(Accepted { receipt, duplicate: false }),
             AcceptOutcome::Duplicate(receipt) => Ok(Accepted { receipt, duplicate: true }),
+            AcceptOutcome::Refused { seq, code, detail } => {
+                let mut refusal = Refusal::new(code, detail).about(&envelope, &self.catalogue);
+                refusal.recorded = Some(seq);
+                Err(refusal)
+            }
             AcceptOutcome::Conflict {
                 existing_seq,
                 same_sender: true,
@@ -297,6 +316,42 @@ impl Pipeline {
         }
     }
 
+    /// The case the message belongs to, as far as the message and its original decide it:
+    /// an answer inherits its original's case reference (naming another is refused), and
+    /// the lifecycle says which moves the message could make. The ledger applies them
+    /// against the case's state when it records the message.
+    fn case_intent(
+        &self,
+        sender: &AgencyCode,
+        envelope: &Envelope,
+        event: &serde_json::Value,
+        original: Option<&liaison_core::OriginalMessage>,
+    ) -> Result<CaseIntent, Refusal> {
+        let inherited = match original {
+            Some(original) => match (&original.caseref, &envelope.caseref) {
+                (Some(theirs), Some(own)) if theirs != own => {
+                    return Err(Refusal::new(
+                        RejectCode::CaserefMismatch,
+                        format!(
+                            "caseref is {own:?} but message {} it answers belongs to case {theirs:?}; \
+                             an answer carries its original's case reference (or none)",
+                            original.id
+                        ),
+                    )
+                    .about(envelope, &self.catalogue));
+                }
+                (Some(theirs), None) => Some(theirs.clone()),
+                _ => None,
+            },
+            None => None,
+        };
+        let by_addressee = original.is_some_and(|o| o.addressees.contains(sender));
+        Ok(CaseIntent {
+            caseref: inherited,
+            moves: self.lifecycle.moves(&envelope.type_, event, by_addressee),
+        })
+    }
+
     /// Writes the refusal to the ledger and turns it into the answer. A refusal that
     /// cannot be recorded is answered `503` instead: the client retries and the retry is
     /// recorded, so no rejection goes unrecorded.
@@ -311,6 +366,10 @@ impl Pipeline {
         let mut problem = Problem::new(refusal.code, refusal.detail.clone())
             .with_errors(refusal.violations.clone());
         problem.message_id = refusal.message_id;
+        if let Some(seq) = refusal.recorded {
+            problem.ledger_seq = Some(seq);
+            return problem;
+        }
         if refusal.code == RejectCode::Unavailable {
             tracing::warn!(agency.code = sender.map(AgencyCode::as_str), detail = %refusal.detail, "submission not recorded");
             return problem;

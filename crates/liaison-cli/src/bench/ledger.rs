@@ -62,6 +62,7 @@ async fn measure(
                 channel: Channel::Https,
                 bytes: Bytes::from(bytes),
                 received_at: OffsetDateTime::now_utc(),
+                case: Default::default(),
                 route: route.clone(),
             })
         })

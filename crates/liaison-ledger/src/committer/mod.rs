@@ -1,6 +1,7 @@
 //! Group commit: one task takes every queued request and records them in one transaction,
 //! so a busy broker pays one commit (and one fsync) per batch rather than per message.
 
+mod cases;
 mod plan;
 mod store;
 

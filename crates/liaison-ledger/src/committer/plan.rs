@@ -11,9 +11,10 @@ use time::OffsetDateTime;
 use tracing::warn;
 use uuid::Uuid;
 
+use super::cases::{CaseBook, CaseRefusal, CaseWrites};
 use super::{Answer, Request};
 use crate::model::{
-    AcceptOutcome, AcceptReceipt, DeliveryOutcome, NewMessage, NewRejection, role_as_str,
+    AcceptOutcome, AcceptReceipt, Claimed, DeliveryOutcome, NewMessage, NewRejection, role_as_str,
 };
 
 /// A rejection records at most this many schema errors; the rest are only counted.
@@ -100,6 +101,7 @@ pub(crate) struct PlanContext {
     pub at: OffsetDateTime,
     pub known: HashMap<Uuid, KnownMessage>,
     pub outbox: HashMap<i64, OutboxRow>,
+    pub cases: CaseBook,
 }
 
 pub(crate) struct EntryRow {
@@ -142,6 +144,7 @@ pub(crate) struct BatchWrites {
     pub messages: Vec<MessageRow>,
     pub new_deliveries: Vec<NewDelivery>,
     pub delivery_updates: Vec<OutboxRow>,
+    pub cases: CaseWrites,
 }
 
 pub(crate) struct Plan {
@@ -156,6 +159,7 @@ pub(crate) fn plan(requests: &[Request], context: PlanContext) -> Plan {
         at: context.at,
         known: context.known,
         outbox: context.outbox,
+        cases: context.cases,
         changed: BTreeSet::new(),
         writes: BatchWrites {
             at: context.at,
@@ -163,6 +167,7 @@ pub(crate) fn plan(requests: &[Request], context: PlanContext) -> Plan {
             messages: Vec::new(),
             new_deliveries: Vec::new(),
             delivery_updates: Vec::new(),
+            cases: CaseWrites::default(),
         },
     };
     let answers = requests
@@ -188,6 +193,7 @@ pub(crate) fn plan(requests: &[Request], context: PlanContext) -> Plan {
         .into_iter()
         .filter_map(|id| planner.outbox.get(&id).cloned())
         .collect();
+    writes.cases = planner.cases.into_writes();
     Plan { writes, answers }
 }
 
@@ -196,6 +202,7 @@ struct Planner {
     at: OffsetDateTime,
     known: HashMap<Uuid, KnownMessage>,
     outbox: HashMap<i64, OutboxRow>,
+    cases: CaseBook,
     changed: BTreeSet<i64>,
     writes: BatchWrites,
 }
@@ -215,6 +222,12 @@ impl Planner {
             };
         }
 
+        let placement = match self.cases.place(message, self.at) {
+            Ok(placement) => placement,
+            Err(refusal) => return self.refuse_for_case(message, sha256, refusal),
+        };
+        let caseref = placement.as_ref().map(|p| p.caseref.clone());
+
         let recipients = &message.route.recipients;
         let mut detail = Map::new();
         detail.insert("type".into(), json!(envelope.type_));
@@ -225,20 +238,31 @@ impl Planner {
             detail.insert("inreplyto".into(), json!(original.to_string()));
         }
         detail.insert("recipients".into(), recipients_json(recipients));
+        if let Some(placement) = &placement {
+            if let Some(step) = &placement.step {
+                detail.insert("case".into(), json!(step));
+            }
+            if placement.assigned {
+                detail.insert("caseref_assigned".into(), json!(true));
+            }
+        }
         let seq = self.push_entry(
             EntryKind::MessageAccepted,
             Some(envelope.id),
-            envelope.caseref.clone(),
+            caseref.clone(),
             Some(&message.sender),
             Value::Object(detail),
         );
+        if let Some(placement) = &placement {
+            self.cases.record(placement, message, seq, self.at);
+        }
 
         self.writes.messages.push(MessageRow {
             id: envelope.id,
             seq,
             sender: message.sender.as_str().to_owned(),
             type_: envelope.type_.clone(),
-            caseref: envelope.caseref.clone(),
+            caseref: caseref.clone(),
             inreplyto: envelope.inreplyto,
             traceparent: envelope.traceparent.clone(),
             channel: message.channel.as_str(),
@@ -261,6 +285,7 @@ impl Planner {
             seq,
             recorded_at: self.at,
             recipients: recipients.clone(),
+            caseref,
         };
         self.known.insert(
             envelope.id,
@@ -273,7 +298,44 @@ impl Planner {
         AcceptOutcome::Recorded(receipt)
     }
 
+    /// Records the refusal of `message` by its case, in place of its acceptance.
+    fn refuse_for_case(
+        &mut self,
+        message: &NewMessage,
+        sha256: [u8; 32],
+        refusal: CaseRefusal,
+    ) -> AcceptOutcome {
+        let rejection = NewRejection {
+            sender: Some(message.sender.clone()),
+            channel: message.channel,
+            message_id: Some(message.envelope.id),
+            caseref: refusal.caseref,
+            type_: Some(message.envelope.type_.clone()),
+            claimed: Claimed {
+                message_id: None,
+                caseref: refusal.claimed_caseref,
+            },
+            code: refusal.code,
+            bytes_sha256: sha256,
+            size: message.bytes.len(),
+            errors: Vec::new(),
+        };
+        let met = refusal.met.map(|step| json!(step));
+        let seq = self.reject_noting(&rejection, met);
+        AcceptOutcome::Refused {
+            seq,
+            code: refusal.code,
+            detail: refusal.detail,
+        }
+    }
+
     fn reject(&mut self, rejection: &NewRejection) -> u64 {
+        self.reject_noting(rejection, None)
+    }
+
+    /// Records a rejection; `met` is the case thread's state the message met, for an
+    /// invalid transition.
+    fn reject_noting(&mut self, rejection: &NewRejection, met: Option<Value>) -> u64 {
         // Whatever the caller passed, only well-formed values reach the text columns: one
         // submission's content must never make PostgreSQL refuse the batch it is in.
         let caseref = rejection
@@ -318,6 +380,9 @@ impl Planner {
         detail.insert("errors".into(), Value::Array(errors));
         if rejection.errors.len() > MAX_RECORDED_ERRORS {
             detail.insert("errors_total".into(), json!(rejection.errors.len()));
+        }
+        if let Some(met) = met {
+            detail.insert("met".into(), met);
         }
         self.push_entry(
             EntryKind::MessageRejected,
@@ -532,6 +597,7 @@ mod tests {
             channel: Channel::Https,
             bytes: Bytes::from_static(body),
             received_at: at(),
+            case: Default::default(),
             route: Route {
                 recipients: vec![
                     Recipient {
@@ -555,6 +621,7 @@ mod tests {
             at: at(),
             known: HashMap::new(),
             outbox: HashMap::new(),
+            cases: CaseBook::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use super::Request;
+use super::cases::{CaseBook, CaseRow, CaseWrites, ThreadRow};
 use super::plan::{self, BatchWrites, DeliveryStatus, KnownMessage, OutboxRow, Plan, PlanContext};
 use crate::error::LedgerError;
 use crate::model::{AcceptReceipt, PendingDelivery};
@@ -64,11 +65,14 @@ pub(crate) async fn commit_batch(
         ))?;
     let (last_seq, known) = read_head(&mut tx, requests).await?;
     let outbox = lock_outbox_rows(&mut tx, requests).await?;
+    let at = entry_time(clock);
+    let cases = read_cases(&mut tx, requests, at).await?;
     let context = PlanContext {
         first_seq: last_seq + 1,
-        at: entry_time(clock),
+        at,
         known,
         outbox,
+        cases,
     };
     let plan = plan::plan(requests, context);
 
@@ -83,6 +87,7 @@ pub(crate) async fn commit_batch(
     }
 
     let leased = write(&mut tx, &plan.writes, &nodes, handoff_lease).await?;
+    write_cases(&mut tx, &plan.writes.cases).await?;
     tx.commit()
         .await
         .map_err(LedgerError::query("committing a batch"))?;
@@ -112,7 +117,7 @@ async fn read_head(
         })
         .collect();
     let rows = sqlx::query(
-        "SELECT h.last_seq, m.id, m.seq, m.sender, m.sha256, m.route, e.recorded_at \
+        "SELECT h.last_seq, m.id, m.seq, m.sender, m.caseref, m.sha256, m.route, e.recorded_at \
          FROM (SELECT coalesce(max(seq), 0)::bigint AS last_seq FROM ledger_entries) AS h \
          LEFT JOIN (messages m JOIN ledger_entries e ON e.seq = m.seq) ON m.id = ANY($1)",
     )
@@ -154,6 +159,7 @@ fn known_message(row: &PgRow) -> Result<(Uuid, KnownMessage), LedgerError> {
         seq: seq_from_db(row.try_get("seq").map_err(read)?)?,
         recorded_at: row.try_get("recorded_at").map_err(read)?,
         recipients: route.recipients,
+        caseref: row.try_get("caseref").map_err(read)?,
     };
     let known = KnownMessage {
         sender: agency_from_db(row.try_get("sender").map_err(read)?)?,
@@ -161,6 +167,167 @@ fn known_message(row: &PgRow) -> Result<(Uuid, KnownMessage), LedgerError> {
         receipt,
     };
     Ok((id, known))
+}
+
+/// The cases the batch's messages name, the threads of the messages they answer, and the
+/// case-number counters of the senders that may open a case: what placing them needs.
+/// Skipped (no round trip) for a batch without messages.
+async fn read_cases(
+    conn: &mut PgConnection,
+    requests: &[Request],
+    at: OffsetDateTime,
+) -> Result<CaseBook, LedgerError> {
+    let mut caserefs = Vec::new();
+    let mut originals = Vec::new();
+    let mut prefixes = Vec::new();
+    for request in requests {
+        let Request::Accept(message) = request else {
+            continue;
+        };
+        let given = message
+            .case
+            .caseref
+            .as_ref()
+            .or(message.envelope.caseref.as_ref());
+        match given {
+            Some(caseref) => caserefs.push(caseref.clone()),
+            None if message.case.moves.opens.is_some() => {
+                prefixes.push(liaison_core::caseref::prefix(&message.sender));
+            }
+            None => {}
+        }
+        originals.extend(message.envelope.inreplyto);
+    }
+    let mut book = CaseBook::default();
+    if caserefs.is_empty() && originals.is_empty() && prefixes.is_empty() {
+        return Ok(book);
+    }
+    let read = |e: sqlx::Error| LedgerError::Corrupt(format!("case row: {e}"));
+    // Three reads in one round trip: every row is tagged with what it is.
+    let rows = sqlx::query(
+        "SELECT 'case' AS what, c.caseref, c.opened_seq, c.opened_at, c.opened_by,                 c.updated_seq, c.updated_at, c.parties,                 NULL::uuid AS message_id, NULL::uuid AS thread, NULL::text AS flow,                 NULL::text AS state, NULL::boolean AS closed, NULL::text AS prefix,                 NULL::int AS year, NULL::bigint AS last          FROM cases c WHERE c.caseref = ANY($1)          UNION ALL          SELECT 'thread', t.caseref, t.opened_seq, NULL, NULL, t.updated_seq, NULL, NULL,                 m.message_id, t.thread, t.flow, t.state, t.closed, NULL, NULL, NULL          FROM case_messages m JOIN case_threads t ON t.thread = m.thread          WHERE m.message_id = ANY($2)          UNION ALL          SELECT 'counter', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,                 NULL, k.prefix, k.year, k.last          FROM case_counters k WHERE k.prefix = ANY($3) AND k.year = $4",
+    )
+    .bind(&caserefs)
+    .bind(&originals)
+    .bind(&prefixes)
+    .bind(liaison_core::caseref::year(at))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(LedgerError::query("reading the batch's cases"))?;
+    for row in &rows {
+        let what: String = row.try_get("what").map_err(read)?;
+        match what.as_str() {
+            "case" => {
+                let caseref: String = row.try_get("caseref").map_err(read)?;
+                let parties: Vec<String> = row.try_get("parties").map_err(read)?;
+                book.cases.insert(
+                    caseref.clone(),
+                    CaseRow {
+                        caseref,
+                        opened_seq: seq_from_db(row.try_get("opened_seq").map_err(read)?)?,
+                        opened_at: row.try_get("opened_at").map_err(read)?,
+                        opened_by: row.try_get("opened_by").map_err(read)?,
+                        updated_seq: seq_from_db(row.try_get("updated_seq").map_err(read)?)?,
+                        updated_at: row.try_get("updated_at").map_err(read)?,
+                        parties: parties.into_iter().collect(),
+                    },
+                );
+            }
+            "thread" => {
+                let message_id: Uuid = row.try_get("message_id").map_err(read)?;
+                let thread: Uuid = row.try_get("thread").map_err(read)?;
+                book.message_thread.insert(message_id, thread);
+                book.threads.insert(
+                    thread,
+                    ThreadRow {
+                        thread,
+                        caseref: row.try_get("caseref").map_err(read)?,
+                        flow: row.try_get("flow").map_err(read)?,
+                        state: row.try_get("state").map_err(read)?,
+                        closed: row.try_get("closed").map_err(read)?,
+                        opened_seq: seq_from_db(row.try_get("opened_seq").map_err(read)?)?,
+                        updated_seq: seq_from_db(row.try_get("updated_seq").map_err(read)?)?,
+                    },
+                );
+            }
+            _ => {
+                book.counters.insert(
+                    (
+                        row.try_get("prefix").map_err(read)?,
+                        row.try_get("year").map_err(read)?,
+                    ),
+                    row.try_get("last").map_err(read)?,
+                );
+            }
+        }
+    }
+    Ok(book)
+}
+
+/// The case rows of the batch, each upserted in its final state.
+const WRITE_CASES: &str = "\
+WITH changed_cases AS ( \
+    INSERT INTO cases (caseref, opened_seq, opened_at, opened_by, updated_seq, updated_at, parties) \
+    SELECT u.caseref, u.opened_seq, u.opened_at, u.opened_by, u.updated_seq, u.updated_at, \
+           string_to_array(u.parties, ',') \
+    FROM UNNEST($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::bigint[], \
+                $6::timestamptz[], $7::text[]) \
+         AS u(caseref, opened_seq, opened_at, opened_by, updated_seq, updated_at, parties) \
+    ON CONFLICT (caseref) DO UPDATE SET updated_seq = EXCLUDED.updated_seq, \
+           updated_at = EXCLUDED.updated_at, parties = EXCLUDED.parties \
+), changed_threads AS ( \
+    INSERT INTO case_threads (thread, caseref, flow, state, closed, opened_seq, updated_seq) \
+    SELECT * FROM UNNEST($8::uuid[], $9::text[], $10::text[], $11::text[], $12::boolean[], \
+                         $13::bigint[], $14::bigint[]) \
+    ON CONFLICT (thread) DO UPDATE SET state = EXCLUDED.state, closed = EXCLUDED.closed, \
+           updated_seq = EXCLUDED.updated_seq \
+), new_case_messages AS ( \
+    INSERT INTO case_messages (message_id, caseref, thread, seq) \
+    SELECT * FROM UNNEST($15::uuid[], $16::text[], $17::uuid[], $18::bigint[]) \
+) \
+INSERT INTO case_counters (prefix, year, last) \
+SELECT * FROM UNNEST($19::text[], $20::int[], $21::bigint[]) \
+ON CONFLICT (prefix, year) DO UPDATE SET last = EXCLUDED.last";
+
+async fn write_cases(conn: &mut PgConnection, writes: &CaseWrites) -> Result<(), LedgerError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let seqs = |values: Vec<u64>| {
+        values
+            .into_iter()
+            .map(seq_to_db)
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (cases, threads, messages) = (&writes.cases, &writes.threads, &writes.messages);
+    sqlx::query(WRITE_CASES)
+        .bind(column(cases, |c| c.caseref.as_str()))
+        .bind(seqs(column(cases, |c| c.opened_seq))?)
+        .bind(column(cases, |c| c.opened_at))
+        .bind(column(cases, |c| c.opened_by.as_str()))
+        .bind(seqs(column(cases, |c| c.updated_seq))?)
+        .bind(column(cases, |c| c.updated_at))
+        .bind(column(cases, |c| {
+            c.parties.iter().cloned().collect::<Vec<_>>().join(",")
+        }))
+        .bind(column(threads, |t| t.thread))
+        .bind(column(threads, |t| t.caseref.as_str()))
+        .bind(column(threads, |t| t.flow.as_str()))
+        .bind(column(threads, |t| t.state.as_str()))
+        .bind(column(threads, |t| t.closed))
+        .bind(seqs(column(threads, |t| t.opened_seq))?)
+        .bind(seqs(column(threads, |t| t.updated_seq))?)
+        .bind(column(messages, |m| m.message_id))
+        .bind(column(messages, |m| m.caseref.as_str()))
+        .bind(column(messages, |m| m.thread))
+        .bind(seqs(column(messages, |m| m.seq))?)
+        .bind(column(&writes.counters, |k| k.0.as_str()))
+        .bind(column(&writes.counters, |k| k.1))
+        .bind(column(&writes.counters, |k| k.2))
+        .execute(&mut *conn)
+        .await
+        .map_err(LedgerError::query("writing the batch's cases"))?;
+    Ok(())
 }
 
 /// Locks the outbox rows the batch's outcomes and acknowledgements touch, so that a relay
@@ -417,6 +584,7 @@ mod tests {
             messages: Vec::new(),
             new_deliveries: Vec::new(),
             delivery_updates: locked.into_values().collect(),
+            cases: CaseWrites::default(),
         };
         write(&mut conn, &writes, &[], None)
             .await

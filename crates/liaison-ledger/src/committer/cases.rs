@@ -1,0 +1,303 @@
+//! Places each accepted message in its case, under the sequencing lock: assigns case
+//! references, checks that the sender is a party, and moves the message's thread. Deciding
+//! here, in ledger order, is what makes two concurrent messages of one case see each
+//! other: the second is checked against the state the first left.
+
+use std::collections::{BTreeSet, HashMap};
+
+use liaison_core::{RejectCode, ThreadStep, caseref};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::model::NewMessage;
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CaseRow {
+    pub caseref: String,
+    pub opened_seq: u64,
+    pub opened_at: OffsetDateTime,
+    pub opened_by: String,
+    pub updated_seq: u64,
+    pub updated_at: OffsetDateTime,
+    pub parties: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ThreadRow {
+    pub thread: Uuid,
+    pub caseref: String,
+    pub flow: String,
+    pub state: String,
+    pub closed: bool,
+    pub opened_seq: u64,
+    pub updated_seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CaseMessageRow {
+    pub message_id: Uuid,
+    pub caseref: String,
+    pub thread: Option<Uuid>,
+    pub seq: u64,
+}
+
+/// The case rows one batch writes, each in its final state.
+#[derive(Debug, Default)]
+pub(crate) struct CaseWrites {
+    pub cases: Vec<CaseRow>,
+    pub threads: Vec<ThreadRow>,
+    pub messages: Vec<CaseMessageRow>,
+    pub counters: Vec<(String, i32, i64)>,
+}
+
+impl CaseWrites {
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+            && self.threads.is_empty()
+            && self.messages.is_empty()
+            && self.counters.is_empty()
+    }
+}
+
+/// The cases a batch may touch, as read at its start, and as its messages leave them.
+#[derive(Debug, Default)]
+pub(crate) struct CaseBook {
+    pub cases: HashMap<String, CaseRow>,
+    pub threads: HashMap<Uuid, ThreadRow>,
+    /// The thread of each message an answer of the batch names (and of the batch's own).
+    pub message_thread: HashMap<Uuid, Uuid>,
+    /// The last number assigned per prefix and year.
+    pub counters: HashMap<(String, i32), i64>,
+    changed_cases: BTreeSet<String>,
+    changed_threads: BTreeSet<Uuid>,
+    changed_counters: BTreeSet<(String, i32)>,
+    new_messages: Vec<CaseMessageRow>,
+}
+
+/// Where an accepted message goes in its case.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Placement {
+    pub caseref: String,
+    pub assigned: bool,
+    pub step: Option<ThreadStep>,
+    closes: bool,
+}
+
+/// Why a case refused a message, for its rejection entry.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CaseRefusal {
+    pub code: RejectCode,
+    pub detail: String,
+    /// The case reference, when the sender is entitled to have the rejection join the
+    /// case's trace (a party); otherwise it is only recorded as claimed.
+    pub caseref: Option<String>,
+    pub claimed_caseref: Option<String>,
+    /// The thread and the state the message met, for an invalid transition.
+    pub met: Option<ThreadStep>,
+}
+
+impl CaseBook {
+    /// Decides where `message` goes, without changing anything. `Ok(None)`: it belongs to
+    /// no case (it carries no reference and opens no matter).
+    pub fn place(
+        &self,
+        message: &NewMessage,
+        at: OffsetDateTime,
+    ) -> Result<Option<Placement>, CaseRefusal> {
+        let intent = &message.case;
+        let sender = message.sender.as_str();
+        let given = intent
+            .caseref
+            .as_ref()
+            .or(message.envelope.caseref.as_ref());
+        let (caseref, assigned) = match given {
+            None if intent.moves.opens.is_some() => (self.next_caseref(message, at).0, true),
+            None => return Ok(None),
+            Some(given) => {
+                match self.cases.get(given) {
+                    Some(case) if !case.parties.contains(sender) => {
+                        return Err(CaseRefusal {
+                            code: RejectCode::NotAParty,
+                            detail: format!(
+                                "{sender} is not a party of case {given}: only the senders and \
+                                 recipients of its messages add to it"
+                            ),
+                            caseref: None,
+                            claimed_caseref: Some(given.clone()),
+                            met: None,
+                        });
+                    }
+                    Some(_) => {}
+                    None if caseref::is_assigned_form(given) => {
+                        return Err(CaseRefusal {
+                            code: RejectCode::CaserefUnknown,
+                            detail: format!(
+                                "{given} names no case; references of this form are assigned \
+                                 by liaison (omit `caseref` on a message that opens a matter)"
+                            ),
+                            caseref: None,
+                            claimed_caseref: Some(given.clone()),
+                            met: None,
+                        });
+                    }
+                    None => {}
+                }
+                (given.clone(), false)
+            }
+        };
+
+        let id = message.envelope.id;
+        if let Some(opening) = &intent.moves.opens {
+            return Ok(Some(Placement {
+                caseref,
+                assigned,
+                step: Some(ThreadStep {
+                    thread: id,
+                    flow: opening.flow.clone(),
+                    from: None,
+                    to: opening.initial.clone(),
+                }),
+                closes: opening.closed,
+            }));
+        }
+        let thread = message
+            .envelope
+            .inreplyto
+            .and_then(|original| self.message_thread.get(&original))
+            .and_then(|thread| self.threads.get(thread));
+        let Some(thread) = thread else {
+            return Ok(Some(Placement {
+                caseref,
+                assigned,
+                step: None,
+                closes: false,
+            }));
+        };
+        match intent.moves.apply(&thread.flow, &thread.state) {
+            Ok(moved) => Ok(Some(Placement {
+                caseref,
+                assigned,
+                step: Some(ThreadStep {
+                    thread: thread.thread,
+                    flow: thread.flow.clone(),
+                    from: Some(thread.state.clone()),
+                    to: moved.map_or_else(|| thread.state.clone(), |m| m.to.clone()),
+                }),
+                closes: moved.map_or(thread.closed, |m| m.closes),
+            })),
+            Err(invalid) => Err(CaseRefusal {
+                code: RejectCode::InvalidTransition,
+                detail: format!(
+                    "{} is not a step of the {} in case {caseref} from its state {:?}",
+                    message.envelope.type_, invalid.flow, invalid.state
+                ),
+                caseref: Some(caseref),
+                claimed_caseref: None,
+                met: Some(ThreadStep {
+                    thread: thread.thread,
+                    flow: invalid.flow.clone(),
+                    from: Some(invalid.state.clone()),
+                    to: invalid.state,
+                }),
+            }),
+        }
+    }
+
+    /// The reference the next case `message`'s sender opens at `at` gets.
+    fn next_caseref(
+        &self,
+        message: &NewMessage,
+        at: OffsetDateTime,
+    ) -> (String, (String, i32), i64) {
+        let prefix = caseref::prefix(&message.sender);
+        let year = caseref::year(at);
+        let key = (prefix, year);
+        let number = self.counters.get(&key).copied().unwrap_or(0) + 1;
+        (caseref::format(&key.0, year, number), key, number)
+    }
+
+    /// Records `message`, accepted at `seq`, where `placement` put it.
+    pub fn record(
+        &mut self,
+        placement: &Placement,
+        message: &NewMessage,
+        seq: u64,
+        at: OffsetDateTime,
+    ) {
+        if placement.assigned {
+            let (_, key, number) = self.next_caseref(message, at);
+            self.counters.insert(key.clone(), number);
+            self.changed_counters.insert(key);
+        }
+        let parties = std::iter::once(message.sender.as_str())
+            .chain(message.route.recipients.iter().map(|r| r.agency.as_str()))
+            .map(str::to_owned);
+        let case = self
+            .cases
+            .entry(placement.caseref.clone())
+            .or_insert_with(|| CaseRow {
+                caseref: placement.caseref.clone(),
+                opened_seq: seq,
+                opened_at: at,
+                opened_by: message.sender.as_str().to_owned(),
+                updated_seq: seq,
+                updated_at: at,
+                parties: BTreeSet::new(),
+            });
+        case.parties.extend(parties);
+        case.updated_seq = seq;
+        case.updated_at = at;
+        self.changed_cases.insert(placement.caseref.clone());
+
+        let id = message.envelope.id;
+        if let Some(step) = &placement.step {
+            let thread = self
+                .threads
+                .entry(step.thread)
+                .or_insert_with(|| ThreadRow {
+                    thread: step.thread,
+                    caseref: placement.caseref.clone(),
+                    flow: step.flow.clone(),
+                    state: step.to.clone(),
+                    closed: placement.closes,
+                    opened_seq: seq,
+                    updated_seq: seq,
+                });
+            thread.state = step.to.clone();
+            thread.closed = placement.closes;
+            thread.updated_seq = seq;
+            self.changed_threads.insert(step.thread);
+            self.message_thread.insert(id, step.thread);
+        }
+        self.new_messages.push(CaseMessageRow {
+            message_id: id,
+            caseref: placement.caseref.clone(),
+            thread: placement.step.as_ref().map(|s| s.thread),
+            seq,
+        });
+    }
+
+    pub fn into_writes(mut self) -> CaseWrites {
+        CaseWrites {
+            cases: self
+                .changed_cases
+                .iter()
+                .filter_map(|c| self.cases.remove(c))
+                .collect(),
+            threads: self
+                .changed_threads
+                .iter()
+                .filter_map(|t| self.threads.remove(t))
+                .collect(),
+            messages: self.new_messages,
+            counters: self
+                .changed_counters
+                .into_iter()
+                .filter_map(|key| {
+                    let last = self.counters.get(&key).copied()?;
+                    Some((key.0, key.1, last))
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Reading cases over HTTPS: `GET /v1/cases/{caseref}` for the case's parties and the
+//! administrators, `GET /v1/cases` for the caller's cases (administrators: every case).
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use liaison_core::{AgencyCode, RejectCode};
+use liaison_ledger::{CaseFilter, CasePage, CaseView};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::gateway::{Caller, Gateway};
+use crate::problem::Problem;
+
+/// The case, if `caller` is one of its parties or an administrator. Anyone else is told it
+/// does not exist: that a case exists is itself not for them to learn.
+pub(crate) async fn case(
+    State(gateway): State<Gateway>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(caseref): Path<String>,
+) -> Result<Json<CaseView>, Problem> {
+    let not_found = || {
+        Problem::new(
+            RejectCode::NotFound,
+            format!("no case {caseref} visible to this agency"),
+        )
+    };
+    let view = gateway
+        .ledger
+        .case(&caseref)
+        .await
+        .map_err(|e| Problem::ledger(&e))?
+        .ok_or_else(not_found)?;
+    // Parties as the case's accepted entries record them, not the projection's copy.
+    let party = view.parties.iter().any(|p| p.agency == caller);
+    if party || gateway.admins.contains(&caller) {
+        Ok(Json(view))
+    } else {
+        Err(not_found())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CaseQuery {
+    /// The state of the case's first matter.
+    state: Option<String>,
+    /// Cases this agency is a party of (administrators only; others see their own).
+    agency: Option<AgencyCode>,
+    /// The flow of the case's first matter (`transfer`, `lead`…).
+    flow: Option<String>,
+    /// The type of the message that opened the case's first matter.
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    opened_after: Option<OffsetDateTime>,
+    /// The `next` of the previous page.
+    cursor: Option<u64>,
+    limit: Option<i64>,
+}
+
+pub(crate) async fn list(
+    State(gateway): State<Gateway>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Query(query): Query<CaseQuery>,
+) -> Result<Json<CasePage>, Problem> {
+    let admin = gateway.admins.contains(&caller);
+    let party = match (admin, query.agency) {
+        (true, agency) => agency,
+        (false, Some(agency)) if agency != caller => {
+            return Err(Problem::new(
+                RejectCode::Forbidden,
+                format!("{caller} lists its own cases; other agencies' are for administrators"),
+            ));
+        }
+        (false, _) => Some(caller),
+    };
+    let lifecycle = gateway.pipeline.lifecycle();
+    let flow = match (query.flow, query.type_) {
+        (Some(flow), _) => Some(flow),
+        (None, Some(type_)) => Some(
+            lifecycle
+                .opened_by(&type_)
+                .map(|f| f.name.clone())
+                .ok_or_else(|| {
+                    Problem::new(RejectCode::NotFound, format!("{type_} opens no case flow"))
+                })?,
+        ),
+        (None, None) => None,
+    };
+    let filter = CaseFilter {
+        party,
+        state: query.state,
+        flow,
+        opened_after: query.opened_after,
+        before_seq: query.cursor,
+        limit: query.limit.unwrap_or(100),
+    };
+    let page = gateway
+        .ledger
+        .cases(&filter)
+        .await
+        .map_err(|e| Problem::ledger(&e))?;
+    Ok(Json(page))
+}
