@@ -176,7 +176,12 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
     let request = expect_route!(
         "agri",
         answering(
-            example("filing.supervision-request.v1", "*", "agri", case),
+            example(
+                "filing.supervision-request.v1",
+                "after-reconsideration.json",
+                "agri",
+                case
+            ),
             &upheld
         ),
         &[("procuratorate", "to")]
@@ -184,7 +189,12 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
     let demand = expect_route!(
         "procuratorate",
         answering(
-            example("filing.reasons-demand.v1", "*", "procuratorate", case),
+            example(
+                "filing.reasons-demand.v1",
+                "at-agency-request.json",
+                "procuratorate",
+                case
+            ),
             &request
         ),
         &[("police", "to")]
@@ -192,7 +202,12 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
     let statement = expect_route!(
         "police",
         answering(
-            example("filing.reasons-statement.v1", "*", "police", case),
+            example(
+                "filing.reasons-statement.v1",
+                "survey-not-reviewed.json",
+                "police",
+                case
+            ),
             &demand
         ),
         &[("procuratorate", "to")]
@@ -200,7 +215,12 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
     let notice = expect_route!(
         "procuratorate",
         answering(
-            example("filing.notice.v1", "*", "procuratorate", case),
+            example(
+                "filing.notice.v1",
+                "survey-reviewed.json",
+                "procuratorate",
+                case
+            ),
             &statement
         ),
         &[("police", "to")]
@@ -221,7 +241,12 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
     // 3 transfer supervision to the agency named.
     expect_route!(
         "procuratorate",
-        example("transfer.supervision.v1", "*", "procuratorate", case),
+        example(
+            "transfer.supervision.v1",
+            "unsafe-mining.json",
+            "procuratorate",
+            case
+        ),
         &[("emergency", "to")]
     );
     // 4 opinion and reply.
