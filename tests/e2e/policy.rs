@@ -123,7 +123,8 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
         ),
         &[("market", "to")]
     );
-    // 2 transfer (enterprise → fic copy), filing decision to the transferor and copies,
+    // 2 transfer (no copy to the federation of industry and commerce, even of an enterprise
+    // case), filing decision to the transferor and copies,
     // reconsideration back to the police and copies.
     let transfer = expect_route!(
         "agri",
@@ -133,7 +134,7 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
             "agri",
             case
         ),
-        &[("police", "to"), ("fic", "cc"), ("procuratorate", "cc")]
+        &[("police", "to"), ("procuratorate", "cc")]
     );
     let decision = expect_route!(
         "police",
@@ -141,9 +142,9 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
             example("case.filing-decision.v1", "not-filed.json", "police", case),
             &transfer
         ),
-        &[("agri", "to"), ("fic", "cc"), ("procuratorate", "cc")]
+        &[("agri", "to"), ("procuratorate", "cc")]
     );
-    expect_route!(
+    let reconsideration = expect_route!(
         "agri",
         answering(
             example(
@@ -154,12 +155,98 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
             ),
             &decision
         ),
-        &[("police", "to"), ("fic", "cc"), ("procuratorate", "cc")]
+        &[("police", "to"), ("procuratorate", "cc")]
+    );
+    // 11 filing supervision: the refusal upheld, the agency asks the procuratorate (the
+    // police not copied), which demands reasons and then notifies the police to file; the
+    // police answer the notice with their filing decision.
+    let upheld = expect_route!(
+        "police",
+        answering(
+            example(
+                "case.reconsideration-decision.v1",
+                "upheld.json",
+                "police",
+                case
+            ),
+            &reconsideration
+        ),
+        &[("agri", "to"), ("procuratorate", "cc")]
+    );
+    let request = expect_route!(
+        "agri",
+        answering(
+            example(
+                "filing.supervision-request.v1",
+                "after-reconsideration.json",
+                "agri",
+                case
+            ),
+            &upheld
+        ),
+        &[("procuratorate", "to")]
+    );
+    let demand = expect_route!(
+        "procuratorate",
+        answering(
+            example(
+                "filing.reasons-demand.v1",
+                "at-agency-request.json",
+                "procuratorate",
+                case
+            ),
+            &request
+        ),
+        &[("police", "to")]
+    );
+    let statement = expect_route!(
+        "police",
+        answering(
+            example(
+                "filing.reasons-statement.v1",
+                "survey-not-reviewed.json",
+                "police",
+                case
+            ),
+            &demand
+        ),
+        &[("procuratorate", "to")]
+    );
+    let notice = expect_route!(
+        "procuratorate",
+        answering(
+            example(
+                "filing.notice.v1",
+                "survey-reviewed.json",
+                "procuratorate",
+                case
+            ),
+            &statement
+        ),
+        &[("police", "to")]
+    );
+    expect_route!(
+        "police",
+        answering(
+            example(
+                "case.filing-decision.v1",
+                "filed-on-notice.json",
+                "police",
+                case
+            ),
+            &notice
+        ),
+        &[("procuratorate", "to")]
     );
     // 3 transfer supervision to the agency named.
     expect_route!(
         "procuratorate",
-        example("transfer.supervision.v1", "*", "procuratorate", case),
+        example(
+            "transfer.supervision.v1",
+            "unsafe-mining.json",
+            "procuratorate",
+            case
+        ),
         &[("emergency", "to")]
     );
     // 4 opinion and reply.
@@ -290,6 +377,17 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
             case
         ),
         &[("agri", "to"), ("procuratorate", "to")]
+    );
+    // An enterprise-related notification informs the federation of industry and commerce.
+    expect_route!(
+        "police",
+        example(
+            "case.notification.v1",
+            "enterprise-case.json",
+            "police",
+            case
+        ),
+        &[("market", "to"), ("procuratorate", "to"), ("fic", "cc")]
     );
     expect_route!(
         "justice",

@@ -11,6 +11,13 @@
 //!   `sender`, its `sender_and_copies`, or — for the original's own sender chasing an
 //!   answer — its `recipients`.
 //!
+//! An answer names its original in `inreplyto`, and only the original's addressees send
+//! it (`answered_by = "recipients"`: copies too). A rule with `answered_by` and no
+//! `reply_to` routes an answer to its own fixed or named recipients instead of the
+//! original's parties — a transferring agency asking the procuratorate to supervise a
+//! police refusal answers that refusal, and the police must not receive the request —
+//! while the original is still checked the same way.
+//!
 //! Every rule that matches the sender and type and whose `when` holds contributes
 //! recipients; the sender never receives its own message. An explicit `recipients`
 //! attribute may only narrow the result: for fixed routes it keeps a subset, for named
@@ -146,7 +153,10 @@ struct Rule {
     named: Option<Named>,
     cc: Vec<AgencyCode>,
     reply_to: Option<ReplyTo>,
-    answered_by: AnsweredBy,
+    /// For answers checked against their original's addressees (or recipients): who may
+    /// send them. `None` for messages that answer nothing, and for `reply_to =
+    /// "recipients"`, which only the original's own sender sends.
+    answered_by: Option<AnsweredBy>,
     when: Vec<Condition>,
     /// Supervisory recipients that a `recipients` attribute cannot remove.
     mandatory: Vec<AgencyCode>,
@@ -155,6 +165,11 @@ struct Rule {
 }
 
 impl Rule {
+    /// Whether the rule routes answers: its messages must name an original they may answer.
+    fn answers(&self) -> bool {
+        self.reply_to.is_some() || self.answered_by.is_some()
+    }
+
     fn sends(&self, sender: &AgencyCode, type_: &str) -> bool {
         self.type_ == type_
             && match &self.from {
@@ -414,9 +429,7 @@ impl Policy {
 
     /// Whether some rule routes `type_` as an answer to an earlier message.
     pub fn is_reply_type(&self, type_: &str) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.type_ == type_ && r.reply_to.is_some())
+        self.rules.iter().any(|r| r.type_ == type_ && r.answers())
     }
 
     /// The supervisory recipients `sender`'s messages of `type_` must reach whatever their
@@ -521,21 +534,21 @@ impl Policy {
                     }
                 }
             }
-            if let Some(reply_to) = rule.reply_to {
+            if rule.answers() {
                 let unknown = || PolicyError::UnknownOriginal {
                     sender: sender.clone(),
                     type_: envelope.type_.clone(),
                 };
                 let original = original.ok_or_else(unknown)?;
-                let may_answer = match (reply_to, rule.answered_by) {
-                    (ReplyTo::Recipients, _) => &original.sender == sender,
-                    (_, AnsweredBy::Addressees) => original.addressees.contains(sender),
-                    (_, AnsweredBy::Recipients) => original.recipients.contains(sender),
+                let may_answer = match (rule.reply_to, rule.answered_by) {
+                    (Some(ReplyTo::Recipients), _) => &original.sender == sender,
+                    (_, Some(AnsweredBy::Recipients)) => original.recipients.contains(sender),
+                    (_, _) => original.addressees.contains(sender),
                 };
                 if !may_answer {
                     // A party that may not answer learns why; anyone else learns nothing
                     // about the original.
-                    let role = if reply_to == ReplyTo::Recipients {
+                    let role = if rule.reply_to == Some(ReplyTo::Recipients) {
                         return Err(unknown());
                     } else if &original.sender == sender {
                         "sent"
@@ -551,21 +564,23 @@ impl Policy {
                         role,
                     });
                 }
-                match reply_to {
-                    ReplyTo::Recipients => {
+                match rule.reply_to {
+                    Some(ReplyTo::Recipients) => {
                         for agency in &original.recipients {
                             chosen.add(agency, RecipientRole::To, &rule.name);
                         }
                     }
-                    ReplyTo::Sender => {
+                    Some(ReplyTo::Sender) => {
                         chosen.add(&original.sender, RecipientRole::To, &rule.name);
                     }
-                    ReplyTo::SenderAndCopies => {
+                    Some(ReplyTo::SenderAndCopies) => {
                         chosen.add(&original.sender, RecipientRole::To, &rule.name);
                         for agency in &original.recipients {
                             chosen.add(agency, RecipientRole::Cc, &rule.name);
                         }
                     }
+                    // The rule's own `to`, `cc` or named recipients, added above.
+                    None => {}
                 }
             }
         }
@@ -779,14 +794,16 @@ impl RuleChecker<'_> {
         };
         let (mandatory, why) = self.mandatory(&rule, &to, &cc)?;
         let answered_by = match (&rule.answered_by, rule.reply_to) {
-            (None, _) => AnsweredBy::default(),
-            (Some(by), Some(ReplyTo::Sender | ReplyTo::SenderAndCopies)) => *by.get_ref(),
-            (Some(by), _) => {
+            (Some(by), Some(ReplyTo::Recipients)) => {
                 return Err(self.fail(
                     by.span(),
-                    "`answered_by` applies to answers routed by `reply_to = \"sender\"` or \"sender_and_copies\"",
+                    "`answered_by` does not apply to `reply_to = \"recipients\"`: only the original's own sender sends those",
                 ));
             }
+            // An answer routed to the original's parties, or to this rule's own recipients.
+            (Some(by), _) => Some(*by.get_ref()),
+            (None, Some(ReplyTo::Sender | ReplyTo::SenderAndCopies)) => Some(AnsweredBy::default()),
+            (None, Some(ReplyTo::Recipients) | None) => None,
         };
         Ok(Rule {
             name: rule.name.into_inner(),
@@ -1231,14 +1248,69 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.code(), RejectCode::NotAnAddressee);
-        // `answered_by` only belongs on answers routed back to the original's parties.
+        // Reminders come from the original's own sender: `answered_by` has no say there.
         let err = Policy::from_toml(
-            "[[rule]]\nname = \"x\"\ntype = \"pil.lead.v1\"\nfrom = [\"*\"]\nto = [\"procuratorate\"]\nanswered_by = \"recipients\"\n",
+            "[[rule]]\nname = \"x\"\ntype = \"deadline.reminder.v1\"\nfrom = [\"*\"]\nreply_to = \"recipients\"\nanswered_by = \"recipients\"\n",
             "policy.toml",
             &registry(),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("`answered_by` applies"), "{err}");
+        assert!(
+            err.to_string().contains("`answered_by` does not apply"),
+            "{err}"
+        );
+    }
+
+    /// An answer to fixed recipients: the agency that received a refusal asks the
+    /// procuratorate to supervise it, and the police who refused are not told.
+    const FIXED_ANSWER: &str = r#"
+        [[rule]]
+        name = "supervision-request"
+        type = "filing.supervision-request.v1"
+        from = ["eco", "market"]
+        to = ["procuratorate"]
+        answered_by = "addressees"
+    "#;
+
+    #[test]
+    fn an_answer_with_fixed_recipients_still_needs_an_original_it_may_answer() {
+        let p = Policy::from_toml(FIXED_ANSWER, "policy.toml", &registry()).unwrap();
+        assert!(p.is_reply_type("filing.supervision-request.v1"));
+        let refusal = original(
+            "case.filing-decision.v1",
+            "police",
+            &["eco"],
+            &["procuratorate"],
+        );
+        let route = p
+            .route(
+                &code("eco"),
+                &envelope("filing.supervision-request.v1", None),
+                Some(&refusal),
+            )
+            .unwrap();
+        assert_eq!(agencies(&route), vec![("procuratorate", RecipientRole::To)]);
+        // No original, or one the sender took no part in: nothing to answer.
+        for (sender, original) in [("eco", None), ("market", Some(&refusal))] {
+            let err = p
+                .route(
+                    &code(sender),
+                    &envelope("filing.supervision-request.v1", None),
+                    original,
+                )
+                .unwrap_err();
+            assert_eq!(err.code(), RejectCode::UnknownOriginal, "{sender}: {err}");
+        }
+        // A copy of the original does not answer it.
+        let copied = original("case.filing-decision.v1", "police", &["market"], &["eco"]);
+        let err = p
+            .route(
+                &code("eco"),
+                &envelope("filing.supervision-request.v1", None),
+                Some(&copied),
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), RejectCode::NotAnAddressee, "{err}");
     }
 
     #[test]

@@ -96,6 +96,12 @@ fn table() -> Vec<Case> {
     let transfer = || original("eco", &["police", "cc:procuratorate"]);
     let not_filed = || original("police", &["eco", "cc:procuratorate"]);
     let high = || original("procuratorate", &["eco", "cc:gov"]);
+    let reconsideration = || original("natres", &["police", "cc:procuratorate"]);
+    let upheld = || original("police", &["natres", "cc:procuratorate"]);
+    let supervision_request = || original("natres", &["procuratorate"]);
+    let demand = || original("procuratorate", &["police"]);
+    let statement = || original("police", &["procuratorate"]);
+    let notice = || original("procuratorate", &["police"]);
     vec![
         // 1 PIL lead and its decision.
         case("eco", "pil.lead.v1").to(&[("procuratorate", To)]),
@@ -117,11 +123,30 @@ fn table() -> Vec<Case> {
         case("police", "pil.lead-decision.v1")
             .answering(original("eco", &["procuratorate"]))
             .refused(RejectCode::TypeNotAllowed),
+        // 12 supplementary evidence after "more evidence", and the lead's outcome.
+        case("eco", "pil.lead-supplement.v1")
+            .answering(original("procuratorate", &["eco"]))
+            .to(&[("procuratorate", To)]),
+        case("market", "pil.lead-supplement.v1")
+            .answering(original("procuratorate", &["eco"]))
+            .refused(RejectCode::UnknownOriginal),
+        case("procuratorate", "pil.lead-outcome.v1")
+            .data(json!({"outcome": "case_filed"}))
+            .answering(original("eco", &["procuratorate"]))
+            .to(&[("eco", To)]),
+        // Discipline inspection is an addressee of a misconduct lead, but the outcome of a
+        // PIL lead is the procuratorate's to report.
+        case("discipline", "pil.lead-outcome.v1")
+            .answering(original("market", &["discipline", "procuratorate"]))
+            .refused(RejectCode::TypeNotAllowed),
+        case("procuratorate", "pil.lead-outcome.v1").refused(RejectCode::UnknownOriginal),
         // 2 criminal case transfer, filing decision, reconsideration.
         case("eco", "case.transfer.v1").to(&[("police", To), ("procuratorate", Cc)]),
+        // Transfers carry suspects' identity numbers: the federation of industry and
+        // commerce is not copied, even on enterprise-related cases.
         case("market", "case.transfer.v1")
             .data(json!({"enterprise_related": true}))
-            .to(&[("police", To), ("fic", Cc), ("procuratorate", Cc)]),
+            .to(&[("police", To), ("procuratorate", Cc)]),
         // Naming only the police cannot drop the procuratorate's supervisory copy.
         case("market", "case.transfer.v1")
             .naming(&["police"])
@@ -157,6 +182,70 @@ fn table() -> Vec<Case> {
         case("procuratorate", "case.reconsideration-request.v1")
             .answering(not_filed())
             .refused(RejectCode::TypeNotAllowed),
+        // The reconsideration decision: to the requester, the procuratorate copied even when
+        // the police name only the requester.
+        case("police", "case.reconsideration-decision.v1")
+            .data(json!({"decision": "upheld"}))
+            .answering(reconsideration())
+            .to(&[("natres", To), ("procuratorate", Cc)]),
+        case("police", "case.reconsideration-decision.v1")
+            .data(json!({"decision": "reversed"}))
+            .naming(&["natres"])
+            .answering(reconsideration())
+            .to(&[("natres", To), ("procuratorate", Cc)]),
+        case("procuratorate", "case.reconsideration-decision.v1")
+            .answering(reconsideration())
+            .refused(RejectCode::TypeNotAllowed),
+        // 11 filing supervision: the agency asks the procuratorate, the police not copied.
+        case("natres", "filing.supervision-request.v1")
+            .answering(upheld())
+            .to(&[("procuratorate", To)]),
+        case("eco", "filing.supervision-request.v1")
+            .answering(not_filed())
+            .to(&[("procuratorate", To)]),
+        case("eco", "filing.supervision-request.v1")
+            .answering(not_filed())
+            .naming(&["procuratorate", "police"])
+            .refused(RejectCode::RecipientsNotAllowed),
+        // An answer even with fixed recipients: it names a decision its sender received.
+        case("eco", "filing.supervision-request.v1").refused(RejectCode::UnknownOriginal),
+        case("market", "filing.supervision-request.v1")
+            .answering(not_filed())
+            .refused(RejectCode::UnknownOriginal),
+        // The procuratorate, only copied on the decision, supervises but does not ask.
+        case("procuratorate", "filing.supervision-request.v1")
+            .answering(not_filed())
+            .refused(RejectCode::TypeNotAllowed),
+        // The demand for reasons: answering the agency's request, or on the procuratorate's
+        // own initiative the filing decision it was copied on.
+        case("procuratorate", "filing.reasons-demand.v1")
+            .answering(supervision_request())
+            .to(&[("police", To)]),
+        case("procuratorate", "filing.reasons-demand.v1")
+            .answering(not_filed())
+            .to(&[("police", To)]),
+        case("procuratorate", "filing.reasons-demand.v1").refused(RejectCode::UnknownOriginal),
+        case("eco", "filing.reasons-demand.v1")
+            .answering(not_filed())
+            .refused(RejectCode::TypeNotAllowed),
+        case("police", "filing.reasons-statement.v1")
+            .answering(demand())
+            .to(&[("procuratorate", To)]),
+        case("natres", "filing.reasons-statement.v1")
+            .answering(demand())
+            .refused(RejectCode::TypeNotAllowed),
+        case("procuratorate", "filing.notice.v1")
+            .data(json!({"file_within_days": 15}))
+            .answering(statement())
+            .to(&[("police", To)]),
+        case("police", "filing.notice.v1")
+            .answering(statement())
+            .refused(RejectCode::TypeNotAllowed),
+        // The police answer the notice with their filing decision, to the procuratorate.
+        case("police", "case.filing-decision.v1")
+            .data(json!({"decision": "file"}))
+            .answering(notice())
+            .to(&[("procuratorate", To)]),
         // 3 transfer supervision.
         case("procuratorate", "transfer.supervision.v1")
             .naming(&["natres"])
@@ -170,6 +259,16 @@ fn table() -> Vec<Case> {
             .refused(RejectCode::RecipientsNotAllowed),
         case("eco", "transfer.supervision.v1")
             .naming(&["market"])
+            .refused(RejectCode::TypeNotAllowed),
+        case("natres", "transfer.supervision-reply.v1")
+            .data(json!({"response": "not_transferring"}))
+            .answering(original("procuratorate", &["natres"]))
+            .to(&[("procuratorate", To)]),
+        case("eco", "transfer.supervision-reply.v1")
+            .answering(original("procuratorate", &["natres"]))
+            .refused(RejectCode::UnknownOriginal),
+        case("police", "transfer.supervision-reply.v1")
+            .answering(original("procuratorate", &["police"]))
             .refused(RejectCode::TypeNotAllowed),
         // 4 opinion and reply.
         case("procuratorate", "procuratorial.opinion.v1")
@@ -236,11 +335,35 @@ fn table() -> Vec<Case> {
         case("hotline12345", "hotline.record.v1").to(&[("procuratorate", To)]),
         case("procuratorate", "hotline.record.v1").to(&[("hotline12345", To)]),
         case("eco", "hotline.record.v1").refused(RejectCode::TypeNotAllowed),
+        // Result feedback, back to the hotline that shared the record.
+        case("procuratorate", "hotline.feedback.v1")
+            .data(json!({"result": "resolved"}))
+            .answering(original("hotline12345", &["procuratorate"]))
+            .to(&[("hotline12345", To)]),
+        case("hotline12345", "hotline.feedback.v1")
+            .data(json!({"result": "referred"}))
+            .answering(original("procuratorate", &["hotline12345"]))
+            .to(&[("procuratorate", To)]),
+        case("hotline12345", "hotline.feedback.v1")
+            .answering(original("hotline12345", &["procuratorate"]))
+            .refused(RejectCode::NotAnAddressee),
+        case("eco", "hotline.feedback.v1")
+            .answering(original("hotline12345", &["procuratorate"]))
+            .refused(RejectCode::TypeNotAllowed),
         // 8 case notification.
         case("police", "case.notification.v1")
             .naming(&["eco", "market"])
             .to(&[("eco", To), ("market", To)]),
         case("police", "case.notification.v1").refused(RejectCode::RecipientsNotAllowed),
+        // Enterprise-related: the federation of industry and commerce is informed (§二.9).
+        case("police", "case.notification.v1")
+            .data(json!({"enterprise_related": true}))
+            .naming(&["market"])
+            .to(&[("market", To), ("fic", Cc)]),
+        case("police", "case.notification.v1")
+            .data(json!({"enterprise_related": false}))
+            .naming(&["market"])
+            .to(&[("market", To)]),
         // 9 joint meeting notice.
         case("gov", "meeting.notice.v1")
             .naming(&["procuratorate", "police", "justice"])
@@ -248,8 +371,24 @@ fn table() -> Vec<Case> {
         case("justice", "meeting.notice.v1")
             .naming(&["gov"])
             .to(&[("gov", To)]),
+        case("procuratorate", "meeting.notice.v1")
+            .naming(&["gov", "justice"])
+            .to(&[("gov", To), ("justice", To)]),
         case("eco", "meeting.notice.v1")
             .naming(&["gov"])
+            .refused(RejectCode::TypeNotAllowed),
+        // 12 the county government's supervision and interview notices.
+        case("gov", "supervision.notice.v1")
+            .data(json!({"kind": "supervision"}))
+            .naming(&["forestry"])
+            .to(&[("forestry", To)]),
+        case("gov", "supervision.notice.v1")
+            .data(json!({"kind": "interview"}))
+            .naming(&["forestry", "police"])
+            .to(&[("forestry", To), ("police", To)]),
+        case("gov", "supervision.notice.v1").refused(RejectCode::RecipientsNotAllowed),
+        case("procuratorate", "supervision.notice.v1")
+            .naming(&["forestry"])
             .refused(RejectCode::TypeNotAllowed),
         // 10 receipt.
         case("procuratorate", "receipt.v1")
