@@ -501,14 +501,48 @@ fn the_demo_policy_checks_against_registry_and_catalogue() {
     let root = repo_root();
     let report = liaison_cli::policy_cmd::check(&liaison_cli::policy_cmd::PolicyFiles {
         policy: &root.join("deploy/demo/policy.toml"),
+        lifecycle: &root.join("deploy/demo/lifecycle.toml"),
         registry: &root.join("deploy/demo/agencies.toml"),
         schemas: &root.join("schemas"),
     })
     .unwrap();
     assert!(report.contains("every condition satisfiable"), "{report}");
+    assert!(report.contains("every catalogue type has its place"), "{report}");
+
+    // A lifecycle condition on a value the schema cannot hold is caught with its line.
+    let dir = tempfile::tempdir().unwrap();
+    let lifecycle = std::fs::read_to_string(root.join("deploy/demo/lifecycle.toml")).unwrap();
+    let misspelt = dir.path().join("lifecycle.toml");
+    std::fs::write(
+        &misspelt,
+        lifecycle.replace(r#""data.decision" = "accept""#, r#""data.decision" = "acept""#),
+    )
+    .unwrap();
+    let err = liaison_cli::policy_cmd::check(&liaison_cli::policy_cmd::PolicyFiles {
+        policy: &root.join("deploy/demo/policy.toml"),
+        lifecycle: &misspelt,
+        registry: &root.join("deploy/demo/agencies.toml"),
+        schemas: &root.join("schemas"),
+    })
+    .unwrap_err()
+    .to_string();
+    // The line of the step's `[[flow.step]]` header.
+    let lines: Vec<&str> = lifecycle.lines().collect();
+    let condition = lines
+        .iter()
+        .position(|l| l.contains(r#""data.decision" = "accept""#))
+        .unwrap();
+    let line = lines[..condition]
+        .iter()
+        .rposition(|l| l.trim() == "[[flow.step]]")
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains("acept") && err.contains(&format!("lifecycle.toml:{line}:")),
+        "{err}"
+    );
 
     // A condition on a value the schema cannot hold is caught with its file and line.
-    let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("policy.toml");
     std::fs::write(
         &bad,
@@ -517,6 +551,7 @@ fn the_demo_policy_checks_against_registry_and_catalogue() {
     .unwrap();
     let err = liaison_cli::policy_cmd::check(&liaison_cli::policy_cmd::PolicyFiles {
         policy: &bad,
+        lifecycle: &root.join("deploy/demo/lifecycle.toml"),
         registry: &root.join("deploy/demo/agencies.toml"),
         schemas: &root.join("schemas"),
     })

@@ -516,6 +516,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = config.load()?;
             let files = liaison_cli::policy_cmd::PolicyFiles {
                 policy: &config.policy,
+                lifecycle: &config.lifecycle,
                 registry: &config.registry,
                 schemas: &config.schemas,
             };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 use liaison_core::policy::{Condition, OriginalMessage};
-use liaison_core::{AgencyCode, Envelope, Policy, Registry};
+use liaison_core::{AgencyCode, Envelope, Lifecycle, Policy, Registry};
 use liaison_schema::Catalogue;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -49,6 +49,7 @@ pub enum PolicyCommand {
 /// Where the policy and what it is checked against live.
 pub struct PolicyFiles<'a> {
     pub policy: &'a Path,
+    pub lifecycle: &'a Path,
     pub registry: &'a Path,
     pub schemas: &'a Path,
 }
@@ -142,13 +143,54 @@ pub fn check(files: &PolicyFiles<'_>) -> anyhow::Result<String> {
             rule.line, rule.name, rule.type_
         ));
     }
+    let lifecycle = Lifecycle::load(files.lifecycle)?;
+    let lifecycle_origin = files.lifecycle.display().to_string();
+    lifecycle.check_types(&lifecycle_origin, catalogue.types().map(|t| t.name.as_str()))?;
+    let mut flows = String::new();
+    for flow in lifecycle.flows() {
+        for step in &flow.steps {
+            let Some(message_type) = catalogue.get(&step.on) else {
+                continue;
+            };
+            for condition in &step.when {
+                if let Err(why) = condition_can_hold(condition, &message_type.schema) {
+                    problems.push(format!(
+                        "{lifecycle_origin}:{}: flow {:?}: `when` {} can never hold: {why}",
+                        step.line, flow.name, condition.path
+                    ));
+                }
+            }
+        }
+        flows.push_str(&format!(
+            "  {lifecycle_origin}:{:<4} {:<22} {} states, {} steps, opened by {}\n",
+            flow.line,
+            flow.name,
+            flow_states(flow).len(),
+            flow.steps.len(),
+            flow.opened_by
+        ));
+    }
     anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
     let types: std::collections::BTreeSet<&str> = policy.types().collect();
     Ok(format!(
-        "✓ {origin}: {} rules over {} message types; every agency registered, every type in the catalogue, every condition satisfiable\n{report}",
+        "✓ {origin}: {} rules over {} message types; every agency registered, every type in the catalogue, every condition satisfiable\n{report}\
+         ✓ {lifecycle_origin}: {} flows; every catalogue type has its place, every state is reached, every condition satisfiable\n{flows}",
         policy.rules().count(),
-        types.len()
+        types.len(),
+        lifecycle.flows().len(),
     ))
+}
+
+/// Every state of a flow: the initial one and every step's.
+pub fn flow_states(flow: &liaison_core::lifecycle::Flow) -> std::collections::BTreeSet<&str> {
+    std::iter::once(flow.initial.as_str())
+        .chain(flow.steps.iter().flat_map(|s| {
+            s.from
+                .iter()
+                .map(String::as_str)
+                .chain(std::iter::once(s.to.as_str()))
+        }))
+        .collect()
 }
 
 /// Whether some payload valid for `schema` could satisfy the condition: the field exists

@@ -22,6 +22,8 @@ use serde_json::Value;
 use toml::Spanned;
 use uuid::Uuid;
 
+use crate::policy::Condition;
+
 /// The checked lifecycle file.
 #[derive(Clone, Debug, Default)]
 pub struct Lifecycle {
@@ -56,36 +58,17 @@ pub struct Step {
     pub line: usize,
 }
 
-/// `data.FIELD` equals one of `any_of`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Condition {
-    pub path: String,
-    pub any_of: Vec<Value>,
-}
-
-impl Condition {
-    pub fn holds(&self, event: &Value) -> bool {
-        let mut at = event;
-        for key in self.path.split('.') {
-            match at.get(key) {
-                Some(next) => at = next,
-                None => return false,
-            }
-        }
-        self.any_of.iter().any(|v| v == at)
-    }
-
-    fn describe(&self) -> String {
-        let values: Vec<String> = self
-            .any_of
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect();
-        format!("{} = {}", self.path, values.join(" | "))
-    }
+/// `data.FIELD = value`: the same conditions as the policy's `when`.
+fn describe(condition: &Condition) -> String {
+    let values: Vec<String> = condition
+        .any_of
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    format!("{} = {}", condition.path, values.join(" | "))
 }
 
 /// What one message could do to its case, decided from the message alone. The ledger
@@ -433,7 +416,7 @@ impl Lifecycle {
             .filter(|(_, s)| {
                 s.on == type_
                     && (!s.by_addressee || by_addressee)
-                    && s.when.iter().all(|c| c.holds(event))
+                    && s.when.iter().all(|c| c.holds(Some(event)))
             })
             .map(|(flow, s)| Move {
                 flow: flow.name.clone(),
@@ -462,7 +445,7 @@ impl Lifecycle {
                 label.push_str(" (addressee)");
             }
             for condition in &step.when {
-                label.push_str(&format!(" [{}]", condition.describe()));
+                label.push_str(&format!(" [{}]", describe(condition)));
             }
             for from in &step.from {
                 out.push_str(&format!("    {from} --> {}: {label}\n", step.to));

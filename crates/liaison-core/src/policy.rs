@@ -131,7 +131,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    fn holds(&self, event: Option<&Value>) -> bool {
+    pub fn holds(&self, event: Option<&Value>) -> bool {
         let Some(mut at) = event else { return false };
         for key in self.path.split('.') {
             match at.get(key) {
