@@ -507,7 +507,10 @@ fn the_demo_policy_checks_against_registry_and_catalogue() {
     })
     .unwrap();
     assert!(report.contains("every condition satisfiable"), "{report}");
-    assert!(report.contains("every catalogue type has its place"), "{report}");
+    assert!(
+        report.contains("every catalogue type has its place"),
+        "{report}"
+    );
 
     // A lifecycle condition on a value the schema cannot hold is caught with its line.
     let dir = tempfile::tempdir().unwrap();
@@ -515,7 +518,10 @@ fn the_demo_policy_checks_against_registry_and_catalogue() {
     let misspelt = dir.path().join("lifecycle.toml");
     std::fs::write(
         &misspelt,
-        lifecycle.replace(r#""data.decision" = "accept""#, r#""data.decision" = "acept""#),
+        lifecycle.replace(
+            r#""data.decision" = "accept""#,
+            r#""data.decision" = "acept""#,
+        ),
     )
     .unwrap();
     let err = liaison_cli::policy_cmd::check(&liaison_cli::policy_cmd::PolicyFiles {

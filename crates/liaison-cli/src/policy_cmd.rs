@@ -145,7 +145,10 @@ pub fn check(files: &PolicyFiles<'_>) -> anyhow::Result<String> {
     }
     let lifecycle = Lifecycle::load(files.lifecycle)?;
     let lifecycle_origin = files.lifecycle.display().to_string();
-    lifecycle.check_types(&lifecycle_origin, catalogue.types().map(|t| t.name.as_str()))?;
+    lifecycle.check_types(
+        &lifecycle_origin,
+        catalogue.types().map(|t| t.name.as_str()),
+    )?;
     let mut flows = String::new();
     for flow in lifecycle.flows() {
         for step in &flow.steps {

@@ -60,7 +60,8 @@ fn lead(sender: &str, n: usize) -> NewMessage {
             type_: "pil.lead.v1".into(),
             time: OffsetDateTime::now_utc(),
             subject: None,
-            caseref: Some(format!("SD-AUDIT-{}", n % 7)),
+            // Each sender its own cases: a case takes messages from its parties only.
+            caseref: Some(format!("SD-AUDIT-{sender}-{}", n % 7)),
             inreplyto: None,
             recipients: None,
             traceparent: None,

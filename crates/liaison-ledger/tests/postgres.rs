@@ -164,7 +164,18 @@ fn message(id: Uuid, sender: &str, caseref: Option<&str>, body: &str, to: &[&str
 
 fn lead(sender: &str, to: &[&str]) -> NewMessage {
     let id = Uuid::now_v7();
-    message(id, sender, Some("SD-1"), &format!(r#"{{"id":"{id}"}}"#), to)
+    // One case per sender: a case takes messages from its parties only.
+    let caseref = match sender {
+        "eco" => "SD-1".to_owned(),
+        other => format!("SD-1-{other}"),
+    };
+    message(
+        id,
+        sender,
+        Some(&caseref),
+        &format!(r#"{{"id":"{id}"}}"#),
+        to,
+    )
 }
 
 fn recorded(outcome: AcceptOutcome) -> AcceptReceipt {
