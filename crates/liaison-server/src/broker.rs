@@ -27,6 +27,7 @@ use crate::pipeline::Pipeline;
 use crate::pki::{self, PkiLayout};
 use crate::relay::Relay;
 use crate::revocation::Revocation;
+use crate::routes;
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +139,7 @@ impl Broker {
         };
         let guard = Arc::new(Guard::new(&config.limits));
         let rate_limiter = guard.rate_limiter();
-        let app = crate::routes::router(gateway)
+        let app = routes::router(gateway)
             .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
             .layer(axum::middleware::from_fn_with_state(
                 revocation.clone(),

@@ -2,7 +2,7 @@
 //!
 //! Every route runs behind [`authenticate`], which maps the verified client certificate
 //! to an agency; handlers receive that agency as [`Caller`] and never trust identities
-//! written in request bodies. The route table is [`crate::routes`].
+//! written in request bodies. The route table is in `routes.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 description of the gateway, served at `GET /openapi.json`.
 //!
 //! The operations come from the handlers' `#[utoipa::path]` attributes, collected by the
-//! route table in [`crate::routes`]; this module holds what they share (the document's
+//! route table in `routes.rs`; this module holds what they share (the document's
 //! header, the mutual TLS security scheme, the refusals every route can answer with) and
 //! puts the message catalogue into it. The catalogue is loaded at start-up, so its schemas
 //! go in at run time: the request body of `POST /v1/messages` is one CloudEvent schema per
