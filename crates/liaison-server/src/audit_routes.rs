@@ -8,28 +8,34 @@ use liaison_core::RejectCode;
 use liaison_core::audit::Hash;
 use liaison_ledger::{LedgerError, StoredCheckpoint};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::gateway::{Caller, Gateway, visible_message};
+use crate::openapi::CheckpointSchema;
 use crate::problem::Problem;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Proof)]
 pub struct ProofBody {
     message: Uuid,
     /// The checkpoint every proof below is against.
+    #[schema(value_type = CheckpointSchema)]
     checkpoint: StoredCheckpoint,
     entries: Vec<EntryProof>,
     /// Entries of the message not yet under a checkpoint: ask again after the next one.
     pending: Vec<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EntryProof {
     seq: u64,
     kind: String,
     leaf_index: u64,
     tree_size: u64,
+    /// Lowercase hex
     leaf_hash: String,
+    /// Lowercase hex hashes, leaf to root (RFC 9162)
     audit_path: Vec<String>,
 }
 
@@ -48,7 +54,21 @@ fn no_checkpoint() -> Problem {
     )
 }
 
-/// `GET /v1/messages/{id}/proof`: for the message's sender and recipients.
+/// Inclusion proofs of the message's ledger entries against a signed checkpoint
+///
+/// For the message's sender and recipients.
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}/proof",
+    operation_id = "getMessageProof",
+    tag = "audit",
+    params(("id" = String, Path, description = "The message id (UUID)")),
+    responses(
+        (status = 200, description = "Inclusion proofs", body = ProofBody),
+        (status = 404, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
 pub async fn proof(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,
@@ -82,7 +102,17 @@ pub async fn proof(
     }))
 }
 
-/// `GET /v1/checkpoints/latest`: for any agency.
+/// The latest signed checkpoint of the ledger
+///
+/// For any agency. Before the first checkpoint is signed the answer is 503: retry.
+#[utoipa::path(
+    get,
+    path = "/v1/checkpoints/latest",
+    operation_id = "getLatestCheckpoint",
+    tag = "audit",
+    responses((status = 200, description = "A signed checkpoint", body = CheckpointSchema)),
+    security(("agencyCertificate" = [])),
+)]
 pub async fn latest_checkpoint(
     State(gateway): State<Gateway>,
 ) -> Result<Json<StoredCheckpoint>, Problem> {
@@ -95,13 +125,19 @@ pub async fn latest_checkpoint(
         .ok_or_else(no_checkpoint)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
+    /// The older tree size
+    #[param(minimum = 1)]
     from: Option<u64>,
+    /// The newer tree size; the latest checkpoint's by default
+    #[param(minimum = 1)]
     to: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Consistency)]
 pub struct ConsistencyBody {
     from: u64,
     to: u64,
@@ -110,11 +146,25 @@ pub struct ConsistencyBody {
     /// RFC 9162 §2.1.4 consistency proof.
     proof: Vec<String>,
     /// The latest checkpoint, which covers `to`.
+    #[schema(value_type = CheckpointSchema)]
     checkpoint: StoredCheckpoint,
 }
 
-/// `GET /v1/checkpoints/consistency?from=N&to=M`, `1 ≤ N ≤ M ≤` the latest checkpoint's
-/// size (`to` defaults to it).
+/// A consistency proof between two tree sizes
+///
+/// `1 ≤ from ≤ to ≤` the latest checkpoint's size (`to` defaults to it).
+#[utoipa::path(
+    get,
+    path = "/v1/checkpoints/consistency",
+    operation_id = "getConsistencyProof",
+    tag = "audit",
+    params(ConsistencyQuery),
+    responses(
+        (status = 200, description = "A consistency proof", body = ConsistencyBody),
+        (status = 404, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
 pub async fn consistency(
     State(gateway): State<Gateway>,
     Query(query): Query<ConsistencyQuery>,

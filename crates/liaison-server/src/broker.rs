@@ -18,7 +18,7 @@ use crate::checkpointing;
 use crate::config::Config;
 use crate::connections::{ConnectionAcceptor, ConnectionCounts};
 use crate::dead_letters::DeadLetterRecorder;
-use crate::gateway::{self, Gateway};
+use crate::gateway::Gateway;
 use crate::guard::{self, Guard};
 use crate::inbox::Inbox;
 use crate::intake::Intake;
@@ -27,6 +27,7 @@ use crate::pipeline::Pipeline;
 use crate::pki::{self, PkiLayout};
 use crate::relay::Relay;
 use crate::revocation::Revocation;
+use crate::routes;
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +147,7 @@ impl Broker {
         };
         let guard = Arc::new(Guard::new(&config.limits));
         let rate_limiter = guard.rate_limiter();
-        let app = gateway::router(gateway)
+        let app = routes::router(gateway)
             .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
             .layer(axum::middleware::from_fn_with_state(
                 revocation.clone(),

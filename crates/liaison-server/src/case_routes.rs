@@ -7,12 +7,25 @@ use liaison_core::{AgencyCode, RejectCode};
 use liaison_ledger::{CaseFilter, CasePage, CaseView};
 use serde::Deserialize;
 use time::OffsetDateTime;
+use utoipa::IntoParams;
 
 use crate::gateway::{Caller, Gateway};
 use crate::problem::Problem;
 
 /// The case, if `caller` is one of its parties or an administrator. Anyone else is told it
 /// does not exist: that a case exists is itself not for them to learn.
+#[utoipa::path(
+    get,
+    path = "/v1/cases/{caseref}",
+    operation_id = "getCase",
+    tag = "cases",
+    params(("caseref" = String, Path, description = "A case reference, e.g. ECO-2026-000123")),
+    responses(
+        (status = 200, description = "The case, for its parties and administrators", body = crate::openapi::CaseSchema),
+        (status = 404, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
 pub(crate) async fn case(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,
@@ -39,25 +52,44 @@ pub(crate) async fn case(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CaseQuery {
     /// The state of the case's first matter.
     state: Option<String>,
     /// Cases this agency is a party of (administrators only; others see their own).
+    #[param(value_type = Option<String>)]
     agency: Option<AgencyCode>,
     /// The flow of the case's first matter (`transfer`, `lead`…).
     flow: Option<String>,
     /// The type of the message that opened the case's first matter.
     #[serde(rename = "type")]
     type_: Option<String>,
+    /// Cases opened after this instant (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
     opened_after: Option<OffsetDateTime>,
     /// The `next` of the previous page.
     cursor: Option<u64>,
+    /// Most cases per page (1–1000, default 100).
     limit: Option<i64>,
 }
 
+/// The caller's cases, newest first (administrators: every case)
+#[utoipa::path(
+    get,
+    path = "/v1/cases",
+    operation_id = "listCases",
+    tag = "cases",
+    params(CaseQuery),
+    responses(
+        (status = 200, description = "A page of cases", body = crate::openapi::CasePageSchema),
+        (status = 403, response = Problem),
+        (status = 404, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
 pub(crate) async fn list(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,

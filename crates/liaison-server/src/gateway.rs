@@ -2,28 +2,28 @@
 //!
 //! Every route runs behind [`authenticate`], which maps the verified client certificate
 //! to an agency; handlers receive that agency as [`Caller`] and never trust identities
-//! written in request bodies.
+//! written in request bodies. The route table is in `routes.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use bytes::Bytes;
 use liaison_core::{AgencyCode, Channel, Clock, RecipientRole, RejectCode, Submission};
 use liaison_ledger::{DeliveryState, Ledger};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::audit_routes;
 use crate::inbox::{Inbox, PulledDelivery};
+use crate::openapi::{CloudEvent, DeliveryStateSchema, EntrySchema, RecipientRoleSchema};
 use crate::pipeline::Pipeline;
 use crate::problem::Problem;
 use crate::tls;
@@ -43,40 +43,11 @@ pub struct Gateway {
 #[derive(Clone, Debug)]
 pub struct Caller(pub AgencyCode);
 
-pub fn router(gateway: Gateway) -> Router {
-    Router::new()
-        .route("/v1/messages", post(submit))
-        .route("/v1/messages/{id}", get(message))
-        .route("/v1/messages/{id}/proof", get(audit_routes::proof))
-        .route(
-            "/v1/checkpoints/latest",
-            get(audit_routes::latest_checkpoint),
-        )
-        .route(
-            "/v1/checkpoints/consistency",
-            get(audit_routes::consistency),
-        )
-        .route("/v1/trace/{key}", get(trace))
-        .route("/v1/cases", get(crate::case_routes::list))
-        .route("/v1/cases/{caseref}", get(crate::case_routes::case))
-        .route("/v1/inbox", get(pull))
-        .route("/v1/inbox/{delivery}/ack", post(ack))
-        .route("/v1/schemas", get(schemas))
-        .route("/v1/schemas/{type}", get(schema))
-        .route("/openapi.json", get(crate::openapi::serve))
-        .fallback(|| async { Problem::new(RejectCode::NotFound, "no such route") })
-        .layer(middleware::from_fn_with_state(
-            gateway.clone(),
-            authenticate,
-        ))
-        .with_state(gateway)
-}
-
 /// Maps the client certificate to a registered agency. A certificate of an agency the
 /// registry no longer lists stays valid until it expires or is revoked; until then it is
 /// refused here, on every route, rather than trusted for what it once was. Submissions
 /// go on to the pipeline, which refuses them with the same code and records the refusal.
-async fn authenticate(
+pub(crate) async fn authenticate(
     State(gateway): State<Gateway>,
     mut request: Request,
     next: Next,
@@ -107,9 +78,11 @@ fn is_submission(request: &Request) -> bool {
     request.method() == axum::http::Method::POST && request.uri().path() == "/v1/messages"
 }
 
-#[derive(Serialize)]
-struct AcceptedBody {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Accepted)]
+pub(crate) struct AcceptedBody {
     id: Uuid,
+    /// Ledger sequence number of the acceptance
     seq: u64,
     #[serde(with = "time::serde::rfc3339")]
     recorded_at: OffsetDateTime,
@@ -117,12 +90,16 @@ struct AcceptedBody {
     /// The message's case: the one it named or inherited, or the one liaison assigned.
     #[serde(skip_serializing_if = "Option::is_none")]
     caseref: Option<String>,
+    /// The same id and bytes were accepted before; this is that answer
     duplicate: bool,
 }
 
-#[derive(Serialize)]
-struct RecipientBody {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Recipient)]
+pub(crate) struct RecipientBody {
+    #[schema(value_type = String)]
     agency: AgencyCode,
+    #[schema(value_type = RecipientRoleSchema)]
     role: RecipientRole,
 }
 
@@ -142,7 +119,36 @@ fn is_json_media_type(headers: &HeaderMap) -> bool {
     essence == "application/cloudevents+json" || essence == "application/json"
 }
 
-async fn submit(
+/// Submit one CloudEvent
+///
+/// Checked against the catalogue and the routing policy, recorded in the ledger, then
+/// delivered. The same id with the same bytes gets the same answer again; the same id with
+/// other bytes gets 409. A schema violation is 422 with every failing JSON pointer in
+/// `errors`.
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    operation_id = "submitMessage",
+    tag = "messages",
+    request_body(
+        content(
+            (CloudEvent = "application/cloudevents+json"),
+            (CloudEvent = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Accepted: recorded, and going to be delivered", body = AcceptedBody,
+            headers(("Location" = String, description = "The message: /v1/messages/{id}"))),
+        (status = 400, response = Problem),
+        (status = 403, response = Problem),
+        (status = 409, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
+pub(crate) async fn submit(
     State(gateway): State<Gateway>,
     Extension(Caller(sender)): Extension<Caller>,
     headers: HeaderMap,
@@ -250,10 +256,12 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
-#[derive(Serialize)]
-struct MessageBody {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Message)]
+pub(crate) struct MessageBody {
     id: Uuid,
     seq: u64,
+    #[schema(value_type = String)]
     sender: AgencyCode,
     #[serde(rename = "type")]
     type_: String,
@@ -261,7 +269,10 @@ struct MessageBody {
     inreplyto: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
     received_at: OffsetDateTime,
+    #[schema(value_type = Vec<DeliveryStateSchema>)]
     deliveries: Vec<DeliveryState>,
+    /// The event exactly as accepted
+    #[schema(value_type = CloudEvent)]
     event: Box<RawValue>,
 }
 
@@ -296,8 +307,20 @@ pub(crate) async fn visible_message(
     }
 }
 
-/// The message and its delivery states, for its sender and its recipients.
-async fn message(
+/// A message and its delivery states (its sender and recipients only)
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}",
+    operation_id = "getMessage",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message id (UUID)")),
+    responses(
+        (status = 200, description = "The message as recorded", body = MessageBody),
+        (status = 404, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
+pub(crate) async fn message(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(id): Path<String>,
@@ -320,12 +343,16 @@ async fn message(
     }))
 }
 
-#[derive(Deserialize)]
-struct PullQuery {
-    /// Seconds to wait for the first delivery (long poll).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PullQuery {
+    /// Seconds to wait for the first delivery (long poll)
     #[serde(default)]
+    #[param(minimum = 0, default = 0)]
     wait: u64,
+    /// Most deliveries to return
     #[serde(default = "default_max")]
+    #[param(minimum = 1, default = 10)]
     max: usize,
 }
 
@@ -333,12 +360,25 @@ fn default_max() -> usize {
     10
 }
 
-#[derive(Serialize)]
-struct PullBody {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Pulled)]
+pub(crate) struct PullBody {
     deliveries: Vec<PulledDelivery>,
 }
 
-async fn pull(
+/// Pull the caller's deliveries (long poll)
+#[utoipa::path(
+    get,
+    path = "/v1/inbox",
+    operation_id = "pullInbox",
+    tag = "inbox",
+    params(PullQuery),
+    responses(
+        (status = 200, description = "Leased deliveries; acknowledge each", body = PullBody),
+    ),
+    security(("agencyCertificate" = [])),
+)]
+pub(crate) async fn pull(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,
     Query(query): Query<PullQuery>,
@@ -351,7 +391,20 @@ async fn pull(
     Ok(Json(PullBody { deliveries }))
 }
 
-async fn ack(
+/// Acknowledge a pulled delivery
+#[utoipa::path(
+    post,
+    path = "/v1/inbox/{delivery}/ack",
+    operation_id = "ackDelivery",
+    tag = "inbox",
+    params(("delivery" = String, Path, description = "The delivery number from GET /v1/inbox")),
+    responses(
+        (status = 204, description = "Acknowledged and recorded"),
+        (status = 404, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
+pub(crate) async fn ack(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(delivery): Path<String>,
@@ -372,16 +425,39 @@ async fn ack(
     }
 }
 
-#[derive(Serialize)]
-struct SchemaSummary<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SchemaSummary<'a> {
+    /// A message type, e.g. pil.lead.v1
     #[serde(rename = "type")]
     type_: &'a str,
     title: &'a str,
     description: &'a str,
+    /// Its payload schema: /v1/schemas/{type}
     href: String,
 }
 
-async fn schemas(State(gateway): State<Gateway>) -> Json<serde_json::Value> {
+// What `GET /v1/schemas` answers; the handler builds it as JSON around borrowed schemas.
+/// The message catalogue
+#[derive(ToSchema)]
+#[schema(as = Schemas)]
+#[allow(dead_code)] // describes the JSON shape only
+pub(crate) struct SchemasBody {
+    /// The CloudEvents envelope schema (JSON Schema 2020-12)
+    #[schema(value_type = Object)]
+    envelope: serde_json::Value,
+    types: Vec<SchemaSummary<'static>>,
+}
+
+/// The message catalogue: the envelope schema and every type
+#[utoipa::path(
+    get,
+    path = "/v1/schemas",
+    operation_id = "listSchemas",
+    tag = "catalogue",
+    responses((status = 200, description = "The catalogue", body = SchemasBody)),
+    security(("agencyCertificate" = [])),
+)]
+pub(crate) async fn schemas(State(gateway): State<Gateway>) -> Json<serde_json::Value> {
     let catalogue = gateway.pipeline.catalogue();
     let types: Vec<SchemaSummary<'_>> = catalogue
         .types()
@@ -395,7 +471,20 @@ async fn schemas(State(gateway): State<Gateway>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "envelope": catalogue.envelope_schema(), "types": types }))
 }
 
-async fn schema(
+/// The payload (data) schema of one message type
+#[utoipa::path(
+    get,
+    path = "/v1/schemas/{type}",
+    operation_id = "getSchema",
+    tag = "catalogue",
+    params(("type" = String, Path, description = "A message type, e.g. pil.lead.v1")),
+    responses(
+        (status = 200, description = "A JSON Schema 2020-12", body = Object),
+        (status = 404, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
+pub(crate) async fn schema(
     State(gateway): State<Gateway>,
     Path(type_): Path<String>,
 ) -> Result<Json<serde_json::Value>, Problem> {
@@ -407,15 +496,29 @@ async fn schema(
         .ok_or_else(|| Problem::new(RejectCode::NotFound, format!("no message type {type_}")))
 }
 
-#[derive(Serialize)]
-struct TraceBody {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Trace)]
+pub(crate) struct TraceBody {
     key: String,
+    #[schema(value_type = Vec<EntrySchema>)]
     entries: Vec<liaison_core::Entry>,
 }
 
-/// Every ledger entry of a message (and of the messages answering it) or of a case, in
-/// ledger order, for administrators.
-async fn trace(
+/// Every ledger entry of a message (and its answers) or of a case, in ledger order; administrators only
+#[utoipa::path(
+    get,
+    path = "/v1/trace/{key}",
+    operation_id = "getTrace",
+    tag = "audit",
+    params(("key" = String, Path, description = "A message id (UUID) or a case reference")),
+    responses(
+        (status = 200, description = "The trace", body = TraceBody),
+        (status = 403, response = Problem),
+        (status = 404, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
+pub(crate) async fn trace(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(key): Path<String>,

@@ -16,9 +16,11 @@ use liaison_core::AgencyCode;
 use liaison_ledger::Ledger;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::config::InboxConfig;
+use crate::openapi::CloudEvent;
 use crate::problem::{Dependency, Problem};
 
 pub struct Inbox {
@@ -40,8 +42,9 @@ struct Lease {
 }
 
 /// One delivery handed to a pulling client; `event` is the message exactly as accepted.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PulledDelivery {
+    /// Acknowledge with POST /v1/inbox/{delivery}/ack
     pub delivery: i64,
     pub message_id: Option<Uuid>,
     pub seq: Option<u64>,
@@ -52,6 +55,7 @@ pub struct PulledDelivery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caseref: Option<String>,
     pub redelivered: bool,
+    #[schema(value_type = CloudEvent)]
     pub event: Box<RawValue>,
 }
 

@@ -21,6 +21,7 @@ pub mod problem;
 pub mod relay;
 pub mod reopen;
 pub mod revocation;
+pub mod routes;
 pub mod tls;
 
 pub use broker::{Broker, StartError, run};

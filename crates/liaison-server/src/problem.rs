@@ -9,24 +9,75 @@ use axum::response::{IntoResponse, Response};
 use liaison_core::RejectCode;
 use liaison_schema::Violation;
 use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+use utoipa::{ToResponse, ToSchema};
 use uuid::Uuid;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
-#[derive(Clone, Debug, Serialize)]
+/// RFC 9457 problem document
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Problem {
+    /// `urn:liaison:problem:<code>`
     #[serde(rename = "type")]
     pub type_: String,
+    #[schema(value_type = String)]
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// Stable error code; a retired code is never reused
+    #[schema(schema_with = reject_code_schema)]
     pub code: RejectCode,
+    /// Every schema violation, sorted by pointer
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<ViolationSchema>)]
     pub errors: Vec<Violation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<Uuid>,
+    /// The ledger entry that recorded the rejection
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger_seq: Option<u64>,
+}
+
+/// Every [`RejectCode`], so the document lists exactly the codes this broker answers with.
+fn reject_code_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(RejectCode::ALL.iter().map(|code| code.as_str())))
+        .description(Some("Stable error code; a retired code is never reused"))
+        .into()
+}
+
+// How the document describes a `Violation` of `liaison-schema` (which does not depend on
+// utoipa); `routes::tests::described_shapes_match_what_is_served` checks a real one against it.
+/// One way the event fails its schemas
+#[derive(ToSchema)]
+#[schema(as = Violation)]
+#[allow(dead_code)] // describes the JSON shape only
+pub struct ViolationSchema {
+    /// RFC 6901 JSON pointer into the event; for `required` the missing member
+    pointer: String,
+    /// The failing JSON Schema keyword
+    keyword: String,
+    /// Readable; never quotes the value sent
+    message: String,
+}
+
+/// The response every refusal of every route shares: `#/components/responses/Problem`.
+impl<'r> ToResponse<'r> for Problem {
+    fn response() -> (&'r str, RefOr<utoipa::openapi::Response>) {
+        let content = ContentBuilder::new()
+            .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                Problem::name(),
+            ))))
+            .build();
+        let response = ResponseBuilder::new()
+            .description("Refused; `code` says why")
+            .content(PROBLEM_CONTENT_TYPE, content)
+            .build();
+        ("Problem", RefOr::T(response))
+    }
 }
 
 impl Problem {

@@ -1,0 +1,401 @@
+//! The gateway's route table: one list that axum serves and `GET /openapi.json` describes.
+//!
+//! Each handler carries a `#[utoipa::path]` attribute naming its method, path, parameters,
+//! responses and security; `routes!` registers the handler with axum under exactly that
+//! method and path and adds the same operation to the document, so the two cannot drift.
+
+use axum::extract::Extension;
+use axum::http::header;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::{Router, body::Bytes};
+use liaison_core::RejectCode;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::{audit_routes, case_routes};
+use crate::gateway::{self, Gateway};
+use crate::openapi::{self, ApiDoc};
+use crate::problem::Problem;
+
+/// The gateway with its document, its fallback and client authentication in front of
+/// every route. Routes are added in [`routes`], never here.
+pub fn router(gateway: Gateway) -> Router {
+    let (routes, generated) = routes().split_for_parts();
+    let document = openapi::document(generated, gateway.pipeline.catalogue());
+    let document = OpenApiJson(Bytes::from(document.to_string()));
+    routes
+        .fallback(|| async { Problem::new(RejectCode::NotFound, "no such route") })
+        .layer(Extension(document))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            gateway::authenticate,
+        ))
+        .with_state(gateway)
+}
+
+/// Every route of the gateway.
+///
+/// To add a route: write the handler with a `#[utoipa::path(method, path = "...", params(..),
+/// responses(..), security(("agencyCertificate" = [])))]` attribute (any handler here is an
+/// example), then add one line `.routes(routes!(module::handler))` below. Do not use
+/// `.route(..)`: it would serve a path the document does not describe, and
+/// `tests::every_served_route_is_documented` fails on it.
+pub(crate) fn routes() -> OpenApiRouter<Gateway> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(gateway::submit))
+        .routes(routes!(gateway::message))
+        .routes(routes!(audit_routes::proof))
+        .routes(routes!(audit_routes::latest_checkpoint))
+        .routes(routes!(audit_routes::consistency))
+        .routes(routes!(gateway::trace))
+        .routes(routes!(case_routes::list))
+        .routes(routes!(case_routes::case))
+        .routes(routes!(gateway::pull))
+        .routes(routes!(gateway::ack))
+        .routes(routes!(gateway::schemas))
+        .routes(routes!(gateway::schema))
+        .routes(routes!(openapi_json))
+}
+
+/// The complete document, rendered once at start-up: the catalogue it embeds is fixed for
+/// the life of the process.
+#[derive(Clone)]
+struct OpenApiJson(Bytes);
+
+/// This document
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "getOpenApi",
+    tag = "catalogue",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)),
+    security(("agencyCertificate" = [])),
+)]
+async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document.0)
+}
+
+/// The complete document of this route table for `catalogue`, as [`router`] serves it.
+pub fn document(catalogue: &liaison_schema::Catalogue) -> serde_json::Value {
+    openapi::document(routes().into_openapi(), catalogue)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::openapi::{AGENCY_CERTIFICATE, event_component, payload_component};
+
+    fn catalogue() -> liaison_schema::Catalogue {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+        liaison_schema::Catalogue::load(&dir).expect("schemas/ loads")
+    }
+
+    /// `(METHOD, path)` of every handler the axum router holds. axum has no public listing
+    /// of its routes, but its `Debug` output names each route's path (`RouteId(n): "/path"`)
+    /// and each route's method router (`RouteId(n): MethodRouter { get: BoxedHandler,
+    /// post: None, … }`). A change of that format fails the count check below rather than
+    /// passing silently.
+    fn served_operations(router: &Router<Gateway>) -> BTreeSet<(String, String)> {
+        let debug = format!("{router:?}");
+        let main = debug.split(", fallback_router:").next().unwrap_or_default();
+        let mut paths = std::collections::BTreeMap::new();
+        let mut methods = std::collections::BTreeMap::new();
+        for piece in main.split("RouteId(").skip(1) {
+            let Some((id, rest)) = piece.split_once("): ") else {
+                continue;
+            };
+            if let Some(quoted) = rest.strip_prefix('"') {
+                let path = quoted.split('"').next().unwrap_or_default();
+                paths.insert(id.to_owned(), path.to_owned());
+            } else if let Some(fields) = rest.strip_prefix("MethodRouter(MethodRouter { ") {
+                let fields = fields.split(", fallback:").next().unwrap_or_default();
+                let served: Vec<String> = fields
+                    .split(", ")
+                    .filter_map(|field| field.split_once(": "))
+                    .filter(|(_, endpoint)| *endpoint != "None")
+                    .map(|(method, _)| method.to_ascii_uppercase())
+                    .collect();
+                methods.insert(id.to_owned(), served);
+            }
+        }
+        assert_eq!(
+            paths.keys().collect::<Vec<_>>(),
+            methods.keys().collect::<Vec<_>>(),
+            "could not pair the router's paths with its method routers: {debug}"
+        );
+        paths
+            .into_iter()
+            .flat_map(|(id, path)| {
+                methods[&id]
+                    .iter()
+                    .map(move |method| (method.clone(), path.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn documented_operations(document: &Value) -> BTreeSet<(String, String)> {
+        let paths = document["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .expect("path item")
+                    .keys()
+                    .filter(|key| {
+                        [
+                            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+                        ]
+                        .contains(&key.as_str())
+                    })
+                    .map(|method| (method.to_ascii_uppercase(), path.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_served_route_is_documented() {
+        let (router, generated) = routes().split_for_parts();
+        let served = served_operations(&router);
+        assert!(served.len() >= 11, "found only {served:?} in the router");
+        assert!(served.contains(&("POST".into(), "/v1/messages".into())));
+        let documented = documented_operations(&openapi::document(generated, &catalogue()));
+        assert_eq!(served, documented);
+    }
+
+    /// The walk above would miss a route it cannot see: this proves it sees one added
+    /// around the table.
+    #[test]
+    fn the_walk_finds_a_route_added_without_documentation() {
+        let undocumented = routes().route(
+            "/v1/undocumented",
+            axum::routing::get(|| async { "not in the document" }),
+        );
+        let (router, generated) = undocumented.split_for_parts();
+        let served = served_operations(&router);
+        assert!(served.contains(&("GET".into(), "/v1/undocumented".into())));
+        let documented = documented_operations(&openapi::document(generated, &catalogue()));
+        assert_ne!(served, documented);
+    }
+
+    #[test]
+    fn every_operation_requires_the_agency_certificate_and_refuses_with_problems() {
+        let document = document(&catalogue());
+        let problem = json!({"$ref": "#/components/responses/Problem"});
+        for (method, path) in documented_operations(&document) {
+            let operation = &document["paths"][&path][method.to_ascii_lowercase()];
+            let required = json!([{ AGENCY_CERTIFICATE: [] }]);
+            assert_eq!(operation["security"], required, "{method} {path}");
+            let responses = operation["responses"].as_object().expect("responses");
+            for status in openapi::REFUSED_BEFORE_ANY_HANDLER {
+                assert_eq!(responses[status], problem, "{method} {path} {status}");
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(response, &problem, "{method} {path} {status}");
+                }
+            }
+        }
+        assert_eq!(
+            document["components"]["securitySchemes"][AGENCY_CERTIFICATE]["type"],
+            "mutualTLS"
+        );
+        let codes = document["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+            .as_array()
+            .expect("code enum")
+            .len();
+        assert_eq!(codes, RejectCode::ALL.len());
+    }
+
+    #[test]
+    fn every_type_is_an_event_with_its_own_data_schema() {
+        let catalogue = catalogue();
+        let document = document(&catalogue);
+        let schemas = &document["components"]["schemas"];
+        let events = schemas["CloudEvent"]["oneOf"].as_array().expect("oneOf");
+        assert_eq!(events.len(), catalogue.types().count());
+        for message_type in catalogue.types() {
+            let event = &schemas[event_component(&message_type.name)];
+            assert_eq!(
+                event["properties"]["type"]["const"],
+                json!(message_type.name)
+            );
+            assert_eq!(
+                schemas[payload_component(&message_type.name)],
+                message_type.schema
+            );
+            for attribute in &message_type.info.requires {
+                assert!(
+                    event["required"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!(attribute)),
+                    "{}: {attribute}",
+                    message_type.name
+                );
+            }
+        }
+        assert_eq!(document["openapi"], "3.1.0");
+        assert_eq!(document["jsonSchemaDialect"], liaison_schema::DRAFT_2020_12);
+        let submit = &document["paths"]["/v1/messages"]["post"]["requestBody"]["content"];
+        for media_type in ["application/cloudevents+json", "application/json"] {
+            assert_eq!(
+                submit[media_type]["schema"],
+                json!({"$ref": "#/components/schemas/CloudEvent"})
+            );
+        }
+    }
+
+    /// Every `$ref` of the document that points into it resolves.
+    #[test]
+    fn internal_references_resolve() {
+        let document = document(&catalogue());
+        let mut references = Vec::new();
+        collect_refs(&document, &mut references);
+        assert!(references.len() > 20, "{references:?}");
+        for reference in references {
+            let Some(pointer) = reference.strip_prefix('#') else {
+                continue;
+            };
+            assert!(document.pointer(pointer).is_some(), "{reference}");
+        }
+    }
+
+    fn collect_refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(members) => {
+                for (key, member) in members {
+                    match (key.as_str(), member) {
+                        ("$ref", Value::String(target)) => out.push(target.clone()),
+                        _ => collect_refs(member, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| collect_refs(item, out)),
+            _ => {}
+        }
+    }
+
+    /// A validator for one component of the document, with the catalogue's formats.
+    fn component_validator(document: &Value, component: &str) -> jsonschema::Validator {
+        let schema = json!({
+            "$schema": liaison_schema::DRAFT_2020_12,
+            "$ref": format!("#/components/schemas/{component}"),
+            "components": document["components"].clone(),
+        });
+        jsonschema::draft202012::options()
+            .with_format("cn-resident-id", liaison_schema::formats::is_resident_id)
+            .with_format(
+                "cn-uscc",
+                liaison_schema::formats::is_unified_social_credit_code,
+            )
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("{component} compiles: {e}"))
+    }
+
+    /// The document's event schemas accept the catalogue's valid examples and refuse one
+    /// without its type's required envelope attribute, under a plain JSON Schema validator.
+    #[test]
+    fn event_schemas_validate_the_examples_on_their_own() {
+        let catalogue = catalogue();
+        let document = document(&catalogue);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+        let examples = liaison_schema::load_examples(&dir).expect("examples load");
+        let mut checked = 0;
+        for example in examples
+            .iter()
+            .filter(|e| e.expectation == liaison_schema::Expectation::Valid)
+        {
+            let type_name = example.event["type"].as_str().unwrap();
+            let validator = component_validator(&document, &event_component(type_name));
+            assert!(
+                validator.is_valid(&example.event),
+                "{}",
+                example.path.display()
+            );
+            let mut stripped = example.event.clone();
+            if let Some(attribute) = catalogue.get(type_name).unwrap().info.requires.first() {
+                stripped.as_object_mut().unwrap().remove(attribute);
+                assert!(!validator.is_valid(&stripped), "{}", example.path.display());
+            }
+            checked += 1;
+        }
+        assert!(checked >= 19, "{checked}");
+    }
+
+    /// The schemas written for types of other crates describe what those types serialise to.
+    #[test]
+    fn described_shapes_match_what_is_served() {
+        use time::macros::datetime;
+
+        let document = document(&catalogue());
+        let at = datetime!(2026-01-02 03:04:05 UTC);
+        let agency: liaison_core::AgencyCode =
+            liaison_core::AgencyCode::new("cityhall").expect("agency code");
+        let checkpoint = liaison_ledger::StoredCheckpoint {
+            tree_size: 3,
+            root_hash: [7; 32],
+            signed_at: at,
+            note: "liaison\n3\nBwc=\n".into(),
+        };
+        let delivery = liaison_ledger::DeliveryState {
+            delivery_id: 1,
+            recipient: agency.clone(),
+            role: liaison_core::RecipientRole::Cc,
+            state: "pending".into(),
+            attempts: 0,
+            dispatched_at: None,
+            acknowledged_at: Some(at),
+            last_error: None,
+        };
+        let rejected =
+            Problem::new(RejectCode::PayloadInvalid, "payload invalid").with_errors(vec![
+                liaison_schema::Violation {
+                    pointer: "/data/name".into(),
+                    keyword: "required".into(),
+                    message: "missing".into(),
+                },
+            ]);
+        let entry = liaison_core::Entry {
+            seq: 4,
+            at,
+            kind: liaison_core::EntryKind::MessageAccepted,
+            message: Some(uuid::Uuid::nil()),
+            caseref: None,
+            agency: Some(agency.clone()),
+            detail: json!({"recipients": []}),
+        };
+        let samples = [
+            ("Checkpoint", serde_json::to_value(&checkpoint).unwrap()),
+            ("Entry", serde_json::to_value(&entry).unwrap()),
+            ("DeliveryState", serde_json::to_value(&delivery).unwrap()),
+            ("Problem", serde_json::to_value(&rejected).unwrap()),
+            (
+                "Problem",
+                serde_json::to_value(Problem::new(RejectCode::NotFound, "none")).unwrap(),
+            ),
+        ];
+        for (component, sample) in samples {
+            let validator = component_validator(&document, component);
+            let errors: Vec<String> = validator
+                .iter_errors(&sample)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{component}: {errors:?} for {sample}");
+        }
+        let unknown_code = json!({
+            "type": "urn:liaison:problem:nope", "title": "t", "status": 400,
+            "detail": "d", "code": "nope"
+        });
+        assert!(!component_validator(&document, "Problem").is_valid(&unknown_code));
+    }
+}
