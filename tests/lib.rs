@@ -76,6 +76,7 @@ impl World {
             tls_dir: pki_dir.path().to_owned(),
             registry: root.join("deploy/demo/agencies.toml"),
             policy: root.join("deploy/demo/policy.toml"),
+            lifecycle: root.join("deploy/demo/lifecycle.toml"),
             schemas: root.join("schemas"),
             ..Config::default()
         };

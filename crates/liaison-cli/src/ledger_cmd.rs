@@ -73,7 +73,7 @@ fn pki_key(config: &Config) -> anyhow::Result<[u8; 32]> {
         .context("the ledger public key of the PKI (--public-key FILE to name another)")
 }
 
-fn progress_bar(total: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress_bar(total: u64, what: &str) -> ProgressBar {
     // indicatif draws on stderr only when it is a terminal: logs and pipes stay clean.
     let bar = ProgressBar::new(total);
     if let Ok(style) =

@@ -4,6 +4,7 @@
 pub mod amqp_defs;
 pub mod bench;
 pub mod calendar_cmd;
+pub mod cases_cmd;
 pub mod client;
 pub mod deadletters;
 pub mod demo;

@@ -102,6 +102,13 @@ enum Command {
         url: Option<String>,
     },
     /// The ledger entries of a message id or a case reference, in order.
+    /// Cases: show one, list them, or replay them from the ledger's entries.
+    Cases {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: liaison_cli::cases_cmd::CasesCommand,
+    },
     Trace {
         #[command(flatten)]
         config: ConfigArg,
@@ -443,6 +450,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::to_string_pretty(&answer.body)?
             );
             anyhow::ensure!(answer.status == 202, "not accepted");
+        }
+        Command::Cases { config, command } => {
+            let config = config.load()?;
+            liaison_cli::cases_cmd::run(&config, command).await?;
         }
         Command::Trace { config, key, json } => {
             let config = config.load()?;

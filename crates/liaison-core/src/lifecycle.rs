@@ -138,6 +138,10 @@ pub struct ThreadStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     pub to: String,
+    /// `to` is a closed state of the flow (recorded so that a replay of the entries alone
+    /// knows which matters are closed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 impl ThreadStep {
@@ -711,6 +715,7 @@ to = "filed"
             flow: "transfer".into(),
             from: None,
             to: "transferred".into(),
+            closed: false,
         };
         assert!(opened.is_transition());
         let joined = ThreadStep {

@@ -228,6 +228,36 @@ impl Ledger {
         crate::cases::list(&self.inner.pool, filter).await
     }
 
+    /// Rebuilds every case from the ledger's entries and compares the result with the live
+    /// case tables; `progress` is told how many entries were read.
+    pub async fn replay_cases(
+        &self,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<crate::CaseReplayReport, LedgerError> {
+        let mut conn = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(LedgerError::query("connecting to replay cases"))?;
+        let replay = crate::case_replay::fold_database(&mut conn, progress).await?;
+        drop(conn);
+        replay.compare(&self.inner.pool).await
+    }
+
+    /// Compares a fold made elsewhere (from an export) with the live case tables.
+    pub async fn compare_cases(
+        &self,
+        replay: &crate::CaseReplay,
+    ) -> Result<crate::CaseReplayReport, LedgerError> {
+        replay.compare(&self.inner.pool).await
+    }
+
+    /// Replaces the case tables with the fold of the ledger's entries.
+    pub async fn rebuild_cases(&self) -> Result<crate::CaseReplayReport, LedgerError> {
+        crate::case_replay::rebuild(&self.inner.pool).await
+    }
+
     /// Whether `agency` sent or was routed an accepted message of case `caseref`.
     pub async fn is_case_party(
         &self,

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod admin;
+mod case_replay;
 mod cases;
 mod checkpoints;
 mod committer;
@@ -19,6 +20,7 @@ mod tree;
 pub mod verify;
 
 pub use admin::{drop_database, ensure_database};
+pub use case_replay::{CaseDifference, CaseReplay, CaseReplayReport};
 pub use cases::{CaseFilter, CaseMessage, CasePage, CaseParty, CaseSummary, CaseThread, CaseView};
 pub use checkpoints::{Checkpointer, StoredCheckpoint};
 pub use config::LedgerConfig;

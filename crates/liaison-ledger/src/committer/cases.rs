@@ -156,6 +156,7 @@ impl CaseBook {
                     flow: opening.flow.clone(),
                     from: None,
                     to: opening.initial.clone(),
+                    closed: opening.closed,
                 }),
                 closes: opening.closed,
             }));
@@ -182,6 +183,7 @@ impl CaseBook {
                     flow: thread.flow.clone(),
                     from: Some(thread.state.clone()),
                     to: moved.map_or_else(|| thread.state.clone(), |m| m.to.clone()),
+                    closed: moved.map_or(thread.closed, |m| m.closes),
                 }),
                 closes: moved.map_or(thread.closed, |m| m.closes),
             })),
@@ -198,6 +200,7 @@ impl CaseBook {
                     flow: invalid.flow.clone(),
                     from: Some(invalid.state.clone()),
                     to: invalid.state,
+                    closed: thread.closed,
                 }),
             }),
         }

@@ -5,7 +5,8 @@ mod cases;
 mod plan;
 mod store;
 
-pub(crate) use store::SEQUENCE_LOCK;
+pub(crate) use cases::{CaseMessageRow, CaseRow, CaseWrites, ThreadRow};
+pub(crate) use store::{SEQUENCE_LOCK, write_cases};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
