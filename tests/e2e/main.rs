@@ -4,6 +4,7 @@
 mod answers;
 mod audit;
 mod auth;
+mod cases;
 mod catalogue;
 mod crash;
 mod deadletter;

@@ -204,11 +204,9 @@ pub fn render_case(case: &CaseView) -> String {
             .collect();
         let step = match &m.case {
             Some(step) if step.from.is_none() => format!("  ⇒ {} {}", step.flow, step.to),
-            Some(step) if step.is_transition() => format!(
-                "  {} → {}",
-                step.from.as_deref().unwrap_or("-"),
-                step.to
-            ),
+            Some(step) if step.is_transition() => {
+                format!("  {} → {}", step.from.as_deref().unwrap_or("-"), step.to)
+            }
             _ => String::new(),
         };
         out.push_str(&format!(

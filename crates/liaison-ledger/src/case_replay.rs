@@ -206,11 +206,12 @@ impl CaseReplay {
             &missing,
             &mut found,
         );
-        let counters = |c: &BTreeMap<(String, i32), i64>| -> BTreeMap<(String, i32), (String, i64)> {
-            c.iter()
-                .map(|(k, v)| (k.clone(), (format!("{}-{}", k.0, k.1), *v)))
-                .collect()
-        };
+        let counters =
+            |c: &BTreeMap<(String, i32), i64>| -> BTreeMap<(String, i32), (String, i64)> {
+                c.iter()
+                    .map(|(k, v)| (k.clone(), (format!("{}-{}", k.0, k.1), *v)))
+                    .collect()
+            };
         diff(
             &counters(&self.counters),
             &counters(&live.counters),
@@ -364,7 +365,9 @@ pub(crate) async fn fold_database(
         .await
         .map_err(LedgerError::query("reading entries to replay cases"))?;
         for row in &rows {
-            let seq: i64 = row.try_get("seq").map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            let seq: i64 = row
+                .try_get("seq")
+                .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
             let bytes: Vec<u8> = row
                 .try_get("entry")
                 .map_err(|e| LedgerError::Corrupt(e.to_string()))?;

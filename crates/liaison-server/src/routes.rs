@@ -14,10 +14,10 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{audit_routes, case_routes};
 use crate::gateway::{self, Gateway};
 use crate::openapi::{self, ApiDoc};
 use crate::problem::Problem;
+use crate::{audit_routes, case_routes};
 
 /// The gateway with its document, its fallback and client authentication in front of
 /// every route. Routes are added in [`routes`], never here.

@@ -289,7 +289,10 @@ INSERT INTO case_counters (prefix, year, last) \
 SELECT * FROM UNNEST($19::text[], $20::int[], $21::bigint[]) \
 ON CONFLICT (prefix, year) DO UPDATE SET last = EXCLUDED.last";
 
-pub(crate) async fn write_cases(conn: &mut PgConnection, writes: &CaseWrites) -> Result<(), LedgerError> {
+pub(crate) async fn write_cases(
+    conn: &mut PgConnection,
+    writes: &CaseWrites,
+) -> Result<(), LedgerError> {
     if writes.is_empty() {
         return Ok(());
     }
