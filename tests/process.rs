@@ -58,6 +58,7 @@ impl BrokerProcess {
             .env("LIAISON_TLS_DIR", &c.tls_dir)
             .env("LIAISON_REGISTRY", &c.registry)
             .env("LIAISON_POLICY", &c.policy)
+            .env("LIAISON_LIFECYCLE", &c.lifecycle)
             .env("LIAISON_SCHEMAS", &c.schemas)
             .stdout(Stdio::null())
             .spawn()
