@@ -31,6 +31,8 @@ pub struct ScenarioReport {
     pub receipt_id: Uuid,
     pub receipt_seq: u64,
     pub trace: Vec<Entry>,
+    /// The scenario's cases with their states and timelines, as `liaison cases show` prints them.
+    pub cases: String,
 }
 
 /// Prepares everything the demo needs on this machine: services, database, PKI.
@@ -143,6 +145,7 @@ pub async fn run(mut config: Config, once: bool) -> anyhow::Result<()> {
                 report.caseref,
                 render_text(&report.trace)
             );
+            println!("Cases:\n{}", report.cases);
             println!("✓ demo scenario passed");
         }
         Err(e) => println!("✗ demo scenario failed: {e:#}"),
@@ -470,6 +473,27 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     println!("✓ 6. ledger: {} entries for case {caseref}", trace.len());
+
+    // 7. Each matter is a case with a state: the lead was received by its addressee, the
+    //    transfer awaits the police's filing decision.
+    let mut cases = String::new();
+    for (case, expected) in [
+        (caseref.clone(), "received"),
+        (format!("{caseref}-XF"), "transferred"),
+    ] {
+        let view = ledger
+            .case(&case)
+            .await?
+            .ok_or_else(|| anyhow!("step 7: no case {case}"))?;
+        ensure!(
+            view.state.as_deref() == Some(expected),
+            "step 7: case {case} is {:?}, expected {expected}",
+            view.state
+        );
+        cases.push_str(&crate::cases_cmd::render_case(&view));
+        cases.push('\n');
+    }
+    println!("✓ 7. cases: the lead is received, the transfer is transferred (awaiting the police's filing decision)");
     bus.close().await;
     Ok(ScenarioReport {
         caseref,
@@ -478,5 +502,6 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
         receipt_id,
         receipt_seq,
         trace,
+        cases,
     })
 }
