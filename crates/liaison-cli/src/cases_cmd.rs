@@ -44,6 +44,12 @@ pub enum CasesCommand {
         #[arg(long, conflicts_with = "export")]
         rebuild: bool,
     },
+    /// Prints the flows of the lifecycle file as Markdown with state diagrams; with
+    /// `--write FILE`, replaces the generated section of that file (docs/cases.md).
+    Diagrams {
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
 }
 
 fn agency_code(s: &str) -> Result<AgencyCode, String> {
@@ -51,8 +57,29 @@ fn agency_code(s: &str) -> Result<AgencyCode, String> {
 }
 
 pub async fn run(config: &Config, command: CasesCommand) -> anyhow::Result<()> {
+    if let CasesCommand::Diagrams { write } = &command {
+        let lifecycle = liaison_core::Lifecycle::load(&config.lifecycle)?;
+        match write {
+            None => print!("{}", lifecycle.markdown()),
+            Some(path) => {
+                let doc = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let updated = lifecycle.splice_into(&doc).with_context(|| {
+                    format!("{} lacks the generated-section markers", path.display())
+                })?;
+                std::fs::write(path, updated)?;
+                println!(
+                    "✓ {} updated from {}",
+                    path.display(),
+                    config.lifecycle.display()
+                );
+            }
+        }
+        return Ok(());
+    }
     let ledger = crate::open_ledger(config).await?;
     match command {
+        CasesCommand::Diagrams { .. } => unreachable!("handled above"),
         CasesCommand::Show { caseref, json } => {
             let case = ledger
                 .case(&caseref)

@@ -493,7 +493,9 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
         cases.push_str(&crate::cases_cmd::render_case(&view));
         cases.push('\n');
     }
-    println!("✓ 7. cases: the lead is received, the transfer is transferred (awaiting the police's filing decision)");
+    println!(
+        "✓ 7. cases: the lead is received, the transfer is transferred (awaiting the police's filing decision)"
+    );
     bus.close().await;
     Ok(ScenarioReport {
         caseref,

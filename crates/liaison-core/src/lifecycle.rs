@@ -24,6 +24,10 @@ use uuid::Uuid;
 
 use crate::policy::Condition;
 
+/// Markers around the section of docs/cases.md generated from the lifecycle file.
+pub const DOC_BEGIN: &str = "<!-- generated from deploy/demo/lifecycle.toml: begin -->";
+pub const DOC_END: &str = "<!-- generated from deploy/demo/lifecycle.toml: end -->";
+
 /// The checked lifecycle file.
 #[derive(Clone, Debug, Default)]
 pub struct Lifecycle {
@@ -434,6 +438,42 @@ impl Lifecycle {
             steps,
             informational: self.is_informational(type_),
         }
+    }
+
+    /// The section of docs/cases.md drawn from this file: per flow, its title, what opens
+    /// it, its closed states and its state diagram.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        for flow in &self.flows {
+            out.push_str(&format!(
+                "### `{}` — {}\n\nOpened by `{}`; closed in {}.\n\n```mermaid\n{}```\n\n",
+                flow.name,
+                flow.title,
+                flow.opened_by,
+                flow.closed
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Self::mermaid(flow)
+            ));
+        }
+        out.push_str(&format!(
+            "Informational in every state (they never move a matter): {}.\n",
+            self.informational
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        out
+    }
+
+    /// Replaces the generated section of `doc` (between [`DOC_BEGIN`] and [`DOC_END`]).
+    pub fn splice_into(&self, doc: &str) -> Option<String> {
+        let start = doc.find(DOC_BEGIN)? + DOC_BEGIN.len();
+        let end = doc.find(DOC_END)?;
+        (start <= end).then(|| format!("{}\n{}{}", &doc[..start], self.markdown(), &doc[end..]))
     }
 
     /// The flow as a Mermaid state diagram, for docs/cases.md.
