@@ -628,3 +628,71 @@ async fn every_flow_walks_to_its_end_and_the_case_tables_rebuild_from_the_entrie
     broker.shutdown(Duration::from_secs(5)).await;
     world.cleanup().await;
 }
+
+#[tokio::test]
+async fn every_answer_type_refuses_an_original_of_a_type_it_does_not_answer() {
+    let world = World::new().await;
+    let broker = world.start().await;
+    let catalogue = liaison_schema::Catalogue::load(&repo_root().join("schemas")).unwrap();
+    let gov = world.client(&broker, "gov");
+
+    let mut checked = Vec::new();
+    for message_type in catalogue.types() {
+        let answers: Vec<&str> = message_type.schema["x-liaison"]["answers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if answers.is_empty() || answers.contains(&"*") {
+            continue;
+        }
+        // The answer's sender, as its own example names it.
+        let dir = repo_root().join(format!("schemas/{}/valid", message_type.name));
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let example: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(&files[0])).unwrap()).unwrap();
+        let sender = example["source"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("urn:liaison:agency:")
+            .to_owned();
+        // A notification addressed to that sender: an original it may answer, of a type
+        // no answer type answers.
+        let notification = event(
+            "case.notification.v1",
+            "suspect-arrested.json",
+            "gov",
+            None,
+            Some(&[sender.as_str()]),
+        );
+        accepted(&gov, &notification).await;
+        let answer = event(
+            &message_type.name,
+            &files[0],
+            &sender,
+            Some(&notification),
+            None,
+        );
+        let refused = world
+            .client(&broker, &sender)
+            .submit(&answer)
+            .await
+            .unwrap();
+        assert_eq!(
+            (refused.status, refused.body["code"].as_str()),
+            (422, Some("answer_type_mismatch")),
+            "{} from {sender}: {}",
+            message_type.name,
+            refused.body
+        );
+        assert!(refused.body["ledger_seq"].as_u64().is_some());
+        checked.push(message_type.name.clone());
+    }
+    assert!(checked.len() >= 15, "{checked:?}");
+
+    broker.shutdown(Duration::from_secs(5)).await;
+    world.cleanup().await;
+}
