@@ -22,7 +22,7 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn base_database_url() -> String {
+pub fn base_database_url() -> String {
     std::env::var("LIAISON_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -42,12 +42,15 @@ pub fn rabbitmqctl(args: &[&str]) {
     process::service_command("rabbitmqctl", args);
 }
 
-/// One isolated world for one test: database, virtual host, PKI, configuration.
+/// One isolated world for one test: database, virtual host, PKI, configuration. Dropped,
+/// it removes its virtual host and database even when the test panicked before
+/// [`World::cleanup`].
 pub struct World {
     pub config: Config,
     pub vhost: String,
     pub database: String,
     _pki: tempfile::TempDir,
+    cleaned: bool,
 }
 
 impl World {
@@ -87,6 +90,7 @@ impl World {
             vhost,
             database,
             _pki: pki_dir,
+            cleaned: false,
         }
     }
 
@@ -139,12 +143,35 @@ impl World {
         .expect("ledger of the test database")
     }
 
-    /// Removes the virtual host and the database (best effort: a failed test keeps its
-    /// database for inspection only if it panics before getting here).
-    pub async fn cleanup(self) {
+    /// Removes the virtual host and the database (best effort).
+    pub async fn cleanup(mut self) {
         let _ = Command::new("rabbitmqctl")
             .args(["delete_vhost", &self.vhost])
             .output();
         let _ = liaison_ledger::drop_database(&self.config.database_url).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for World {
+    /// A test that panicked never reached `cleanup`: remove what it made all the same. The
+    /// database is dropped from a thread with a runtime of its own, since this may run
+    /// inside the test's runtime, which cannot be blocked on.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.vhost])
+            .output();
+        let url = self.config.database_url.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(liaison_ledger::drop_database(&url)).ok()
+        })
+        .join();
     }
 }

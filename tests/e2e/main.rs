@@ -21,3 +21,4 @@ mod refusals;
 mod revocation;
 mod supervision;
 mod trace;
+mod world;
