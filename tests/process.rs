@@ -56,9 +56,15 @@ impl BrokerProcess {
             .env("LIAISON_LISTEN", format!("127.0.0.1:{https_port}"))
             .env("LIAISON_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
             .env("LIAISON_TLS_DIR", &c.tls_dir)
-            .env("LIAISON_REGISTRY", &c.registry)
-            .env("LIAISON_POLICY", &c.policy)
-            .env("LIAISON_SCHEMAS", &c.schemas)
+            .envs(
+                [
+                    ("LIAISON_REGISTRY", &c.registry),
+                    ("LIAISON_POLICY", &c.policy),
+                    ("LIAISON_SCHEMAS", &c.schemas),
+                ]
+                .into_iter()
+                .filter_map(|(name, path)| Some((name, path.as_ref()?))),
+            )
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn liaison serve");

@@ -79,7 +79,7 @@ impl Report {
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            agencies: liaison_core::Registry::load(&world.config.registry)
+            agencies: world.config.load_registry()
                 .map(|r| r.len())
                 .unwrap_or(0),
             liaison: env!("CARGO_PKG_VERSION"),
