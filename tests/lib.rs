@@ -119,14 +119,14 @@ impl World {
 
     pub async fn bus(&self) -> Bus {
         Bus::connect(self.config.bus_config())
-        .await
-        .expect("RabbitMQ connection to the test virtual host")
+            .await
+            .expect("RabbitMQ connection to the test virtual host")
     }
 
     pub async fn ledger(&self) -> Ledger {
         Ledger::open(self.config.ledger_config(), Arc::new(SystemClock))
-        .await
-        .expect("ledger of the test database")
+            .await
+            .expect("ledger of the test database")
     }
 
     /// Removes the virtual host and the database (best effort: a failed test keeps its

@@ -33,8 +33,8 @@ fn main() {
 
 /// Files under `dir`, hidden ones excluded, as the catalogue reads them.
 fn collect(dir: &Path, prefix: &str, files: &mut Vec<(String, PathBuf)>) {
-    let entries = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
     for entry in entries {
         let entry = entry.expect("directory entry");
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -5,6 +5,7 @@ mod answers;
 mod audit;
 mod auth;
 mod catalogue;
+mod config;
 mod crash;
 mod deadletter;
 mod forged_dead_letters;

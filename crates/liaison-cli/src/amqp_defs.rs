@@ -82,9 +82,24 @@ pub fn run(args: &DefinitionsArgs, registry: &Registry, config: &Config) -> anyh
     // The broker declares its queues with its own configuration; RabbitMQ refuses to
     // redeclare a queue with other arguments, so a difference stops the broker at start.
     let differences = [
-        ("--delivery-limit", "bus.delivery_limit", u64::from(settings.delivery_limit), u64::from(config.bus.delivery_limit)),
-        ("--intake-max-length", "intake.queue_max_length", u64::from(settings.intake.max_length), u64::from(config.intake.queue_max_length)),
-        ("--intake-max-bytes", "intake.queue_max_bytes", settings.intake.max_bytes, config.intake.queue_max_bytes),
+        (
+            "--delivery-limit",
+            "bus.delivery_limit",
+            u64::from(settings.delivery_limit),
+            u64::from(config.bus.delivery_limit),
+        ),
+        (
+            "--intake-max-length",
+            "intake.queue_max_length",
+            u64::from(settings.intake.max_length),
+            u64::from(config.intake.queue_max_length),
+        ),
+        (
+            "--intake-max-bytes",
+            "intake.queue_max_bytes",
+            settings.intake.max_bytes,
+            config.intake.queue_max_bytes,
+        ),
     ];
     for (flag, key, given, configured) in differences {
         if given != configured {
@@ -451,7 +466,10 @@ mod tests {
             None,
             [
                 ("LIAISON_BUS__DELIVERY_LIMIT".to_owned(), "7".to_owned()),
-                ("LIAISON_INTAKE__QUEUE_MAX_LENGTH".to_owned(), "99".to_owned()),
+                (
+                    "LIAISON_INTAKE__QUEUE_MAX_LENGTH".to_owned(),
+                    "99".to_owned(),
+                ),
                 ("LIAISON_INTAKE__USER_PREFIX".to_owned(), "org-".to_owned()),
             ],
         )
@@ -471,7 +489,10 @@ mod tests {
         let d = build(&args, &registry, &config);
         let queues = d.document["queues"].as_array().unwrap();
         let queue = |name: &str| queues.iter().find(|q| q["name"] == name).unwrap();
-        assert_eq!(queue("liaison.agency.eco")["arguments"]["x-delivery-limit"], 7);
+        assert_eq!(
+            queue("liaison.agency.eco")["arguments"]["x-delivery-limit"],
+            7
+        );
         assert_eq!(queue("liaison.intake")["arguments"]["x-delivery-limit"], 7);
         assert_eq!(queue("liaison.intake")["arguments"]["x-max-length"], 99);
         let users = d.document["users"].as_array().unwrap();

@@ -619,7 +619,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schemas {
             command: SchemasCommand::Export { out },
         } => {
-            let occupied = std::fs::read_dir(&out).is_ok_and(|mut entries| entries.next().is_some());
+            let occupied =
+                std::fs::read_dir(&out).is_ok_and(|mut entries| entries.next().is_some());
             anyhow::ensure!(
                 !occupied,
                 "{} is not empty: export into a new directory, so that no edited file is replaced",

@@ -442,11 +442,7 @@ impl Config {
     pub fn load_policy(&self, registry: &Registry) -> Result<Policy, PolicyLoadError> {
         match &self.policy {
             Some(path) => Policy::load(path, registry),
-            None => Policy::from_toml(
-                defaults::POLICY.text,
-                &defaults::POLICY.origin(),
-                registry,
-            ),
+            None => Policy::from_toml(defaults::POLICY.text, &defaults::POLICY.origin(), registry),
         }
     }
 
@@ -586,9 +582,8 @@ impl Layered {
     /// it came from: `default`, the file's path, or the environment variable's name.
     pub fn show(&self) -> String {
         let shown = toml::Table::try_from(self.config.masked()).unwrap_or_default();
-        let mut out = String::from(
-            "# The configuration in effect; after each value, where it came from.\n",
-        );
+        let mut out =
+            String::from("# The configuration in effect; after each value, where it came from.\n");
         self.render(&mut out, &shown, &mut Vec::new(), &defaults_table());
         out
     }
@@ -730,7 +725,10 @@ mod tests {
         assert_eq!(config.ops_listen.port(), 2);
         assert_eq!(config.database_url, "postgres://x@db/y");
         assert_eq!(config.relay.max_attempts, 5);
-        assert_eq!(config.relay.batch, 7, "the file's value beside the variable");
+        assert_eq!(
+            config.relay.batch, 7,
+            "the file's value beside the variable"
+        );
         assert_eq!(config.bus_config().delivery_limit, 7);
         assert_eq!(config.ledger_config().max_connections, 3);
         assert_eq!(config.ledger_config().database_url, "postgres://x@db/y");
@@ -802,7 +800,10 @@ mod tests {
         let err = Config::load(Some(&path), []).unwrap_err().to_string();
         assert!(err.contains("idle_timeout"), "{err}");
         let (_dir, path) = file("[limits]\nidle_timeout = 1000\n");
-        assert!(Config::load(Some(&path), []).is_err(), "a bare number has no unit");
+        assert!(
+            Config::load(Some(&path), []).is_err(),
+            "a bare number has no unit"
+        );
         // Printed the same way, so that what `config show` prints loads again.
         let shown = Config::default().redacted();
         assert!(shown.contains("lease = \"30s\""), "{shown}");
@@ -814,19 +815,24 @@ mod tests {
 
     #[test]
     fn show_names_where_each_value_came_from_with_passwords_masked() {
-        let (_dir, path) = file(
-            "amqp_url = \"amqp://broker:s3cret@mq:5672/%2f\"\n[relay]\nbatch = 9\n",
-        );
+        let (_dir, path) =
+            file("amqp_url = \"amqp://broker:s3cret@mq:5672/%2f\"\n[relay]\nbatch = 9\n");
         let layered = Config::layered(
             Some(&path),
             env(&[
                 ("LIAISON_RELAY__MAX_ATTEMPTS", "4"),
-                ("LIAISON_DATABASE_URL", "postgres://liaison:hunter2@db/ledger"),
+                (
+                    "LIAISON_DATABASE_URL",
+                    "postgres://liaison:hunter2@db/ledger",
+                ),
             ]),
         )
         .unwrap();
         let shown = layered.show();
-        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
         let line = |prefix: &str| {
             shown
                 .lines()
@@ -876,8 +882,17 @@ mod tests {
         let config = Config::default();
         let registry = config.load_registry().unwrap();
         config.load_policy(&registry).unwrap();
-        assert!(config.load_catalogue().unwrap().get("pil.lead.v1").is_some());
-        assert_eq!(config.registry_origin(), "built-in deploy/demo/agencies.toml");
+        assert!(
+            config
+                .load_catalogue()
+                .unwrap()
+                .get("pil.lead.v1")
+                .is_some()
+        );
+        assert_eq!(
+            config.registry_origin(),
+            "built-in deploy/demo/agencies.toml"
+        );
 
         let (_dir, path) = file("[[agencies]]\ncode = \"x\"\n");
         let config = Config::load(

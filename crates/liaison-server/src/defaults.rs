@@ -76,7 +76,6 @@ mod tests {
     #[test]
     fn the_built_in_demo_files_load() {
         let registry = liaison_core::Registry::from_toml(REGISTRY.text, &REGISTRY.origin());
-        liaison_core::Policy::from_toml(POLICY.text, &POLICY.origin(), &registry.unwrap())
-            .unwrap();
+        liaison_core::Policy::from_toml(POLICY.text, &POLICY.origin(), &registry.unwrap()).unwrap();
     }
 }
