@@ -358,9 +358,34 @@ pub enum ConfigError {
 
 impl From<figment::Error> for ConfigError {
     fn from(error: figment::Error) -> Self {
-        let faults: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
+        let faults: Vec<String> = error.into_iter().map(|e| describe(&e)).collect();
         ConfigError::Invalid(faults.join("\n"))
     }
+}
+
+/// One fault as `WHERE: KEY: what is wrong`, WHERE being the file or the variable.
+fn describe(error: &figment::Error) -> String {
+    let key = error.path.join(".");
+    let whence = match &error.metadata {
+        Some(metadata) if metadata.name == ENV_LAYER && !error.path.is_empty() => {
+            return format!(
+                "{}: {}",
+                metadata.interpolate(&Profile::Default, &error.path),
+                error.kind
+            );
+        }
+        Some(Metadata {
+            source: Some(Source::File(path)),
+            ..
+        }) => path.display().to_string(),
+        Some(metadata) => metadata.name.to_string(),
+        None => String::new(),
+    };
+    [whence, key, error.kind.to_string()]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Environment variables that configure liaison start with this.
@@ -757,7 +782,10 @@ mod tests {
         let err = Config::load(None, env(&[("LIAISON_RELAY__MAX_ATTEMPTS", "many")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("LIAISON_RELAY__MAX_ATTEMPTS"), "{err}");
+        assert!(
+            err.contains("LIAISON_RELAY__MAX_ATTEMPTS: invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -771,7 +799,8 @@ mod tests {
         // The old millisecond keys are gone.
         let (_dir, path) = file("[relay]\nlease_ms = 1000\n");
         let err = Config::load(Some(&path), []).unwrap_err().to_string();
-        assert!(err.contains("lease_ms"), "{err}");
+        let named = format!("{}: relay.lease_ms: unknown field", path.display());
+        assert!(err.contains(&named), "{err}");
         let err = Config::load(None, env(&[("LIAISON_RELAY__MAX_ATTEMTPS", "3")]))
             .unwrap_err()
             .to_string();
