@@ -258,10 +258,7 @@ impl Lifecycle {
             let line = line_of(text, spanned.span().start);
             let flow = spanned.into_inner();
             if flows.iter().any(|f| f.name == flow.name) {
-                return Err(invalid(
-                    line,
-                    format!("another flow is named {:?}", flow.name),
-                ));
+                return Err(invalid(line, format!("another flow is named {:?}", flow.name)));
             }
             let opener_line = line_of(text, flow.opened_by.span().start);
             let opened_by = flow.opened_by.into_inner();
@@ -284,10 +281,7 @@ impl Lifecycle {
                 let line = line_of(text, step.span().start);
                 let step = step.into_inner();
                 if step.from.is_empty() {
-                    return Err(invalid(
-                        line,
-                        "a step needs at least one `from` state".into(),
-                    ));
+                    return Err(invalid(line, "a step needs at least one `from` state".into()));
                 }
                 if let Some(state) = step.from.iter().find(|s| closed.contains(*s)) {
                     return Err(invalid(
@@ -306,10 +300,7 @@ impl Lifecycle {
                     let any_of = match value {
                         Value::Array(values) if !values.is_empty() => values,
                         Value::Array(_) => {
-                            return Err(invalid(
-                                line,
-                                format!("condition {path:?} lists no value"),
-                            ));
+                            return Err(invalid(line, format!("condition {path:?} lists no value")));
                         }
                         value => vec![value],
                     };
@@ -333,8 +324,7 @@ impl Lifecycle {
                 steps,
                 line,
             };
-            check_states(&checked, closed_line)
-                .map_err(|(line, message)| invalid(line, message))?;
+            check_states(&checked, closed_line).map_err(|(line, message)| invalid(line, message))?;
             flows.push(checked);
         }
         Ok(Self {
@@ -371,8 +361,11 @@ impl Lifecycle {
 
     /// Every type the file names (openers, steps, informational), with the line naming it.
     fn named_types(&self) -> Vec<(&str, usize)> {
-        let mut named: Vec<(&str, usize)> =
-            self.informational.iter().map(|t| (t.as_str(), 1)).collect();
+        let mut named: Vec<(&str, usize)> = self
+            .informational
+            .iter()
+            .map(|t| (t.as_str(), 1))
+            .collect();
         for flow in &self.flows {
             named.push((&flow.opened_by, flow.line));
             named.extend(flow.steps.iter().map(|s| (s.on.as_str(), s.line)));
@@ -446,10 +439,7 @@ impl Lifecycle {
     /// The flow as a Mermaid state diagram, for docs/cases.md.
     pub fn mermaid(flow: &Flow) -> String {
         let mut out = String::from("stateDiagram-v2\n");
-        out.push_str(&format!(
-            "    [*] --> {}: {}\n",
-            flow.initial, flow.opened_by
-        ));
+        out.push_str(&format!("    [*] --> {}: {}\n", flow.initial, flow.opened_by));
         for step in &flow.steps {
             let mut label = step.on.clone();
             if step.by_addressee {
@@ -498,18 +488,12 @@ fn check_states(flow: &Flow, closed_line: usize) -> Result<(), (usize, String)> 
         }
     }
     if flow.closed.is_empty() {
-        return Err((
-            closed_line,
-            format!("flow {:?} has no closed state", flow.name),
-        ));
+        return Err((closed_line, format!("flow {:?} has no closed state", flow.name)));
     }
     if let Some(state) = flow.closed.iter().find(|s| !reached.contains(s.as_str())) {
         return Err((
             closed_line,
-            format!(
-                "flow {:?}: closed state {state:?} is never reached",
-                flow.name
-            ),
+            format!("flow {:?}: closed state {state:?} is never reached", flow.name),
         ));
     }
     Ok(())
@@ -589,10 +573,7 @@ to = "filed"
             &event(json!({"decision": "not_file"})),
             true,
         );
-        assert_eq!(
-            refused.apply("transfer", "transferred"),
-            Ok(Some("not_filed"))
-        );
+        assert_eq!(refused.apply("transfer", "transferred"), Ok(Some("not_filed")));
     }
 
     #[test]
@@ -618,10 +599,7 @@ to = "filed"
     fn receipts_move_only_when_sent_by_an_addressee_and_otherwise_join_unchanged() {
         let lifecycle = sample();
         let by_police = lifecycle.moves("receipt.v1", &event(json!({})), true);
-        assert_eq!(
-            by_police.apply("transfer", "transferred"),
-            Ok(Some("received"))
-        );
+        assert_eq!(by_police.apply("transfer", "transferred"), Ok(Some("received")));
         let by_copy = lifecycle.moves("receipt.v1", &event(json!({})), false);
         assert_eq!(by_copy.apply("transfer", "transferred"), Ok(None));
         // Informational types join any state, closed ones included.
@@ -664,10 +642,7 @@ to = "filed"
             r#"closed = ["filed"]"#,
             r#"closed = ["filed", "not_filed"]"#,
         ));
-        assert!(
-            error.to_string().contains("no step may leave it"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("no step may leave it"), "{error}");
     }
 
     #[test]
@@ -706,9 +681,7 @@ to = "filed"
         let lifecycle = sample();
         let diagram = Lifecycle::mermaid(lifecycle.flow("transfer").unwrap());
         assert!(diagram.contains("[*] --> transferred: case.transfer.v1"));
-        assert!(
-            diagram.contains("received --> filed: case.filing-decision.v1 [data.decision = file]")
-        );
+        assert!(diagram.contains("received --> filed: case.filing-decision.v1 [data.decision = file]"));
         assert!(diagram.contains("filed --> [*]"));
     }
 
