@@ -721,6 +721,27 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/liaison.example.toml");
         let config = Config::load(Some(&path), []).unwrap();
         assert_eq!(config, Config::default());
+        // It documents every key: all that have a default value are set in it.
+        fn keys(table: &toml::Table, at: &str, out: &mut BTreeSet<String>) {
+            for (key, value) in table {
+                match value {
+                    toml::Value::Table(inner) => keys(inner, &format!("{at}{key}."), out),
+                    _ => {
+                        out.insert(format!("{at}{key}"));
+                    }
+                }
+            }
+        }
+        let (mut documented, mut every) = (BTreeSet::new(), BTreeSet::new());
+        let text = std::fs::read_to_string(&path).unwrap();
+        keys(&toml::from_str(&text).unwrap(), "", &mut documented);
+        keys(
+            &toml::Table::try_from(Config::default()).unwrap(),
+            "",
+            &mut every,
+        );
+        let missing: Vec<&String> = every.difference(&documented).collect();
+        assert!(missing.is_empty(), "not in the example file: {missing:?}");
     }
 
     #[test]
