@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use liaison_bus::{Bus, BusConfig};
+use liaison_bus::Bus;
 use liaison_cli::client::AgencyClient;
 use liaison_core::{AgencyCode, Registry, SystemClock};
-use liaison_ledger::{Ledger, LedgerConfig};
+use liaison_ledger::Ledger;
 use liaison_server::pki::{self, PkiLayout, PkiOptions};
 use liaison_server::{Broker, Config};
 use uuid::Uuid;
@@ -77,10 +77,10 @@ impl World {
             database_url,
             amqp_url: format!("{}/{vhost}", base_amqp_url()),
             tls_dir: pki_dir.path().to_owned(),
-            registry: root.join("deploy/demo/agencies.toml"),
-            policy: root.join("deploy/demo/policy.toml"),
-            lifecycle: root.join("deploy/demo/lifecycle.toml"),
-            schemas: root.join("schemas"),
+            registry: Some(root.join("deploy/demo/agencies.toml")),
+            policy: Some(root.join("deploy/demo/policy.toml")),
+            lifecycle: Some(root.join("deploy/demo/lifecycle.toml")),
+            schemas: Some(root.join("schemas")),
             ..Config::default()
         };
         config.listen.set_port(0);
@@ -123,24 +123,15 @@ impl World {
     }
 
     pub async fn bus(&self) -> Bus {
-        Bus::connect(BusConfig {
-            url: self.config.amqp_url.clone(),
-            ..BusConfig::default()
-        })
-        .await
-        .expect("RabbitMQ connection to the test virtual host")
+        Bus::connect(self.config.bus_config())
+            .await
+            .expect("RabbitMQ connection to the test virtual host")
     }
 
     pub async fn ledger(&self) -> Ledger {
-        Ledger::open(
-            LedgerConfig {
-                database_url: self.config.database_url.clone(),
-                ..LedgerConfig::default()
-            },
-            Arc::new(SystemClock),
-        )
-        .await
-        .expect("ledger of the test database")
+        Ledger::open(self.config.ledger_config(), Arc::new(SystemClock))
+            .await
+            .expect("ledger of the test database")
     }
 
     /// Removes the virtual host and the database (best effort).

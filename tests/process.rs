@@ -47,6 +47,18 @@ impl BrokerProcess {
         https_port: u16,
         ops_port: u16,
     ) -> BrokerProcess {
+        Self::spawn_with_env(world, config_file, https_port, ops_port, &[]).await
+    }
+
+    /// [`BrokerProcess::spawn`] with more environment variables (which override the
+    /// world's own `LIAISON_*` settings).
+    pub async fn spawn_with_env(
+        world: &World,
+        config_file: &Path,
+        https_port: u16,
+        ops_port: u16,
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         let c = &world.config;
         let child = Command::new(liaison_binary())
             .args(["serve", "--config"])
@@ -56,10 +68,17 @@ impl BrokerProcess {
             .env("LIAISON_LISTEN", format!("127.0.0.1:{https_port}"))
             .env("LIAISON_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
             .env("LIAISON_TLS_DIR", &c.tls_dir)
-            .env("LIAISON_REGISTRY", &c.registry)
-            .env("LIAISON_POLICY", &c.policy)
-            .env("LIAISON_LIFECYCLE", &c.lifecycle)
-            .env("LIAISON_SCHEMAS", &c.schemas)
+            .envs(
+                [
+                    ("LIAISON_REGISTRY", &c.registry),
+                    ("LIAISON_POLICY", &c.policy),
+                    ("LIAISON_LIFECYCLE", &c.lifecycle),
+                    ("LIAISON_SCHEMAS", &c.schemas),
+                ]
+                .into_iter()
+                .filter_map(|(name, path)| Some((name, path.as_ref()?))),
+            )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn liaison serve");

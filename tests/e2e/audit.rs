@@ -40,7 +40,7 @@ fn text(output: &Output) -> String {
 #[tokio::test]
 async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() {
     let mut world = World::new().await;
-    world.config.ledger.checkpoint_interval_ms = 100;
+    world.config.ledger.checkpoint_interval = Duration::from_millis(100);
     let broker = world.start().await;
     let eco = world.client(&broker, "eco");
 

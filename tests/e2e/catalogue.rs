@@ -87,7 +87,7 @@ async fn every_example_gets_the_answer_it_declares_from_the_running_broker() {
         format!("informational = [{}]\n", types.join(", ")),
     )
     .unwrap();
-    world.config.lifecycle = lifecycle;
+    world.config.lifecycle = Some(lifecycle);
     for example in &mut examples {
         if example.expectation == Expectation::Valid
             && let Some(map) = example.event.as_object_mut()

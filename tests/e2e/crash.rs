@@ -26,7 +26,7 @@ async fn spawn_broker(world: &World, config_file: &std::path::Path) -> BrokerPro
 async fn a_killed_broker_loses_nothing_it_accepted() {
     let world = World::new().await;
     let config_file = world.config.tls_dir.join("crash-test.toml");
-    std::fs::write(&config_file, "[relay]\nlease_ms = 2000\nretry_base_ms = 100\nretry_max_ms = 500\npoll_interval_ms = 100\n").unwrap();
+    std::fs::write(&config_file, "[relay]\nlease = \"2s\"\nretry_base = \"100ms\"\nretry_max = \"500ms\"\npoll_interval = \"100ms\"\n").unwrap();
     // Everything but publishing to liaison.deliver.
     rabbitmqctl(&[
         "set_permissions",

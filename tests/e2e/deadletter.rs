@@ -45,9 +45,9 @@ fn count(trace: &[Entry], kind: EntryKind) -> usize {
 async fn a_failing_delivery_is_dead_lettered_listed_redriven_and_arrives() {
     let mut world = World::new().await;
     world.config.relay.max_attempts = 2;
-    world.config.relay.retry_base_ms = 20;
-    world.config.relay.retry_max_ms = 50;
-    world.config.relay.poll_interval_ms = 50;
+    world.config.relay.retry_base = Duration::from_millis(20);
+    world.config.relay.retry_max = Duration::from_millis(50);
+    world.config.relay.poll_interval = Duration::from_millis(50);
     let broker = world.start().await;
     let ledger = world.ledger().await;
     let bus = world.bus().await;

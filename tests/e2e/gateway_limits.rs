@@ -136,7 +136,7 @@ async fn connections_over_an_agencys_cap_are_answered_429_and_closed() {
 async fn http2_connections_have_a_stream_cap_and_are_closed_when_idle() {
     let mut world = World::new().await;
     world.config.limits.http2_max_concurrent_streams = 7;
-    world.config.limits.idle_timeout_ms = 300;
+    world.config.limits.idle_timeout = Duration::from_millis(300);
     let broker = world.start().await;
 
     let mut tls_config = tls::agency_client_config(&world.layout(), &code("eco")).unwrap();

@@ -347,7 +347,7 @@ async fn read_until_closed(stream: &mut (impl AsyncReadExt + Unpin), limit: Dura
 #[tokio::test]
 async fn slow_drip_bodies_end_with_408_and_do_not_hold_the_only_slot() {
     let mut world = World::new().await;
-    world.config.limits.request_timeout_ms = 1_500;
+    world.config.limits.request_timeout = Duration::from_millis(1_500);
     world.config.limits.max_concurrent_requests = 1;
     let broker = world.start().await;
     let eco = world.client(&broker, "eco");
@@ -397,8 +397,8 @@ async fn slow_drip_bodies_end_with_408_and_do_not_hold_the_only_slot() {
 #[tokio::test]
 async fn thousands_of_idle_connections_are_closed_and_valid_traffic_goes_on() {
     let mut world = World::new().await;
-    world.config.limits.handshake_timeout_ms = 1_000;
-    world.config.limits.header_read_timeout_ms = 1_000;
+    world.config.limits.handshake_timeout = Duration::from_secs(1);
+    world.config.limits.header_read_timeout = Duration::from_secs(1);
     let broker = world.start().await;
     let eco = world.client(&broker, "eco");
 

@@ -12,9 +12,9 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use liaison_cli::amqp_defs::{self, DefinitionsArgs};
 use liaison_cli::demo::lead_event;
-use liaison_core::{EntryKind, Registry};
+use liaison_core::EntryKind;
 use liaison_ledger::TraceKey;
-use liaison_tests::{World, rabbitmqctl, repo_root};
+use liaison_tests::{World, rabbitmqctl};
 use uuid::Uuid;
 
 /// RabbitMQ users for one test, imported from generated definitions; deleted on drop.
@@ -37,18 +37,19 @@ impl AgencyUsers {
         let mut args = DefinitionsArgs {
             out: out.display().to_string(),
             vhost: world.vhost.clone(),
-            user_prefix: prefix.clone(),
+            user_prefix: Some(prefix.clone()),
             broker_user: format!("{prefix}broker"),
-            delivery_limit: 20,
-            intake_max_length: world.config.intake.queue_max_length,
-            intake_max_bytes: world.config.intake.queue_max_bytes,
+            // The queue arguments come from the world's configuration, as the broker's do.
+            delivery_limit: None,
+            intake_max_length: None,
+            intake_max_bytes: None,
             user_max_connections: 8,
             user_max_channels: 64,
             passwords: Some(dir.path().join("passwords.json")),
         };
         tweak(&mut args);
-        let registry = Registry::load(&repo_root().join("deploy/demo/agencies.toml")).unwrap();
-        let definitions = amqp_defs::build(&args, &registry);
+        let registry = world.config.load_registry().unwrap();
+        let definitions = amqp_defs::build(&args, &registry, &world.config);
         std::fs::write(&out, serde_json::to_vec(&definitions.document).unwrap()).unwrap();
         rabbitmqctl(&["import_definitions", &out.display().to_string()]);
         let users = AgencyUsers {

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod cases;
 mod catalogue;
+mod config;
 mod crash;
 mod deadletter;
 mod forged_dead_letters;

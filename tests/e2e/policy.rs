@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use liaison_core::{Entry, EntryKind, Policy, Registry};
 use liaison_ledger::TraceKey;
+use liaison_server::Config;
 use liaison_tests::{World, repo_root};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -431,13 +432,14 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
 #[test]
 fn the_demo_policy_checks_against_registry_and_catalogue() {
     let root = repo_root();
-    let report = liaison_cli::policy_cmd::check(&liaison_cli::policy_cmd::PolicyFiles {
-        policy: &root.join("deploy/demo/policy.toml"),
-        lifecycle: &root.join("deploy/demo/lifecycle.toml"),
-        registry: &root.join("deploy/demo/agencies.toml"),
-        schemas: &root.join("schemas"),
-    })
-    .unwrap();
+    let demo = Config {
+        registry: Some(root.join("deploy/demo/agencies.toml")),
+        policy: Some(root.join("deploy/demo/policy.toml")),
+        lifecycle: Some(root.join("deploy/demo/lifecycle.toml")),
+        schemas: Some(root.join("schemas")),
+        ..Config::default()
+    };
+    let report = liaison_cli::policy_cmd::check(&demo).unwrap();
     assert!(report.contains("every condition satisfiable"), "{report}");
     assert!(
         report.contains("every catalogue type has its place"),
@@ -456,11 +458,9 @@ fn the_demo_policy_checks_against_registry_and_catalogue() {
         ),
     )
     .unwrap();
-    let err = liaison_cli::policy_cmd::check(&liaison_cli::policy_cmd::PolicyFiles {
-        policy: &root.join("deploy/demo/policy.toml"),
-        lifecycle: &misspelt,
-        registry: &root.join("deploy/demo/agencies.toml"),
-        schemas: &root.join("schemas"),
+    let err = liaison_cli::policy_cmd::check(&Config {
+        lifecycle: Some(misspelt.clone()),
+        ..demo.clone()
     })
     .unwrap_err()
     .to_string();
@@ -487,11 +487,9 @@ fn the_demo_policy_checks_against_registry_and_catalogue() {
         "[[rule]]\nname = \"typo\"\ntype = \"procuratorial.recommendation.v1\"\nfrom = [\"procuratorate\"]\ncc = [\"gov\"]\nwhen = { \"data.impact\" = \"hihg\" }\n",
     )
     .unwrap();
-    let err = liaison_cli::policy_cmd::check(&liaison_cli::policy_cmd::PolicyFiles {
-        policy: &bad,
-        lifecycle: &root.join("deploy/demo/lifecycle.toml"),
-        registry: &root.join("deploy/demo/agencies.toml"),
-        schemas: &root.join("schemas"),
+    let err = liaison_cli::policy_cmd::check(&Config {
+        policy: Some(bad.clone()),
+        ..demo
     })
     .unwrap_err()
     .to_string();
@@ -509,9 +507,9 @@ fn the_demo_policy_checks_against_registry_and_catalogue() {
 #[tokio::test]
 async fn a_policy_changed_while_a_message_is_in_flight_does_not_lose_or_reroute_it() {
     let mut world = World::new().await;
-    world.config.relay.retry_base_ms = 100;
-    world.config.relay.retry_max_ms = 200;
-    world.config.relay.poll_interval_ms = 50;
+    world.config.relay.retry_base = Duration::from_millis(100);
+    world.config.relay.retry_max = Duration::from_millis(200);
+    world.config.relay.poll_interval = Duration::from_millis(50);
     world.config.relay.max_attempts = 10_000;
     let broker = world.start().await;
     let ledger = world.ledger().await;
@@ -545,7 +543,7 @@ async fn a_policy_changed_while_a_message_is_in_flight_does_not_lose_or_reroute_
         "[[rule]]\nname = \"receipt-to-sender\"\ntype = \"receipt.v1\"\nfrom = [\"*\"]\nreply_to = \"sender\"\n",
     )
     .unwrap();
-    world.config.policy = policy;
+    world.config.policy = Some(policy);
     let broker = world.start().await; // declares the missing queue again
 
     let bus = world.bus().await;

@@ -88,7 +88,7 @@ async fn a_configured_crl_that_is_missing_stops_the_start() {
 #[tokio::test]
 async fn a_new_crl_refuses_a_revoked_certificate_without_a_restart() {
     let mut world = World::new().await;
-    world.config.revocation.reload_interval_ms = 200;
+    world.config.revocation.reload_interval = Duration::from_millis(200);
     let broker = world.start().await;
     let port = broker.https_addr.port();
     assert!(handshake_accepted(&world, port, "market").await);
@@ -140,7 +140,7 @@ async fn a_new_crl_refuses_a_revoked_certificate_without_a_restart() {
 #[tokio::test]
 async fn an_expired_crl_makes_the_broker_not_ready_until_a_fresh_one_is_in_place() {
     let mut world = World::new().await;
-    world.config.revocation.reload_interval_ms = 200;
+    world.config.revocation.reload_interval = Duration::from_millis(200);
     let layout = world.layout();
     crl::revoke(&layout, &code("market")).unwrap();
     let now = OffsetDateTime::now_utc();
@@ -186,7 +186,7 @@ async fn sighup_reloads_the_crl() {
     let world = World::new().await;
     // No polling: only the signal can bring the new CRL in.
     let config_file = world.config.tls_dir.join("sighup-test.toml");
-    std::fs::write(&config_file, "[revocation]\nreload_interval_ms = 0\n").unwrap();
+    std::fs::write(&config_file, "[revocation]\nreload_interval = \"0s\"\n").unwrap();
     let (https, ops) = (free_port(), free_port());
     let process = BrokerProcess::spawn(&world, &config_file, https, ops).await;
     assert!(handshake_accepted(&world, https, "market").await);

@@ -165,7 +165,7 @@ async fn kills_and_restarts_lose_nothing_and_invent_nothing() {
     // no rate limit, the client is the only agency.
     std::fs::write(
         &config_file,
-        "[relay]\nlease_ms = 3000\nretry_base_ms = 200\nretry_max_ms = 1000\npoll_interval_ms = 200\nmax_attempts = 1000\n\n[limits]\nrate_per_second = 0\n",
+        "[relay]\nlease = \"3s\"\nretry_base = \"200ms\"\nretry_max = \"1s\"\npoll_interval = \"200ms\"\nmax_attempts = 1000\n\n[limits]\nrate_per_second = 0\n",
     )
     .expect("fault test configuration");
     let (https_port, ops_port) = (process::free_port(), process::free_port());

@@ -12,7 +12,10 @@
 //! (`x-max-length`, `x-max-length-bytes`, refusing publishes past them); the broker
 //! declares it with its `intake.queue_max_length` and `intake.queue_max_bytes`, which
 //! must equal `--intake-max-length` and `--intake-max-bytes` here (RabbitMQ refuses a
-//! redeclaration with other arguments).
+//! redeclaration with other arguments). Those values, the delivery limit and the user
+//! prefix default to the broker's configuration (`liaison amqp definitions --config FILE`
+//! reads the same file and `LIAISON_*` variables as `liaison serve`), so the two agree
+//! unless told otherwise.
 
 use std::path::PathBuf;
 
@@ -25,6 +28,7 @@ use liaison_bus::{
 };
 use liaison_core::audit::sha256;
 use liaison_core::{AgencyCode, Registry};
+use liaison_server::Config;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -36,21 +40,24 @@ pub struct DefinitionsArgs {
     /// The virtual host (as in the broker's `amqp_url`).
     #[arg(long, default_value = "/")]
     pub vhost: String,
-    /// Agency `<code>` gets the user `<prefix><code>` (the broker's `intake.user_prefix`).
-    #[arg(long, default_value = "agency-")]
-    pub user_prefix: String,
+    /// Agency `<code>` gets the user `<prefix><code>`. Default: the configured
+    /// `intake.user_prefix`.
+    #[arg(long)]
+    pub user_prefix: Option<String>,
     /// The broker's own user: full permissions on the virtual host.
     #[arg(long, default_value = "liaison")]
     pub broker_user: String,
-    /// `x-delivery-limit` of the working queues (the broker's default is 20).
-    #[arg(long, default_value_t = 20)]
-    pub delivery_limit: u32,
-    /// `x-max-length` of `liaison.intake` (the broker's `intake.queue_max_length`).
-    #[arg(long, default_value_t = IntakeQueueLimits::default().max_length)]
-    pub intake_max_length: u32,
-    /// `x-max-length-bytes` of `liaison.intake` (the broker's `intake.queue_max_bytes`).
-    #[arg(long, default_value_t = IntakeQueueLimits::default().max_bytes)]
-    pub intake_max_bytes: u64,
+    /// `x-delivery-limit` of the working queues. Default: the configured
+    /// `bus.delivery_limit`, which the broker declares them with.
+    #[arg(long)]
+    pub delivery_limit: Option<u32>,
+    /// `x-max-length` of `liaison.intake`. Default: the configured `intake.queue_max_length`.
+    #[arg(long)]
+    pub intake_max_length: Option<u32>,
+    /// `x-max-length-bytes` of `liaison.intake`. Default: the configured
+    /// `intake.queue_max_bytes`.
+    #[arg(long)]
+    pub intake_max_bytes: Option<u64>,
     /// RabbitMQ `max-connections` of each agency user.
     #[arg(long, default_value_t = 8)]
     pub user_max_connections: u32,
@@ -70,8 +77,38 @@ pub struct Definitions {
     pub passwords: Vec<(String, String)>,
 }
 
-pub fn run(args: &DefinitionsArgs, registry: &Registry) -> anyhow::Result<()> {
-    let definitions = build(args, registry);
+pub fn run(args: &DefinitionsArgs, registry: &Registry, config: &Config) -> anyhow::Result<()> {
+    let settings = Settings::of(args, config);
+    // The broker declares its queues with its own configuration; RabbitMQ refuses to
+    // redeclare a queue with other arguments, so a difference stops the broker at start.
+    let differences = [
+        (
+            "--delivery-limit",
+            "bus.delivery_limit",
+            u64::from(settings.delivery_limit),
+            u64::from(config.bus.delivery_limit),
+        ),
+        (
+            "--intake-max-length",
+            "intake.queue_max_length",
+            u64::from(settings.intake.max_length),
+            u64::from(config.intake.queue_max_length),
+        ),
+        (
+            "--intake-max-bytes",
+            "intake.queue_max_bytes",
+            settings.intake.max_bytes,
+            config.intake.queue_max_bytes,
+        ),
+    ];
+    for (flag, key, given, configured) in differences {
+        if given != configured {
+            eprintln!(
+                "warning: {flag} {given} differs from the broker's {key} = {configured}: a broker so configured cannot declare its queues; set {key} to {given} too"
+            );
+        }
+    }
+    let definitions = build(args, registry, config);
     let text = serde_json::to_string_pretty(&definitions.document)?;
     if args.out == "-" {
         println!("{text}");
@@ -166,7 +203,36 @@ fn table_json(table: &FieldTable) -> Value {
     )
 }
 
-pub fn build(args: &DefinitionsArgs, registry: &Registry) -> Definitions {
+/// The queue and user settings of the definitions: the command line's, else the broker's
+/// configured ones.
+struct Settings {
+    user_prefix: String,
+    delivery_limit: u32,
+    intake: IntakeQueueLimits,
+}
+
+impl Settings {
+    fn of(args: &DefinitionsArgs, config: &Config) -> Self {
+        Self {
+            user_prefix: args
+                .user_prefix
+                .clone()
+                .unwrap_or_else(|| config.intake.user_prefix.clone()),
+            delivery_limit: args.delivery_limit.unwrap_or(config.bus.delivery_limit),
+            intake: IntakeQueueLimits {
+                max_length: args
+                    .intake_max_length
+                    .unwrap_or(config.intake.queue_max_length),
+                max_bytes: args
+                    .intake_max_bytes
+                    .unwrap_or(config.intake.queue_max_bytes),
+            },
+        }
+    }
+}
+
+pub fn build(args: &DefinitionsArgs, registry: &Registry, config: &Config) -> Definitions {
+    let settings = Settings::of(args, config);
     let vhost = args.vhost.as_str();
     let codes: Vec<&AgencyCode> = registry.codes().collect();
     let mut passwords = Vec::new();
@@ -207,7 +273,7 @@ pub fn build(args: &DefinitionsArgs, registry: &Registry) -> Definitions {
         "configure": ".*", "write": ".*", "read": ".*",
     })];
     for code in &codes {
-        let name = format!("{}{code}", args.user_prefix);
+        let name = format!("{}{code}", settings.user_prefix);
         users.push(user(name.clone(), "", agency_limits.clone()));
         permissions.push(json!({
             "user": name,
@@ -227,14 +293,7 @@ pub fn build(args: &DefinitionsArgs, registry: &Registry) -> Definitions {
             })
         })
         .collect();
-    let plan = queue_plan(
-        &codes,
-        args.delivery_limit,
-        IntakeQueueLimits {
-            max_length: args.intake_max_length,
-            max_bytes: args.intake_max_bytes,
-        },
-    );
+    let plan = queue_plan(&codes, settings.delivery_limit, settings.intake);
     let queues: Vec<Value> = plan
         .iter()
         .map(|q| {
@@ -269,7 +328,7 @@ pub fn build(args: &DefinitionsArgs, registry: &Registry) -> Definitions {
             "dead-letter-exchange": liaison_bus::EXCHANGE_DLX,
             "dead-letter-strategy": "at-least-once",
             "overflow": "reject-publish",
-            "delivery-limit": args.delivery_limit,
+            "delivery-limit": settings.delivery_limit,
         },
     })];
     Definitions {
@@ -334,16 +393,16 @@ mod tests {
         let args = DefinitionsArgs {
             out: "-".into(),
             vhost: "v1".into(),
-            user_prefix: "agency-".into(),
+            user_prefix: Some("agency-".into()),
             broker_user: "liaison".into(),
-            delivery_limit: 20,
-            intake_max_length: 50,
-            intake_max_bytes: 4096,
+            delivery_limit: Some(20),
+            intake_max_length: Some(50),
+            intake_max_bytes: Some(4096),
             user_max_connections: 3,
             user_max_channels: 9,
             passwords: Some(PathBuf::from("unused")),
         };
-        let d = build(&args, &registry);
+        let d = build(&args, &registry, &Config::default());
         let permissions = d.document["permissions"].as_array().unwrap();
         let eco = permissions
             .iter()
@@ -393,6 +452,61 @@ mod tests {
             "xliaison.intake",
         ] {
             assert!(!write(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn queue_settings_default_to_the_brokers_configuration() {
+        let registry = Registry::from_toml(
+            "[[agency]]\ncode = \"eco\"\nname_zh = \"e\"\nname_en = \"e\"\n",
+            "t",
+        )
+        .unwrap();
+        let config = Config::load(
+            None,
+            [
+                ("LIAISON_BUS__DELIVERY_LIMIT".to_owned(), "7".to_owned()),
+                (
+                    "LIAISON_INTAKE__QUEUE_MAX_LENGTH".to_owned(),
+                    "99".to_owned(),
+                ),
+                ("LIAISON_INTAKE__USER_PREFIX".to_owned(), "org-".to_owned()),
+            ],
+        )
+        .unwrap();
+        let args = DefinitionsArgs {
+            out: "-".into(),
+            vhost: "/".into(),
+            user_prefix: None,
+            broker_user: "liaison".into(),
+            delivery_limit: None,
+            intake_max_length: None,
+            intake_max_bytes: None,
+            user_max_connections: 3,
+            user_max_channels: 9,
+            passwords: None,
+        };
+        let d = build(&args, &registry, &config);
+        let queues = d.document["queues"].as_array().unwrap();
+        let queue = |name: &str| queues.iter().find(|q| q["name"] == name).unwrap();
+        assert_eq!(
+            queue("liaison.agency.eco")["arguments"]["x-delivery-limit"],
+            7
+        );
+        assert_eq!(queue("liaison.intake")["arguments"]["x-delivery-limit"], 7);
+        assert_eq!(queue("liaison.intake")["arguments"]["x-max-length"], 99);
+        let users = d.document["users"].as_array().unwrap();
+        assert!(users.iter().any(|u| u["name"] == "org-eco"), "{users:?}");
+        // The broker declares the same arguments (liaison-bus's own queue plan).
+        let eco = AgencyCode::new("eco").unwrap();
+        let plan = liaison_bus::queue_plan(
+            &[&eco],
+            config.bus.delivery_limit,
+            config.intake.queue_limits(),
+        );
+        for planned in plan {
+            let written = &queue(&planned.name)["arguments"];
+            assert_eq!(*written, table_json(&planned.arguments), "{}", planned.name);
         }
     }
 

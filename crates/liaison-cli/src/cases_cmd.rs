@@ -58,7 +58,7 @@ fn agency_code(s: &str) -> Result<AgencyCode, String> {
 
 pub async fn run(config: &Config, command: CasesCommand) -> anyhow::Result<()> {
     if let CasesCommand::Diagrams { write } = &command {
-        let lifecycle = liaison_core::Lifecycle::load(&config.lifecycle)?;
+        let lifecycle = config.load_lifecycle()?;
         match write {
             None => print!("{}", lifecycle.markdown()),
             Some(path) => {
@@ -71,7 +71,7 @@ pub async fn run(config: &Config, command: CasesCommand) -> anyhow::Result<()> {
                 println!(
                     "✓ {} updated from {}",
                     path.display(),
-                    config.lifecycle.display()
+                    config.lifecycle_origin()
                 );
             }
         }

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
-use liaison_bus::{Bus, BusConfig, agency_queue};
-use liaison_core::{AgencyCode, Entry, EntryKind, Registry};
+use liaison_bus::{Bus, agency_queue};
+use liaison_core::{AgencyCode, Entry, EntryKind};
 use liaison_ledger::TraceKey;
 use liaison_server::pki::{self, PkiLayout, PkiOptions};
 use liaison_server::{Broker, Config};
@@ -46,7 +46,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<()> {
                 liaison_server::config::redact_url(&config.database_url)
             )
         })?;
-    let registry = Registry::load(&config.registry)?;
+    let registry = config.load_registry()?;
     let summary = pki::ensure(&config.tls_dir, &registry, &PkiOptions::default())
         .with_context(|| format!("development PKI in {}", config.tls_dir.display()))?;
     println!(
@@ -263,11 +263,7 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
     };
     let eco = AgencyClient::new(&layout, &code("eco"), base)?;
     let procuratorate = AgencyClient::new(&layout, &code("procuratorate"), base)?;
-    let bus = Bus::connect(BusConfig {
-        url: config.amqp_url.clone(),
-        ..BusConfig::default()
-    })
-    .await?;
+    let bus = Bus::connect(config.bus_config()).await?;
     let mut procuratorate_queue = bus
         .consume(&agency_queue(&code("procuratorate")), 50)
         .await?;

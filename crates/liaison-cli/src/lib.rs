@@ -19,7 +19,7 @@ pub async fn open_ledger(
     config: &liaison_server::Config,
 ) -> anyhow::Result<liaison_ledger::Ledger> {
     let ledger = liaison_ledger::Ledger::open(
-        liaison_ledger::LedgerConfig::new(config.database_url.clone()),
+        config.ledger_config(),
         std::sync::Arc::new(liaison_core::SystemClock),
     )
     .await?;

@@ -38,6 +38,19 @@ impl ConfigArg {
     fn load(&self) -> anyhow::Result<Config> {
         Ok(Config::load(self.config.as_deref(), std::env::vars())?)
     }
+
+    fn layered(&self) -> anyhow::Result<liaison_server::config::Layered> {
+        Ok(Config::layered(self.config.as_deref(), std::env::vars())?)
+    }
+}
+
+/// The agency registry a PKI command names, else the one built into the binary.
+fn registry_from(path: Option<&std::path::Path>) -> anyhow::Result<Registry> {
+    Ok(Config {
+        registry: path.map(ToOwned::to_owned),
+        ..Config::default()
+    }
+    .load_registry()?)
 }
 
 #[derive(Subcommand)]
@@ -46,9 +59,15 @@ enum Command {
     Serve {
         #[command(flatten)]
         config: ConfigArg,
-        /// Print the effective configuration (passwords masked) and exit.
+        /// Print the effective configuration (passwords masked) and exit, as
+        /// `liaison config show` does.
         #[arg(long)]
         print_config: bool,
+    },
+    /// The configuration: built-in defaults, then the file, then LIAISON_* variables.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Start the local services, make a development PKI, run the broker, and send a lead
     /// from the environment bureau to the procuratorate and a receipt back.
@@ -166,6 +185,16 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration in effect as TOML, passwords masked, with where each value
+    /// came from: the default, the file, or the environment variable.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
 enum AmqpCommand {
     /// Write RabbitMQ definitions (users, vhost, permissions, exchanges, queues, policies)
     /// for `rabbitmqctl import_definitions`: each agency may only publish to intake and
@@ -181,8 +210,9 @@ enum PkiCommand {
     Init {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        #[arg(long, value_name = "FILE", default_value = "deploy/demo/agencies.toml")]
-        registry: PathBuf,
+        /// The agency registry; default: the demo county's, built into the binary.
+        #[arg(long, value_name = "FILE")]
+        registry: Option<PathBuf>,
     },
     /// Certify a key an agency made itself: sign its PKCS#10 certificate request (PEM)
     /// with the CA. Only the request's public key is used; the certificate names the
@@ -201,15 +231,16 @@ enum PkiCommand {
         /// The PKI directory made by `liaison pki init` (the CA is in DIR/ca/).
         #[arg(long, value_name = "DIR", default_value = ".liaison/pki")]
         dir: PathBuf,
-        #[arg(long, value_name = "FILE", default_value = "deploy/demo/agencies.toml")]
-        registry: PathBuf,
+        /// The agency registry; default: the demo county's, built into the binary.
+        #[arg(long, value_name = "FILE")]
+        registry: Option<PathBuf>,
         /// Validity of the certificate, in days from now.
         #[arg(long, value_name = "DAYS", default_value_t = 825)]
         days: u32,
     },
     /// Revoke an agency's current client certificate (or the certificate in --cert): add
     /// it to `crl.pem` in the PKI directory, signed by the CA. A running gateway refuses it
-    /// once it has read the new CRL (within `revocation.reload_interval_ms`, or on SIGHUP).
+    /// once it has read the new CRL (within `revocation.reload_interval`, or on SIGHUP).
     Revoke {
         #[arg(long, value_name = "CODE", required_unless_present = "cert")]
         agency: Option<String>,
@@ -250,6 +281,13 @@ enum SchemasCommand {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// Write the catalogue built into the binary (schemas and their examples) to DIR, to
+    /// edit and name as `schemas` in the configuration.
+    Export {
+        /// A directory that does not exist yet or is empty.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -293,13 +331,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             print_config,
         } => {
-            let config = config.load()?;
             if print_config {
-                print!("{}", config.redacted());
+                print!("{}", config.layered()?.show());
                 return Ok(());
             }
-            liaison_server::run(config, shutdown_signal()).await?;
+            liaison_server::run(config.load()?, shutdown_signal()).await?;
         }
+        Command::Config {
+            command: ConfigCommand::Show { config },
+        } => print!("{}", config.layered()?.show()),
         Command::Bench {
             config,
             json,
@@ -335,7 +375,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pki {
             command: PkiCommand::Init { out, registry },
         } => {
-            let registry = Registry::load(&registry)?;
+            let registry = registry_from(registry.as_deref())?;
             let summary = pki::init(&out, &registry, &PkiOptions::default())?;
             println!(
                 "development PKI written to {}: CA, server certificate, {} agency certificates, ledger signing key",
@@ -355,7 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let agency = AgencyCode::new(agency)?;
-            let registry = Registry::load(&registry)?;
+            let registry = registry_from(registry.as_deref())?;
             let layout = PkiLayout::new(dir);
             let request = std::fs::read_to_string(&csr)
                 .with_context(|| format!("reading {}", csr.display()))?;
@@ -480,12 +520,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: SchemasCommand::Check { config },
         } => {
             let config = config.load()?;
-            let catalogue = liaison_schema::Catalogue::load(&config.schemas)?;
-            let examples = liaison_schema::load_examples(&config.schemas)?;
+            let source = config.catalogue_source()?;
+            let catalogue = liaison_schema::Catalogue::from_source(&source)?;
+            let examples = liaison_schema::load_examples_from(&source)?;
             let summary = catalogue.check_examples(&examples);
             let failures: Vec<String> = summary.failures.iter().map(|f| f.to_string()).collect();
-            let registry = Registry::load(&config.registry)?;
-            let policy = liaison_core::Policy::load(&config.policy, &registry)?;
+            let registry = config.load_registry()?;
+            let policy = config.load_policy(&registry)?;
             let unknown: Vec<&str> = policy
                 .types()
                 .filter(|t| catalogue.get(t).is_none())
@@ -496,7 +537,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for t in &unknown {
                 eprintln!(
                     "✗ {} names type {t}, which the catalogue lacks",
-                    config.policy.display()
+                    config.policy_origin()
                 );
             }
             anyhow::ensure!(
@@ -524,22 +565,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Policy { config, command } => {
-            let config = config.load()?;
-            let files = liaison_cli::policy_cmd::PolicyFiles {
-                policy: &config.policy,
-                lifecycle: &config.lifecycle,
-                registry: &config.registry,
-                schemas: &config.schemas,
-            };
-            liaison_cli::policy_cmd::run(command, &files)?;
+            liaison_cli::policy_cmd::run(command, &config.load()?)?;
         }
         Command::Amqp {
             config,
             command: AmqpCommand::Definitions(args),
         } => {
             let config = config.load()?;
-            let registry = Registry::load(&config.registry)?;
-            liaison_cli::amqp_defs::run(&args, &registry)?;
+            let registry = config.load_registry()?;
+            liaison_cli::amqp_defs::run(&args, &registry, &config)?;
         }
         Command::Calendar { config, command } => {
             liaison_cli::calendar_cmd::run(command, config.load()?.calendar_dir)?;
@@ -547,11 +581,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deadletters { config, command } => {
             use liaison_cli::deadletters::{self, DeadLettersCommand};
             let config = config.load()?;
-            let bus = liaison_bus::Bus::connect(liaison_bus::BusConfig {
-                url: config.amqp_url.clone(),
-                ..liaison_bus::BusConfig::default()
-            })
-            .await?;
+            let bus = liaison_bus::Bus::connect(config.bus_config()).await?;
             match command {
                 DeadLettersCommand::List { max, json } => {
                     let listed = deadletters::list(&bus, max).await?;
@@ -592,11 +622,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schemas {
             command: SchemasCommand::List { config },
         } => {
-            let config = config.load()?;
-            let catalogue = liaison_schema::Catalogue::load(&config.schemas)?;
+            let catalogue = config.load()?.load_catalogue()?;
             for t in catalogue.types() {
                 println!("{:<24} {}", t.name, t.title);
             }
+        }
+        Command::Schemas {
+            command: SchemasCommand::Export { out },
+        } => {
+            let occupied =
+                std::fs::read_dir(&out).is_ok_and(|mut entries| entries.next().is_some());
+            anyhow::ensure!(
+                !occupied,
+                "{} is not empty: export into a new directory, so that no edited file is replaced",
+                out.display()
+            );
+            let written = liaison_server::defaults::schemas()
+                .write_to(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "the built-in catalogue written to {} ({written} files); name it as `schemas` in the configuration",
+                out.display()
+            );
         }
     }
     Ok(())

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 use liaison_core::policy::{Condition, OriginalMessage};
-use liaison_core::{AgencyCode, Envelope, Lifecycle, Policy, Registry};
-use liaison_schema::Catalogue;
+use liaison_core::{AgencyCode, Envelope, Policy};
+use liaison_server::Config;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -16,6 +16,13 @@ pub enum PolicyCommand {
     /// Load the policy against the registry and the catalogue: unknown agencies, unknown
     /// types and conditions that can never hold are errors naming the file and line.
     Check,
+    /// Write the policy built into the binary, to edit and name as `policy` in the
+    /// configuration.
+    Export {
+        /// Where to write it; standard output when absent. An existing file is not replaced.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Show who would receive a message, and which rule chose each recipient.
     Explain {
         /// The sending agency.
@@ -46,19 +53,27 @@ pub enum PolicyCommand {
     },
 }
 
-/// Where the policy and what it is checked against live.
-pub struct PolicyFiles<'a> {
-    pub policy: &'a Path,
-    pub lifecycle: &'a Path,
-    pub registry: &'a Path,
-    pub schemas: &'a Path,
-}
-
-pub fn run(command: PolicyCommand, files: &PolicyFiles<'_>) -> anyhow::Result<()> {
+/// The policy, registry and catalogue come from the configuration (files it names, or
+/// the built-in ones).
+pub fn run(command: PolicyCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         PolicyCommand::Check => {
-            let report = check(files)?;
+            let report = check(config)?;
             print!("{report}");
+            Ok(())
+        }
+        PolicyCommand::Export { out } => {
+            let text = liaison_server::defaults::POLICY.text;
+            match out {
+                Some(path) => {
+                    write_new(&path, text.as_bytes())?;
+                    eprintln!(
+                        "the built-in policy written to {}; name it as `policy` in the configuration",
+                        path.display()
+                    );
+                }
+                None => print!("{text}"),
+            }
             Ok(())
         }
         PolicyCommand::Explain {
@@ -71,8 +86,8 @@ pub fn run(command: PolicyCommand, files: &PolicyFiles<'_>) -> anyhow::Result<()
             original_cc,
             original_type,
         } => {
-            let registry = Registry::load(files.registry)?;
-            let policy = Policy::load(files.policy, &registry)?;
+            let registry = config.load_registry()?;
+            let policy = config.load_policy(&registry)?;
             let payload = match data {
                 Some(path) => {
                     let bytes = std::fs::read(&path)
@@ -112,11 +127,11 @@ pub fn run(command: PolicyCommand, files: &PolicyFiles<'_>) -> anyhow::Result<()
 }
 
 /// Loads and cross-checks the policy; the report lists each rule with its line.
-pub fn check(files: &PolicyFiles<'_>) -> anyhow::Result<String> {
-    let registry = Registry::load(files.registry)?;
-    let policy = Policy::load(files.policy, &registry)?;
-    let catalogue = Catalogue::load(files.schemas)?;
-    let origin = files.policy.display();
+pub fn check(config: &Config) -> anyhow::Result<String> {
+    let registry = config.load_registry()?;
+    let policy = config.load_policy(&registry)?;
+    let catalogue = config.load_catalogue()?;
+    let origin = config.policy_origin();
     let mut problems = Vec::new();
     let mut report = String::new();
     for rule in policy.rules() {
@@ -126,7 +141,7 @@ pub fn check(files: &PolicyFiles<'_>) -> anyhow::Result<String> {
                 rule.line,
                 rule.name,
                 rule.type_,
-                files.schemas.display()
+                config.schemas_origin()
             ));
             continue;
         };
@@ -143,8 +158,8 @@ pub fn check(files: &PolicyFiles<'_>) -> anyhow::Result<String> {
             rule.line, rule.name, rule.type_
         ));
     }
-    let lifecycle = Lifecycle::load(files.lifecycle)?;
-    let lifecycle_origin = files.lifecycle.display().to_string();
+    let lifecycle = config.load_lifecycle()?;
+    let lifecycle_origin = config.lifecycle_origin();
     lifecycle.check_types(
         &lifecycle_origin,
         catalogue.types().map(|t| t.name.as_str()),
@@ -194,6 +209,18 @@ pub fn flow_states(flow: &liaison_core::lifecycle::Flow) -> std::collections::BT
                 .chain(std::iter::once(s.to.as_str()))
         }))
         .collect()
+}
+
+/// Writes `bytes` to a new file at `path`: an operator's edited copy is never replaced.
+pub fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Whether some payload valid for `schema` could satisfy the condition: the field exists
@@ -327,9 +354,10 @@ mod tests {
 
     #[test]
     fn explain_shows_a_supervisory_copy_that_recipients_cannot_remove() {
-        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/demo");
-        let registry = Registry::load(&demo.join("agencies.toml")).unwrap();
-        let policy = Policy::load(&demo.join("policy.toml"), &registry).unwrap();
+        // The built-in policy: the demo county's.
+        let config = Config::default();
+        let registry = config.load_registry().unwrap();
+        let policy = config.load_policy(&registry).unwrap();
         let out = explain(
             &policy,
             "eco",

@@ -113,7 +113,7 @@ impl Ledger {
     /// Records an accepted message, its entry and one outbox row per recipient; answers
     /// once durably committed. A resubmission is answered like the first submission.
     pub async fn accept(&self, m: NewMessage) -> Result<AcceptOutcome, LedgerError> {
-        match self.submit(Request::Accept(m)).await? {
+        match self.submit(Request::Accept(Box::new(m))).await? {
             Answer::Accepted(outcome) => Ok(outcome),
             _ => Err(LedgerError::Internal(
                 "an accept was answered as another request",

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::info::TypeInfo;
 use crate::load::{self, CatalogueError, SchemaFile};
+use crate::source::CatalogueSource;
 use crate::violation::{ValidationError, Violation, sorted, violations_of};
 
 /// One message type of the catalogue, as agencies see it in `GET /v1/schemas`.
@@ -66,13 +67,19 @@ impl Catalogue {
     /// Fails on the first file that cannot be read, is not JSON, lacks `$schema` 2020-12,
     /// `$id`, `title` or `description`, or does not compile; the error names that file.
     pub fn load(dir: &Path) -> Result<Catalogue, CatalogueError> {
-        let envelope = load::read_envelope(dir)?;
-        let types = load::read_types(dir)?;
+        Self::from_source(&CatalogueSource::read_dir(dir)?)
+    }
+
+    /// [`Catalogue::load`] from files already in memory, such as a catalogue built into
+    /// the program.
+    pub fn from_source(source: &CatalogueSource) -> Result<Catalogue, CatalogueError> {
+        let envelope = load::read_envelope(source)?;
+        let types = load::read_types(source)?;
         let files: Vec<&SchemaFile> = std::iter::once(&envelope)
             .chain(types.iter().map(|t| &t.file))
             .collect();
         load::check_references(&files)?;
-        let registry = load::build_registry(dir, files.iter().copied())?;
+        let registry = load::build_registry(source.root(), files.iter().copied())?;
         let envelope_validator = load::compile(&envelope, &registry)?;
         let attributes: Vec<&str> = envelope
             .schema

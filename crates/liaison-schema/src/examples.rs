@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::catalogue::Catalogue;
-use crate::load::{CatalogueError, ENVELOPE_EXAMPLES_DIR, subdirectories};
+use crate::load::{CatalogueError, ENVELOPE_EXAMPLES_DIR};
 use crate::parse::{ParseLimits, parse};
+use crate::source::CatalogueSource;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expectation {
@@ -62,17 +63,18 @@ struct Expect {
 
 /// Reads every example under `dir`, sorted by path.
 pub fn load_examples(dir: &Path) -> Result<Vec<Example>, CatalogueError> {
+    load_examples_from(&CatalogueSource::read_dir(dir)?)
+}
+
+/// [`load_examples`] from files already in memory.
+pub fn load_examples_from(source: &CatalogueSource) -> Result<Vec<Example>, CatalogueError> {
     let mut examples = Vec::new();
-    for folder in subdirectories(dir)? {
-        let name = folder
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let folder_type = (name != ENVELOPE_EXAMPLES_DIR).then_some(name);
-        for path in json_files(&folder.join("valid"))? {
-            let event = read_json(&path)?;
+    for name in source.folders() {
+        let folder_type = (name != ENVELOPE_EXAMPLES_DIR).then(|| name.to_owned());
+        for relative in source.json_files_in(&format!("{name}/valid")) {
+            let event = read_json(source, relative)?;
             examples.push(Example {
-                path,
+                path: source.path_of(relative),
                 folder_type: folder_type.clone(),
                 expectation: Expectation::Valid,
                 event,
@@ -83,13 +85,12 @@ pub fn load_examples(dir: &Path) -> Result<Vec<Example>, CatalogueError> {
         } else {
             RejectCode::EnvelopeInvalid
         };
-        for path in json_files(&folder.join("invalid"))? {
-            let file: InvalidExampleFile =
-                serde_json::from_value(read_json(&path)?).map_err(|error| {
-                    CatalogueError::Invalid {
-                        path: path.clone(),
-                        message: format!("not an invalid-example document: {error}"),
-                    }
+        for relative in source.json_files_in(&format!("{name}/invalid")) {
+            let path = source.path_of(relative);
+            let file: InvalidExampleFile = serde_json::from_value(read_json(source, relative)?)
+                .map_err(|error| CatalogueError::Invalid {
+                    path: path.clone(),
+                    message: format!("not an invalid-example document: {error}"),
                 })?;
             examples.push(Example {
                 path,
@@ -199,37 +200,14 @@ impl fmt::Display for Listing<'_> {
     }
 }
 
-/// `*.json` files directly in `dir`, sorted; none when `dir` does not exist.
-fn json_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogueError> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let read_error = |source| CatalogueError::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_error)? {
-        let path = entry.map_err(read_error)?.path();
-        if path.extension().is_some_and(|ext| ext == "json") && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn read_json(path: &Path) -> Result<Value, CatalogueError> {
-    let bytes = std::fs::read(path).map_err(|source| CatalogueError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+fn read_json(source: &CatalogueSource, relative: &str) -> Result<Value, CatalogueError> {
+    let bytes = source.read(relative)?;
     // The wrapper of an invalid example adds one level to the event's own nesting.
     let limits = ParseLimits {
         max_depth: ParseLimits::default().max_depth + 1,
     };
-    parse(&bytes, &limits).map_err(|source| CatalogueError::Json {
-        path: path.to_path_buf(),
-        source,
+    parse(bytes, &limits).map_err(|error| CatalogueError::Json {
+        path: source.path_of(relative),
+        source: error,
     })
 }

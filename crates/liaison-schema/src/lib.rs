@@ -8,12 +8,16 @@ pub mod fuzzing;
 mod info;
 mod load;
 mod parse;
+mod source;
 mod violation;
 
 pub use catalogue::{Catalogue, MessageType};
 pub use docs::render_messages_md;
-pub use examples::{Example, ExampleFailure, ExampleSummary, Expectation, load_examples};
+pub use examples::{
+    Example, ExampleFailure, ExampleSummary, Expectation, load_examples, load_examples_from,
+};
 pub use info::{ANY_TYPE, TypeInfo};
 pub use load::{CatalogueError, DRAFT_2020_12};
 pub use parse::{ParseError, ParseLimits, parse};
+pub use source::CatalogueSource;
 pub use violation::{ValidationError, Violation};

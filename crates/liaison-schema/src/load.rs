@@ -10,6 +10,7 @@ use jsonschema::{Registry, Validator};
 use serde_json::Value;
 
 use crate::parse::{ParseLimits, parse};
+use crate::source::CatalogueSource;
 
 /// The only dialect the catalogue accepts.
 pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -60,32 +61,28 @@ pub(crate) struct TypeFile {
     pub file: SchemaFile,
 }
 
-pub(crate) fn read_envelope(dir: &Path) -> Result<SchemaFile, CatalogueError> {
-    read_schema_file(&dir.join(ENVELOPE_FILE), "envelope")
+pub(crate) fn read_envelope(source: &CatalogueSource) -> Result<SchemaFile, CatalogueError> {
+    read_schema_file(source, ENVELOPE_FILE, "envelope")
 }
 
-/// Every message type folder under `dir`, sorted by name.
-pub(crate) fn read_types(dir: &Path) -> Result<Vec<TypeFile>, CatalogueError> {
+/// Every message type folder of the catalogue, sorted by name.
+pub(crate) fn read_types(source: &CatalogueSource) -> Result<Vec<TypeFile>, CatalogueError> {
     let mut types = Vec::new();
-    for folder in subdirectories(dir)? {
-        let Some(name) = folder
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_owned)
-        else {
-            return Err(invalid(&folder, "folder name is not UTF-8"));
-        };
+    for name in source.folders() {
         if name == ENVELOPE_EXAMPLES_DIR {
             continue;
         }
-        if !is_type_name(&name) {
+        if !is_type_name(name) {
             return Err(invalid(
-                &folder,
+                &source.path_of(name),
                 "folder name is not a message type name such as pil.lead.v1",
             ));
         }
-        let file = read_schema_file(&folder.join(TYPE_SCHEMA_FILE), &name)?;
-        types.push(TypeFile { name, file });
+        let file = read_schema_file(source, &format!("{name}/{TYPE_SCHEMA_FILE}"), name)?;
+        types.push(TypeFile {
+            name: name.to_owned(),
+            file,
+        });
     }
     types.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(types)
@@ -190,14 +187,16 @@ fn describe_compile_error(error: &jsonschema::ValidationError<'_>) -> String {
     }
 }
 
-fn read_schema_file(path: &Path, type_name: &str) -> Result<SchemaFile, CatalogueError> {
-    let bytes = std::fs::read(path).map_err(|source| CatalogueError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+fn read_schema_file(
+    source: &CatalogueSource,
+    relative: &str,
+    type_name: &str,
+) -> Result<SchemaFile, CatalogueError> {
+    let bytes = source.read(relative)?;
+    let path = &source.path_of(relative);
     // Schemas nest deeper than messages do; 128 is serde_json's own ceiling.
     let schema =
-        parse(&bytes, &ParseLimits { max_depth: 128 }).map_err(|source| CatalogueError::Json {
+        parse(bytes, &ParseLimits { max_depth: 128 }).map_err(|source| CatalogueError::Json {
             path: path.to_path_buf(),
             source,
         })?;
@@ -234,24 +233,6 @@ fn required_string(schema: &Value, member: &str, path: &Path) -> Result<String, 
             &format!("{member:?} must be a non-empty string"),
         )),
     }
-}
-
-/// Subfolders of `dir`, hidden ones excluded.
-pub(crate) fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, CatalogueError> {
-    let read_error = |source| CatalogueError::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut folders = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_error)? {
-        let entry = entry.map_err(read_error)?;
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && entry.file_type().map_err(read_error)?.is_dir() {
-            folders.push(entry.path());
-        }
-    }
-    folders.sort();
-    Ok(folders)
 }
 
 /// The same rule as the envelope's `type` pattern: dotted lower-case words ending in a

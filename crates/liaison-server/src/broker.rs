@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use liaison_bus::{Bus, BusConfig};
-use liaison_core::{Clock, Lifecycle, Policy, Registry, SystemClock};
-use liaison_ledger::{Ledger, LedgerConfig};
-use liaison_schema::{Catalogue, ParseLimits};
+use liaison_bus::Bus;
+use liaison_core::{Clock, SystemClock};
+use liaison_ledger::Ledger;
+use liaison_schema::ParseLimits;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -80,21 +80,23 @@ impl Broker {
     pub async fn start(config: Config) -> Result<Broker, StartError> {
         tls::install_crypto_provider();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let registry = Arc::new(Registry::load(&config.registry)?);
-        let policy = Arc::new(Policy::load(&config.policy, &registry)?);
+        let registry = Arc::new(config.load_registry()?);
+        let policy = Arc::new(config.load_policy(&registry)?);
         let catalogue = Arc::new(
-            Catalogue::load(&config.schemas).map_err(|e| StartError::Catalogue(e.to_string()))?,
+            config
+                .load_catalogue()
+                .map_err(|e| StartError::Catalogue(e.to_string()))?,
         );
         if let Some(type_) = policy.types().find(|t| catalogue.get(t).is_none()) {
             return Err(StartError::PolicyType {
-                path: config.policy.display().to_string(),
+                path: config.policy_origin(),
                 type_: type_.to_owned(),
-                schemas: config.schemas.display().to_string(),
+                schemas: config.schemas_origin(),
             });
         }
-        let lifecycle = Arc::new(Lifecycle::load(&config.lifecycle)?);
+        let lifecycle = Arc::new(config.load_lifecycle()?);
         lifecycle.check_types(
-            &config.lifecycle.display().to_string(),
+            &config.lifecycle_origin(),
             catalogue.types().map(|t| t.name.as_str()),
         )?;
         let layout = PkiLayout::new(config.tls_dir.clone());
@@ -105,21 +107,9 @@ impl Broker {
             .map_err(|e| StartError::Tls(e.to_string()))?;
         let signer = checkpointing::signer(&config).map_err(StartError::SigningKey)?;
 
-        let ledger = Ledger::open(
-            LedgerConfig {
-                database_url: config.database_url.clone(),
-                ..LedgerConfig::default()
-            },
-            clock.clone(),
-        )
-        .await?;
+        let ledger = Ledger::open(config.ledger_config(), clock.clone()).await?;
         let ledger_role = check_role(&ledger, config.ledger.require_unprivileged_role).await?;
-        let bus_config = BusConfig {
-            url: config.amqp_url.clone(),
-            intake_queue: config.intake.queue_limits(),
-            ..BusConfig::default()
-        };
-        let bus = Bus::connect(bus_config).await?;
+        let bus = Bus::connect(config.bus_config()).await?;
         bus.declare_topology(registry.codes()).await?;
 
         let pipeline = Arc::new(Pipeline::new(
@@ -180,7 +170,7 @@ impl Broker {
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_tls));
         tasks.spawn(revocation.clone().watch(
             rustls.clone(),
-            config.revocation.reload_interval(),
+            config.revocation.reload_interval,
             cancel.clone(),
         ));
         #[cfg(unix)]
@@ -206,11 +196,11 @@ impl Broker {
                 }
             });
         }
-        let handshake = Duration::from_millis(config.limits.handshake_timeout_ms);
+        let handshake = config.limits.handshake_timeout;
         let connections = Arc::new(ConnectionCounts::new(
             config.limits.max_connections_per_agency,
         ));
-        let header_read = Duration::from_millis(config.limits.header_read_timeout_ms);
+        let header_read = config.limits.header_read_timeout;
         let mut server = axum_server::from_tcp_rustls(https_listener, rustls)
             .map_err(|source| StartError::Listen {
                 addr: config.listen,
@@ -224,7 +214,7 @@ impl Broker {
                         .handshake_timeout(handshake)
                         .acceptor(axum_server::accept::NoDelayAcceptor::new()),
                     connections,
-                    Duration::from_millis(config.limits.idle_timeout_ms),
+                    config.limits.idle_timeout,
                 )
             })
             // A connection that completes the handshake and then says nothing is closed.

@@ -1,5 +1,5 @@
 //! The broker's checkpointer: the Ed25519 key made by `liaison pki init` signs the ledger's
-//! tree head every `[ledger] checkpoint_interval_ms` when the ledger grew.
+//! tree head every `[ledger] checkpoint_interval` when the ledger grew.
 
 use std::sync::Arc;
 
@@ -20,6 +20,6 @@ pub fn checkpointer(ledger: Ledger, signer: CheckpointSigner, config: &Config) -
     Checkpointer {
         ledger,
         signer: Arc::new(signer),
-        interval: config.ledger.checkpoint_interval(),
+        interval: config.ledger.checkpoint_interval,
     }
 }

@@ -50,7 +50,7 @@ impl Guard {
             }),
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
-            request_timeout: Duration::from_millis(limits.request_timeout_ms),
+            request_timeout: limits.request_timeout,
             rate: (limits.rate_per_second > 0)
                 .then(|| Arc::new(RateLimiter::new(limits.rate_per_second, limits.rate_burst))),
         }

@@ -99,7 +99,7 @@ impl Inbox {
         wait: Duration,
         max: usize,
     ) -> Result<Vec<PulledDelivery>, InboxError> {
-        let wait = wait.min(Duration::from_millis(self.config.max_wait_ms));
+        let wait = wait.min(self.config.max_wait);
         let max = max.clamp(1, usize::from(self.config.max_batch));
         let inbox = self.agency(agency);
         inbox.release_expired().await;
@@ -177,7 +177,7 @@ impl Inbox {
     }
 
     fn lease(&self) -> Duration {
-        Duration::from_millis(self.config.lease_ms)
+        self.config.lease
     }
 }
 

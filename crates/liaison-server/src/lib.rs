@@ -9,6 +9,7 @@ pub mod config;
 pub mod connections;
 pub mod crl;
 pub mod dead_letters;
+pub mod defaults;
 pub mod gateway;
 pub mod guard;
 pub mod inbox;

@@ -259,7 +259,9 @@ impl Pipeline {
                         .about(&envelope, &self.catalogue)
                 })?;
         }
-        let case = self.case_intent(sender, &envelope, &event, original.as_ref())?;
+        let case = self
+            .case_intent(sender, &envelope, &event, original.as_ref())
+            .map_err(|refusal| *refusal)?;
 
         let id = envelope.id;
         let outcome = self
@@ -326,11 +328,11 @@ impl Pipeline {
         envelope: &Envelope,
         event: &serde_json::Value,
         original: Option<&liaison_core::OriginalMessage>,
-    ) -> Result<CaseIntent, Refusal> {
+    ) -> Result<CaseIntent, Box<Refusal>> {
         let inherited = match original {
             Some(original) => match (&original.caseref, &envelope.caseref) {
                 (Some(theirs), Some(own)) if theirs != own => {
-                    return Err(Refusal::new(
+                    return Err(Box::new(Refusal::new(
                         RejectCode::CaserefMismatch,
                         format!(
                             "caseref is {own:?} but message {} it answers belongs to case {theirs:?}; \
@@ -338,7 +340,7 @@ impl Pipeline {
                             original.id
                         ),
                     )
-                    .about(envelope, &self.catalogue));
+                    .about(envelope, &self.catalogue)));
                 }
                 (Some(theirs), None) => Some(theirs.clone()),
                 _ => None,

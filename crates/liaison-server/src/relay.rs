@@ -12,7 +12,6 @@
 //! duplicates by id.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -49,8 +48,8 @@ impl Relay {
         // that ran out (a relay that died), batches the handoff had no room for.
         let mut handed = self
             .ledger
-            .take_deliveries(self.config.lease(), HANDOFF_BATCHES);
-        let mut poll = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+            .take_deliveries(self.config.lease, HANDOFF_BATCHES);
+        let mut poll = tokio::time::interval(self.config.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut claim_due = true;
         let mut publisher: Option<Publisher> = None;
@@ -63,7 +62,7 @@ impl Relay {
                     Err(_) if !claim_due => break,
                     Err(_) => match self
                         .ledger
-                        .claim_deliveries(self.config.batch, self.config.lease())
+                        .claim_deliveries(self.config.batch, self.config.lease)
                         .await
                     {
                         Ok(batch) if batch.is_empty() => {

@@ -3,7 +3,7 @@
 //! At start the CRL is loaded before anything listens; a configured CRL file that is
 //! missing stops the start (fail closed: a broker told to enforce revocations does not
 //! run without them). Afterwards a watcher reads the file every
-//! `[revocation] reload_interval_ms` and on SIGHUP; a new version is checked (signed by
+//! `[revocation] reload_interval` and on SIGHUP; a new version is checked (signed by
 //! the CA) and swapped into the gateway's rustls configuration, so new handshakes use it
 //! without a restart. A file that disappears or cannot be used never lifts revocations:
 //! the last good CRL stays in force and `/readyz` reports the problem, as it reports a CRL

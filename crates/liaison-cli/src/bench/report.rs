@@ -79,9 +79,7 @@ impl Report {
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            agencies: liaison_core::Registry::load(&world.config.registry)
-                .map(|r| r.len())
-                .unwrap_or(0),
+            agencies: world.config.load_registry().map(|r| r.len()).unwrap_or(0),
             liaison: env!("CARGO_PKG_VERSION"),
             postgresql: postgres_version(&world.config.database_url).await,
             rabbitmq: command_output("rabbitmqctl", &["version"]),

@@ -51,8 +51,11 @@ impl BenchWorld {
         let database_url = with_path(&base.database_url, &format!("liaison_bench_{id}"));
         liaison_ledger::ensure_database(&database_url).await?;
         let pki_dir = tempfile::tempdir()?;
-        let mut registry_text = std::fs::read_to_string(&base.registry)
-            .with_context(|| format!("reading {}", base.registry.display()))?;
+        let mut registry_text = match &base.registry {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+            None => liaison_server::defaults::REGISTRY.text.to_owned(),
+        };
         for i in 1..=extra_agencies {
             registry_text.push_str(&format!(
                 "\n[[agency]]\ncode = \"bench-{i:04}\"\nname_zh = \"基准测试单位{i}\"\nname_en = \"Benchmark agency {i}\"\n"
@@ -66,7 +69,7 @@ impl BenchWorld {
             database_url,
             amqp_url: with_path(&base.amqp_url, &vhost),
             tls_dir: pki_dir.path().to_owned(),
-            registry: registry_path,
+            registry: Some(registry_path),
             ..base.clone()
         };
         config.listen.set_port(0);

@@ -103,7 +103,7 @@ impl CaseBook {
         &self,
         message: &NewMessage,
         at: OffsetDateTime,
-    ) -> Result<Option<Placement>, CaseRefusal> {
+    ) -> Result<Option<Placement>, Box<CaseRefusal>> {
         let intent = &message.case;
         let sender = message.sender.as_str();
         let given = intent
@@ -116,7 +116,7 @@ impl CaseBook {
             Some(given) => {
                 match self.cases.get(given) {
                     Some(case) if !case.parties.contains(sender) => {
-                        return Err(CaseRefusal {
+                        return Err(Box::new(CaseRefusal {
                             code: RejectCode::NotAParty,
                             detail: format!(
                                 "{sender} is not a party of case {given}: only the senders and \
@@ -125,11 +125,11 @@ impl CaseBook {
                             caseref: None,
                             claimed_caseref: Some(given.clone()),
                             met: None,
-                        });
+                        }));
                     }
                     Some(_) => {}
                     None if caseref::is_assigned_form(given) => {
-                        return Err(CaseRefusal {
+                        return Err(Box::new(CaseRefusal {
                             code: RejectCode::CaserefUnknown,
                             detail: format!(
                                 "{given} names no case; references of this form are assigned \
@@ -138,7 +138,7 @@ impl CaseBook {
                             caseref: None,
                             claimed_caseref: Some(given.clone()),
                             met: None,
-                        });
+                        }));
                     }
                     None => {}
                 }
@@ -187,7 +187,7 @@ impl CaseBook {
                 }),
                 closes: moved.map_or(thread.closed, |m| m.closes),
             })),
-            Err(invalid) => Err(CaseRefusal {
+            Err(invalid) => Err(Box::new(CaseRefusal {
                 code: RejectCode::InvalidTransition,
                 detail: format!(
                     "{} is not a step of the {} in case {caseref} from its state {:?}",
@@ -202,7 +202,7 @@ impl CaseBook {
                     to: invalid.state,
                     closed: thread.closed,
                 }),
-            }),
+            })),
         }
     }
 

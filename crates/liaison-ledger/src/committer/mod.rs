@@ -24,7 +24,8 @@ use crate::model::{AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, Pen
 
 /// What a caller asks the committer to record.
 pub(crate) enum Request {
-    Accept(NewMessage),
+    /// Boxed: a message is several times the size of the other requests.
+    Accept(Box<NewMessage>),
     Reject(NewRejection),
     Deliveries(Vec<DeliveryOutcome>),
     Acknowledge {

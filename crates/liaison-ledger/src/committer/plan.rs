@@ -224,7 +224,7 @@ impl Planner {
 
         let placement = match self.cases.place(message, self.at) {
             Ok(placement) => placement,
-            Err(refusal) => return self.refuse_for_case(message, sha256, refusal),
+            Err(refusal) => return self.refuse_for_case(message, sha256, *refusal),
         };
         let caseref = placement.as_ref().map(|p| p.caseref.clone());
 
@@ -645,11 +645,11 @@ mod tests {
     fn seqs_are_consecutive_and_repeats_in_a_batch_are_answered_like_the_first() {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let requests = vec![
-            Request::Accept(message(a, "eco", b"one")),
-            Request::Accept(message(b, "eco", b"two")),
-            Request::Accept(message(a, "eco", b"one")),
-            Request::Accept(message(a, "eco", b"other bytes")),
-            Request::Accept(message(b, "police", b"two")),
+            Request::Accept(Box::new(message(a, "eco", b"one"))),
+            Request::Accept(Box::new(message(b, "eco", b"two"))),
+            Request::Accept(Box::new(message(a, "eco", b"one"))),
+            Request::Accept(Box::new(message(a, "eco", b"other bytes"))),
+            Request::Accept(Box::new(message(b, "police", b"two"))),
         ];
         let plan = plan(&requests, context(41));
         let seqs: Vec<u64> = plan.writes.entries.iter().map(|e| e.seq).collect();
@@ -682,7 +682,10 @@ mod tests {
     #[test]
     fn accepted_entry_carries_the_audit_detail() {
         let id = Uuid::now_v7();
-        let plan = plan(&[Request::Accept(message(id, "eco", b"{}"))], context(1));
+        let plan = plan(
+            &[Request::Accept(Box::new(message(id, "eco", b"{}")))],
+            context(1),
+        );
         let row = &plan.writes.entries[0];
         let entry = Entry::from_canonical(&row.bytes).unwrap();
         assert_eq!(row.leaf_hash, audit::leaf_hash(&row.bytes));
