@@ -278,20 +278,8 @@ async fn read_live(conn: &mut PgConnection) -> Result<CaseReplay, LedgerError> {
     .await
     .map_err(LedgerError::query("reading cases"))?
     {
-        let caseref: String = row.try_get("caseref").map_err(read)?;
-        let parties: Vec<String> = row.try_get("parties").map_err(read)?;
-        live.cases.insert(
-            caseref.clone(),
-            CaseRow {
-                caseref,
-                opened_seq: seq_from_db(row.try_get("opened_seq").map_err(read)?)?,
-                opened_at: row.try_get("opened_at").map_err(read)?,
-                opened_by: row.try_get("opened_by").map_err(read)?,
-                updated_seq: seq_from_db(row.try_get("updated_seq").map_err(read)?)?,
-                updated_at: row.try_get("updated_at").map_err(read)?,
-                parties: parties.into_iter().collect(),
-            },
-        );
+        let case = CaseRow::from_row(&row)?;
+        live.cases.insert(case.caseref.clone(), case);
     }
     for row in sqlx::query(
         "SELECT thread, caseref, flow, state, closed, opened_seq, updated_seq FROM case_threads",
@@ -300,19 +288,8 @@ async fn read_live(conn: &mut PgConnection) -> Result<CaseReplay, LedgerError> {
     .await
     .map_err(LedgerError::query("reading case threads"))?
     {
-        let thread: Uuid = row.try_get("thread").map_err(read)?;
-        live.threads.insert(
-            thread,
-            ThreadRow {
-                thread,
-                caseref: row.try_get("caseref").map_err(read)?,
-                flow: row.try_get("flow").map_err(read)?,
-                state: row.try_get("state").map_err(read)?,
-                closed: row.try_get("closed").map_err(read)?,
-                opened_seq: seq_from_db(row.try_get("opened_seq").map_err(read)?)?,
-                updated_seq: seq_from_db(row.try_get("updated_seq").map_err(read)?)?,
-            },
-        );
+        let thread = ThreadRow::from_row(&row)?;
+        live.threads.insert(thread.thread, thread);
     }
     for row in sqlx::query("SELECT message_id, caseref, thread, seq FROM case_messages")
         .fetch_all(&mut *conn)

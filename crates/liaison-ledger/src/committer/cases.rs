@@ -6,10 +6,18 @@
 use std::collections::{BTreeSet, HashMap};
 
 use liaison_core::{RejectCode, ThreadStep, caseref};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::error::LedgerError;
 use crate::model::NewMessage;
+use crate::sql::seq_from_db;
+
+fn read(e: sqlx::Error) -> LedgerError {
+    LedgerError::Corrupt(format!("case projection row: {e}"))
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct CaseRow {
@@ -31,6 +39,37 @@ pub(crate) struct ThreadRow {
     pub closed: bool,
     pub opened_seq: u64,
     pub updated_seq: u64,
+}
+
+impl CaseRow {
+    /// A row of `cases` (or a query giving the same column names).
+    pub fn from_row(row: &PgRow) -> Result<Self, LedgerError> {
+        let parties: Vec<String> = row.try_get("parties").map_err(read)?;
+        Ok(Self {
+            caseref: row.try_get("caseref").map_err(read)?,
+            opened_seq: seq_from_db(row.try_get("opened_seq").map_err(read)?)?,
+            opened_at: row.try_get("opened_at").map_err(read)?,
+            opened_by: row.try_get("opened_by").map_err(read)?,
+            updated_seq: seq_from_db(row.try_get("updated_seq").map_err(read)?)?,
+            updated_at: row.try_get("updated_at").map_err(read)?,
+            parties: parties.into_iter().collect(),
+        })
+    }
+}
+
+impl ThreadRow {
+    /// A row of `case_threads` (or a query giving the same column names).
+    pub fn from_row(row: &PgRow) -> Result<Self, LedgerError> {
+        Ok(Self {
+            thread: row.try_get("thread").map_err(read)?,
+            caseref: row.try_get("caseref").map_err(read)?,
+            flow: row.try_get("flow").map_err(read)?,
+            state: row.try_get("state").map_err(read)?,
+            closed: row.try_get("closed").map_err(read)?,
+            opened_seq: seq_from_db(row.try_get("opened_seq").map_err(read)?)?,
+            updated_seq: seq_from_db(row.try_get("updated_seq").map_err(read)?)?,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -218,37 +218,14 @@ async fn read_cases(
         let what: String = row.try_get("what").map_err(read)?;
         match what.as_str() {
             "case" => {
-                let caseref: String = row.try_get("caseref").map_err(read)?;
-                let parties: Vec<String> = row.try_get("parties").map_err(read)?;
-                book.cases.insert(
-                    caseref.clone(),
-                    CaseRow {
-                        caseref,
-                        opened_seq: seq_from_db(row.try_get("opened_seq").map_err(read)?)?,
-                        opened_at: row.try_get("opened_at").map_err(read)?,
-                        opened_by: row.try_get("opened_by").map_err(read)?,
-                        updated_seq: seq_from_db(row.try_get("updated_seq").map_err(read)?)?,
-                        updated_at: row.try_get("updated_at").map_err(read)?,
-                        parties: parties.into_iter().collect(),
-                    },
-                );
+                let case = CaseRow::from_row(row)?;
+                book.cases.insert(case.caseref.clone(), case);
             }
             "thread" => {
                 let message_id: Uuid = row.try_get("message_id").map_err(read)?;
-                let thread: Uuid = row.try_get("thread").map_err(read)?;
-                book.message_thread.insert(message_id, thread);
-                book.threads.insert(
-                    thread,
-                    ThreadRow {
-                        thread,
-                        caseref: row.try_get("caseref").map_err(read)?,
-                        flow: row.try_get("flow").map_err(read)?,
-                        state: row.try_get("state").map_err(read)?,
-                        closed: row.try_get("closed").map_err(read)?,
-                        opened_seq: seq_from_db(row.try_get("opened_seq").map_err(read)?)?,
-                        updated_seq: seq_from_db(row.try_get("updated_seq").map_err(read)?)?,
-                    },
-                );
+                let thread = ThreadRow::from_row(row)?;
+                book.message_thread.insert(message_id, thread.thread);
+                book.threads.insert(thread.thread, thread);
             }
             _ => {
                 book.counters.insert(
