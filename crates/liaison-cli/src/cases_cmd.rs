@@ -56,30 +56,35 @@ fn agency_code(s: &str) -> Result<AgencyCode, String> {
     AgencyCode::new(s).map_err(|e| e.to_string())
 }
 
-pub async fn run(config: &Config, command: CasesCommand) -> anyhow::Result<()> {
-    if let CasesCommand::Diagrams { write } = &command {
-        let lifecycle = config.load_lifecycle()?;
-        match write {
-            None => print!("{}", lifecycle.markdown()),
-            Some(path) => {
-                let doc = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let updated = lifecycle.splice_into(&doc).with_context(|| {
-                    format!("{} lacks the generated-section markers", path.display())
-                })?;
-                std::fs::write(path, updated)?;
-                println!(
-                    "✓ {} updated from {}",
-                    path.display(),
-                    config.lifecycle_origin()
-                );
-            }
-        }
+/// Writes the lifecycle's flows as Markdown, or splices them into `write`.
+fn diagrams(config: &Config, write: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let lifecycle = config.load_lifecycle()?;
+    let Some(path) = write else {
+        print!("{}", lifecycle.markdown());
         return Ok(());
-    }
-    let ledger = crate::open_ledger(config).await?;
+    };
+    let doc =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let updated = lifecycle
+        .splice_into(&doc)
+        .with_context(|| format!("{} lacks the generated-section markers", path.display()))?;
+    std::fs::write(path, updated)?;
+    println!(
+        "✓ {} updated from {}",
+        path.display(),
+        config.lifecycle_origin()
+    );
+    Ok(())
+}
+
+pub async fn run(config: &Config, command: CasesCommand) -> anyhow::Result<()> {
+    // Only the diagrams need no database.
+    let ledger = match &command {
+        CasesCommand::Diagrams { write } => return diagrams(config, write.as_deref()),
+        _ => crate::open_ledger(config).await?,
+    };
     match command {
-        CasesCommand::Diagrams { .. } => unreachable!("handled above"),
+        CasesCommand::Diagrams { .. } => {}
         CasesCommand::Show { caseref, json } => {
             let case = ledger
                 .case(&caseref)
