@@ -122,12 +122,12 @@ pub async fn run(config: &Config, command: CasesCommand) -> anyhow::Result<()> {
                 for case in &page.cases {
                     println!(
                         "{:<24} {:<22} {:<26} {:<6} {:<14} {}",
-                        case.caseref,
-                        case.flow.as_deref().unwrap_or("-"),
-                        case.state.as_deref().unwrap_or("-"),
-                        if case.closed { "no" } else { "yes" },
-                        case.opened_by,
-                        rfc3339(case.opened_at)
+                        case.head.caseref,
+                        case.head.flow.as_deref().unwrap_or("-"),
+                        case.head.state.as_deref().unwrap_or("-"),
+                        if case.head.closed { "no" } else { "yes" },
+                        case.head.opened_by,
+                        rfc3339(case.head.opened_at)
                     );
                 }
                 if page.next.is_some() {
@@ -200,13 +200,13 @@ fn rfc3339(at: time::OffsetDateTime) -> String {
 pub fn render_case(case: &CaseView) -> String {
     let mut out = format!(
         "case {}  {} {}{}\nopened {} by {} (ledger seq {})\n",
-        case.caseref,
-        case.flow.as_deref().unwrap_or("-"),
-        case.state.as_deref().unwrap_or("-"),
-        if case.closed { " (closed)" } else { "" },
-        rfc3339(case.opened_at),
-        case.opened_by,
-        case.opened_seq
+        case.head.caseref,
+        case.head.flow.as_deref().unwrap_or("-"),
+        case.head.state.as_deref().unwrap_or("-"),
+        if case.head.closed { " (closed)" } else { "" },
+        rfc3339(case.head.opened_at),
+        case.head.opened_by,
+        case.head.opened_seq
     );
     out.push_str("parties:");
     for party in &case.parties {

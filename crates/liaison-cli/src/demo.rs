@@ -482,9 +482,9 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
             .await?
             .ok_or_else(|| anyhow!("step 7: no case {case}"))?;
         ensure!(
-            view.state.as_deref() == Some(expected),
+            view.head.state.as_deref() == Some(expected),
             "step 7: case {case} is {:?}, expected {expected}",
-            view.state
+            view.head.state
         );
         cases.push_str(&crate::cases_cmd::render_case(&view));
         cases.push('\n');

@@ -145,13 +145,11 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
             ));
             continue;
         };
-        for condition in rule.conditions {
-            if let Err(why) = condition_can_hold(condition, &message_type.schema) {
-                problems.push(format!(
-                    "{origin}:{}: rule {:?}: `when` {} can never hold: {why}",
-                    rule.line, rule.name, condition.path
-                ));
-            }
+        for (condition, why) in never_holding(rule.conditions, &message_type.schema) {
+            problems.push(format!(
+                "{origin}:{}: rule {:?}: `when` {} can never hold: {why}",
+                rule.line, rule.name, condition.path
+            ));
         }
         report.push_str(&format!(
             "  {origin}:{:<4} {:<48} {}\n",
@@ -170,13 +168,11 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
             let Some(message_type) = catalogue.get(&step.on) else {
                 continue;
             };
-            for condition in &step.when {
-                if let Err(why) = condition_can_hold(condition, &message_type.schema) {
-                    problems.push(format!(
-                        "{lifecycle_origin}:{}: flow {:?}: `when` {} can never hold: {why}",
-                        step.line, flow.name, condition.path
-                    ));
-                }
+            for (condition, why) in never_holding(&step.when, &message_type.schema) {
+                problems.push(format!(
+                    "{lifecycle_origin}:{}: flow {:?}: `when` {} can never hold: {why}",
+                    step.line, flow.name, condition.path
+                ));
             }
         }
         flows.push_str(&format!(
@@ -197,6 +193,17 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
         types.len(),
         lifecycle.flows().len(),
     ))
+}
+
+/// The conditions (of a policy rule or a lifecycle step) that no payload valid for
+/// `schema` satisfies, each with the reason.
+fn never_holding<'a>(
+    conditions: &'a [Condition],
+    schema: &'a Value,
+) -> impl Iterator<Item = (&'a Condition, String)> {
+    conditions
+        .iter()
+        .filter_map(|c| condition_can_hold(c, schema).err().map(|why| (c, why)))
 }
 
 /// Every state of a flow: the initial one and every step's.

@@ -359,11 +359,6 @@ impl Lifecycle {
         self.informational.contains(type_)
     }
 
-    /// Whether `state` of `flow` is closed. Unknown flows count as closed.
-    pub fn is_closed(&self, flow: &str, state: &str) -> bool {
-        self.flow(flow).is_none_or(|f| f.closed.contains(state))
-    }
-
     /// Every type the file names (openers, steps, informational), with the line naming it.
     fn named_types(&self) -> Vec<(&str, usize)> {
         let mut named: Vec<(&str, usize)> =

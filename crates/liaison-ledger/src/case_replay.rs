@@ -60,7 +60,7 @@ impl CaseReplay {
         let Some(caseref) = entry.caseref.clone() else {
             return Ok(());
         };
-        let message = case_message(bytes).map_err(|e| e.to_string())?;
+        let message = case_message(&entry).map_err(|e| e.to_string())?;
         let case = self
             .cases
             .entry(caseref.clone())

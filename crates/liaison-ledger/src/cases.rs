@@ -20,9 +20,10 @@ fn corrupt(what: &'static str) -> impl Fn(sqlx::Error) -> LedgerError {
     move |e| LedgerError::Corrupt(format!("{what}: {e}"))
 }
 
-/// One case as its parties and administrators read it.
+/// What every view of a case starts with: its reference, its first matter's flow and
+/// state, and when and by whom it was opened and last changed.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CaseView {
+pub struct CaseHead {
     pub caseref: String,
     /// The flow and state of the case's first matter (the thread that opened it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,6 +38,13 @@ pub struct CaseView {
     pub opened_by: AgencyCode,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// One case as its parties and administrators read it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CaseView {
+    #[serde(flatten)]
+    pub head: CaseHead,
     pub parties: Vec<CaseParty>,
     pub threads: Vec<CaseThread>,
     pub messages: Vec<CaseMessage>,
@@ -81,18 +89,8 @@ pub struct CaseMessage {
 /// One row of a case list.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CaseSummary {
-    pub caseref: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flow: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    pub closed: bool,
-    pub opened_seq: u64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub opened_at: OffsetDateTime,
-    pub opened_by: AgencyCode,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
+    #[serde(flatten)]
+    pub head: CaseHead,
     pub parties: Vec<AgencyCode>,
 }
 
@@ -142,14 +140,16 @@ fn summary(row: &PgRow) -> Result<CaseSummary, LedgerError> {
     };
     let parties: Vec<String> = row.try_get("parties").map_err(&read)?;
     Ok(CaseSummary {
-        caseref: row.try_get("caseref").map_err(&read)?,
-        flow: row.try_get("flow").map_err(&read)?,
-        state: row.try_get("state").map_err(&read)?,
-        closed: row.try_get("closed").map_err(&read)?,
-        opened_seq: seq_from_db(row.try_get("opened_seq").map_err(&read)?)?,
-        opened_at: row.try_get("opened_at").map_err(&read)?,
-        opened_by: agency(row.try_get("opened_by").map_err(&read)?)?,
-        updated_at: row.try_get("updated_at").map_err(&read)?,
+        head: CaseHead {
+            caseref: row.try_get("caseref").map_err(&read)?,
+            flow: row.try_get("flow").map_err(&read)?,
+            state: row.try_get("state").map_err(&read)?,
+            closed: row.try_get("closed").map_err(&read)?,
+            opened_seq: seq_from_db(row.try_get("opened_seq").map_err(&read)?)?,
+            opened_at: row.try_get("opened_at").map_err(&read)?,
+            opened_by: agency(row.try_get("opened_by").map_err(&read)?)?,
+            updated_at: row.try_get("updated_at").map_err(&read)?,
+        },
         parties: parties.into_iter().map(agency).collect::<Result<_, _>>()?,
     })
 }
@@ -200,7 +200,9 @@ pub(crate) async fn case(pool: &PgPool, caseref: &str) -> Result<Option<CaseView
     .map_err(LedgerError::query("reading a case's messages"))?;
     for row in &rows {
         let bytes: Vec<u8> = row.try_get("entry").map_err(&read)?;
-        let message = case_message(&bytes)?;
+        let entry = Entry::from_canonical(&bytes)
+            .map_err(|e| LedgerError::Corrupt(format!("a case entry is not canonical: {e}")))?;
+        let message = case_message(&entry)?;
         let mut add = |agency: &AgencyCode, role: &'static str| {
             let list = roles.entry(agency.clone()).or_default();
             if !list.contains(&role) {
@@ -220,14 +222,7 @@ pub(crate) async fn case(pool: &PgPool, caseref: &str) -> Result<Option<CaseView
         messages.push(message);
     }
     Ok(Some(CaseView {
-        caseref: summary.caseref,
-        flow: summary.flow,
-        state: summary.state,
-        closed: summary.closed,
-        opened_seq: summary.opened_seq,
-        opened_at: summary.opened_at,
-        opened_by: summary.opened_by,
-        updated_at: summary.updated_at,
+        head: summary.head,
         parties: roles
             .into_iter()
             .map(|(agency, roles)| CaseParty { agency, roles })
@@ -238,9 +233,7 @@ pub(crate) async fn case(pool: &PgPool, caseref: &str) -> Result<Option<CaseView
 }
 
 /// A case's message as its accepted entry records it.
-pub(crate) fn case_message(bytes: &[u8]) -> Result<CaseMessage, LedgerError> {
-    let entry = Entry::from_canonical(bytes)
-        .map_err(|e| LedgerError::Corrupt(format!("a case entry is not canonical: {e}")))?;
+pub(crate) fn case_message(entry: &Entry) -> Result<CaseMessage, LedgerError> {
     let bad = |why: &str| LedgerError::Corrupt(format!("entry {}: {why}", entry.seq));
     if entry.kind != EntryKind::MessageAccepted {
         return Err(bad("not an acceptance"));
@@ -294,7 +287,7 @@ pub(crate) async fn list(pool: &PgPool, filter: &CaseFilter) -> Result<CasePage,
     let mut cases = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
     let next = if cases.len() as i64 > limit {
         cases.truncate(limit as usize);
-        cases.last().map(|c| c.opened_seq)
+        cases.last().map(|c| c.head.opened_seq)
     } else {
         None
     };

@@ -21,7 +21,9 @@ pub mod verify;
 
 pub use admin::{drop_database, ensure_database};
 pub use case_replay::{CaseDifference, CaseReplay, CaseReplayReport};
-pub use cases::{CaseFilter, CaseMessage, CasePage, CaseParty, CaseSummary, CaseThread, CaseView};
+pub use cases::{
+    CaseFilter, CaseHead, CaseMessage, CasePage, CaseParty, CaseSummary, CaseThread, CaseView,
+};
 pub use checkpoints::{Checkpointer, StoredCheckpoint};
 pub use config::LedgerConfig;
 pub use error::LedgerError;

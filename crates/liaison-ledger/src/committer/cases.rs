@@ -117,9 +117,10 @@ pub(crate) struct CaseBook {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Placement {
     pub caseref: String,
-    pub assigned: bool,
+    /// Liaison assigned the reference: the counter (prefix, year) and the number it took.
+    pub assigned: Option<((String, i32), i64)>,
+    /// What the message does to its thread; `closed` says whether the thread is closed after.
     pub step: Option<ThreadStep>,
-    closes: bool,
 }
 
 /// Why a case refused a message, for its rejection entry.
@@ -150,7 +151,10 @@ impl CaseBook {
             .as_ref()
             .or(message.envelope.caseref.as_ref());
         let (caseref, assigned) = match given {
-            None if intent.moves.opens.is_some() => (self.next_caseref(message, at).0, true),
+            None if intent.moves.opens.is_some() => {
+                let (caseref, key, number) = self.next_caseref(message, at);
+                (caseref, Some((key, number)))
+            }
             None => return Ok(None),
             Some(given) => {
                 match self.cases.get(given) {
@@ -181,7 +185,7 @@ impl CaseBook {
                     }
                     None => {}
                 }
-                (given.clone(), false)
+                (given.clone(), None)
             }
         };
 
@@ -197,7 +201,6 @@ impl CaseBook {
                     to: opening.initial.clone(),
                     closed: opening.closed,
                 }),
-                closes: opening.closed,
             }));
         }
         let thread = message
@@ -210,7 +213,6 @@ impl CaseBook {
                 caseref,
                 assigned,
                 step: None,
-                closes: false,
             }));
         };
         match intent.moves.apply(&thread.flow, &thread.state) {
@@ -224,7 +226,6 @@ impl CaseBook {
                     to: moved.map_or_else(|| thread.state.clone(), |m| m.to.clone()),
                     closed: moved.map_or(thread.closed, |m| m.closes),
                 }),
-                closes: moved.map_or(thread.closed, |m| m.closes),
             })),
             Err(invalid) => Err(Box::new(CaseRefusal {
                 code: RejectCode::InvalidTransition,
@@ -266,10 +267,9 @@ impl CaseBook {
         seq: u64,
         at: OffsetDateTime,
     ) {
-        if placement.assigned {
-            let (_, key, number) = self.next_caseref(message, at);
-            self.counters.insert(key.clone(), number);
-            self.changed_counters.insert(key);
+        if let Some((key, number)) = &placement.assigned {
+            self.counters.insert(key.clone(), *number);
+            self.changed_counters.insert(key.clone());
         }
         let parties = std::iter::once(message.sender.as_str())
             .chain(message.route.recipients.iter().map(|r| r.agency.as_str()))
@@ -301,12 +301,12 @@ impl CaseBook {
                     caseref: placement.caseref.clone(),
                     flow: step.flow.clone(),
                     state: step.to.clone(),
-                    closed: placement.closes,
+                    closed: step.closed,
                     opened_seq: seq,
                     updated_seq: seq,
                 });
             thread.state = step.to.clone();
-            thread.closed = placement.closes;
+            thread.closed = step.closed;
             thread.updated_seq = seq;
             self.changed_threads.insert(step.thread);
             self.message_thread.insert(id, step.thread);

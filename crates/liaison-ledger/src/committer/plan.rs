@@ -242,7 +242,7 @@ impl Planner {
             if let Some(step) = &placement.step {
                 detail.insert("case".into(), json!(step));
             }
-            if placement.assigned {
+            if placement.assigned.is_some() {
                 detail.insert("caseref_assigned".into(), json!(true));
             }
         }
