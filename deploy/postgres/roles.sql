@@ -33,11 +33,12 @@ GRANT SELECT, INSERT ON ledger_entries, messages, ledger_tree_nodes, ledger_chec
 GRANT SELECT, INSERT, UPDATE ON outbox TO liaison_broker;
 GRANT USAGE, SELECT ON SEQUENCE outbox_delivery_id_seq TO liaison_broker;
 -- The case projection, kept by the committer (every change derives from a ledger entry).
-GRANT SELECT, INSERT, UPDATE ON cases, case_threads, case_messages, case_counters
+GRANT SELECT, INSERT, UPDATE ON cases, case_threads, case_messages, case_counters, case_clocks
     TO liaison_broker;
 -- The broker checks at start that every migration is applied; it never applies one itself
 -- under this role (applying needs the owner).
 GRANT SELECT ON _sqlx_migrations TO liaison_broker;
 
 GRANT SELECT ON ledger_entries, messages, ledger_tree_nodes, ledger_checkpoints, outbox,
-    cases, case_threads, case_messages, case_counters, _sqlx_migrations TO liaison_auditor;
+    cases, case_threads, case_messages, case_counters, case_clocks, _sqlx_migrations
+    TO liaison_auditor;

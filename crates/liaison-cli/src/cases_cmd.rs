@@ -29,6 +29,10 @@ pub enum CasesCommand {
         /// The flow of the case's first matter (lead, transfer, recommendation, …).
         #[arg(long)]
         flow: Option<String>,
+        /// Only cases with a running deadline past due, listed clock by clock with the
+        /// late party, the due instant and how late.
+        #[arg(long)]
+        overdue: bool,
         #[arg(long, default_value_t = 100)]
         limit: i64,
         #[arg(long)]
@@ -100,6 +104,7 @@ pub async fn run(config: &Config, command: CasesCommand) -> anyhow::Result<()> {
             state,
             agency,
             flow,
+            overdue,
             limit,
             json,
         } => {
@@ -108,12 +113,15 @@ pub async fn run(config: &Config, command: CasesCommand) -> anyhow::Result<()> {
                     party: agency,
                     state,
                     flow,
+                    overdue,
                     limit,
                     ..CaseFilter::default()
                 })
                 .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&page)?);
+            } else if overdue {
+                print!("{}", render_overdue(&page));
             } else {
                 println!(
                     "{:<24} {:<22} {:<26} {:<6} {:<14} OPENED",
@@ -197,6 +205,58 @@ fn rfc3339(at: time::OffsetDateTime) -> String {
 }
 
 /// A case as text: its state, threads, parties and timeline.
+/// The overdue deadlines of a page of cases, one line per clock.
+pub fn render_overdue(page: &liaison_ledger::CasePage) -> String {
+    let mut out = format!(
+        "{:<20} {:<26} {:<14} {:<26} LATE BY\n",
+        "CASE", "CLOCK", "LATE PARTY", "DUE"
+    );
+    for clock in page.cases.iter().flat_map(|c| &c.clocks) {
+        let Some(late) = &clock.overdue_by else {
+            continue;
+        };
+        out.push_str(&format!(
+            "{:<20} {:<26} {:<14} {:<26} {late}\n",
+            clock.caseref,
+            clock.clock,
+            clock.owed_by.join(","),
+            clock.due.map(rfc3339).unwrap_or_else(|| "-".into()),
+        ));
+    }
+    out
+}
+
+/// A case's clocks, one line each, for `render_case`.
+fn render_clocks(clocks: &[liaison_ledger::ClockView]) -> String {
+    let mut out = String::from("clocks:\n");
+    for clock in clocks {
+        let due = match (&clock.due, &clock.due_error) {
+            (Some(due), _) => rfc3339(*due),
+            (None, Some(error)) => format!("unknown ({error})"),
+            (None, None) => "unknown".into(),
+        };
+        out.push_str(&format!(
+            "  {:<26} {:<8} owed by {:<12} due {}  {}{}{}\n",
+            clock.clock,
+            clock.kind.as_str(),
+            clock.owed_by.join(","),
+            due,
+            clock.status,
+            clock
+                .overdue_by
+                .as_ref()
+                .map(|late| format!(", overdue by {late}"))
+                .unwrap_or_default(),
+            if clock.notices.is_empty() {
+                String::new()
+            } else {
+                format!("  notices: {}", clock.notices.join(", "))
+            },
+        ));
+    }
+    out
+}
+
 pub fn render_case(case: &CaseView) -> String {
     let mut out = format!(
         "case {}  {} {}{}\nopened {} by {} (ledger seq {})\n",
@@ -223,6 +283,9 @@ pub fn render_case(case: &CaseView) -> String {
                 if thread.closed { " (closed)" } else { "" }
             ));
         }
+    }
+    if !case.clocks.is_empty() {
+        out.push_str(&render_clocks(&case.clocks));
     }
     out.push_str("timeline:\n");
     for m in &case.messages {

@@ -48,10 +48,13 @@ pub enum Period {
     /// working days. ISO 8601 has no designator for them; `--working-days N` on the
     /// command line.
     WorkingDays(u32),
+    /// An exact number of seconds (`PT30S`, `PT5M`), no rounding and no holidays: no law
+    /// counts this way; it lets a test or demo configuration run a clock in seconds.
+    Seconds(u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("period {input:?}: {reason}; expected P<n>D, P<n>M or PT<n>H with n ≥ 1")]
+#[error("period {input:?}: {reason}; expected P<n>D, P<n>M, PT<n>H (or PT<n>M, PT<n>S) with n ≥ 1")]
 pub struct PeriodError {
     pub input: String,
     pub reason: &'static str,
@@ -88,6 +91,11 @@ impl FromStr for Period {
             (false, 'D') => Ok(Period::Days(n)),
             (false, 'M') => Ok(Period::Months(n)),
             (true, 'H') => Ok(Period::Hours(n)),
+            (true, 'M') => n
+                .checked_mul(60)
+                .map(Period::Seconds)
+                .ok_or_else(|| err("number too large")),
+            (true, 'S') => Ok(Period::Seconds(n)),
             _ => Err(err("unsupported unit")),
         }
     }
@@ -100,6 +108,7 @@ impl fmt::Display for Period {
             Period::Months(n) => write!(f, "P{n}M"),
             Period::Hours(n) => write!(f, "PT{n}H"),
             Period::WorkingDays(n) => write!(f, "{n} working day(s)"),
+            Period::Seconds(n) => write!(f, "PT{n}S"),
         }
     }
 }
@@ -411,6 +420,11 @@ pub fn due(
                 .checked_add(Duration::hours(i64::from(n)))
                 .ok_or(CalendarError::OutOfRange);
         }
+        Period::Seconds(n) => {
+            return start
+                .checked_add(Duration::seconds(i64::from(n)))
+                .ok_or(CalendarError::OutOfRange);
+        }
         Period::Days(n) => first_working_from(
             start_day
                 .checked_add(Duration::days(i64::from(n)))
@@ -430,6 +444,15 @@ pub fn due(
             day
         }
     };
+    let after = last_day.next_day().ok_or(CalendarError::OutOfRange)?;
+    Ok(after.midnight().assume_offset(CHINA_STANDARD_TIME))
+}
+
+/// The instant a period whose last day is `day` runs out: 24:00 China Standard Time of
+/// `day`, or of the first working day after it when `day` is a rest day or holiday (a date
+/// stated in a document, such as a recommendation's reply date, counts the same way).
+pub fn due_on_day(day: Date, calendar: &HolidayCalendar) -> Result<OffsetDateTime, CalendarError> {
+    let last_day = first_working_from(day, calendar)?;
     let after = last_day.next_day().ok_or(CalendarError::OutOfRange)?;
     Ok(after.midnight().assume_offset(CHINA_STANDARD_TIME))
 }
@@ -500,9 +523,12 @@ mod tests {
         assert_eq!("P3D".parse(), Ok(Period::Days(3)));
         assert_eq!("P2M".parse(), Ok(Period::Months(2)));
         assert_eq!("PT24H".parse(), Ok(Period::Hours(24)));
-        for p in ["P3D", "P2M", "PT24H", "P15D"] {
+        for p in ["P3D", "P2M", "PT24H", "P15D", "PT30S"] {
             assert_eq!(p.parse::<Period>().unwrap().to_string(), p);
         }
+        // Seconds and minutes are exact, for trial configurations.
+        assert_eq!("PT1M".parse(), Ok(Period::Seconds(60)));
+        assert_eq!("PT30S".parse(), Ok(Period::Seconds(30)));
         for bad in [
             "",
             "P",
@@ -514,7 +540,7 @@ mod tests {
             "P1.5D",
             "P1W",
             "P1Y",
-            "PT1M",
+            "PT0S",
             "P1H",
             "P1M3D",
             "p3d",

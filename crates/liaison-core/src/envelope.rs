@@ -18,6 +18,8 @@ use crate::agency::AgencyCode;
 pub enum Channel {
     Https,
     Amqp,
+    /// The broker's own deadline watcher.
+    Clock,
 }
 
 impl Channel {
@@ -25,6 +27,7 @@ impl Channel {
         match self {
             Self::Https => "https",
             Self::Amqp => "amqp",
+            Self::Clock => "clock",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod calendar;
 pub mod caseref;
 pub mod checkpoint;
 pub mod clock;
+pub mod clocks;
 pub mod entry;
 pub mod envelope;
 pub mod lifecycle;
@@ -16,7 +17,7 @@ pub mod reject;
 
 pub use agency::{Agency, AgencyCode, Registry, RegistryError};
 pub use calendar::{CalendarError, HolidayCalendar, Period};
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::{Entry, EntryKind};
 pub use envelope::{Channel, Envelope, EnvelopeError, Submission};
 pub use lifecycle::{CaseMoves, Lifecycle, LifecycleError, ThreadStep};

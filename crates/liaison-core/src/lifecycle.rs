@@ -22,6 +22,8 @@ use serde_json::Value;
 use toml::Spanned;
 use uuid::Uuid;
 
+use crate::calendar::{HolidayCalendar, Period};
+use crate::clocks::{self, ClockIntent, ClockKind, ClockRule, ClockStart, ClockStop};
 use crate::policy::Condition;
 
 /// Markers around the section of docs/cases.md generated from the lifecycle file.
@@ -33,6 +35,7 @@ pub const DOC_END: &str = "<!-- generated from deploy/demo/lifecycle.toml: end -
 pub struct Lifecycle {
     flows: Vec<Flow>,
     informational: BTreeSet<String>,
+    clocks: Vec<ClockRule>,
 }
 
 /// One flow: the states a matter of one kind goes through.
@@ -198,6 +201,38 @@ struct FlowFile {
     closed: Spanned<Vec<String>>,
     #[serde(default, rename = "step")]
     steps: Vec<Spanned<StepFile>>,
+    #[serde(default, rename = "clock")]
+    clocks: Vec<Spanned<ClockFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockFile {
+    name: String,
+    title: String,
+    #[serde(default)]
+    kind: Option<String>,
+    starts_on: String,
+    #[serde(default)]
+    entering: Option<String>,
+    stops_on: Vec<String>,
+    #[serde(default)]
+    period: Option<String>,
+    #[serde(default)]
+    period_when: Vec<PeriodWhenFile>,
+    #[serde(default)]
+    stated_due: Option<String>,
+    #[serde(default)]
+    remind_before: Vec<String>,
+    #[serde(default)]
+    escalate_after: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeriodWhenFile {
+    when: BTreeMap<String, Value>,
+    period: String,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +283,7 @@ impl Lifecycle {
         })?;
         let informational: BTreeSet<String> = file.informational.into_iter().collect();
         let mut flows: Vec<Flow> = Vec::new();
+        let mut clocks: Vec<ClockRule> = Vec::new();
         let mut openers = BTreeMap::new();
         for spanned in file.flows {
             let line = line_of(text, spanned.span().start);
@@ -290,26 +326,7 @@ impl Lifecycle {
                         format!("state {state:?} is closed: no step may leave it"),
                     ));
                 }
-                let mut when = Vec::with_capacity(step.when.len());
-                for (path, value) in step.when {
-                    if !path.starts_with("data.") || path.len() <= 5 {
-                        return Err(invalid(
-                            line,
-                            format!("condition {path:?} must name a payload field: data.FIELD"),
-                        ));
-                    }
-                    let any_of = match value {
-                        Value::Array(values) if !values.is_empty() => values,
-                        Value::Array(_) => {
-                            return Err(invalid(
-                                line,
-                                format!("condition {path:?} lists no value"),
-                            ));
-                        }
-                        value => vec![value],
-                    };
-                    when.push(Condition { path, any_of });
-                }
+                let when = conditions(step.when).map_err(|m| invalid(line, m))?;
                 steps.push(Step {
                     on: step.on,
                     from: step.from,
@@ -330,12 +347,73 @@ impl Lifecycle {
             };
             check_states(&checked, closed_line)
                 .map_err(|(line, message)| invalid(line, message))?;
+            for clock in flow.clocks {
+                let line = line_of(text, clock.span().start);
+                let rule = check_clock(clock.into_inner(), &checked, line)
+                    .map_err(|m| invalid(line, m))?;
+                if clocks.iter().any(|c: &ClockRule| c.name == rule.name) {
+                    return Err(invalid(
+                        line,
+                        format!("another clock is named {:?}", rule.name),
+                    ));
+                }
+                clocks.push(rule);
+            }
             flows.push(checked);
         }
         Ok(Self {
             flows,
             informational,
+            clocks,
         })
+    }
+
+    /// Every clock of every flow, in file order.
+    pub fn clocks(&self) -> &[ClockRule] {
+        &self.clocks
+    }
+
+    pub fn clock(&self, name: &str) -> Option<&ClockRule> {
+        self.clocks.iter().find(|c| c.name == name)
+    }
+
+    /// The clocks a message of `type_` (the whole CloudEvent `event`, received at
+    /// `received_at`) could start, and the clocks it could stop; the ledger decides which
+    /// apply, against the message's thread.
+    pub fn clock_intent(
+        &self,
+        type_: &str,
+        event: &Value,
+        received_at: time::OffsetDateTime,
+        calendar: &HolidayCalendar,
+    ) -> ClockIntent {
+        let starts = self
+            .clocks
+            .iter()
+            .filter(|c| c.starts_on == type_)
+            .map(|c| ClockStart {
+                clock: c.name.clone(),
+                flow: c.flow.clone(),
+                kind: c.kind,
+                entering: c.entering.clone(),
+                due: c.due(event, received_at, calendar),
+            })
+            .collect();
+        let stops = self
+            .clocks
+            .iter()
+            .filter(|c| c.stops_on.iter().any(|t| t == type_))
+            .map(|c| ClockStop {
+                clock: c.name.clone(),
+                flow: c.flow.clone(),
+                kind: c.kind,
+            })
+            .collect();
+        ClockIntent {
+            starts,
+            stops,
+            stage: None,
+        }
     }
 
     pub fn flows(&self) -> &[Flow] {
@@ -366,6 +444,10 @@ impl Lifecycle {
         for flow in &self.flows {
             named.push((&flow.opened_by, flow.line));
             named.extend(flow.steps.iter().map(|s| (s.on.as_str(), s.line)));
+        }
+        for clock in &self.clocks {
+            named.push((&clock.starts_on, clock.line));
+            named.extend(clock.stops_on.iter().map(|t| (t.as_str(), clock.line)));
         }
         named
     }
@@ -452,6 +534,35 @@ impl Lifecycle {
                     .join(", "),
                 Self::mermaid(flow)
             ));
+            let clocks: Vec<&ClockRule> =
+                self.clocks.iter().filter(|c| c.flow == flow.name).collect();
+            if !clocks.is_empty() {
+                out.push_str(
+                    "| clock | kind | starts on | stops on (sent by an addressee) | period | notices |\n\
+                     |---|---|---|---|---|---|\n",
+                );
+                for clock in clocks {
+                    out.push_str(&format!(
+                        "| `{}` {} | {} | {} | {} | {} | {} |\n",
+                        clock.name,
+                        clock.title,
+                        clock.kind.as_str(),
+                        match &clock.entering {
+                            Some(state) => format!("`{}` entering `{state}`", clock.starts_on),
+                            None => format!("`{}`", clock.starts_on),
+                        },
+                        clock
+                            .stops_on
+                            .iter()
+                            .map(|t| format!("`{t}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        describe_period(clock),
+                        describe_stages(clock),
+                    ));
+                }
+                out.push('\n');
+            }
         }
         out.push_str(&format!(
             "Informational in every state (they never move a matter): {}.\n",
@@ -495,6 +606,158 @@ impl Lifecycle {
         }
         out
     }
+}
+
+/// A clock's period for docs/cases.md: the law's, its alternatives, a stated date.
+fn describe_period(clock: &ClockRule) -> String {
+    let mut parts = Vec::new();
+    if let Some(period) = clock.period {
+        parts.push(format!("`{period}`"));
+    }
+    for (when, period) in &clock.period_when {
+        let conditions: Vec<String> = when.iter().map(describe).collect();
+        parts.push(format!("`{period}` when {}", conditions.join(", ")));
+    }
+    if let Some(field) = &clock.stated_due {
+        parts.push(match clock.period {
+            Some(_) => format!("or the date in `{field}` if later"),
+            None => format!("the date in `{field}`"),
+        });
+    }
+    parts.join("; ")
+}
+
+/// A deadline clock's notices for docs/cases.md; a window's closing.
+fn describe_stages(clock: &ClockRule) -> String {
+    if clock.kind == ClockKind::Window {
+        return "closes: later `stops_on` messages are refused `window_closed`".into();
+    }
+    clock
+        .stages
+        .iter()
+        .map(|s| s.key.clone())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `when = { "data.FIELD" = value | [values] }` as conditions.
+fn conditions(when: BTreeMap<String, Value>) -> Result<Vec<Condition>, String> {
+    let mut conditions = Vec::with_capacity(when.len());
+    for (path, value) in when {
+        if !path.starts_with("data.") || path.len() <= 5 {
+            return Err(format!(
+                "condition {path:?} must name a payload field: data.FIELD"
+            ));
+        }
+        let any_of = match value {
+            Value::Array(values) if !values.is_empty() => values,
+            Value::Array(_) => return Err(format!("condition {path:?} lists no value")),
+            value => vec![value],
+        };
+        conditions.push(Condition { path, any_of });
+    }
+    Ok(conditions)
+}
+
+/// Checks one `[[flow.clock]]` of `flow`: its start is the flow's opening type or one of
+/// its steps (entering a state of the flow), it stops on steps of the flow, its periods
+/// and offsets parse, and a window sends no notices.
+fn check_clock(file: ClockFile, flow: &Flow, line: usize) -> Result<ClockRule, String> {
+    let kind = match file.kind.as_deref() {
+        None => ClockKind::Deadline,
+        Some(kind) => ClockKind::parse(kind)
+            .ok_or_else(|| format!("clock kind {kind:?} is neither \"deadline\" nor \"window\""))?,
+    };
+    let step_types: BTreeSet<&str> = flow.steps.iter().map(|s| s.on.as_str()).collect();
+    if file.starts_on != flow.opened_by && !step_types.contains(file.starts_on.as_str()) {
+        return Err(format!(
+            "clock {:?} starts on {}, which neither opens flow {:?} nor is one of its steps",
+            file.name, file.starts_on, flow.name
+        ));
+    }
+    if let Some(state) = &file.entering {
+        let enters = (file.starts_on == flow.opened_by && *state == flow.initial)
+            || flow
+                .steps
+                .iter()
+                .any(|s| s.on == file.starts_on && s.to == *state);
+        if !enters {
+            return Err(format!(
+                "clock {:?}: no {} enters state {state:?} of flow {:?}",
+                file.name, file.starts_on, flow.name
+            ));
+        }
+    }
+    if file.stops_on.is_empty() {
+        return Err(format!("clock {:?} names no `stops_on` type", file.name));
+    }
+    if let Some(type_) = file.stops_on.iter().find(|t| !step_types.contains(t.as_str())) {
+        return Err(format!(
+            "clock {:?} stops on {type_}, which is no step of flow {:?}",
+            file.name, flow.name
+        ));
+    }
+    let period = |text: &str| {
+        text.parse::<Period>()
+            .map_err(|e| format!("clock {:?}: {e}", file.name))
+    };
+    let law = file.period.as_deref().map(period).transpose()?;
+    let mut period_when = Vec::with_capacity(file.period_when.len());
+    for alternative in file.period_when {
+        period_when.push((conditions(alternative.when)?, period(&alternative.period)?));
+    }
+    if let Some(field) = &file.stated_due
+        && (!field.starts_with("data.") || field.len() <= 5)
+    {
+        return Err(format!(
+            "clock {:?}: stated_due {field:?} must name a payload field: data.FIELD",
+            file.name
+        ));
+    }
+    if law.is_none() && file.stated_due.is_none() {
+        return Err(format!(
+            "clock {:?} needs a `period`, a `stated_due` field, or both",
+            file.name
+        ));
+    }
+    let offsets = |texts: Vec<String>| {
+        texts
+            .into_iter()
+            .map(|text| match clocks::parse_offset(&text) {
+                Some(d) => Ok((text, d)),
+                None => Err(format!(
+                    "clock {:?}: offset {text:?} is not PnD, PTnH, PTnM or PTnS",
+                    file.name
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (remind_before, escalate_after) =
+        (offsets(file.remind_before)?, offsets(file.escalate_after)?);
+    if kind == ClockKind::Window && !(remind_before.is_empty() && escalate_after.is_empty()) {
+        return Err(format!(
+            "clock {:?} is a window: it closes, it sends no reminders or escalations",
+            file.name
+        ));
+    }
+    let stages = match kind {
+        ClockKind::Deadline => clocks::stages(&remind_before, &escalate_after),
+        ClockKind::Window => Vec::new(),
+    };
+    Ok(ClockRule {
+        name: file.name,
+        title: file.title,
+        flow: flow.name.clone(),
+        kind,
+        starts_on: file.starts_on,
+        entering: file.entering,
+        stops_on: file.stops_on,
+        period: law,
+        period_when,
+        stated_due: file.stated_due,
+        stages,
+        line,
+    })
 }
 
 /// Every state a step leaves must be reachable (the initial state or some step's target),
@@ -699,6 +962,92 @@ to = "filed"
             error.to_string().contains("no step may leave it"),
             "{error}"
         );
+    }
+
+    const CLOCKS: &str = r#"
+[[flow.clock]]
+name = "filing_review"
+title = "立案审查 / Police filing review"
+starts_on = "case.transfer.v1"
+stops_on = ["case.filing-decision.v1"]
+period = "P3D"
+remind_before = ["P1D"]
+escalate_after = ["P3D"]
+
+[[flow.clock]]
+name = "reconsideration_request"
+title = "提请复议 / Request for reconsideration"
+kind = "window"
+starts_on = "case.filing-decision.v1"
+entering = "not_filed"
+stops_on = ["case.filing-notice.v1"]
+period = "P3D"
+"#;
+
+    #[test]
+    fn clocks_start_on_their_types_and_stop_on_their_answers() {
+        let lifecycle =
+            Lifecycle::from_toml(&format!("{SAMPLE}{CLOCKS}"), "lifecycle.toml").unwrap();
+        let calendar = HolidayCalendar::shipped();
+        // Tue 29 September 2026, 10:00: three days end on Fri 2 October, in the National
+        // Day holiday (1–7 October), so the first working day after it, Thu 8 October.
+        let start = time::macros::datetime!(2026-09-29 10:00 +8);
+        let intent = lifecycle.clock_intent("case.transfer.v1", &event(json!({})), start, &calendar);
+        assert_eq!(intent.starts.len(), 1);
+        let review = &intent.starts[0];
+        assert_eq!((review.clock.as_str(), review.kind), ("filing_review", ClockKind::Deadline));
+        assert_eq!(review.due, Ok(time::macros::datetime!(2026-10-09 00:00 +8)));
+        assert!(intent.stops.is_empty());
+
+        let decision =
+            lifecycle.clock_intent("case.filing-decision.v1", &event(json!({})), start, &calendar);
+        assert_eq!(decision.stops.len(), 1, "{decision:?}");
+        assert_eq!(decision.stops[0].clock, "filing_review");
+        assert_eq!(decision.starts[0].entering.as_deref(), Some("not_filed"));
+        assert_eq!(decision.starts[0].kind, ClockKind::Window);
+
+        let keys: Vec<&str> = lifecycle.clock("filing_review").unwrap().stages.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["reminder-P1D", "overdue", "escalation-P3D"]);
+        assert!(lifecycle.clock("reconsideration_request").unwrap().stages.is_empty());
+        assert!(lifecycle.markdown().contains("| `filing_review` 立案审查"));
+    }
+
+    #[test]
+    fn clocks_naming_unknown_states_or_steps_are_refused_with_their_line() {
+        let cases = [
+            ("entering = \"not_filed\"", "entering = \"not_fild\"", "not_fild"),
+            (
+                "stops_on = [\"case.filing-notice.v1\"]",
+                "stops_on = [\"pil.lead.v1\"]",
+                "no step of flow",
+            ),
+            ("starts_on = \"case.transfer.v1\"", "starts_on = \"receipt.v2\"", "receipt.v2"),
+            ("period = \"P3D\"\nremind", "period = \"P3Q\"\nremind", "P3Q"),
+            ("kind = \"window\"", "kind = \"window\"\nremind_before = [\"P1D\"]", "window"),
+            ("kind = \"window\"", "kind = \"windw\"", "windw"),
+            ("remind_before = [\"P1D\"]", "remind_before = [\"P1M\"]", "P1M"),
+        ];
+        for (from, to, named) in cases {
+            let text = format!("{SAMPLE}{}", CLOCKS.replacen(from, to, 1));
+            let error = refused(&text);
+            assert!(error.to_string().contains(named), "{to}: {error}");
+            assert!(error.line().is_some_and(|l| l > SAMPLE.lines().count()), "{error}");
+        }
+        let no_period = CLOCKS.replace("period = \"P3D\"\n\"#", "\"#");
+        let text = format!("{SAMPLE}{}", no_period.replacen("period = \"P3D\"\n", "", 2));
+        assert!(refused(&text).to_string().contains("needs a `period`"));
+        let twice = format!("{SAMPLE}{CLOCKS}{}", CLOCKS.replace("reconsideration_request", "x"));
+        assert!(refused(&twice).to_string().contains("another clock"));
+        // A clock's types are checked against the catalogue like every other type.
+        let lifecycle = Lifecycle::from_toml(&format!("{SAMPLE}{CLOCKS}"), "l.toml").unwrap();
+        let without_notice = [
+            "receipt.v1",
+            "case.notification.v1",
+            "case.transfer.v1",
+            "case.filing-decision.v1",
+        ];
+        let error = lifecycle.check_types("l.toml", without_notice).unwrap_err();
+        assert!(error.to_string().contains("case.filing-notice.v1"), "{error}");
     }
 
     #[test]

@@ -73,10 +73,13 @@ pub enum RejectCode {
     NotAParty,
     /// The message is no legal transition of its case's thread in the state it met.
     InvalidTransition,
+    /// The period in which the sender could act (an objection, a request for
+    /// reconsideration) ran out before the message arrived.
+    WindowClosed,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 28] = [
+    pub const ALL: [RejectCode; 29] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -105,6 +108,7 @@ impl RejectCode {
         Self::CaserefUnknown,
         Self::NotAParty,
         Self::InvalidTransition,
+        Self::WindowClosed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -137,6 +141,7 @@ impl RejectCode {
             Self::CaserefUnknown => "caseref_unknown",
             Self::NotAParty => "not_a_party",
             Self::InvalidTransition => "invalid_transition",
+            Self::WindowClosed => "window_closed",
         }
     }
 
@@ -163,7 +168,7 @@ impl RejectCode {
             Self::AnswerTypeMismatch => 422,
             Self::NotAnAddressee => 403,
             Self::ConcurrencyLimited => 429,
-            Self::CaserefMismatch | Self::CaserefUnknown => 422,
+            Self::CaserefMismatch | Self::CaserefUnknown | Self::WindowClosed => 422,
             Self::NotAParty => 403,
             Self::InvalidTransition => 409,
         }
@@ -200,6 +205,7 @@ impl RejectCode {
             Self::CaserefUnknown => "This case reference names no case",
             Self::NotAParty => "The sender is not a party of this case",
             Self::InvalidTransition => "Not a legal step of the case in its current state",
+            Self::WindowClosed => "The period for this step has run out",
         }
     }
 

@@ -405,12 +405,21 @@ fn table() -> Vec<Case> {
             .answering(transfer())
             .refused(RejectCode::NotAnAddressee),
         // Deadline reminders: from the waiting sender to those who owe it an answer.
+        // The county government hears of overdue replies, not of reminders before the date.
         case("procuratorate", "deadline.reminder.v1")
-            .data(json!({"clock": "recommendation_reply"}))
+            .data(json!({"clock": "recommendation_reply", "stage": "overdue"}))
             .answering(original("procuratorate", &["eco"]))
             .to(&[("eco", To), ("gov", Cc)]),
+        case("procuratorate", "deadline.reminder.v1")
+            .data(json!({"clock": "opinion_reply", "stage": "escalation"}))
+            .answering(original("procuratorate", &["eco"]))
+            .to(&[("eco", To), ("gov", Cc)]),
+        case("procuratorate", "deadline.reminder.v1")
+            .data(json!({"clock": "recommendation_reply", "stage": "reminder"}))
+            .answering(original("procuratorate", &["eco"]))
+            .to(&[("eco", To)]),
         case("eco", "deadline.reminder.v1")
-            .data(json!({"clock": "filing_review"}))
+            .data(json!({"clock": "filing_review", "stage": "overdue"}))
             .answering(transfer())
             .to(&[("police", To), ("procuratorate", To)]),
         case("police", "deadline.reminder.v1")

@@ -9,13 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use liaison_core::clocks::{ClockEvents, StageRef};
 use liaison_core::{Entry, EntryKind};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::cases::case_message;
-use crate::committer::{CaseMessageRow, CaseRow, CaseWrites, SEQUENCE_LOCK, ThreadRow};
+use crate::committer::{CaseMessageRow, CaseRow, CaseWrites, ClockRow, SEQUENCE_LOCK, ThreadRow};
 use crate::error::LedgerError;
 use crate::sql::seq_from_db;
 
@@ -27,13 +28,15 @@ pub struct CaseReplay {
     threads: BTreeMap<Uuid, ThreadRow>,
     messages: BTreeMap<Uuid, CaseMessageRow>,
     counters: BTreeMap<(String, i32), i64>,
+    clocks: BTreeMap<(Uuid, String), ClockRow>,
 }
 
 /// One difference between the fold of the entries and the live tables.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CaseDifference {
     pub caseref: String,
-    /// What differs: `case`, `thread <id>`, `message <id>`, `counter PREFIX-YEAR`.
+    /// What differs: `case`, `thread <id>`, `message <id>`, `counter PREFIX-YEAR`,
+    /// `clock <name> of thread <id>`.
     pub what: String,
     pub expected: String,
     pub found: String,
@@ -108,11 +111,66 @@ impl CaseReplay {
                 seq: entry.seq,
             },
         );
+        self.fold_clocks(&entry, &caseref, message.case.as_ref().map(|s| s.flow.as_str()))?;
         if entry.detail.get("caseref_assigned") == Some(&serde_json::Value::Bool(true)) {
             let (prefix, year, number) = assigned_parts(&caseref)
                 .ok_or_else(|| format!("entry {}: assigned caseref {caseref:?}", entry.seq))?;
             let last = self.counters.entry((prefix, year)).or_insert(0);
             *last = (*last).max(number);
+        }
+        Ok(())
+    }
+
+    /// `detail.clocks` and `detail.clock_stage` of an accepted entry of `caseref`.
+    fn fold_clocks(
+        &mut self,
+        entry: &Entry,
+        caseref: &str,
+        flow: Option<&str>,
+    ) -> Result<(), String> {
+        let bad = |what: &str, e: serde_json::Error| format!("entry {}: {what}: {e}", entry.seq);
+        if let Some(value) = entry.detail.get("clocks") {
+            let events: ClockEvents =
+                serde_json::from_value(value.clone()).map_err(|e| bad("detail.clocks", e))?;
+            for stop in events.stopped {
+                if let Some(clock) = self.clocks.get_mut(&(stop.thread, stop.clock)) {
+                    clock.stopped_seq = Some(entry.seq);
+                    clock.stopped_reason = Some(stop.reason.as_str().to_owned());
+                }
+            }
+            for start in events.started {
+                let origin = entry
+                    .message
+                    .ok_or_else(|| format!("entry {}: a clock start without a message", entry.seq))?;
+                self.clocks.insert(
+                    (start.thread, start.clock.clone()),
+                    ClockRow {
+                        thread: start.thread,
+                        clock: start.clock,
+                        caseref: caseref.to_owned(),
+                        flow: flow.unwrap_or_default().to_owned(),
+                        kind: start.kind,
+                        origin,
+                        started_seq: entry.seq,
+                        started_at: start.started_at,
+                        due_at: start.due,
+                        due_error: start.due_error,
+                        owed_by: start.owed_by,
+                        stopped_seq: None,
+                        stopped_reason: None,
+                        stages_sent: Vec::new(),
+                    },
+                );
+            }
+        }
+        if let Some(value) = entry.detail.get("clock_stage") {
+            let stage: StageRef = serde_json::from_value(value.clone())
+                .map_err(|e| bad("detail.clock_stage", e))?;
+            if let Some(clock) = self.clocks.get_mut(&(stage.thread, stage.clock))
+                && !clock.stages_sent.contains(&stage.key)
+            {
+                clock.stages_sent.push(stage.key);
+            }
         }
         Ok(())
     }
@@ -141,6 +199,7 @@ impl CaseReplay {
                 .iter()
                 .map(|((prefix, year), last)| (prefix.clone(), *year, *last))
                 .collect(),
+            clocks: self.clocks.values().cloned().collect(),
         }
     }
 
@@ -218,6 +277,32 @@ impl CaseReplay {
             |(name, _)| name.clone(),
             |(name, _)| format!("counter {name}"),
             |(_, last)| format!("last {last}"),
+            &missing,
+            &mut found,
+        );
+        let describe_clock = |c: &ClockRow| {
+            format!(
+                "started at seq {} by message {}, due {}, owed by {}, {}, notices [{}]",
+                c.started_seq,
+                c.origin,
+                c.due_at.map_or_else(
+                    || c.due_error.clone().unwrap_or_else(|| "unknown".into()),
+                    |d| d.to_string()
+                ),
+                c.owed_by.join(","),
+                match (c.stopped_seq, &c.stopped_reason) {
+                    (Some(seq), Some(reason)) => format!("stopped ({reason}) at seq {seq}"),
+                    _ => "running".into(),
+                },
+                c.stages_sent.join(",")
+            )
+        };
+        diff(
+            &self.clocks,
+            &live.clocks,
+            |c| c.caseref.clone(),
+            |c| format!("clock {} of thread {}", c.clock, c.thread),
+            describe_clock,
             &missing,
             &mut found,
         );
@@ -320,6 +405,15 @@ async fn read_live(conn: &mut PgConnection) -> Result<CaseReplay, LedgerError> {
             row.try_get("last").map_err(read)?,
         );
     }
+    for row in sqlx::query("SELECT to_jsonb(k) AS clock FROM case_clocks k")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(LedgerError::query("reading case clocks"))?
+    {
+        let clock: ClockRow = serde_json::from_value(row.try_get("clock").map_err(read)?)
+            .map_err(|e| LedgerError::Corrupt(format!("case_clocks row: {e}")))?;
+        live.clocks.insert((clock.thread, clock.clock.clone()), clock);
+    }
     Ok(live)
 }
 
@@ -375,7 +469,7 @@ pub(crate) async fn rebuild(pool: &PgPool) -> Result<CaseReplayReport, LedgerErr
     let replay = fold_database(&mut tx, &mut |_| {}).await?;
     sqlx::raw_sql(
         "DELETE FROM case_messages; DELETE FROM case_threads; DELETE FROM cases; \
-         DELETE FROM case_counters;",
+         DELETE FROM case_counters; DELETE FROM case_clocks;",
     )
     .execute(&mut *tx)
     .await

@@ -13,6 +13,7 @@ use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::clocks::ClockView;
 use crate::error::LedgerError;
 use crate::sql::{seq_from_db, seq_to_db};
 
@@ -47,6 +48,8 @@ pub struct CaseView {
     pub head: CaseHead,
     pub parties: Vec<CaseParty>,
     pub threads: Vec<CaseThread>,
+    /// Every clock of its matters: running, answered or closed.
+    pub clocks: Vec<ClockView>,
     pub messages: Vec<CaseMessage>,
 }
 
@@ -92,6 +95,8 @@ pub struct CaseSummary {
     #[serde(flatten)]
     pub head: CaseHead,
     pub parties: Vec<AgencyCode>,
+    /// Its running clocks (with `overdue_by` once past due).
+    pub clocks: Vec<ClockView>,
 }
 
 /// Which cases to list. `party`: only cases with this agency among their parties.
@@ -103,6 +108,10 @@ pub struct CaseFilter {
     /// The flow of the case's first thread.
     pub flow: Option<String>,
     pub opened_after: Option<OffsetDateTime>,
+    /// Only cases with a running deadline past its due instant.
+    pub overdue: bool,
+    /// Only cases with a running deadline due before this instant.
+    pub due_before: Option<OffsetDateTime>,
     /// Only cases opened before this seq: the `next` of the previous page.
     pub before_seq: Option<u64>,
     pub limit: i64,
@@ -151,10 +160,15 @@ fn summary(row: &PgRow) -> Result<CaseSummary, LedgerError> {
             updated_at: row.try_get("updated_at").map_err(&read)?,
         },
         parties: parties.into_iter().map(agency).collect::<Result<_, _>>()?,
+        clocks: Vec::new(),
     })
 }
 
-pub(crate) async fn case(pool: &PgPool, caseref: &str) -> Result<Option<CaseView>, LedgerError> {
+pub(crate) async fn case(
+    pool: &PgPool,
+    caseref: &str,
+    now: OffsetDateTime,
+) -> Result<Option<CaseView>, LedgerError> {
     let Some(row) = sqlx::query(select_cases!("WHERE c.caseref = $1"))
         .bind(caseref)
         .fetch_optional(pool)
@@ -186,6 +200,7 @@ pub(crate) async fn case(pool: &PgPool, caseref: &str) -> Result<Option<CaseView
         })
     })
     .collect::<Result<Vec<_>, LedgerError>>()?;
+    let clocks = crate::clocks::of_cases(pool, &[caseref.to_owned()], false, now).await?;
 
     let read = corrupt("ledger entry");
     let mut messages = Vec::new();
@@ -228,6 +243,7 @@ pub(crate) async fn case(pool: &PgPool, caseref: &str) -> Result<Option<CaseView
             .map(|(agency, roles)| CaseParty { agency, roles })
             .collect(),
         threads,
+        clocks,
         messages,
     }))
 }
@@ -264,7 +280,11 @@ pub(crate) fn case_message(entry: &Entry) -> Result<CaseMessage, LedgerError> {
     })
 }
 
-pub(crate) async fn list(pool: &PgPool, filter: &CaseFilter) -> Result<CasePage, LedgerError> {
+pub(crate) async fn list(
+    pool: &PgPool,
+    filter: &CaseFilter,
+    now: OffsetDateTime,
+) -> Result<CasePage, LedgerError> {
     let limit = filter.limit.clamp(1, 1000);
     let before = filter.before_seq.map(seq_to_db).transpose()?;
     let rows = sqlx::query(select_cases!(
@@ -273,6 +293,9 @@ pub(crate) async fn list(pool: &PgPool, filter: &CaseFilter) -> Result<CasePage,
            AND ($3::text IS NULL OR f.flow = $3) \
            AND ($4::timestamptz IS NULL OR c.opened_at > $4) \
            AND ($5::bigint IS NULL OR c.opened_seq < $5) \
+           AND ($7::timestamptz IS NULL OR EXISTS (SELECT 1 FROM case_clocks k \
+                WHERE k.caseref = c.caseref AND k.stopped_seq IS NULL \
+                  AND k.kind = 'deadline' AND k.due_at < $7)) \
          ORDER BY c.opened_seq DESC LIMIT $6"
     ))
     .bind(filter.party.as_ref().map(AgencyCode::as_str))
@@ -281,6 +304,7 @@ pub(crate) async fn list(pool: &PgPool, filter: &CaseFilter) -> Result<CasePage,
     .bind(filter.opened_after)
     .bind(before)
     .bind(limit + 1)
+    .bind(clocks_due_before(filter, now))
     .fetch_all(pool)
     .await
     .map_err(LedgerError::query("listing cases"))?;
@@ -291,5 +315,20 @@ pub(crate) async fn list(pool: &PgPool, filter: &CaseFilter) -> Result<CasePage,
     } else {
         None
     };
+    let caserefs: Vec<String> = cases.iter().map(|c| c.head.caseref.clone()).collect();
+    for clock in crate::clocks::of_cases(pool, &caserefs, true, now).await? {
+        if let Some(case) = cases.iter_mut().find(|c| c.head.caseref == clock.caseref) {
+            case.clocks.push(clock);
+        }
+    }
     Ok(CasePage { cases, next })
+}
+
+/// The instant a listed case must have a running deadline due before: `now` for overdue
+/// cases, `due_before`, or the earlier of both.
+fn clocks_due_before(filter: &CaseFilter, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    match (filter.overdue.then_some(now), filter.due_before) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

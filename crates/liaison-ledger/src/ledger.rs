@@ -220,12 +220,23 @@ impl Ledger {
 
     /// Case `caseref` with its threads, parties and messages.
     pub async fn case(&self, caseref: &str) -> Result<Option<crate::CaseView>, LedgerError> {
-        crate::cases::case(&self.inner.pool, caseref).await
+        crate::cases::case(&self.inner.pool, caseref, self.inner.clock.now()).await
     }
 
     /// A page of cases, newest first.
     pub async fn cases(&self, filter: &crate::CaseFilter) -> Result<crate::CasePage, LedgerError> {
-        crate::cases::list(&self.inner.pool, filter).await
+        crate::cases::list(&self.inner.pool, filter, self.inner.clock.now()).await
+    }
+
+    /// Running deadlines due before `until` with notices left to send (`stages`: how many
+    /// notices each clock name sends in all), earliest due first: the watcher's work.
+    pub async fn pending_clocks(
+        &self,
+        until: time::OffsetDateTime,
+        stages: &[(String, i32)],
+        limit: i64,
+    ) -> Result<Vec<crate::PendingClock>, LedgerError> {
+        crate::clocks::pending(&self.inner.pool, until, stages, limit).await
     }
 
     /// Rebuilds every case from the ledger's entries and compares the result with the live

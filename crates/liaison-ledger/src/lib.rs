@@ -4,6 +4,7 @@ mod admin;
 mod case_replay;
 mod cases;
 mod checkpoints;
+mod clocks;
 mod committer;
 mod config;
 mod error;
@@ -25,6 +26,7 @@ pub use cases::{
     CaseFilter, CaseHead, CaseMessage, CasePage, CaseParty, CaseSummary, CaseThread, CaseView,
 };
 pub use checkpoints::{Checkpointer, StoredCheckpoint};
+pub use clocks::{ClockView, PendingClock};
 pub use config::LedgerConfig;
 pub use error::LedgerError;
 pub use export::{EXPORT_FORMAT, ExportDir, ExportError, Manifest, parse_public_key};

@@ -1,6 +1,7 @@
 //! The data the ledger takes in and hands out.
 
 use bytes::Bytes;
+use liaison_core::clocks::ClockIntent;
 use liaison_core::{
     AgencyCode, CaseMoves, Channel, Envelope, Recipient, RecipientRole, RejectCode, Route,
 };
@@ -30,6 +31,8 @@ pub struct CaseIntent {
     /// opens a matter gets one assigned.
     pub caseref: Option<String>,
     pub moves: CaseMoves,
+    /// The clocks the message could start or stop; a watcher's notice names its stage.
+    pub clocks: ClockIntent,
 }
 
 /// What the sender is told once its message is durably recorded.

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpointing;
+use crate::clock_watcher::{self, ClockWatcher, ScanReport};
 use crate::config::Config;
 use crate::connections::{ConnectionAcceptor, ConnectionCounts};
 use crate::dead_letters::DeadLetterRecorder;
@@ -48,6 +49,10 @@ pub enum StartError {
     },
     #[error(transparent)]
     Lifecycle(#[from] liaison_core::LifecycleError),
+    #[error("lifecycle {path}: {message}")]
+    Clocks { path: String, message: String },
+    #[error(transparent)]
+    Calendar(#[from] crate::calendars::CalendarLoadError),
     #[error("ledger: {0}")]
     Ledger(#[from] liaison_ledger::LedgerError),
     #[error("ledger signing key: {0}")]
@@ -74,12 +79,21 @@ pub struct Broker {
     https: axum_server::Handle<SocketAddr>,
     bus: Bus,
     tasks: JoinSet<()>,
+    watcher: Option<Arc<ClockWatcher>>,
 }
 
 impl Broker {
     pub async fn start(config: Config) -> Result<Broker, StartError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Starts the broker with its time taken from `clock` (entry times, receipt times,
+    /// deadlines): tests move a [`liaison_core::ManualClock`] instead of waiting.
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Broker, StartError> {
         tls::install_crypto_provider();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let registry = Arc::new(config.load_registry()?);
         let policy = Arc::new(config.load_policy(&registry)?);
         let catalogue = Arc::new(
@@ -99,6 +113,13 @@ impl Broker {
             &config.lifecycle_origin(),
             catalogue.types().map(|t| t.name.as_str()),
         )?;
+        clock_watcher::check_notices(&lifecycle, &catalogue).map_err(|message| {
+            StartError::Clocks {
+                path: config.lifecycle_origin(),
+                message,
+            }
+        })?;
+        let calendar = Arc::new(config.holiday_calendar()?);
         let layout = PkiLayout::new(config.tls_dir.clone());
         for warning in pki::custody_warnings(&layout) {
             tracing::warn!(tls.dir = %layout.dir.display(), "{warning}");
@@ -117,6 +138,7 @@ impl Broker {
             registry,
             policy,
             lifecycle,
+            calendar,
             ledger.clone(),
             ParseLimits {
                 max_depth: config.limits.max_depth,
@@ -268,7 +290,7 @@ impl Broker {
         if config.intake.enabled {
             let intake = Intake {
                 bus: bus.clone(),
-                pipeline,
+                pipeline: pipeline.clone(),
                 clock: clock.clone(),
                 config: config.intake.clone(),
                 max_body_bytes: config.limits.max_body_bytes,
@@ -282,6 +304,18 @@ impl Broker {
             user_prefix: config.intake.user_prefix.clone(),
         };
         tasks.spawn(recorder.run(cancel.clone()));
+
+        let watcher = config.clocks.watch.then(|| {
+            Arc::new(ClockWatcher::new(
+                pipeline.clone(),
+                ledger.clone(),
+                clock.clone(),
+                config.clocks.clone(),
+            ))
+        });
+        if let Some(watcher) = &watcher {
+            tasks.spawn(watcher.clone().run(cancel.clone()));
+        }
 
         let relay = Relay {
             ledger,
@@ -299,7 +333,17 @@ impl Broker {
             https,
             bus,
             tasks,
+            watcher,
         })
+    }
+
+    /// Runs one scan of the deadline watcher now and says what it sent (`None` when
+    /// `clocks.watch` is off); tests call it after moving their clock.
+    pub async fn scan_clocks(&self) -> Option<Result<ScanReport, liaison_ledger::LedgerError>> {
+        match &self.watcher {
+            Some(watcher) => Some(watcher.scan().await),
+            None => None,
+        }
     }
 
     /// Stops intake, lets in-flight requests finish (up to `grace`), stops the relay

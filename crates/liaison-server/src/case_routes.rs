@@ -70,13 +70,22 @@ pub(crate) struct CaseQuery {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[param(value_type = Option<String>, format = DateTime)]
     opened_after: Option<OffsetDateTime>,
+    /// Only cases with a running deadline past its due instant; each listed case carries
+    /// its running clocks, with the late party (`owed_by`), `due` and `overdue_by`.
+    #[serde(default)]
+    overdue: bool,
+    /// Only cases with a running deadline due before this instant (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    due_before: Option<OffsetDateTime>,
     /// The `next` of the previous page.
     cursor: Option<u64>,
     /// Most cases per page (1–1000, default 100).
     limit: Option<i64>,
 }
 
-/// The caller's cases, newest first (administrators: every case)
+/// The caller's cases, newest first (administrators: every case), each with its running
+/// clocks; `overdue=true` lists the cases with a deadline past due
 #[utoipa::path(
     get,
     path = "/v1/cases",
@@ -124,6 +133,8 @@ pub(crate) async fn list(
         state: query.state,
         flow,
         opened_after: query.opened_after,
+        overdue: query.overdue,
+        due_before: query.due_before,
         before_seq: query.cursor,
         limit: query.limit.unwrap_or(100),
     };

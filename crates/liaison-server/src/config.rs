@@ -58,6 +58,32 @@ pub struct Config {
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
     pub intake: IntakeConfig,
+    pub clocks: ClocksConfig,
+}
+
+/// The deadline watcher: the background task that sends the reminders, overdue notices and
+/// escalations of the lifecycle's clocks.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClocksConfig {
+    /// Run the watcher in this instance. Any number of instances may run it on one
+    /// database: each notice is recorded once.
+    pub watch: bool,
+    /// How often running clocks are looked at; a notice goes out at most this late.
+    #[serde(with = "humantime_serde")]
+    pub scan_interval: Duration,
+    /// Notices sent per scan at most; the rest follow in the next.
+    pub scan_batch: i64,
+}
+
+impl Default for ClocksConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            scan_interval: Duration::from_secs(30),
+            scan_batch: 500,
+        }
+    }
 }
 
 /// The certificate revocation list the gateway enforces, and how it is kept current.
@@ -214,6 +240,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             inbox: InboxConfig::default(),
             intake: IntakeConfig::default(),
+            clocks: ClocksConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod calendars;
 pub mod case_routes;
 pub mod checkpointing;
+pub mod clock_watcher;
 pub mod config;
 pub mod connections;
 pub mod crl;

@@ -263,7 +263,38 @@ pub struct CaseSchema {
     updated_at: OffsetDateTime,
     parties: Vec<CasePartySchema>,
     threads: Vec<CaseThreadSchema>,
+    /// Every clock of its matters: running, answered or closed
+    clocks: Vec<ClockSchema>,
     messages: Vec<CaseMessageSchema>,
+}
+
+/// A legal clock of a matter: an answer owed (`deadline`) or a period to act in (`window`)
+#[derive(ToSchema)]
+#[schema(as = Clock)]
+#[allow(dead_code)] // describes the JSON shape only
+pub struct ClockSchema {
+    caseref: String,
+    /// The matter (the id of the message that opened it)
+    thread: Uuid,
+    /// The clock's name in the lifecycle (`filing_review`, `recommendation_reply`, …)
+    clock: String,
+    flow: String,
+    /// `deadline` or `window`
+    kind: String,
+    /// The message that started it
+    origin: Uuid,
+    started_at: OffsetDateTime,
+    /// When it runs out; absent when it cannot be computed (`due_error` says why)
+    due: Option<OffsetDateTime>,
+    due_error: Option<String>,
+    /// Who owes the answer or may act: the addressees of the starting message
+    owed_by: Vec<String>,
+    /// `running`, `answered` or `closed`
+    status: String,
+    /// How late a running deadline is (ISO 8601 duration); absent before its due instant
+    overdue_by: Option<String>,
+    /// The watcher's notices recorded for it: `reminder-P1D`, `overdue`, `escalation-P3D`…
+    notices: Vec<String>,
 }
 
 /// An agency of a case with every role it had in its messages
@@ -351,4 +382,6 @@ pub struct CaseSummarySchema {
     opened_by: String,
     updated_at: OffsetDateTime,
     parties: Vec<String>,
+    /// Its running clocks
+    clocks: Vec<ClockSchema>,
 }

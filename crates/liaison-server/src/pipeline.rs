@@ -8,9 +8,11 @@
 use std::sync::Arc;
 
 use liaison_core::audit::sha256;
+use liaison_core::clocks::StageRef;
 use liaison_core::envelope::is_well_formed_caseref;
 use liaison_core::{
-    AgencyCode, Channel, Envelope, Lifecycle, Policy, Registry, RejectCode, Submission,
+    AgencyCode, Channel, Envelope, HolidayCalendar, Lifecycle, Policy, Registry, RejectCode,
+    Submission,
 };
 use liaison_ledger::{
     AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, Ledger, LedgerError, NewMessage,
@@ -34,6 +36,7 @@ pub struct Pipeline {
     registry: Arc<Registry>,
     policy: Arc<Policy>,
     lifecycle: Arc<Lifecycle>,
+    calendar: Arc<HolidayCalendar>,
     ledger: Ledger,
     limits: ParseLimits,
 }
@@ -98,6 +101,7 @@ impl Pipeline {
         registry: Arc<Registry>,
         policy: Arc<Policy>,
         lifecycle: Arc<Lifecycle>,
+        calendar: Arc<HolidayCalendar>,
         ledger: Ledger,
         limits: ParseLimits,
     ) -> Self {
@@ -106,6 +110,7 @@ impl Pipeline {
             registry,
             policy,
             lifecycle,
+            calendar,
             ledger,
             limits,
         }
@@ -123,8 +128,30 @@ impl Pipeline {
         &self.lifecycle
     }
 
+    pub fn lifecycle_arc(&self) -> Arc<Lifecycle> {
+        self.lifecycle.clone()
+    }
+
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, Problem> {
-        match self.check_and_record(&submission).await {
+        self.admit(submission, None).await
+    }
+
+    /// A notice of the deadline watcher, sent on behalf of `submission.sender`: admitted
+    /// like any message, and recorded only while its clock still runs.
+    pub async fn submit_notice(
+        &self,
+        submission: Submission,
+        stage: StageRef,
+    ) -> Result<Accepted, Problem> {
+        self.admit(submission, Some(stage)).await
+    }
+
+    async fn admit(
+        &self,
+        submission: Submission,
+        stage: Option<StageRef>,
+    ) -> Result<Accepted, Problem> {
+        match self.check_and_record(&submission, stage).await {
             Ok(accepted) => Ok(accepted),
             Err(refusal) => Err(self
                 .record_refusal(
@@ -191,7 +218,11 @@ impl Pipeline {
         .await
     }
 
-    async fn check_and_record(&self, submission: &Submission) -> Result<Accepted, Refusal> {
+    async fn check_and_record(
+        &self,
+        submission: &Submission,
+        stage: Option<StageRef>,
+    ) -> Result<Accepted, Refusal> {
         let sender = &submission.sender;
         if !self.registry.contains(sender) {
             return Err(Refusal::new(
@@ -259,9 +290,10 @@ impl Pipeline {
                         .about(&envelope, &self.catalogue)
                 })?;
         }
-        let case = self
-            .case_intent(sender, &envelope, &event, original.as_ref())
+        let mut case = self
+            .case_intent(sender, &envelope, &event, original.as_ref(), submission.received_at)
             .map_err(|refusal| *refusal)?;
+        case.clocks.stage = stage;
 
         let id = envelope.id;
         let outcome = self
@@ -328,6 +360,7 @@ impl Pipeline {
         envelope: &Envelope,
         event: &serde_json::Value,
         original: Option<&liaison_core::OriginalMessage>,
+        received_at: time::OffsetDateTime,
     ) -> Result<CaseIntent, Box<Refusal>> {
         let inherited = match original {
             Some(original) => match (&original.caseref, &envelope.caseref) {
@@ -351,6 +384,12 @@ impl Pipeline {
         Ok(CaseIntent {
             caseref: inherited,
             moves: self.lifecycle.moves(&envelope.type_, event, by_addressee),
+            clocks: self.lifecycle.clock_intent(
+                &envelope.type_,
+                event,
+                received_at,
+                &self.calendar,
+            ),
         })
     }
 

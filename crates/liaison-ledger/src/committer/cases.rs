@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use liaison_core::{RejectCode, ThreadStep, caseref};
+use liaison_core::clocks::{ClockEvents, ClockKind, ClockStarted, ClockStopped, StageRef, StopReason};
+use liaison_core::{RecipientRole, RejectCode, ThreadStep, caseref};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
@@ -72,6 +73,35 @@ impl ThreadRow {
     }
 }
 
+/// One clock of one thread (`case_clocks`): the last start of that clock in the thread.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub(crate) struct ClockRow {
+    pub thread: Uuid,
+    pub clock: String,
+    pub caseref: String,
+    pub flow: String,
+    pub kind: ClockKind,
+    /// The message that started it.
+    pub origin: Uuid,
+    pub started_seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub due_at: Option<OffsetDateTime>,
+    pub due_error: Option<String>,
+    pub owed_by: Vec<String>,
+    pub stopped_seq: Option<u64>,
+    pub stopped_reason: Option<String>,
+    /// The watcher's notices recorded for this start (stage keys).
+    pub stages_sent: Vec<String>,
+}
+
+impl ClockRow {
+    pub fn running(&self) -> bool {
+        self.stopped_seq.is_none()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct CaseMessageRow {
     pub message_id: Uuid,
@@ -87,6 +117,7 @@ pub(crate) struct CaseWrites {
     pub threads: Vec<ThreadRow>,
     pub messages: Vec<CaseMessageRow>,
     pub counters: Vec<(String, i32, i64)>,
+    pub clocks: Vec<ClockRow>,
 }
 
 impl CaseWrites {
@@ -95,6 +126,7 @@ impl CaseWrites {
             && self.threads.is_empty()
             && self.messages.is_empty()
             && self.counters.is_empty()
+            && self.clocks.is_empty()
     }
 }
 
@@ -107,9 +139,12 @@ pub(crate) struct CaseBook {
     pub message_thread: HashMap<Uuid, Uuid>,
     /// The last number assigned per prefix and year.
     pub counters: HashMap<(String, i32), i64>,
+    /// The clocks of the threads in `threads`, by thread and clock name.
+    pub clocks: HashMap<(Uuid, String), ClockRow>,
     changed_cases: BTreeSet<String>,
     changed_threads: BTreeSet<Uuid>,
     changed_counters: BTreeSet<(String, i32)>,
+    changed_clocks: BTreeSet<(Uuid, String)>,
     new_messages: Vec<CaseMessageRow>,
 }
 
@@ -121,6 +156,10 @@ pub(crate) struct Placement {
     pub assigned: Option<((String, i32), i64)>,
     /// What the message does to its thread; `closed` says whether the thread is closed after.
     pub step: Option<ThreadStep>,
+    /// The clocks it starts and stops (`detail.clocks`).
+    pub clocks: ClockEvents,
+    /// The watcher's notice this message is (`detail.clock_stage`).
+    pub stage: Option<StageRef>,
 }
 
 /// Why a case refused a message, for its rejection entry.
@@ -191,16 +230,20 @@ impl CaseBook {
 
         let id = message.envelope.id;
         if let Some(opening) = &intent.moves.opens {
+            let step = ThreadStep {
+                thread: id,
+                flow: opening.flow.clone(),
+                from: None,
+                to: opening.initial.clone(),
+                closed: opening.closed,
+            };
+            let clocks = self.clock_events(message, &step, &caseref)?;
             return Ok(Some(Placement {
                 caseref,
                 assigned,
-                step: Some(ThreadStep {
-                    thread: id,
-                    flow: opening.flow.clone(),
-                    from: None,
-                    to: opening.initial.clone(),
-                    closed: opening.closed,
-                }),
+                step: Some(step),
+                clocks,
+                stage: None,
             }));
         }
         let thread = message
@@ -213,20 +256,29 @@ impl CaseBook {
                 caseref,
                 assigned,
                 step: None,
+                clocks: ClockEvents::default(),
+                stage: None,
             }));
         };
         match intent.moves.apply(&thread.flow, &thread.state) {
-            Ok(moved) => Ok(Some(Placement {
-                caseref,
-                assigned,
-                step: Some(ThreadStep {
+            Ok(moved) => {
+                let step = ThreadStep {
                     thread: thread.thread,
                     flow: thread.flow.clone(),
                     from: Some(thread.state.clone()),
                     to: moved.map_or_else(|| thread.state.clone(), |m| m.to.clone()),
                     closed: moved.map_or(thread.closed, |m| m.closes),
-                }),
-            })),
+                };
+                let stage = self.check_stage(message, &step, &caseref)?;
+                let clocks = self.clock_events(message, &step, &caseref)?;
+                Ok(Some(Placement {
+                    caseref,
+                    assigned,
+                    step: Some(step),
+                    clocks,
+                    stage,
+                }))
+            }
             Err(invalid) => Err(Box::new(CaseRefusal {
                 code: RejectCode::InvalidTransition,
                 detail: format!(
@@ -244,6 +296,136 @@ impl CaseBook {
                 }),
             })),
         }
+    }
+
+    /// A watcher's notice is recorded only while its clock runs, from the start it names
+    /// (`inreplyto` is the starting message): a notice decided just before an answer
+    /// stopped the clock is refused, so a stopped clock sends nothing more.
+    fn check_stage(
+        &self,
+        message: &NewMessage,
+        step: &ThreadStep,
+        caseref: &str,
+    ) -> Result<Option<StageRef>, Box<CaseRefusal>> {
+        let Some(stage) = &message.case.clocks.stage else {
+            return Ok(None);
+        };
+        let running = self
+            .clocks
+            .get(&(step.thread, stage.clock.clone()))
+            .is_some_and(|c| c.running() && Some(c.origin) == message.envelope.inreplyto);
+        if running && stage.thread == step.thread {
+            return Ok(Some(stage.clone()));
+        }
+        Err(Box::new(CaseRefusal {
+            code: RejectCode::InvalidTransition,
+            detail: format!(
+                "clock {} of case {caseref} is not running from message {}: its notice {} is \
+                 no longer due",
+                stage.clock,
+                message
+                    .envelope
+                    .inreplyto
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                stage.key
+            ),
+            caseref: Some(caseref.to_owned()),
+            claimed_caseref: None,
+            met: Some(step.clone()),
+        }))
+    }
+
+    /// The clocks `message`, making `step` in its thread, stops and starts. A `stops_on`
+    /// message of a window that ran out is refused `window_closed`.
+    fn clock_events(
+        &self,
+        message: &NewMessage,
+        step: &ThreadStep,
+        caseref: &str,
+    ) -> Result<ClockEvents, Box<CaseRefusal>> {
+        let intent = &message.case.clocks;
+        let sender = message.sender.as_str();
+        // PostgreSQL keeps microseconds: the projection and the entry must say the same.
+        let micros = |t: OffsetDateTime| t.replace_microsecond(t.microsecond()).unwrap_or(t);
+        let received = micros(message.received_at);
+        let mut events = ClockEvents::default();
+        let mut running: Vec<&ClockRow> = self
+            .clocks
+            .values()
+            .filter(|c| c.thread == step.thread && c.running())
+            .collect();
+        running.sort_by(|a, b| a.clock.cmp(&b.clock));
+        let stopped = |clock: &ClockRow, reason| ClockStopped {
+            thread: clock.thread,
+            clock: clock.clock.clone(),
+            reason,
+            started_at: clock.started_at,
+            due: clock.due_at,
+            late: clock.due_at.is_some_and(|due| received >= due),
+        };
+        for clock in &running {
+            let answers = intent
+                .stops
+                .iter()
+                .any(|s| s.clock == clock.clock && s.flow == step.flow);
+            if !answers || !clock.owed_by.iter().any(|a| a == sender) {
+                continue;
+            }
+            if clock.kind == ClockKind::Window
+                && let Some(due) = clock.due_at.filter(|due| received >= *due)
+            {
+                return Err(Box::new(CaseRefusal {
+                    code: RejectCode::WindowClosed,
+                    detail: format!(
+                        "the period for {} in case {caseref} ({}) ended at {}",
+                        message.envelope.type_,
+                        clock.clock,
+                        due.to_offset(liaison_core::calendar::CHINA_STANDARD_TIME)
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default()
+                    ),
+                    caseref: Some(caseref.to_owned()),
+                    claimed_caseref: None,
+                    met: Some(step.clone()),
+                }));
+            }
+            events.stopped.push(stopped(clock, StopReason::Answered));
+        }
+        if step.closed {
+            for clock in &running {
+                if !events.stopped.iter().any(|s| s.clock == clock.clock) {
+                    events.stopped.push(stopped(clock, StopReason::Closed));
+                }
+            }
+        }
+        let moved = step.from.is_none() || step.is_transition();
+        if moved && !step.closed {
+            let owed_by: Vec<String> = message
+                .route
+                .recipients
+                .iter()
+                .filter(|r| r.role == RecipientRole::To)
+                .map(|r| r.agency.as_str().to_owned())
+                .collect();
+            for start in &intent.starts {
+                let applies = start.flow == step.flow
+                    && start.entering.as_ref().is_none_or(|s| *s == step.to);
+                if !applies {
+                    continue;
+                }
+                events.started.push(ClockStarted {
+                    thread: step.thread,
+                    clock: start.clock.clone(),
+                    kind: start.kind,
+                    started_at: received,
+                    due: start.due.as_ref().ok().copied().map(micros),
+                    due_error: start.due.as_ref().err().cloned(),
+                    owed_by: owed_by.clone(),
+                });
+            }
+        }
+        Ok(events)
     }
 
     /// The reference the next case `message`'s sender opens at `at` gets.
@@ -311,6 +493,51 @@ impl CaseBook {
             self.changed_threads.insert(step.thread);
             self.message_thread.insert(id, step.thread);
         }
+        for stop in &placement.clocks.stopped {
+            let key = (stop.thread, stop.clock.clone());
+            if let Some(clock) = self.clocks.get_mut(&key) {
+                clock.stopped_seq = Some(seq);
+                clock.stopped_reason = Some(stop.reason.as_str().to_owned());
+                self.changed_clocks.insert(key);
+            }
+        }
+        for start in &placement.clocks.started {
+            let key = (start.thread, start.clock.clone());
+            let flow = placement
+                .step
+                .as_ref()
+                .map(|s| s.flow.clone())
+                .unwrap_or_default();
+            self.clocks.insert(
+                key.clone(),
+                ClockRow {
+                    thread: start.thread,
+                    clock: start.clock.clone(),
+                    caseref: placement.caseref.clone(),
+                    flow,
+                    kind: start.kind,
+                    origin: id,
+                    started_seq: seq,
+                    started_at: start.started_at,
+                    due_at: start.due,
+                    due_error: start.due_error.clone(),
+                    owed_by: start.owed_by.clone(),
+                    stopped_seq: None,
+                    stopped_reason: None,
+                    stages_sent: Vec::new(),
+                },
+            );
+            self.changed_clocks.insert(key);
+        }
+        if let Some(stage) = &placement.stage {
+            let key = (stage.thread, stage.clock.clone());
+            if let Some(clock) = self.clocks.get_mut(&key)
+                && !clock.stages_sent.contains(&stage.key)
+            {
+                clock.stages_sent.push(stage.key.clone());
+                self.changed_clocks.insert(key);
+            }
+        }
         self.new_messages.push(CaseMessageRow {
             message_id: id,
             caseref: placement.caseref.clone(),
@@ -332,6 +559,11 @@ impl CaseBook {
                 .filter_map(|t| self.threads.remove(t))
                 .collect(),
             messages: self.new_messages,
+            clocks: self
+                .changed_clocks
+                .iter()
+                .filter_map(|k| self.clocks.remove(k))
+                .collect(),
             counters: self
                 .changed_counters
                 .into_iter()

@@ -5,7 +5,7 @@ mod cases;
 mod plan;
 mod store;
 
-pub(crate) use cases::{CaseMessageRow, CaseRow, CaseWrites, ThreadRow};
+pub(crate) use cases::{CaseMessageRow, CaseRow, CaseWrites, ClockRow, ThreadRow};
 pub(crate) use store::{SEQUENCE_LOCK, write_cases};
 
 use std::collections::VecDeque;

@@ -245,6 +245,12 @@ impl Planner {
             if placement.assigned.is_some() {
                 detail.insert("caseref_assigned".into(), json!(true));
             }
+            if !placement.clocks.is_empty() {
+                detail.insert("clocks".into(), json!(placement.clocks));
+            }
+            if let Some(stage) = &placement.stage {
+                detail.insert("clock_stage".into(), json!(stage));
+            }
         }
         let seq = self.push_entry(
             EntryKind::MessageAccepted,

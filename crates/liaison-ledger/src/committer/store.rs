@@ -15,7 +15,7 @@ use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use super::Request;
-use super::cases::{CaseBook, CaseRow, CaseWrites, ThreadRow};
+use super::cases::{CaseBook, CaseRow, CaseWrites, ClockRow, ThreadRow};
 use super::plan::{self, BatchWrites, DeliveryStatus, KnownMessage, OutboxRow, Plan, PlanContext};
 use crate::error::LedgerError;
 use crate::model::{AcceptReceipt, PendingDelivery};
@@ -205,7 +205,26 @@ async fn read_cases(
     let read = |e: sqlx::Error| LedgerError::Corrupt(format!("case row: {e}"));
     // Three reads in one round trip: every row is tagged with what it is.
     let rows = sqlx::query(
-        "SELECT 'case' AS what, c.caseref, c.opened_seq, c.opened_at, c.opened_by,                 c.updated_seq, c.updated_at, c.parties,                 NULL::uuid AS message_id, NULL::uuid AS thread, NULL::text AS flow,                 NULL::text AS state, NULL::boolean AS closed, NULL::text AS prefix,                 NULL::int AS year, NULL::bigint AS last          FROM cases c WHERE c.caseref = ANY($1)          UNION ALL          SELECT 'thread', t.caseref, t.opened_seq, NULL, NULL, t.updated_seq, NULL, NULL,                 m.message_id, t.thread, t.flow, t.state, t.closed, NULL, NULL, NULL          FROM case_messages m JOIN case_threads t ON t.thread = m.thread          WHERE m.message_id = ANY($2)          UNION ALL          SELECT 'counter', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,                 NULL, k.prefix, k.year, k.last          FROM case_counters k WHERE k.prefix = ANY($3) AND k.year = $4",
+        "SELECT 'case' AS what, c.caseref, c.opened_seq, c.opened_at, c.opened_by, \
+                c.updated_seq, c.updated_at, c.parties, \
+                NULL::uuid AS message_id, NULL::uuid AS thread, NULL::text AS flow, \
+                NULL::text AS state, NULL::boolean AS closed, NULL::text AS prefix, \
+                NULL::int AS year, NULL::bigint AS last, NULL::jsonb AS clock \
+         FROM cases c WHERE c.caseref = ANY($1) \
+         UNION ALL \
+         SELECT 'thread', t.caseref, t.opened_seq, NULL, NULL, t.updated_seq, NULL, NULL, \
+                m.message_id, t.thread, t.flow, t.state, t.closed, NULL, NULL, NULL, NULL \
+         FROM case_messages m JOIN case_threads t ON t.thread = m.thread \
+         WHERE m.message_id = ANY($2) \
+         UNION ALL \
+         SELECT 'counter', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                NULL, k.prefix, k.year, k.last, NULL \
+         FROM case_counters k WHERE k.prefix = ANY($3) AND k.year = $4 \
+         UNION ALL \
+         SELECT 'clock', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                NULL, NULL, NULL, NULL, to_jsonb(k) \
+         FROM case_clocks k WHERE k.thread IN \
+              (SELECT m.thread FROM case_messages m WHERE m.message_id = ANY($2))",
     )
     .bind(&caserefs)
     .bind(&originals)
@@ -226,6 +245,13 @@ async fn read_cases(
                 let thread = ThreadRow::from_row(row)?;
                 book.message_thread.insert(message_id, thread.thread);
                 book.threads.insert(thread.thread, thread);
+            }
+            "clock" => {
+                let row: serde_json::Value = row.try_get("clock").map_err(read)?;
+                let clock: ClockRow = serde_json::from_value(row)
+                    .map_err(|e| LedgerError::Corrupt(format!("case_clocks row: {e}")))?;
+                book.clocks
+                    .insert((clock.thread, clock.clock.clone()), clock);
             }
             _ => {
                 book.counters.insert(
@@ -265,6 +291,58 @@ WITH changed_cases AS ( \
 INSERT INTO case_counters (prefix, year, last) \
 SELECT * FROM UNNEST($19::text[], $20::int[], $21::bigint[]) \
 ON CONFLICT (prefix, year) DO UPDATE SET last = EXCLUDED.last";
+
+/// Clock rows of the batch, each upserted in its final state.
+const WRITE_CLOCKS: &str = "\
+INSERT INTO case_clocks (thread, clock, caseref, flow, kind, origin, started_seq, started_at, \
+                         due_at, due_error, owed_by, stopped_seq, stopped_reason, stages_sent) \
+SELECT u.thread, u.clock, u.caseref, u.flow, u.kind, u.origin, u.started_seq, u.started_at, \
+       u.due_at, u.due_error, string_to_array(u.owed_by, ','), u.stopped_seq, \
+       u.stopped_reason, string_to_array(u.stages_sent, ',') \
+FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], \
+            $7::bigint[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], \
+            $12::bigint[], $13::text[], $14::text[]) \
+     AS u(thread, clock, caseref, flow, kind, origin, started_seq, started_at, due_at, \
+          due_error, owed_by, stopped_seq, stopped_reason, stages_sent) \
+ON CONFLICT (thread, clock) DO UPDATE SET caseref = EXCLUDED.caseref, flow = EXCLUDED.flow, \
+       kind = EXCLUDED.kind, origin = EXCLUDED.origin, started_seq = EXCLUDED.started_seq, \
+       started_at = EXCLUDED.started_at, due_at = EXCLUDED.due_at, \
+       due_error = EXCLUDED.due_error, owed_by = EXCLUDED.owed_by, \
+       stopped_seq = EXCLUDED.stopped_seq, stopped_reason = EXCLUDED.stopped_reason, \
+       stages_sent = EXCLUDED.stages_sent";
+
+pub(crate) async fn write_clocks(
+    conn: &mut PgConnection,
+    clocks: &[ClockRow],
+) -> Result<(), LedgerError> {
+    let stopped = clocks
+        .iter()
+        .map(|c| c.stopped_seq.map(seq_to_db).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let started = clocks
+        .iter()
+        .map(|c| seq_to_db(c.started_seq))
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(WRITE_CLOCKS)
+        .bind(column(clocks, |c| c.thread))
+        .bind(column(clocks, |c| c.clock.as_str()))
+        .bind(column(clocks, |c| c.caseref.as_str()))
+        .bind(column(clocks, |c| c.flow.as_str()))
+        .bind(column(clocks, |c| c.kind.as_str()))
+        .bind(column(clocks, |c| c.origin))
+        .bind(started)
+        .bind(column(clocks, |c| c.started_at))
+        .bind(column(clocks, |c| c.due_at))
+        .bind(column(clocks, |c| c.due_error.as_deref()))
+        .bind(column(clocks, |c| c.owed_by.join(",")))
+        .bind(stopped)
+        .bind(column(clocks, |c| c.stopped_reason.as_deref()))
+        .bind(column(clocks, |c| c.stages_sent.join(",")))
+        .execute(&mut *conn)
+        .await
+        .map_err(LedgerError::query("writing the batch's clocks"))?;
+    Ok(())
+}
 
 pub(crate) async fn write_cases(
     conn: &mut PgConnection,
@@ -307,6 +385,9 @@ pub(crate) async fn write_cases(
         .execute(&mut *conn)
         .await
         .map_err(LedgerError::query("writing the batch's cases"))?;
+    if !writes.clocks.is_empty() {
+        write_clocks(conn, &writes.clocks).await?;
+    }
     Ok(())
 }
 
