@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use liaison_bus::Bus;
 use liaison_cli::client::AgencyClient;
-use liaison_core::{AgencyCode, Registry, SystemClock};
+use liaison_core::{AgencyCode, Clock, Registry, SystemClock};
 use liaison_ledger::Ledger;
 use liaison_server::pki::{self, PkiLayout, PkiOptions};
 use liaison_server::{Broker, Config};
+use serde_json::{Value, json};
+use time::{Date, Duration as Days, OffsetDateTime};
 use uuid::Uuid;
 
 /// The repository root (the data files of the demo county live there).
@@ -40,6 +42,57 @@ pub fn code(s: &str) -> AgencyCode {
 /// local RabbitMQ and its command line).
 pub fn rabbitmqctl(args: &[&str]) {
     process::service_command("rabbitmqctl", args);
+}
+
+/// The catalogue's example `file` of `type_` (`*part*`: the first whose name contains
+/// `part`) as a new message from `sender`: a fresh id, no case reference and no original
+/// (the broker assigns the case of a message that opens one; answers inherit it), and the
+/// dates it states (`reply_due`, `objection_due`) moved after `today` as a sender writing
+/// today would state them, so that no window has closed before the test begins.
+pub fn example(type_: &str, file: &str, sender: &str) -> Value {
+    example_on(type_, file, sender, OffsetDateTime::now_utc().date())
+}
+
+/// [`example`] written on `today`.
+pub fn example_on(type_: &str, file: &str, sender: &str, today: Date) -> Value {
+    let dir = repo_root().join(format!("schemas/{type_}/valid"));
+    let pattern = file.trim_matches('*');
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            if file.contains('*') {
+                n.contains(pattern)
+            } else {
+                n == file
+            }
+        })
+        .collect();
+    names.sort();
+    let path = dir.join(
+        names
+            .first()
+            .unwrap_or_else(|| panic!("no example {file} of {type_}")),
+    );
+    let mut event: Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    event["id"] = json!(Uuid::now_v7().to_string());
+    event["source"] = json!(format!("urn:liaison:agency:{sender}"));
+    let map = event.as_object_mut().expect("an event is an object");
+    map.remove("caseref");
+    map.remove("inreplyto");
+    for (field, days) in [("reply_due", 60), ("objection_due", 30)] {
+        if event["data"].get(field).is_some() {
+            event["data"][field] = json!((today + Days::days(days)).to_string());
+        }
+    }
+    event
+}
+
+/// `event` answering `original`.
+pub fn answering(mut event: Value, original: &Value) -> Value {
+    event["inreplyto"] = original["id"].clone();
+    event
 }
 
 /// One isolated world for one test: database, virtual host, PKI, configuration. Dropped,
@@ -109,6 +162,13 @@ impl World {
 
     pub async fn start(&self) -> Broker {
         Broker::start(self.config.clone())
+            .await
+            .expect("broker starts against the local services")
+    }
+
+    /// A broker whose time is `clock`'s (a [`liaison_core::ManualClock`] the test moves).
+    pub async fn start_with_clock(&self, clock: Arc<dyn Clock>) -> Broker {
+        Broker::start_with_clock(self.config.clone(), clock)
             .await
             .expect("broker starts against the local services")
     }

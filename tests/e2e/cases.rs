@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use liaison_cli::client::AgencyClient;
 use liaison_core::{Entry, EntryKind};
-use liaison_tests::{World, repo_root};
+use liaison_tests::{World, answering, example, repo_root};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-/// The catalogue's example `file` of `type_`, as a new message from `sender` with no case
-/// reference, answering `original` when given, naming `recipients` when given.
+/// The catalogue's example `file` of `type_` from `sender`, answering `original` when
+/// given, naming `recipients` when given.
 fn event(
     type_: &str,
     file: &str,
@@ -22,15 +21,9 @@ fn event(
     original: Option<&Value>,
     recipients: Option<&[&str]>,
 ) -> Value {
-    let path = repo_root().join(format!("schemas/{type_}/valid/{file}"));
-    let mut event: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    event["id"] = json!(Uuid::now_v7().to_string());
-    event["source"] = json!(format!("urn:liaison:agency:{sender}"));
-    let map = event.as_object_mut().unwrap();
-    map.remove("caseref");
-    map.remove("inreplyto");
+    let mut event = example(type_, file, sender);
     if let Some(original) = original {
-        event["inreplyto"] = original["id"].clone();
+        event = answering(event, original);
     }
     if let Some(recipients) = recipients {
         event["recipients"] = json!(recipients);

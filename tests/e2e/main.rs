@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod cases;
 mod catalogue;
+mod clocks;
 mod config;
 mod crash;
 mod deadletter;

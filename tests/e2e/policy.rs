@@ -8,43 +8,8 @@ use std::time::Duration;
 use liaison_core::{Entry, EntryKind, Policy, Registry};
 use liaison_ledger::TraceKey;
 use liaison_server::Config;
-use liaison_tests::{World, repo_root};
+use liaison_tests::{World, answering, example, repo_root};
 use serde_json::{Value, json};
-use uuid::Uuid;
-
-fn example(type_: &str, file: &str, sender: &str) -> Value {
-    let dir = repo_root().join(format!("schemas/{type_}/valid"));
-    let pattern = file.trim_matches('*');
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            if file.contains('*') {
-                n.contains(pattern)
-            } else {
-                n == file
-            }
-        })
-        .collect();
-    names.sort();
-    let path = dir.join(
-        names
-            .first()
-            .unwrap_or_else(|| panic!("no example {file} of {type_}")),
-    );
-    let mut event: Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    event["id"] = json!(Uuid::now_v7().to_string());
-    event["source"] = json!(format!("urn:liaison:agency:{sender}"));
-    // The broker assigns the case of a message that opens one; answers inherit it.
-    event.as_object_mut().unwrap().remove("caseref");
-    event
-}
-
-fn answering(mut event: Value, original: &Value) -> Value {
-    event["inreplyto"] = original["id"].clone();
-    event
-}
 
 /// (agency, role) of a 202 answer.
 fn routed(body: &Value) -> Vec<(String, String)> {

@@ -7,20 +7,13 @@
 use std::time::Duration;
 
 use liaison_core::{Entry, EntryKind};
-use liaison_tests::{World, repo_root};
+use liaison_tests::{World, answering, repo_root};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 /// The catalogue's example `file` of `type_`, sent by `sender` in case `caseref`.
 fn example(type_: &str, file: &str, sender: &str, caseref: &str) -> Value {
-    let path = repo_root().join(format!("schemas/{type_}/valid/{file}"));
-    let mut event: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    event["id"] = json!(Uuid::now_v7().to_string());
-    event["source"] = json!(format!("urn:liaison:agency:{sender}"));
+    let mut event = liaison_tests::example(type_, file, sender);
     event["caseref"] = json!(caseref);
-    if let Some(map) = event.as_object_mut() {
-        map.remove("inreplyto");
-    }
     event
 }
 
@@ -33,11 +26,6 @@ fn transfer(caseref: &str, recipients: &[&str]) -> Value {
     files.sort();
     let mut event = example("case.transfer.v1", &files[0], "eco", caseref);
     event["recipients"] = json!(recipients);
-    event
-}
-
-fn answering(mut event: Value, original: &Value) -> Value {
-    event["inreplyto"] = original["id"].clone();
     event
 }
 

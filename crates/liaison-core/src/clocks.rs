@@ -246,7 +246,11 @@ impl ClockRule {
             .period_for(event)
             .map(|p| calendar::due(start, p, calendar).map_err(|e| e.to_string()))
             .transpose()?;
-        let stated = match self.stated_due.as_deref().and_then(|f| stated_date(event, f)) {
+        let stated = match self
+            .stated_due
+            .as_deref()
+            .and_then(|f| stated_date(event, f))
+        {
             Some(day) => Some(calendar::due_on_day(day, calendar).map_err(|e| e.to_string())?),
             None => None,
         };

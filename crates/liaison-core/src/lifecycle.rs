@@ -691,7 +691,11 @@ fn check_clock(file: ClockFile, flow: &Flow, line: usize) -> Result<ClockRule, S
     if file.stops_on.is_empty() {
         return Err(format!("clock {:?} names no `stops_on` type", file.name));
     }
-    if let Some(type_) = file.stops_on.iter().find(|t| !step_types.contains(t.as_str())) {
+    if let Some(type_) = file
+        .stops_on
+        .iter()
+        .find(|t| !step_types.contains(t.as_str()))
+    {
         return Err(format!(
             "clock {:?} stops on {type_}, which is no step of flow {:?}",
             file.name, flow.name
@@ -992,51 +996,100 @@ period = "P3D"
         // Tue 29 September 2026, 10:00: three days end on Fri 2 October, in the National
         // Day holiday (1–7 October), so the first working day after it, Thu 8 October.
         let start = time::macros::datetime!(2026-09-29 10:00 +8);
-        let intent = lifecycle.clock_intent("case.transfer.v1", &event(json!({})), start, &calendar);
+        let intent =
+            lifecycle.clock_intent("case.transfer.v1", &event(json!({})), start, &calendar);
         assert_eq!(intent.starts.len(), 1);
         let review = &intent.starts[0];
-        assert_eq!((review.clock.as_str(), review.kind), ("filing_review", ClockKind::Deadline));
+        assert_eq!(
+            (review.clock.as_str(), review.kind),
+            ("filing_review", ClockKind::Deadline)
+        );
         assert_eq!(review.due, Ok(time::macros::datetime!(2026-10-09 00:00 +8)));
         assert!(intent.stops.is_empty());
 
-        let decision =
-            lifecycle.clock_intent("case.filing-decision.v1", &event(json!({})), start, &calendar);
+        let decision = lifecycle.clock_intent(
+            "case.filing-decision.v1",
+            &event(json!({})),
+            start,
+            &calendar,
+        );
         assert_eq!(decision.stops.len(), 1, "{decision:?}");
         assert_eq!(decision.stops[0].clock, "filing_review");
         assert_eq!(decision.starts[0].entering.as_deref(), Some("not_filed"));
         assert_eq!(decision.starts[0].kind, ClockKind::Window);
 
-        let keys: Vec<&str> = lifecycle.clock("filing_review").unwrap().stages.iter().map(|s| s.key.as_str()).collect();
+        let keys: Vec<&str> = lifecycle
+            .clock("filing_review")
+            .unwrap()
+            .stages
+            .iter()
+            .map(|s| s.key.as_str())
+            .collect();
         assert_eq!(keys, ["reminder-P1D", "overdue", "escalation-P3D"]);
-        assert!(lifecycle.clock("reconsideration_request").unwrap().stages.is_empty());
+        assert!(
+            lifecycle
+                .clock("reconsideration_request")
+                .unwrap()
+                .stages
+                .is_empty()
+        );
         assert!(lifecycle.markdown().contains("| `filing_review` 立案审查"));
     }
 
     #[test]
     fn clocks_naming_unknown_states_or_steps_are_refused_with_their_line() {
         let cases = [
-            ("entering = \"not_filed\"", "entering = \"not_fild\"", "not_fild"),
+            (
+                "entering = \"not_filed\"",
+                "entering = \"not_fild\"",
+                "not_fild",
+            ),
             (
                 "stops_on = [\"case.filing-notice.v1\"]",
                 "stops_on = [\"pil.lead.v1\"]",
                 "no step of flow",
             ),
-            ("starts_on = \"case.transfer.v1\"", "starts_on = \"receipt.v2\"", "receipt.v2"),
-            ("period = \"P3D\"\nremind", "period = \"P3Q\"\nremind", "P3Q"),
-            ("kind = \"window\"", "kind = \"window\"\nremind_before = [\"P1D\"]", "window"),
+            (
+                "starts_on = \"case.transfer.v1\"",
+                "starts_on = \"receipt.v2\"",
+                "receipt.v2",
+            ),
+            (
+                "period = \"P3D\"\nremind",
+                "period = \"P3Q\"\nremind",
+                "P3Q",
+            ),
+            (
+                "kind = \"window\"",
+                "kind = \"window\"\nremind_before = [\"P1D\"]",
+                "window",
+            ),
             ("kind = \"window\"", "kind = \"windw\"", "windw"),
-            ("remind_before = [\"P1D\"]", "remind_before = [\"P1M\"]", "P1M"),
+            (
+                "remind_before = [\"P1D\"]",
+                "remind_before = [\"P1M\"]",
+                "P1M",
+            ),
         ];
         for (from, to, named) in cases {
             let text = format!("{SAMPLE}{}", CLOCKS.replacen(from, to, 1));
             let error = refused(&text);
             assert!(error.to_string().contains(named), "{to}: {error}");
-            assert!(error.line().is_some_and(|l| l > SAMPLE.lines().count()), "{error}");
+            assert!(
+                error.line().is_some_and(|l| l > SAMPLE.lines().count()),
+                "{error}"
+            );
         }
         let no_period = CLOCKS.replace("period = \"P3D\"\n\"#", "\"#");
-        let text = format!("{SAMPLE}{}", no_period.replacen("period = \"P3D\"\n", "", 2));
+        let text = format!(
+            "{SAMPLE}{}",
+            no_period.replacen("period = \"P3D\"\n", "", 2)
+        );
         assert!(refused(&text).to_string().contains("needs a `period`"));
-        let twice = format!("{SAMPLE}{CLOCKS}{}", CLOCKS.replace("reconsideration_request", "x"));
+        let twice = format!(
+            "{SAMPLE}{CLOCKS}{}",
+            CLOCKS.replace("reconsideration_request", "x")
+        );
         assert!(refused(&twice).to_string().contains("another clock"));
         // A clock's types are checked against the catalogue like every other type.
         let lifecycle = Lifecycle::from_toml(&format!("{SAMPLE}{CLOCKS}"), "l.toml").unwrap();
@@ -1047,7 +1100,10 @@ period = "P3D"
             "case.filing-decision.v1",
         ];
         let error = lifecycle.check_types("l.toml", without_notice).unwrap_err();
-        assert!(error.to_string().contains("case.filing-notice.v1"), "{error}");
+        assert!(
+            error.to_string().contains("case.filing-notice.v1"),
+            "{error}"
+        );
     }
 
     #[test]

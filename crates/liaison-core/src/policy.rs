@@ -565,9 +565,16 @@ impl Policy {
                     });
                 }
                 match rule.reply_to {
+                    // Those who owe the answer are reminded; the original's copies (the
+                    // supervisors) are copied again.
                     Some(ReplyTo::Recipients) => {
                         for agency in &original.recipients {
-                            chosen.add(agency, RecipientRole::To, &rule.name);
+                            let role = if original.addressees.contains(agency) {
+                                RecipientRole::To
+                            } else {
+                                RecipientRole::Cc
+                            };
+                            chosen.add(agency, role, &rule.name);
                         }
                     }
                     Some(ReplyTo::Sender) => {

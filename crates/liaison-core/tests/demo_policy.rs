@@ -421,7 +421,7 @@ fn table() -> Vec<Case> {
         case("eco", "deadline.reminder.v1")
             .data(json!({"clock": "filing_review", "stage": "overdue"}))
             .answering(transfer())
-            .to(&[("police", To), ("procuratorate", To)]),
+            .to(&[("police", To), ("procuratorate", Cc)]),
         case("police", "deadline.reminder.v1")
             .data(json!({"clock": "filing_review"}))
             .answering(transfer())

@@ -111,7 +111,11 @@ impl CaseReplay {
                 seq: entry.seq,
             },
         );
-        self.fold_clocks(&entry, &caseref, message.case.as_ref().map(|s| s.flow.as_str()))?;
+        self.fold_clocks(
+            &entry,
+            &caseref,
+            message.case.as_ref().map(|s| s.flow.as_str()),
+        )?;
         if entry.detail.get("caseref_assigned") == Some(&serde_json::Value::Bool(true)) {
             let (prefix, year, number) = assigned_parts(&caseref)
                 .ok_or_else(|| format!("entry {}: assigned caseref {caseref:?}", entry.seq))?;
@@ -139,9 +143,9 @@ impl CaseReplay {
                 }
             }
             for start in events.started {
-                let origin = entry
-                    .message
-                    .ok_or_else(|| format!("entry {}: a clock start without a message", entry.seq))?;
+                let origin = entry.message.ok_or_else(|| {
+                    format!("entry {}: a clock start without a message", entry.seq)
+                })?;
                 self.clocks.insert(
                     (start.thread, start.clock.clone()),
                     ClockRow {
@@ -164,8 +168,8 @@ impl CaseReplay {
             }
         }
         if let Some(value) = entry.detail.get("clock_stage") {
-            let stage: StageRef = serde_json::from_value(value.clone())
-                .map_err(|e| bad("detail.clock_stage", e))?;
+            let stage: StageRef =
+                serde_json::from_value(value.clone()).map_err(|e| bad("detail.clock_stage", e))?;
             if let Some(clock) = self.clocks.get_mut(&(stage.thread, stage.clock))
                 && !clock.stages_sent.contains(&stage.key)
             {
@@ -412,7 +416,8 @@ async fn read_live(conn: &mut PgConnection) -> Result<CaseReplay, LedgerError> {
     {
         let clock: ClockRow = serde_json::from_value(row.try_get("clock").map_err(read)?)
             .map_err(|e| LedgerError::Corrupt(format!("case_clocks row: {e}")))?;
-        live.clocks.insert((clock.thread, clock.clock.clone()), clock);
+        live.clocks
+            .insert((clock.thread, clock.clock.clone()), clock);
     }
     Ok(live)
 }

@@ -69,7 +69,12 @@ impl ClockWatcher {
             .clocks()
             .iter()
             .filter(|c| !c.stages.is_empty())
-            .map(|c| (c.name.clone(), i32::try_from(c.stages.len()).unwrap_or(i32::MAX)))
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    i32::try_from(c.stages.len()).unwrap_or(i32::MAX),
+                )
+            })
             .collect();
         let lead = lifecycle
             .clocks()

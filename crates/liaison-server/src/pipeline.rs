@@ -291,7 +291,13 @@ impl Pipeline {
                 })?;
         }
         let mut case = self
-            .case_intent(sender, &envelope, &event, original.as_ref(), submission.received_at)
+            .case_intent(
+                sender,
+                &envelope,
+                &event,
+                original.as_ref(),
+                submission.received_at,
+            )
             .map_err(|refusal| *refusal)?;
         case.clocks.stage = stage;
 

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use liaison_core::clocks::{ClockEvents, ClockKind, ClockStarted, ClockStopped, StageRef, StopReason};
+use liaison_core::clocks::{
+    ClockEvents, ClockKind, ClockStarted, ClockStopped, StageRef, StopReason,
+};
 use liaison_core::{RecipientRole, RejectCode, ThreadStep, caseref};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
