@@ -3,7 +3,11 @@
 //! The environment bureau (`eco`) posts a public-interest-litigation lead over HTTPS with
 //! its client certificate; the procuratorate's system receives it from its own RabbitMQ
 //! queue and answers with a receipt; `eco` pulls the receipt from its HTTPS inbox and acks
-//! it; the case's trace is read back from the ledger. Every step checks what it got.
+//! it; `eco` transfers a criminal case naming only the police and the procuratorate's
+//! supervisory copy is kept; the police let the filing review run out, so the deadline
+//! watcher reminds them (the procuratorate copied), then they decide; the case's trace,
+//! timeline, clocks and state are read back from the ledger. Clocks run in trial time
+//! (`clocks.trial_day`): a day of the law lasts a second. Every step checks what it got.
 
 use std::time::{Duration, Instant};
 
@@ -123,6 +127,10 @@ pub async fn run(mut config: Config, once: bool) -> anyhow::Result<()> {
         config.listen.set_port(0);
         config.ops_listen.set_port(0);
     }
+    // A day of every legal clock lasts a second, so that the filing review's reminders
+    // come while the demo watches.
+    config.clocks.trial_day = Some(Duration::from_secs(1));
+    config.clocks.scan_interval = Duration::from_millis(250);
     prepare(&config).await?;
     run_as_broker_role(&mut config).await;
     let broker = Broker::start(config.clone())
@@ -252,6 +260,26 @@ pub fn receipt_event(caseref: &str, answers: Uuid) -> Value {
             "received_at": now(),
             "note": "已签收，转公益诉讼检察部门审查。",
             "handler": { "department": "第五检察部" }
+        }
+    })
+}
+
+/// The police's decision to file the transferred case `answers`.
+pub fn filing_decision_event(answers: Uuid) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": Uuid::now_v7(),
+        "source": code("police").urn(),
+        "type": "case.filing-decision.v1",
+        "time": now(),
+        "datacontenttype": "application/json",
+        "inreplyto": answers,
+        "data": {
+            "decision": "file",
+            "decided_at": now(),
+            "document_number": "山公（食药环）立字〔2026〕31号",
+            "police_case_number": "A6207250000002026120031",
+            "legal_basis": "《中华人民共和国刑事诉讼法》第一百一十二条"
         }
     })
 }
@@ -439,7 +467,73 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
         "✓ 5. eco → case.transfer.v1 {transfer_id} naming only the police: 202, route → police, procuratorate (supervisory copy, mandatory); the procuratorate received it"
     );
 
-    // 6. The ledger holds every event of the case.
+    // 6. The police let the three-day filing review run out (three seconds in trial time):
+    //    the deadline watcher reminds them a day before and at the due instant, in eco's
+    //    name, copying the procuratorate; then they file the case, late.
+    let police = AgencyClient::new(&layout, &code("police"), base)?;
+    let mut notices: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while notices.len() < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "step 6 (the filing review's notices reach the police): got {} of 2 within 30 s",
+            notices.len()
+        );
+        let pulled = police
+            .pull(5, 50)
+            .await
+            .context("step 6 (police pull their inbox)")?;
+        for d in pulled.body["deliveries"].as_array().into_iter().flatten() {
+            if let Some(id) = d["delivery"].as_i64() {
+                police.ack(id).await?;
+            }
+            if d["type"] == "deadline.reminder.v1"
+                && d["event"]["inreplyto"] == json!(transfer_id.to_string())
+            {
+                notices.push(d["event"].clone());
+            }
+        }
+    }
+    let stages: Vec<&str> = notices
+        .iter()
+        .filter_map(|n| n["data"]["stage"].as_str())
+        .collect();
+    ensure!(
+        stages.starts_with(&["reminder", "overdue"]),
+        "step 6: expected a reminder then an overdue notice, got {stages:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ensure!(
+            !left.is_zero(),
+            "step 6 (the procuratorate's copy of the overdue notice): not delivered within 20 s"
+        );
+        let Some(delivery) = procuratorate_queue.next(left).await? else {
+            continue;
+        };
+        delivery.ack().await?;
+        let event: Value = serde_json::from_slice(&delivery.body)?;
+        if event["type"] == "deadline.reminder.v1" && event["data"]["stage"] == "overdue" {
+            break;
+        }
+    }
+    let decision = filing_decision_event(transfer_id);
+    let answer = police
+        .submit(&decision)
+        .await
+        .context("step 6 (police send the filing decision)")?;
+    ensure!(
+        answer.status == 202,
+        "step 6 (police send the filing decision): expected 202, got {} {}",
+        answer.status,
+        answer.body
+    );
+    println!(
+        "✓ 6. filing review (3 days; a second each here): reminder and overdue notice to the police, procuratorate copied; the police then file the case"
+    );
+
+    // 7. The ledger holds every event of the case.
     let ledger = crate::open_ledger(config).await?;
     let key = TraceKey::Case(caseref.clone());
     let expected = [
@@ -464,33 +558,33 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
             break trace;
         }
         if Instant::now() >= deadline {
-            bail!("step 6 (trace the case): the ledger lacks {missing:?}");
+            bail!("step 7 (trace the case): the ledger lacks {missing:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    println!("✓ 6. ledger: {} entries for case {caseref}", trace.len());
+    println!("✓ 7. ledger: {} entries for case {caseref}", trace.len());
 
-    // 7. Each matter is a case with a state: the lead was received by its addressee, the
-    //    transfer awaits the police's filing decision.
+    // 8. Each matter is a case with a state: the lead was received by its addressee, the
+    //    transfer was filed, late, its clock stopped by the answer.
     let mut cases = String::new();
     for (case, expected) in [
         (caseref.clone(), "received"),
-        (format!("{caseref}-XF"), "transferred"),
+        (format!("{caseref}-XF"), "filed"),
     ] {
         let view = ledger
             .case(&case)
             .await?
-            .ok_or_else(|| anyhow!("step 7: no case {case}"))?;
+            .ok_or_else(|| anyhow!("step 8: no case {case}"))?;
         ensure!(
             view.head.state.as_deref() == Some(expected),
-            "step 7: case {case} is {:?}, expected {expected}",
+            "step 8: case {case} is {:?}, expected {expected}",
             view.head.state
         );
         cases.push_str(&crate::cases_cmd::render_case(&view));
         cases.push('\n');
     }
     println!(
-        "✓ 7. cases: the lead is received, the transfer is transferred (awaiting the police's filing decision)"
+        "✓ 8. cases: the lead is received; the transfer is filed, its filing review answered late"
     );
     bus.close().await;
     Ok(ScenarioReport {

@@ -101,6 +101,20 @@ impl FromStr for Period {
     }
 }
 
+impl Period {
+    /// This period in trial time, where a day lasts `day` and there is no calendar: months
+    /// count 30 days, hours a 24th of a day, working days as days; exact seconds stay.
+    pub fn in_trial_time(self, day: std::time::Duration) -> Period {
+        let days = |n: f64| Period::Seconds(((day.as_secs_f64() * n).round() as u32).max(1));
+        match self {
+            Period::Days(n) | Period::WorkingDays(n) => days(f64::from(n)),
+            Period::Months(n) => days(30.0 * f64::from(n)),
+            Period::Hours(n) => days(f64::from(n) / 24.0),
+            Period::Seconds(n) => Period::Seconds(n),
+        }
+    }
+}
+
 impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

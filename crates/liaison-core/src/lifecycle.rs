@@ -368,6 +368,28 @@ impl Lifecycle {
         })
     }
 
+    /// The same lifecycle with its clocks in trial time, for demonstrations and trials: a
+    /// day of every period and of every notice's offset lasts `day` (so with one second,
+    /// a three-day review is due three seconds after the transfer); dates a message states
+    /// are ignored and no holiday calendar applies.
+    pub fn in_trial_time(mut self, day: std::time::Duration) -> Self {
+        let scale = |offset: time::Duration| offset * (day.as_secs_f64() / 86_400.0);
+        for clock in &mut self.clocks {
+            clock.period = clock
+                .period
+                .or(Some(Period::Days(30)))
+                .map(|p| p.in_trial_time(day));
+            for (_, period) in &mut clock.period_when {
+                *period = period.in_trial_time(day);
+            }
+            clock.stated_due = None;
+            for stage in &mut clock.stages {
+                stage.offset = scale(stage.offset);
+            }
+        }
+        self
+    }
+
     /// Every clock of every flow, in file order.
     pub fn clocks(&self) -> &[ClockRule] {
         &self.clocks
@@ -1034,6 +1056,30 @@ period = "P3D"
                 .is_empty()
         );
         assert!(lifecycle.markdown().contains("| `filing_review` 立案审查"));
+    }
+
+    #[test]
+    fn in_trial_time_a_day_lasts_what_the_trial_says() {
+        let lifecycle = Lifecycle::from_toml(&format!("{SAMPLE}{CLOCKS}"), "lifecycle.toml")
+            .unwrap()
+            .in_trial_time(std::time::Duration::from_secs(2));
+        let review = lifecycle.clock("filing_review").unwrap();
+        assert_eq!(review.period, Some(Period::Seconds(6)));
+        let offsets: Vec<i64> = review
+            .stages
+            .iter()
+            .map(|s| s.offset.whole_seconds())
+            .collect();
+        assert_eq!(offsets, [-2, 0, 6]);
+        // No calendar: the holiday that moved the legal due date does not apply.
+        let start = time::macros::datetime!(2026-09-30 23:59:58 +8);
+        let intent = lifecycle.clock_intent(
+            "case.transfer.v1",
+            &event(json!({})),
+            start,
+            &HolidayCalendar::empty(),
+        );
+        assert_eq!(intent.starts[0].due, Ok(start + time::Duration::seconds(6)));
     }
 
     #[test]

@@ -108,7 +108,15 @@ impl Broker {
                 schemas: config.schemas_origin(),
             });
         }
-        let lifecycle = Arc::new(config.load_lifecycle()?);
+        let mut lifecycle = config.load_lifecycle()?;
+        if let Some(day) = config.clocks.trial_day {
+            tracing::warn!(
+                clocks.trial_day = ?day,
+                "clocks run in trial time: their due dates are not the law's"
+            );
+            lifecycle = lifecycle.in_trial_time(day);
+        }
+        let lifecycle = Arc::new(lifecycle);
         lifecycle.check_types(
             &config.lifecycle_origin(),
             catalogue.types().map(|t| t.name.as_str()),
@@ -120,6 +128,7 @@ impl Broker {
             }
         })?;
         let calendar = Arc::new(config.holiday_calendar()?);
+        warn_of_missing_years(&lifecycle, &calendar, clock.now());
         let layout = PkiLayout::new(config.tls_dir.clone());
         for warning in pki::custody_warnings(&layout) {
             tracing::warn!(tls.dir = %layout.dir.display(), "{warning}");
@@ -354,6 +363,31 @@ impl Broker {
         while self.tasks.join_next().await.is_some() {}
         self.bus.close().await;
         tracing::info!("liaison stopped");
+    }
+}
+
+/// Warns of every clock that, started now, would reach a year the holiday calendar has no
+/// notice for: such clocks are recorded without a due date until the calendar is given.
+fn warn_of_missing_years(
+    lifecycle: &liaison_core::Lifecycle,
+    calendar: &liaison_core::HolidayCalendar,
+    now: time::OffsetDateTime,
+) {
+    for rule in lifecycle.clocks() {
+        let periods = rule
+            .period
+            .into_iter()
+            .chain(rule.period_when.iter().map(|(_, p)| *p));
+        for period in periods {
+            if let Err(error) = liaison_core::calendar::due(now, period, calendar) {
+                tracing::warn!(
+                    clock = %rule.name,
+                    %period,
+                    %error,
+                    "a clock started now has no due date: add the holiday calendar (calendar_dir)"
+                );
+            }
+        }
     }
 }
 

@@ -74,6 +74,15 @@ pub struct ClocksConfig {
     pub scan_interval: Duration,
     /// Notices sent per scan at most; the rest follow in the next.
     pub scan_batch: i64,
+    /// Trials and demonstrations only: run every clock in trial time, where a day of its
+    /// period and of its notices' offsets lasts this long (`2s`: a three-day review is due
+    /// six seconds after the transfer), with no holiday calendar. Unset in production.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trial_day: Option<Duration>,
 }
 
 impl Default for ClocksConfig {
@@ -82,6 +91,7 @@ impl Default for ClocksConfig {
             watch: true,
             scan_interval: Duration::from_secs(30),
             scan_batch: 500,
+            trial_day: None,
         }
     }
 }
