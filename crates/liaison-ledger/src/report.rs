@@ -417,7 +417,7 @@ impl ReportFold {
             to: self.period.to,
             start: self.period.start(),
             end: self.period.end(),
-            now,
+            now: now.to_offset(CHINA_STANDARD_TIME),
             entries: self.entries,
             rows,
             totals,
@@ -549,7 +549,7 @@ impl ReportFormat {
     /// `md`, `csv` or `json`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
-            "md" | "markdown" => Some(Self::Markdown),
+            "md" => Some(Self::Markdown),
             "csv" => Some(Self::Csv),
             "json" => Some(Self::Json),
             _ => None,
