@@ -10,6 +10,7 @@ pub mod deadletters;
 pub mod demo;
 pub mod ledger_cmd;
 pub mod policy_cmd;
+pub mod report_cmd;
 pub mod services;
 pub mod trace;
 

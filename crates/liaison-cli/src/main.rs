@@ -137,6 +137,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The periodic report (通报) of a period, per agency and flow, from the ledger's
+    /// entries (or an export's, with no database).
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        args: liaison_cli::report_cmd::ReportArgs,
+    },
     /// The local RabbitMQ and PostgreSQL this machine runs for development.
     Services {
         #[command(subcommand)]
@@ -506,6 +514,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", liaison_cli::trace::render_text(&entries));
             }
+        }
+        Command::Report { config, args } => {
+            liaison_cli::report_cmd::run(&config.load()?, args).await?;
         }
         Command::Ledger { config, command } => {
             liaison_cli::ledger_cmd::run(config.load()?, command).await?;

@@ -293,6 +293,32 @@ impl Ledger {
         read::entries(&self.inner.pool, from_seq, limit).await
     }
 
+    /// The periodic report of `period` as the ledger stood at `now`, folded from every
+    /// entry's canonical bytes in seq order: what [`crate::Report::compute`] makes of the
+    /// same entries read from an export.
+    pub async fn report(
+        &self,
+        period: crate::ReportPeriod,
+        now: time::OffsetDateTime,
+    ) -> Result<crate::Report, LedgerError> {
+        const PAGE: i64 = 10_000;
+        let mut fold = crate::report::ReportFold::new(period, now);
+        let mut next = 1;
+        loop {
+            let page = read::entries(&self.inner.pool, next, PAGE).await?;
+            for stored in &page {
+                let entry = Entry::from_canonical(&stored.entry).map_err(|e| {
+                    LedgerError::Corrupt(format!("entry {} is not canonical: {e}", stored.seq))
+                })?;
+                fold.entry(&entry);
+                next = stored.seq + 1;
+            }
+            if (page.len() as i64) < PAGE {
+                return Ok(fold.finish());
+            }
+        }
+    }
+
     /// Whether the database answers a trivial query in time, for readiness checks.
     pub async fn ping(&self) -> Result<(), LedgerError> {
         let timeout = self.inner.query_timeout;

@@ -16,6 +16,7 @@ mod privileges;
 mod proofs;
 mod read;
 pub mod replay;
+pub mod report;
 mod sql;
 mod tree;
 pub mod verify;
@@ -38,3 +39,4 @@ pub use model::{
 };
 pub use privileges::{APPEND_ONLY_TABLES, RolePrivileges};
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};
+pub use report::{Report, ReportFormat, ReportPeriod};

@@ -22,6 +22,7 @@ pub mod pki;
 pub mod problem;
 pub mod relay;
 pub mod reopen;
+pub mod report_routes;
 pub mod revocation;
 pub mod routes;
 pub mod tls;

@@ -385,3 +385,79 @@ pub struct CaseSummarySchema {
     /// Its running clocks
     clocks: Vec<ClockSchema>,
 }
+
+/// The periodic report (通报) of a period: per agency and flow, from ledger entries alone
+#[derive(ToSchema)]
+#[schema(as = Report)]
+#[allow(dead_code)] // describes the JSON shape only
+pub struct ReportSchema {
+    /// The first day, China Standard Time
+    from: time::Date,
+    /// The last day, included
+    to: time::Date,
+    /// The first instant counted (`from` at 00:00+08:00)
+    start: OffsetDateTime,
+    /// The first instant not counted (the day after `to` at 00:00+08:00)
+    end: OffsetDateTime,
+    /// Entries after it are left out; deadlines due before it are overdue
+    now: OffsetDateTime,
+    /// Ledger entries folded (every kind, up to `now`)
+    entries: u64,
+    /// One row per agency and flow with any number, by agency then flow
+    rows: Vec<ReportRowSchema>,
+    /// Every column summed over the rows; the median over every answer
+    totals: ReportCountsSchema,
+    /// Refused submissions by agency (`-`: sender unknown) and code
+    rejections: Vec<ReportRejectionSchema>,
+}
+
+/// An agency in a flow (`-`: messages of no matter) and its numbers
+#[derive(ToSchema)]
+#[schema(as = ReportRow)]
+#[allow(dead_code)] // describes the JSON shape only
+pub struct ReportRowSchema {
+    agency: String,
+    flow: String,
+    #[serde(flatten)]
+    counts: ReportCountsSchema,
+}
+
+/// The numbers of a report row; docs/cases.md says which entries each counts
+#[derive(ToSchema)]
+#[schema(as = ReportCounts)]
+#[allow(dead_code)] // describes the JSON shape only
+pub struct ReportCountsSchema {
+    /// Messages the agency sent
+    sent: u64,
+    /// Messages routed to the agency, as addressee or copy
+    received: u64,
+    /// Matters the agency opened
+    cases_opened: u64,
+    /// Matters the agency opened that reached a closed state
+    cases_closed: u64,
+    /// Clocks the agency answered by their due time
+    answers_on_time: u64,
+    /// Clocks the agency answered after their due time
+    answers_late: u64,
+    /// Median time from a clock's start to the answer, in seconds
+    median_answer_seconds: Option<i64>,
+    /// The same, readable (`2d 3h`)
+    median_answer: Option<String>,
+    /// Deadlines the agency owes that are past due at `now`
+    overdue_now: u64,
+    transfers_filed: u64,
+    transfers_not_filed: u64,
+    recommendations_adopted: u64,
+    recommendations_partly_adopted: u64,
+    recommendations_not_adopted: u64,
+}
+
+/// Submissions of one agency refused with one code
+#[derive(ToSchema)]
+#[schema(as = ReportRejection)]
+#[allow(dead_code)] // describes the JSON shape only
+pub struct ReportRejectionSchema {
+    agency: String,
+    code: String,
+    count: u64,
+}

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::gateway::{self, Gateway};
 use crate::openapi::{self, ApiDoc};
 use crate::problem::Problem;
-use crate::{audit_routes, case_routes};
+use crate::{audit_routes, case_routes, report_routes};
 
 /// The gateway with its document, its fallback and client authentication in front of
 /// every route. Routes are added in [`routes`], never here.
@@ -52,6 +52,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(gateway::trace))
         .routes(routes!(case_routes::list))
         .routes(routes!(case_routes::case))
+        .routes(routes!(report_routes::report))
         .routes(routes!(gateway::pull))
         .routes(routes!(gateway::ack))
         .routes(routes!(gateway::schemas))
@@ -374,7 +375,29 @@ mod tests {
             agency: Some(agency.clone()),
             detail: json!({"recipients": []}),
         };
+        // A report with a median (the answering agency's row) and without (the recipient's).
+        let answer = liaison_core::Entry {
+            seq: 5,
+            detail: json!({
+                "recipients": [{"agency": "eco", "role": "to", "rule": "r"}],
+                "clocks": {"stopped": [{
+                    "thread": uuid::Uuid::nil(), "clock": "reply", "reason": "answered",
+                    "started_at": "2026-01-01T00:00:00Z", "due": null, "late": false,
+                }]},
+            }),
+            ..entry.clone()
+        };
+        let refusal = liaison_core::Entry {
+            seq: 6,
+            kind: liaison_core::EntryKind::MessageRejected,
+            detail: json!({"code": "payload_invalid"}),
+            ..entry.clone()
+        };
+        let period = liaison_ledger::ReportPeriod::parse("2026-01-01", "2026-01-31").unwrap();
+        let report = liaison_ledger::Report::compute([&answer, &refusal], period, at);
+        assert_eq!(report.rows.len(), 2);
         let samples = [
+            ("Report", serde_json::to_value(&report).unwrap()),
             ("Checkpoint", serde_json::to_value(&checkpoint).unwrap()),
             ("Entry", serde_json::to_value(&entry).unwrap()),
             ("DeliveryState", serde_json::to_value(&delivery).unwrap()),

@@ -1,0 +1,219 @@
+//! The periodic report read from the database is the one an auditor computes from an
+//! export of it: both fold the same canonical entry bytes. Needs PostgreSQL (a database of
+//! its own; LIAISON_TEST_DATABASE_URL points elsewhere).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use liaison_core::{
+    AgencyCode, Channel, Clock, Entry, Envelope, Recipient, RecipientRole, RejectCode, Route, audit,
+};
+use liaison_ledger::{
+    AcceptOutcome, ExportDir, Ledger, LedgerConfig, NewMessage, NewRejection, Report, ReportPeriod,
+};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+fn server_url() -> String {
+    let url = std::env::var("LIAISON_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?']) {
+        Some(end) => url[..after_scheme + end].to_owned(),
+        None => url,
+    }
+}
+
+/// A database of the test's own, dropped when the test ends (also by a panic).
+struct TestDb(String);
+
+impl TestDb {
+    async fn create() -> Self {
+        let url = format!(
+            "{}/liaison_report_{}",
+            server_url(),
+            Uuid::new_v4().simple()
+        );
+        liaison_ledger::ensure_database(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a test database ({e}); start PostgreSQL"));
+        Self(url)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let url = self.0.clone();
+        let dropping = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let _ = runtime.block_on(liaison_ledger::drop_database(&url));
+        });
+        let _ = dropping.join();
+    }
+}
+
+/// The clock that dates the entries, set by hand.
+struct SetClock(Mutex<OffsetDateTime>);
+
+impl SetClock {
+    fn set(&self, to: &str) {
+        *self.0.lock().unwrap() = at(to);
+    }
+}
+
+impl Clock for SetClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn at(text: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(text, &Rfc3339).unwrap()
+}
+
+fn agency(code: &str) -> AgencyCode {
+    AgencyCode::new(code).unwrap()
+}
+
+fn message(sender: &str, to: &[&str]) -> NewMessage {
+    let id = Uuid::now_v7();
+    NewMessage {
+        envelope: Envelope {
+            id,
+            source: agency(sender).urn(),
+            type_: "case.notification.v1".into(),
+            time: OffsetDateTime::now_utc(),
+            subject: None,
+            caseref: None,
+            inreplyto: None,
+            recipients: None,
+            traceparent: None,
+        },
+        sender: agency(sender),
+        channel: Channel::Https,
+        bytes: Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+        received_at: OffsetDateTime::now_utc(),
+        case: Default::default(),
+        route: Route {
+            recipients: to
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Recipient {
+                    agency: agency(a),
+                    role: if i == 0 {
+                        RecipientRole::To
+                    } else {
+                        RecipientRole::Cc
+                    },
+                    rule: "report-test".into(),
+                })
+                .collect(),
+        },
+    }
+}
+
+fn rejection(sender: &str, code: RejectCode) -> NewRejection {
+    NewRejection {
+        sender: Some(agency(sender)),
+        channel: Channel::Https,
+        message_id: None,
+        caseref: None,
+        type_: None,
+        claimed: Default::default(),
+        code,
+        bytes_sha256: audit::sha256(sender.as_bytes()),
+        size: 1,
+        errors: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn the_database_and_its_export_give_the_same_report() {
+    let db = TestDb::create().await;
+    let clock = Arc::new(SetClock(Mutex::new(at("2026-01-31T23:59:00+08:00"))));
+    let ledger = Ledger::open(LedgerConfig::new(db.0.clone()), clock.clone())
+        .await
+        .unwrap();
+    let accept = |m: NewMessage| {
+        let ledger = ledger.clone();
+        async move {
+            let outcome = ledger.accept(m).await.unwrap();
+            assert!(matches!(outcome, AcceptOutcome::Recorded(_)), "{outcome:?}");
+        }
+    };
+    // January, by a minute: not in February's report.
+    accept(message("eco", &["procuratorate"])).await;
+    clock.set("2026-02-01T00:00:00+08:00");
+    accept(message("market", &["police", "procuratorate"])).await;
+    accept(message("market", &["police"])).await;
+    ledger
+        .reject(rejection("eco", RejectCode::PayloadInvalid))
+        .await
+        .unwrap();
+    clock.set("2026-02-28T23:59:59.999999+08:00");
+    ledger
+        .reject(rejection("market", RejectCode::NotAParty))
+        .await
+        .unwrap();
+    clock.set("2026-03-01T00:00:00+08:00");
+    accept(message("eco", &["procuratorate"])).await;
+    ledger
+        .reject(rejection("eco", RejectCode::PayloadInvalid))
+        .await
+        .unwrap();
+
+    let february = ReportPeriod::parse("2026-02-01", "2026-02-28").unwrap();
+    let now = at("2026-03-02T09:00:00+08:00");
+    let report = ledger.report(february, now).await.unwrap();
+    let rows: Vec<(&str, &str, u64, u64)> = report
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.agency.as_str(),
+                r.flow.as_str(),
+                r.counts.sent,
+                r.counts.received,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("market", "-", 2, 0),
+            ("police", "-", 0, 2),
+            ("procuratorate", "-", 0, 1),
+        ]
+    );
+    let rejections: Vec<(&str, &str, u64)> = report
+        .rejections
+        .iter()
+        .map(|r| (r.agency.as_str(), r.code.as_str(), r.count))
+        .collect();
+    assert_eq!(
+        rejections,
+        [("eco", "payload_invalid", 1), ("market", "not_a_party", 1)]
+    );
+    assert_eq!(report.entries, 7);
+
+    // The auditor's side: the same report from the export's entries alone.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    ledger
+        .export(&out, "liaison.test/report", &[7; 32], &mut |_| {})
+        .await
+        .unwrap();
+    let export = ExportDir::open(&out).unwrap();
+    let entries: Vec<Entry> = export
+        .entries()
+        .unwrap()
+        .map(|record| Entry::from_canonical(&record.unwrap().bytes).unwrap())
+        .collect();
+    assert_eq!(Report::compute(&entries, february, now), report);
+}
