@@ -217,7 +217,8 @@ fn time_date(time: &ManualClock) -> time::Date {
 
 #[tokio::test]
 async fn a_decision_in_time_stops_the_clock_and_a_late_reconsideration_request_is_refused() {
-    let world = World::new().await;
+    let mut world = World::new().await;
+    world.config.admins = vec![liaison_tests::code("gov")];
     let time = ManualClock::new(datetime!(2026-03-02 09:00 +8));
     let broker = world.start_with_clock(Arc::new(time.clone())).await;
     let ledger = world.ledger().await;
@@ -317,6 +318,50 @@ async fn a_decision_in_time_stops_the_clock_and_a_late_reconsideration_request_i
     accepted(&eco, &request).await;
     let window = clock(&eco, &caseref, "reconsideration_request").await;
     assert_eq!(window["status"], "answered", "{window}");
+
+    // The county's report of March and April counts what happened: two transfers from eco, both
+    // refused by the police in time, one reconsideration request in time and one refused
+    // after its window.
+    let report = client("gov")
+        .get("/v1/reports?from=2026-03-01&to=2026-04-30")
+        .await
+        .unwrap();
+    assert_eq!(report.status, 200, "{}", report.body);
+    let row = |agency: &str, flow: &str| {
+        report.body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["agency"] == agency && r["flow"] == flow)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {agency} {flow}: {}", report.body))
+    };
+    let police_row = row("police", "transfer");
+    assert_eq!(police_row["sent"], 2, "{police_row}");
+    assert_eq!(police_row["received"], 3, "two transfers, one request: {police_row}");
+    assert_eq!(police_row["median_answer"], "12h", "a day and at once: {police_row}");
+    assert_eq!(police_row["answers_on_time"], 2, "{police_row}");
+    assert_eq!(police_row["answers_late"], 0, "{police_row}");
+    assert_eq!(police_row["transfers_not_filed"], 2, "{police_row}");
+    assert_eq!(police_row["transfers_filed"], 0, "{police_row}");
+    let eco_row = row("eco", "transfer");
+    assert_eq!(eco_row["sent"], 3, "two transfers and a request: {eco_row}");
+    assert_eq!(eco_row["cases_opened"], 2, "{eco_row}");
+    assert_eq!(eco_row["answers_on_time"], 1, "{eco_row}");
+    assert_eq!(eco_row["overdue_now"], 0, "{eco_row}");
+    let rejections = report.body["rejections"].as_array().unwrap();
+    assert!(
+        rejections
+            .iter()
+            .any(|r| r["agency"] == "eco" && r["code"] == "window_closed" && r["count"] == 1),
+        "{}",
+        report.body
+    );
+    let refused = client("eco")
+        .get("/v1/reports?from=2026-03-01&to=2026-04-30")
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 403, "reports are for administrators");
 
     broker.shutdown(Duration::from_secs(5)).await;
     world.cleanup().await;

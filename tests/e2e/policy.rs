@@ -254,14 +254,15 @@ async fn every_flow_routes_through_the_broker_and_unauthorized_sends_are_403_and
         ),
         &[("procuratorate", "to"), ("gov", "cc")]
     );
-    // The deadline watcher reminds the late agency on the procuratorate's behalf.
+    // The deadline watcher reminds the late agency on the procuratorate's behalf; the
+    // original's copy (the county government) is copied again.
     expect_route!(
         "procuratorate",
         answering(
             example("deadline.reminder.v1", "*", "procuratorate"),
             &recommendation
         ),
-        &[("gov", "to"), ("water", "to")]
+        &[("water", "to"), ("gov", "cc")]
     );
     // 6 file access.
     let request = expect_route!(
