@@ -338,8 +338,14 @@ async fn a_decision_in_time_stops_the_clock_and_a_late_reconsideration_request_i
     };
     let police_row = row("police", "transfer");
     assert_eq!(police_row["sent"], 2, "{police_row}");
-    assert_eq!(police_row["received"], 3, "two transfers, one request: {police_row}");
-    assert_eq!(police_row["median_answer"], "12h", "a day and at once: {police_row}");
+    assert_eq!(
+        police_row["received"], 3,
+        "two transfers, one request: {police_row}"
+    );
+    assert_eq!(
+        police_row["median_answer"], "12h",
+        "a day and at once: {police_row}"
+    );
     assert_eq!(police_row["answers_on_time"], 2, "{police_row}");
     assert_eq!(police_row["answers_late"], 0, "{police_row}");
     assert_eq!(police_row["transfers_not_filed"], 2, "{police_row}");
