@@ -120,7 +120,6 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
-    /// The ledger entries of a message id or a case reference, in order.
     /// Cases: show one, list them, or replay them from the ledger's entries.
     Cases {
         #[command(flatten)]
@@ -128,6 +127,7 @@ enum Command {
         #[command(subcommand)]
         command: liaison_cli::cases_cmd::CasesCommand,
     },
+    /// The ledger entries of a message id or a case reference, in order.
     Trace {
         #[command(flatten)]
         config: ConfigArg,

@@ -184,14 +184,32 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
             flow.opened_by
         ));
     }
+    if let Err(problem) = liaison_server::clock_watcher::check_notices(&lifecycle, &catalogue) {
+        problems.push(format!("{lifecycle_origin}: {problem}"));
+    }
+    for clock in lifecycle.clocks() {
+        let Some(message_type) = catalogue.get(&clock.starts_on) else {
+            continue;
+        };
+        for (when, _) in &clock.period_when {
+            for (condition, why) in never_holding(when, &message_type.schema) {
+                problems.push(format!(
+                    "{lifecycle_origin}:{}: clock {:?}: `when` {} can never hold: {why}",
+                    clock.line, clock.name, condition.path
+                ));
+            }
+        }
+    }
     anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
     let types: std::collections::BTreeSet<&str> = policy.types().collect();
     Ok(format!(
         "✓ {origin}: {} rules over {} message types; every agency registered, every type in the catalogue, every condition satisfiable\n{report}\
-         ✓ {lifecycle_origin}: {} flows; every catalogue type has its place, every state is reached, every condition satisfiable\n{flows}",
+         ✓ {lifecycle_origin}: {} flows; every catalogue type has its place, every state is reached, every condition satisfiable\n{flows}\
+         ✓ {lifecycle_origin}: {} clocks; each starts and stops on steps of its flow, and its notices are valid deadline.reminder.v1\n",
         policy.rules().count(),
         types.len(),
         lifecycle.flows().len(),
+        lifecycle.clocks().len(),
     ))
 }
 
