@@ -27,7 +27,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA public FROM liaison_broker, liaison_auditor;
 GRANT USAGE ON SCHEMA public TO liaison_broker, liaison_auditor;
 
 -- The ledger: append and read only.
-GRANT SELECT, INSERT ON ledger_entries, messages, ledger_tree_nodes, ledger_checkpoints
+GRANT SELECT, INSERT ON ledger_entries, messages, ledger_tree_nodes, ledger_checkpoints,
+    checkpoint_cosignatures
     TO liaison_broker;
 -- The relay's working state.
 GRANT SELECT, INSERT, UPDATE ON outbox TO liaison_broker;
@@ -40,5 +41,6 @@ GRANT SELECT, INSERT, UPDATE ON cases, case_threads, case_messages, case_counter
 GRANT SELECT ON _sqlx_migrations TO liaison_broker;
 
 GRANT SELECT ON ledger_entries, messages, ledger_tree_nodes, ledger_checkpoints, outbox,
+    checkpoint_cosignatures,
     cases, case_threads, case_messages, case_counters, case_clocks, _sqlx_migrations
     TO liaison_auditor;

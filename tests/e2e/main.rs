@@ -23,4 +23,5 @@ mod refusals;
 mod revocation;
 mod supervision;
 mod trace;
+mod witness;
 mod world;

@@ -1,6 +1,7 @@
 //! An agency's HTTPS client for the liaison gateway, authenticated by the agency's
 //! certificate from a PKI directory. Used by `liaison submit`, the demo and the tests.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,6 +35,26 @@ impl AgencyClient {
     /// connection, so concurrent requests open connections of their own.
     pub fn new_http1(layout: &PkiLayout, agency: &AgencyCode, base: &str) -> anyhow::Result<Self> {
         Self::build(layout, agency, base, true)
+    }
+
+    /// A client presenting the certificate and key in `cert` and `key` (PEM files) and
+    /// trusting the CA in `ca`: an auditor's identity (`urn:liaison:auditor:<name>`), or an
+    /// agency's kept outside a PKI directory. `agency` is then the name the certificate
+    /// gives, or `unknown`.
+    pub fn from_files(ca: &Path, cert: &Path, key: &Path, base: &str) -> anyhow::Result<Self> {
+        tls::install_crypto_provider();
+        let tls = tls::client_config(ca, cert, key)
+            .with_context(|| format!("TLS client configuration from {}", cert.display()))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("building the HTTPS client")?;
+        Ok(Self {
+            agency: AgencyCode::new("unknown").expect("a valid code"),
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
     }
 
     fn build(
@@ -86,6 +107,17 @@ impl AgencyClient {
             .send()
             .await
             .with_context(|| format!("GET {path}"))?;
+        answer(response).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Answer> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
         answer(response).await
     }
 

@@ -13,6 +13,7 @@ pub mod policy_cmd;
 pub mod report_cmd;
 pub mod services;
 pub mod trace;
+pub mod witness_cmd;
 
 /// Opens the ledger a configuration names (running its migrations), for the commands that
 /// read or write it directly.

@@ -120,6 +120,12 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// A witness of the ledger: checks each new checkpoint against the last it cosigned,
+    /// and cosigns it (run by an auditor).
+    Witness {
+        #[command(subcommand)]
+        command: liaison_cli::witness_cmd::WitnessCommand,
+    },
     /// Cases: show one, list them, or replay them from the ledger's entries.
     Cases {
         #[command(flatten)]
@@ -267,6 +273,19 @@ enum PkiCommand {
         dir: PathBuf,
         /// Days until the next update is due.
         #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue a client certificate for an auditor (SAN URI urn:liaison:auditor:NAME): it
+    /// reads checkpoints, proofs and ledger entries and posts witness cosignatures once
+    /// the broker's `auditors` lists NAME. Writes DIR/auditors/NAME.pem and NAME.key.
+    Auditor {
+        #[arg(long)]
+        name: String,
+        /// The PKI directory made by `liaison pki init`.
+        #[arg(long, value_name = "DIR", default_value = ".liaison/pki")]
+        dir: PathBuf,
+        /// Validity of the certificate, in days from now.
+        #[arg(long, value_name = "DAYS", default_value_t = 825)]
         days: u32,
     },
 }
@@ -473,6 +492,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 path.display()
             );
         }
+        Command::Pki {
+            command: PkiCommand::Auditor { name, dir, days },
+        } => {
+            let (cert, key) = liaison_server::pki::issue_auditor_cert(&dir, &name, days)?;
+            let out = dir.join("auditors");
+            std::fs::create_dir_all(&out)?;
+            let (cert_path, key_path) = (
+                out.join(format!("{name}.pem")),
+                out.join(format!("{name}.key")),
+            );
+            std::fs::write(&cert_path, cert)?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            std::io::Write::write_all(&mut options.open(&key_path)?, key.as_bytes())?;
+            println!(
+                "✓ auditor {name}: {} and {} (list {name} under `auditors` in the broker's configuration)",
+                cert_path.display(),
+                key_path.display()
+            );
+        }
         Command::Submit {
             config,
             agency,
@@ -514,6 +555,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", liaison_cli::trace::render_text(&entries));
             }
+        }
+        Command::Witness { command } => {
+            liaison_cli::witness_cmd::run(command).await?;
         }
         Command::Report { config, args } => {
             liaison_cli::report_cmd::run(&config.load()?, args).await?;

@@ -53,6 +53,19 @@ impl AgencyCode {
     }
 }
 
+/// The SAN URI prefix of an auditor's certificate: `urn:liaison:auditor:<name>`. An
+/// auditor is no agency: it reads checkpoints, proofs and entries, and cosigns
+/// checkpoints as a witness, and sends nothing.
+pub const AUDITOR_URN_PREFIX: &str = "urn:liaison:auditor:";
+
+/// The auditor named by a URN, when the name has the form of an agency code (lowercase
+/// letters, digits, `_` and `-`).
+pub fn auditor_from_urn(urn: &str) -> Option<String> {
+    urn.strip_prefix(AUDITOR_URN_PREFIX)
+        .filter(|name| AgencyCode::new(*name).is_ok())
+        .map(str::to_owned)
+}
+
 impl fmt::Display for AgencyCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -26,7 +26,7 @@ use crate::audit::{Hash, sha256};
 /// The signed-note signature algorithm byte of Ed25519.
 const ED25519_ALGORITHM: u8 = 0x01;
 /// Signature lines start with an em dash and a space.
-const SIGNATURE_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIGNATURE_PREFIX: &str = "\u{2014} ";
 const TIME_EXTENSION: &str = "time ";
 
 /// A tree head: what a checkpoint asserts.
@@ -81,7 +81,7 @@ fn malformed(what: impl Into<String>) -> CheckpointError {
 }
 
 /// Splits a note into its signed text (with its final newline) and its signature lines.
-fn split_note(note: &str) -> Result<(&str, Vec<&str>), CheckpointError> {
+pub(crate) fn split_note(note: &str) -> Result<(&str, Vec<&str>), CheckpointError> {
     let at = note
         .find("\n\n")
         .ok_or_else(|| malformed("no blank line before the signatures"))?;
@@ -118,7 +118,7 @@ fn parse_body(body: &str) -> Result<Checkpoint, CheckpointError> {
     })
 }
 
-fn check_key_name(name: &str) -> Result<(), CheckpointError> {
+pub(crate) fn check_key_name(name: &str) -> Result<(), CheckpointError> {
     let bad = name.is_empty() || name.contains(|c: char| c == '+' || c.is_whitespace());
     if bad {
         Err(CheckpointError::KeyName(name.to_owned()))

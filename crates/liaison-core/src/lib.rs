@@ -7,6 +7,7 @@ pub mod caseref;
 pub mod checkpoint;
 pub mod clock;
 pub mod clocks;
+pub mod cosignature;
 pub mod entry;
 pub mod envelope;
 pub mod lifecycle;

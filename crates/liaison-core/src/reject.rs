@@ -73,13 +73,16 @@ pub enum RejectCode {
     NotAParty,
     /// The message is no legal transition of its case's thread in the state it met.
     InvalidTransition,
+    /// A query parameter or path segment is out of range or malformed (a tree size of 0, a
+    /// range whose ends are reversed, a date that is none); `detail` says which.
+    InvalidParameter,
     /// The period in which the sender could act (an objection, a request for
     /// reconsideration) ran out before the message arrived.
     WindowClosed,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 29] = [
+    pub const ALL: [RejectCode; 30] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -108,6 +111,7 @@ impl RejectCode {
         Self::CaserefUnknown,
         Self::NotAParty,
         Self::InvalidTransition,
+        Self::InvalidParameter,
         Self::WindowClosed,
     ];
 
@@ -142,6 +146,7 @@ impl RejectCode {
             Self::NotAParty => "not_a_party",
             Self::InvalidTransition => "invalid_transition",
             Self::WindowClosed => "window_closed",
+            Self::InvalidParameter => "invalid_parameter",
         }
     }
 
@@ -170,6 +175,7 @@ impl RejectCode {
             Self::ConcurrencyLimited => 429,
             Self::CaserefMismatch | Self::CaserefUnknown | Self::WindowClosed => 422,
             Self::NotAParty => 403,
+            Self::InvalidParameter => 400,
             Self::InvalidTransition => 409,
         }
     }
@@ -206,6 +212,7 @@ impl RejectCode {
             Self::NotAParty => "The sender is not a party of this case",
             Self::InvalidTransition => "Not a legal step of the case in its current state",
             Self::WindowClosed => "The period for this step has run out",
+            Self::InvalidParameter => "A parameter of the request is out of range or malformed",
         }
     }
 

@@ -33,6 +33,16 @@ pub struct StoredCheckpoint {
     pub note: String,
 }
 
+/// A witness's cosignature of a checkpoint: its signature line, as the witness made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StoredCosignature {
+    pub tree_size: u64,
+    pub witness: String,
+    pub line: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub cosigned_at: OffsetDateTime,
+}
+
 fn hex_hash<S: serde::Serializer>(hash: &Hash, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(hash))
 }
@@ -126,6 +136,70 @@ impl Ledger {
         .await
         .map_err(LedgerError::query("reading the latest checkpoint"))?;
         row.as_ref().map(checkpoint_row).transpose()
+    }
+
+    /// The checkpoint signed at tree size `size`, if one was.
+    pub async fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, LedgerError> {
+        let row = sqlx::query(
+            "SELECT tree_size, root_hash, signed_at, note FROM ledger_checkpoints \
+             WHERE tree_size = $1",
+        )
+        .bind(seq_to_db(size)?)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(LedgerError::query("reading a checkpoint"))?;
+        row.as_ref().map(checkpoint_row).transpose()
+    }
+
+    /// Stores a witness's cosignature of the checkpoint of `size` (checked by the caller);
+    /// `false` when this witness had cosigned it already.
+    pub async fn add_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        line: &str,
+        cosigned_at: time::OffsetDateTime,
+    ) -> Result<bool, LedgerError> {
+        let inserted = sqlx::query(
+            "INSERT INTO checkpoint_cosignatures (tree_size, witness, line, cosigned_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size, witness) DO NOTHING",
+        )
+        .bind(seq_to_db(size)?)
+        .bind(witness)
+        .bind(line)
+        .bind(cosigned_at)
+        .execute(self.pool())
+        .await
+        .map_err(LedgerError::query("storing a cosignature"))?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// The cosignatures of the checkpoint of `size` (every size when `None`), by size and
+    /// witness.
+    pub async fn cosignatures(
+        &self,
+        size: Option<u64>,
+    ) -> Result<Vec<StoredCosignature>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT tree_size, witness, line, cosigned_at FROM checkpoint_cosignatures \
+             WHERE $1::bigint IS NULL OR tree_size = $1 ORDER BY tree_size, witness",
+        )
+        .bind(size.map(seq_to_db).transpose()?)
+        .fetch_all(self.pool())
+        .await
+        .map_err(LedgerError::query("reading cosignatures"))?;
+        let read = |e: sqlx::Error| LedgerError::Corrupt(format!("cosignature row: {e}"));
+        rows.iter()
+            .map(|row| {
+                Ok(StoredCosignature {
+                    tree_size: seq_from_db(row.try_get("tree_size").map_err(read)?)?,
+                    witness: row.try_get("witness").map_err(read)?,
+                    line: row.try_get("line").map_err(read)?,
+                    cosigned_at: row.try_get("cosigned_at").map_err(read)?,
+                })
+            })
+            .collect()
     }
 
     /// Every checkpoint, oldest first.

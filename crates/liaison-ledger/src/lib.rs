@@ -26,7 +26,7 @@ pub use case_replay::{CaseDifference, CaseReplay, CaseReplayReport};
 pub use cases::{
     CaseFilter, CaseHead, CaseMessage, CasePage, CaseParty, CaseSummary, CaseThread, CaseView,
 };
-pub use checkpoints::{Checkpointer, StoredCheckpoint};
+pub use checkpoints::{Checkpointer, StoredCheckpoint, StoredCosignature};
 pub use clocks::{ClockView, PendingClock};
 pub use config::LedgerConfig;
 pub use error::LedgerError;

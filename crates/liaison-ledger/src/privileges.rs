@@ -12,11 +12,12 @@ use crate::error::LedgerError;
 use crate::ledger::Ledger;
 
 /// The tables whose rows, once written, must never change.
-pub const APPEND_ONLY_TABLES: [&str; 4] = [
+pub const APPEND_ONLY_TABLES: [&str; 5] = [
     "ledger_entries",
     "messages",
     "ledger_tree_nodes",
     "ledger_checkpoints",
+    "checkpoint_cosignatures",
 ];
 
 /// What the connected role could do to the append-only tables beyond appending.

@@ -12,11 +12,14 @@ use crate::ledger::Ledger;
 use crate::sql::{hash_from_db, seq_from_db, seq_to_db};
 use crate::tree;
 
-/// One entry's inclusion proof against a tree of `tree_size` leaves.
+/// One entry's inclusion proof against a tree of `tree_size` leaves, with the entry's
+/// canonical bytes (whose RFC 9162 leaf hash is `leaf_hash`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InclusionProof {
     pub seq: u64,
     pub kind: String,
+    #[serde(skip)]
+    pub entry: Vec<u8>,
     /// `seq - 1`.
     pub leaf_index: u64,
     pub tree_size: u64,
@@ -52,7 +55,8 @@ impl Ledger {
         };
         let size = checkpoint.tree_size;
         let rows = sqlx::query(
-            "SELECT seq, kind, leaf_hash FROM ledger_entries WHERE message_id = $1 ORDER BY seq",
+            "SELECT seq, kind, entry, leaf_hash FROM ledger_entries WHERE message_id = $1 \
+             ORDER BY seq",
         )
         .bind(id)
         .fetch_all(self.pool())
@@ -63,14 +67,15 @@ impl Ledger {
         for row in &rows {
             let seq = seq_from_db(row.try_get("seq").map_err(read)?)?;
             let kind: String = row.try_get("kind").map_err(read)?;
+            let entry: Vec<u8> = row.try_get("entry").map_err(read)?;
             let leaf = hash_from_db(row.try_get("leaf_hash").map_err(read)?)?;
-            entries.push((seq, kind, leaf));
+            entries.push((seq, kind, entry, leaf));
         }
         let (covered, pending): (Vec<_>, Vec<_>) =
-            entries.into_iter().partition(|(seq, _, _)| *seq <= size);
+            entries.into_iter().partition(|(seq, ..)| *seq <= size);
         let mut wanted: Vec<NodeId> = covered
             .iter()
-            .flat_map(|(seq, _, _)| merkle::nodes_for_inclusion(seq - 1, size))
+            .flat_map(|(seq, ..)| merkle::nodes_for_inclusion(seq - 1, size))
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
@@ -81,11 +86,12 @@ impl Ledger {
             .map_err(LedgerError::query("acquiring a connection"))?;
         let nodes = tree::fetch_nodes(&mut conn, &wanted).await?;
         let mut proofs = Vec::with_capacity(covered.len());
-        for (seq, kind, leaf_hash) in covered {
+        for (seq, kind, entry, leaf_hash) in covered {
             let path = merkle::inclusion_proof(&nodes, seq - 1, size).map_err(proof_error)?;
             proofs.push(InclusionProof {
                 seq,
                 kind,
+                entry,
                 leaf_index: seq - 1,
                 tree_size: size,
                 leaf_hash,
@@ -95,8 +101,51 @@ impl Ledger {
         Ok(Some(MessageProofs {
             checkpoint,
             proofs,
-            pending: pending.into_iter().map(|(seq, _, _)| seq).collect(),
+            pending: pending.into_iter().map(|(seq, ..)| seq).collect(),
         }))
+    }
+
+    /// The inclusion proof of entry `seq` against the latest checkpoint: `Ok(None)` when
+    /// the ledger has no such entry; `Err(Pending)`-like `Ok(Some(Err(size)))` when no
+    /// checkpoint covers it yet (`size`: the latest checkpoint's, 0 for none).
+    pub async fn entry_proof(
+        &self,
+        seq: u64,
+    ) -> Result<Option<Result<(StoredCheckpoint, InclusionProof), u64>>, LedgerError> {
+        let row = sqlx::query("SELECT kind, entry, leaf_hash FROM ledger_entries WHERE seq = $1")
+            .bind(seq_to_db(seq)?)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(LedgerError::query("reading an entry"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let read = |e: sqlx::Error| LedgerError::Corrupt(format!("ledger entry: {e}"));
+        let checkpoint = match self.latest_checkpoint().await? {
+            Some(c) if c.tree_size >= seq => c,
+            other => return Ok(Some(Err(other.map_or(0, |c| c.tree_size)))),
+        };
+        let size = checkpoint.tree_size;
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(LedgerError::query("acquiring a connection"))?;
+        let nodes =
+            tree::fetch_nodes(&mut conn, &merkle::nodes_for_inclusion(seq - 1, size)).await?;
+        let path = merkle::inclusion_proof(&nodes, seq - 1, size).map_err(proof_error)?;
+        Ok(Some(Ok((
+            checkpoint,
+            InclusionProof {
+                seq,
+                kind: row.try_get("kind").map_err(read)?,
+                entry: row.try_get("entry").map_err(read)?,
+                leaf_index: seq - 1,
+                tree_size: size,
+                leaf_hash: hash_from_db(row.try_get("leaf_hash").map_err(read)?)?,
+                path,
+            },
+        ))))
     }
 
     /// The consistency proof between trees of `from` and `to` leaves with both roots.

@@ -53,6 +53,8 @@ pub enum StartError {
     Clocks { path: String, message: String },
     #[error(transparent)]
     Calendar(#[from] crate::calendars::CalendarLoadError),
+    #[error("witnesses: {0}")]
+    Witness(String),
     #[error("ledger: {0}")]
     Ledger(#[from] liaison_ledger::LedgerError),
     #[error("ledger signing key: {0}")]
@@ -128,6 +130,12 @@ impl Broker {
             }
         })?;
         let calendar = Arc::new(config.holiday_calendar()?);
+        let witnesses = config
+            .witnesses
+            .iter()
+            .map(|vkey| liaison_core::cosignature::CosignatureVerifier::from_verifier_key(vkey))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StartError::Witness(e.to_string()))?;
         warn_of_missing_years(&lifecycle, &calendar, clock.now());
         let layout = PkiLayout::new(config.tls_dir.clone());
         for warning in pki::custody_warnings(&layout) {
@@ -165,6 +173,8 @@ impl Broker {
             clock: clock.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             admins: config.admins.clone().into(),
+            auditors: config.auditors.clone().into(),
+            witnesses: witnesses.into(),
         };
         let guard = Arc::new(Guard::new(&config.limits));
         let rate_limiter = guard.rate_limiter();

@@ -48,6 +48,13 @@ pub struct Config {
     /// Agencies whose certificates may trace any message or case over HTTPS
     /// (`GET /v1/trace/{id or case ref}`): the county's administrators.
     pub admins: Vec<liaison_core::AgencyCode>,
+    /// Auditors whose certificates (SAN URI `urn:liaison:auditor:<name>`, from `liaison
+    /// pki auditor`) may read checkpoints, proofs and ledger entries and post witness
+    /// cosignatures — read-only: they send and receive no messages.
+    pub auditors: Vec<String>,
+    /// Verifier keys (`name+keyid+base64`, from `liaison witness init`) of the witnesses
+    /// whose cosignatures of checkpoints the broker accepts and serves.
+    pub witnesses: Vec<String>,
     /// Directory of per-year holiday calendars (`YEAR.toml`, the format of
     /// `calendars/cn/`) that replaces the years built into the binary; `None` uses those.
     pub calendar_dir: Option<PathBuf>,
@@ -242,6 +249,8 @@ impl Default for Config {
             lifecycle: None,
             schemas: None,
             admins: Vec::new(),
+            auditors: Vec::new(),
+            witnesses: Vec::new(),
             calendar_dir: None,
             ledger: LedgerSettings::default(),
             bus: BusSettings::default(),

@@ -37,11 +37,40 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// Agencies that may trace any message or case.
     pub admins: Arc<[AgencyCode]>,
+    /// Auditors that may read checkpoints, proofs and entries (`auditors`).
+    pub auditors: Arc<[String]>,
+    /// The witnesses whose cosignatures are accepted (`witnesses`).
+    pub witnesses: Arc<[liaison_core::cosignature::CosignatureVerifier]>,
 }
 
 /// The agency named by the client certificate of this request.
 #[derive(Clone, Debug)]
 pub struct Caller(pub AgencyCode);
+
+/// Who reads the audit routes: an agency, or an auditor of `auditors`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reader {
+    Agency(AgencyCode),
+    Auditor(String),
+}
+
+/// The routes an auditor's certificate opens: reading checkpoints, proofs and entries,
+/// and posting cosignatures. Everything else is for agencies.
+fn is_audit_route(request: &Request) -> bool {
+    let path = request.uri().path();
+    match *request.method() {
+        axum::http::Method::GET => {
+            path.starts_with("/v1/checkpoints")
+                || path.starts_with("/v1/entries")
+                || (path.starts_with("/v1/messages/") && path.ends_with("/proof"))
+                || path == "/openapi.json"
+        }
+        axum::http::Method::POST => {
+            path.starts_with("/v1/checkpoints/") && path.ends_with("/cosignatures")
+        }
+        _ => false,
+    }
+}
 
 /// Maps the client certificate to a registered agency. A certificate of an agency the
 /// registry no longer lists stays valid until it expires or is revoked; until then it is
@@ -63,14 +92,35 @@ pub(crate) async fn authenticate(
             .into_response()
         }
         Some(agency) => {
+            request
+                .extensions_mut()
+                .insert(Reader::Agency(agency.clone()));
             request.extensions_mut().insert(Caller(agency));
             next.run(request).await
         }
-        None => Problem::new(
-            RejectCode::Unauthenticated,
-            "the client certificate names no agency (expected a SAN URI urn:liaison:agency:<code>)",
-        )
-        .into_response(),
+        None => match tls::peer_auditor(request.extensions()) {
+            Some(auditor) if !gateway.auditors.contains(&auditor) => Problem::new(
+                RejectCode::Forbidden,
+                format!("auditor {auditor} is not among the configured auditors"),
+            )
+            .into_response(),
+            Some(auditor) if !is_audit_route(&request) => Problem::new(
+                RejectCode::Forbidden,
+                format!(
+                    "auditor {auditor} reads checkpoints, proofs and entries; this route is for agencies"
+                ),
+            )
+            .into_response(),
+            Some(auditor) => {
+                request.extensions_mut().insert(Reader::Auditor(auditor));
+                next.run(request).await
+            }
+            None => Problem::new(
+                RejectCode::Unauthenticated,
+                "the client certificate names no agency (expected a SAN URI urn:liaison:agency:<code>)",
+            )
+            .into_response(),
+        },
     }
 }
 

@@ -289,6 +289,38 @@ pub fn issue_agency_cert(
     issue_agency(&ca, code, not_before, not_after)
 }
 
+/// Issues a client certificate for auditor `name` (SAN URI `urn:liaison:auditor:<name>`,
+/// client authentication only) from the CA in `dir`, valid from now for `days`: returns
+/// the certificate and its private key, both PEM. An auditor reads checkpoints, proofs and
+/// entries and cosigns checkpoints; the broker lets it in only when `auditors` names it.
+pub fn issue_auditor_cert(dir: &Path, name: &str, days: u32) -> Result<(String, String), PkiError> {
+    let subject = format!("auditor {name}");
+    let issue_error = |source| PkiError::Issue {
+        subject: subject.clone(),
+        source,
+    };
+    let urn = liaison_core::agency::AUDITOR_URN_PREFIX.to_owned() + name;
+    if liaison_core::agency::auditor_from_urn(&urn).is_none() {
+        return Err(issue_error(rcgen::Error::InvalidNameType));
+    }
+    let ca = load_ca(&PkiLayout::new(dir))?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, subject.as_str());
+    params.subject_alt_names = vec![SanType::URI(urn.try_into().map_err(issue_error)?)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(random_serial()?);
+    let now = OffsetDateTime::now_utc();
+    issue_leaf(
+        &ca,
+        params,
+        &subject,
+        now - time::Duration::minutes(5),
+        now + time::Duration::days(i64::from(days)),
+    )
+}
+
 /// Certifies a key an agency generated itself: `csr_pem` is its PKCS#10 request, whose
 /// self-signature must verify (proof that the requester holds the private key). Only the
 /// public key is taken from the request; subject, names and usages are the ones every

@@ -196,7 +196,30 @@ pub fn peer_serial(extensions: &http::Extensions) -> Option<Vec<u8>> {
 #[derive(Clone)]
 struct PeerIdentity {
     agency: Option<AgencyCode>,
+    auditor: Option<String>,
     serial: Option<Vec<u8>>,
+}
+
+/// The auditor (`urn:liaison:auditor:<name>`) of the client that sent a request, like
+/// [`peer_agency`]: `None` when its certificate names no auditor.
+pub fn peer_auditor(extensions: &http::Extensions) -> Option<String> {
+    peer_identity(extensions)?.auditor
+}
+
+/// The auditor a certificate names in its SAN URIs, when it names exactly one and no agency.
+fn auditor_from_cert(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let names = parsed.subject_alternative_name().ok()??;
+    let mut auditors = names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => liaison_core::agency::auditor_from_urn(uri),
+            _ => None,
+        });
+    let auditor = auditors.next()?;
+    auditors.next().is_none().then_some(auditor)
 }
 
 fn peer_identity(extensions: &http::Extensions) -> Option<PeerIdentity> {
@@ -209,6 +232,7 @@ fn peer_identity(extensions: &http::Extensions) -> Option<PeerIdentity> {
     let cert = CertificateDer::from(leaf.as_slice());
     let identity = PeerIdentity {
         agency: agency_from_cert(&cert),
+        auditor: auditor_from_cert(&cert),
         serial: x509_parser::parse_x509_certificate(cert.as_ref())
             .ok()
             .map(|(_, parsed)| parsed.raw_serial().to_vec()),
