@@ -46,7 +46,7 @@ pub(crate) struct ReportQuery {
             (String = "text/markdown"),
         )),
         (status = 403, response = Problem),
-        (status = 404, response = Problem),
+        (status = 400, response = Problem),
     ),
     security(("agencyCertificate" = [])),
 )]
@@ -81,7 +81,7 @@ fn request(
             format!("reports are for administrators; {caller} is not one (configuration `admins`)"),
         ));
     }
-    let no_report = |why: String| (RejectCode::NotFound, format!("no report: {why}"));
+    let no_report = |why: String| (RejectCode::InvalidParameter, format!("no report: {why}"));
     let (Some(from), Some(to)) = (query.from.as_deref(), query.to.as_deref()) else {
         return Err(no_report(
             "name the period's first and last days, e.g. ?from=2026-01-01&to=2026-03-31".into(),
@@ -140,7 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn a_period_or_format_that_makes_no_report_is_not_found() {
+    fn a_period_or_format_that_makes_no_report_is_an_invalid_parameter() {
         for q in [
             query(None, Some("2026-03-31"), None),
             query(Some("2026-01-01"), None, None),
@@ -151,7 +151,7 @@ mod tests {
             let problem = refused(true, &q);
             assert_eq!(
                 (problem.code, problem.status),
-                (RejectCode::NotFound, 404),
+                (RejectCode::InvalidParameter, 400),
                 "{q:?}"
             );
         }
