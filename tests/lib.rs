@@ -95,6 +95,30 @@ pub fn answering(mut event: Value, original: &Value) -> Value {
     event
 }
 
+/// Asks `probe` until it answers `Some`, within `within`, and returns that answer; fails the
+/// test naming `what` when time runs out. For conditions the test can only observe
+/// (a delivery recorded, a checkpoint signed, a slot freed): it waits for the condition,
+/// never for a fixed time, and backs off from 20 ms to 250 ms between looks.
+pub async fn eventually<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
+        if let Some(answer) = probe().await {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(250));
+    }
+}
+
 /// One isolated world for one test: database, virtual host, PKI, configuration. Dropped,
 /// it removes its virtual host and database even when the test panicked before
 /// [`World::cleanup`].

@@ -2,7 +2,7 @@
 //! one that its consumer keeps rejecting is dead-lettered by RabbitMQ; the ledger records
 //! every step.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use liaison_bus::agency_queue;
 use liaison_cli::deadletters;
@@ -23,18 +23,11 @@ async fn until(
     what: &str,
     done: impl Fn(&[Entry]) -> bool,
 ) -> Vec<Entry> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    liaison_tests::eventually(what, Duration::from_secs(30), async || {
         let trace = kinds(ledger, caseref).await;
-        if done(&trace) {
-            return trace;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never happened: {trace:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        done(&trace).then_some(trace)
+    })
+    .await
 }
 
 fn count(trace: &[Entry], kind: EntryKind) -> usize {

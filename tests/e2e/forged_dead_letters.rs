@@ -3,7 +3,7 @@
 //! another agency's delivery dead, and nothing it wrote is ever redriven. A dead letter
 //! whose body is not the ledger's bytes of the delivery it names is not redriven either.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
@@ -74,15 +74,8 @@ pub async fn publish(
     result
 }
 
-pub async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(done) = check().await {
-            return done;
-        }
-        assert!(Instant::now() < deadline, "{what} never happened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+pub async fn poll<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    liaison_tests::eventually(what, Duration::from_secs(30), check).await
 }
 
 async fn trace(ledger: &Ledger, caseref: &str) -> Vec<Entry> {

@@ -485,20 +485,18 @@ async fn a_policy_changed_while_a_message_is_in_flight_does_not_lose_or_reroute_
     let lead = liaison_cli::demo::lead_event(caseref);
     let answer = world.client(&broker, "eco").submit(&lead).await.unwrap();
     assert_eq!(answer.status, 202, "{}", answer.body);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !ledger
-        .trace(&TraceKey::Case(caseref.into()))
-        .await
-        .unwrap()
-        .iter()
-        .any(|e| e.kind == EntryKind::DeliveryFailed)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no failed attempt recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    liaison_tests::eventually(
+        "a failed attempt recorded",
+        Duration::from_secs(20),
+        async || {
+            let trace = ledger.trace(&TraceKey::Case(caseref.into())).await.unwrap();
+            trace
+                .iter()
+                .any(|e| e.kind == EntryKind::DeliveryFailed)
+                .then_some(())
+        },
+    )
+    .await;
     broker.shutdown(Duration::from_secs(5)).await;
 
     // The new policy no longer lets anyone send leads.

@@ -39,14 +39,12 @@ async fn handshake_accepted(world: &World, port: u16, agency: &str) -> bool {
 
 /// Polls until new handshakes with `agency`'s certificate are refused.
 async fn until_refused(world: &World, port: u16, agency: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while handshake_accepted(world, port, agency).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{agency}'s revoked certificate is still accepted after {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    liaison_tests::eventually(
+        &format!("{agency}'s revoked certificate refused"),
+        DEADLINE,
+        async || (!handshake_accepted(world, port, agency).await).then_some(()),
+    )
+    .await;
 }
 
 async fn readyz(ops_port: u16) -> (u16, Value) {
@@ -114,22 +112,22 @@ async fn a_new_crl_refuses_a_revoked_certificate_without_a_restart() {
     // A file that cannot be used does not lift the revocation: the last good CRL stays,
     // and readiness says why.
     std::fs::write(crl::crl_path(&world.layout()), "not a CRL").unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (status, body) = readyz(broker.ops_addr.port()).await;
-        if status == 503 {
-            assert!(
-                body["crl"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("stays in force"),
-                "{body}"
-            );
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = liaison_tests::eventually(
+        "readiness refused for the unusable CRL",
+        DEADLINE,
+        async || {
+            let (status, body) = readyz(broker.ops_addr.port()).await;
+            (status == 503).then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        body["crl"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stays in force"),
+        "{body}"
+    );
     assert!(!handshake_accepted(&world, port, "market").await);
     assert!(handshake_accepted(&world, port, "eco").await);
 
@@ -162,19 +160,12 @@ async fn an_expired_crl_makes_the_broker_not_ready_until_a_fresh_one_is_in_place
     assert!(!handshake_accepted(&world, broker.https_addr.port(), "market").await);
 
     crl::refresh_for_days(&layout, 7).unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    let body = liaison_tests::eventually("ready again", DEADLINE, async || {
         let (status, body) = readyz(ops).await;
-        if status == 200 {
-            assert_eq!(body["crl"], "ok", "{body}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still not ready: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(body["crl"], "ok", "{body}");
     assert!(!handshake_accepted(&world, broker.https_addr.port(), "market").await);
 
     broker.shutdown(Duration::from_secs(5)).await;

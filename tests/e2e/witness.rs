@@ -5,7 +5,7 @@
 //! shows the witness another history is caught.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -45,19 +45,16 @@ fn auditor_client(world: &World, broker: &Broker, files: &(PathBuf, PathBuf)) ->
 /// Waits (observing the broker, never sleeping blindly past it) until a signed checkpoint
 /// covers `seq`; returns it.
 async fn checkpoint_covering(client: &AgencyClient, seq: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let latest = client.get("/v1/checkpoints/latest").await.unwrap();
-        if latest.status == 200 && latest.body["tree_size"].as_u64().unwrap() >= seq {
-            return latest.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint covers seq {seq}: {}",
-            latest.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    liaison_tests::eventually(
+        &format!("a checkpoint covering seq {seq}"),
+        Duration::from_secs(20),
+        async || {
+            let latest = client.get("/v1/checkpoints/latest").await.unwrap();
+            (latest.status == 200 && latest.body["tree_size"].as_u64().unwrap() >= seq)
+                .then_some(latest.body)
+        },
+    )
+    .await
 }
 
 fn hash(hex_text: &Value) -> Hash {
