@@ -110,6 +110,18 @@ async fn a_transfer_filing_review_reminds_the_police_copying_the_procuratorate_o
         .as_str()
         .unwrap()
         .to_owned();
+    // The police sign for it at once: its receipt clock stops, the review runs on.
+    let receipt = answering(
+        example_on(
+            "receipt.v1",
+            "minimal-receipt.json",
+            "police",
+            time_date(&time),
+        ),
+        &transfer,
+    );
+    accepted(&police, &receipt).await;
+    assert_eq!(clock(&eco, &caseref, "receipt").await["status"], "answered");
     // Three days end on 2 October, a holiday: the first working day after the holiday
     // is Thursday 8 October, so the review is due at its 24:00.
     let review = clock(&police, &caseref, "filing_review").await;
@@ -346,7 +358,9 @@ async fn a_decision_in_time_stops_the_clock_and_a_late_reconsideration_request_i
         police_row["median_answer"], "12h",
         "a day and at once: {police_row}"
     );
-    assert_eq!(police_row["answers_on_time"], 2, "{police_row}");
+    // Each decision answered its transfer's filing review and, unsigned till then, its
+    // receipt clock: four answers, all in time.
+    assert_eq!(police_row["answers_on_time"], 4, "{police_row}");
     assert_eq!(police_row["answers_late"], 0, "{police_row}");
     assert_eq!(police_row["transfers_not_filed"], 2, "{police_row}");
     assert_eq!(police_row["transfers_filed"], 0, "{police_row}");
@@ -402,6 +416,16 @@ async fn an_urgent_recommendation_unanswered_is_escalated_to_the_county_governme
         "a normal-impact recommendation is not copied to the county government"
     );
     let caseref = body["caseref"].as_str().unwrap().to_owned();
+    let receipt = answering(
+        example_on(
+            "receipt.v1",
+            "minimal-receipt.json",
+            "forestry",
+            time_date(&time),
+        ),
+        &recommendation,
+    );
+    accepted(&forestry, &receipt).await;
     let reply = clock(&forestry, &caseref, "recommendation_reply").await;
     // Last day Tue 17 March.
     assert_eq!(
@@ -465,16 +489,34 @@ async fn two_instances_on_one_database_send_each_notice_once() {
         .as_str()
         .unwrap()
         .to_owned();
-    // Past the due instant (Thursday 4 June, 24:00): a reminder and an overdue notice.
+    // Past the review's due instant (Thursday 4 June, 24:00): its reminder and overdue
+    // notice, and the overdue notice of the receipt the police never signed (due at the
+    // end of Tuesday 2 June).
     time.set(datetime!(2026-06-05 09:00 +8));
     let (a, b) = tokio::join!(scan(&first), scan(&second));
-    assert_eq!(a.sent + b.sent, 2, "{a:?} {b:?}");
+    assert_eq!(a.sent + b.sent, 3, "{a:?} {b:?}");
     assert_eq!(a.refused + b.refused, 0, "{a:?} {b:?}");
     let (a, b) = tokio::join!(scan(&first), scan(&second));
     assert_eq!((a, b), (ScanReport::default(), ScanReport::default()));
-    assert_eq!(recorded_notices(&ledger, &caseref).await.len(), 2);
-    let received = notices(&police, &caseref, 2).await;
-    assert_ne!(received[0]["id"], received[1]["id"]);
+    assert_eq!(recorded_notices(&ledger, &caseref).await.len(), 3);
+    let received = notices(&police, &caseref, 3).await;
+    let mut kinds: Vec<(String, String)> = received
+        .iter()
+        .map(|n| {
+            let data = &n["data"];
+            (
+                data["clock"].as_str().unwrap().into(),
+                data["stage"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    let expected = [
+        ("filing_review", "overdue"),
+        ("filing_review", "reminder"),
+        ("receipt", "overdue"),
+    ];
+    assert_eq!(kinds, expected.map(|(c, s)| (c.to_owned(), s.to_owned())));
 
     first.shutdown(Duration::from_secs(5)).await;
     second.shutdown(Duration::from_secs(5)).await;

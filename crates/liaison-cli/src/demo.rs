@@ -489,6 +489,7 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
             }
             if d["type"] == "deadline.reminder.v1"
                 && d["event"]["inreplyto"] == json!(transfer_id.to_string())
+                && d["event"]["data"]["clock"] == "filing_review"
             {
                 notices.push(d["event"].clone());
             }
@@ -514,7 +515,10 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
         };
         delivery.ack().await?;
         let event: Value = serde_json::from_slice(&delivery.body)?;
-        if event["type"] == "deadline.reminder.v1" && event["data"]["stage"] == "overdue" {
+        if event["type"] == "deadline.reminder.v1"
+            && event["data"]["clock"] == "filing_review"
+            && event["data"]["stage"] == "overdue"
+        {
             break;
         }
     }

@@ -218,6 +218,9 @@ struct ClockFile {
     stops_on: Vec<String>,
     #[serde(default)]
     period: Option<String>,
+    /// A period in working days (ISO 8601 has no designator for them).
+    #[serde(default)]
+    working_days: Option<u32>,
     #[serde(default)]
     period_when: Vec<PeriodWhenFile>,
     #[serde(default)]
@@ -351,10 +354,16 @@ impl Lifecycle {
                 let line = line_of(text, clock.span().start);
                 let rule = check_clock(clock.into_inner(), &checked, line)
                     .map_err(|m| invalid(line, m))?;
-                if clocks.iter().any(|c: &ClockRule| c.name == rule.name) {
+                if clocks
+                    .iter()
+                    .any(|c: &ClockRule| c.name == rule.name && c.flow == rule.flow)
+                {
                     return Err(invalid(
                         line,
-                        format!("another clock is named {:?}", rule.name),
+                        format!(
+                            "another clock of flow {:?} is named {:?}",
+                            rule.flow, rule.name
+                        ),
                     ));
                 }
                 clocks.push(rule);
@@ -395,8 +404,12 @@ impl Lifecycle {
         &self.clocks
     }
 
-    pub fn clock(&self, name: &str) -> Option<&ClockRule> {
-        self.clocks.iter().find(|c| c.name == name)
+    /// The clock `name` of flow `flow` (names are unique within a flow: every flow may
+    /// have its `receipt` clock).
+    pub fn clock(&self, flow: &str, name: &str) -> Option<&ClockRule> {
+        self.clocks
+            .iter()
+            .find(|c| c.flow == flow && c.name == name)
     }
 
     /// The clocks a message of `type_` (the whole CloudEvent `event`, received at
@@ -727,7 +740,17 @@ fn check_clock(file: ClockFile, flow: &Flow, line: usize) -> Result<ClockRule, S
         text.parse::<Period>()
             .map_err(|e| format!("clock {:?}: {e}", file.name))
     };
-    let law = file.period.as_deref().map(period).transpose()?;
+    let law = match (file.period.as_deref(), file.working_days) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "clock {:?}: give `period` or `working_days`, not both",
+                file.name
+            ));
+        }
+        (_, Some(0)) => return Err(format!("clock {:?}: zero working days", file.name)),
+        (_, Some(n)) => Some(Period::WorkingDays(n)),
+        (text, None) => text.map(period).transpose()?,
+    };
     let mut period_when = Vec::with_capacity(file.period_when.len());
     for alternative in file.period_when {
         period_when.push((conditions(alternative.when)?, period(&alternative.period)?));
@@ -742,7 +765,7 @@ fn check_clock(file: ClockFile, flow: &Flow, line: usize) -> Result<ClockRule, S
     }
     if law.is_none() && file.stated_due.is_none() {
         return Err(format!(
-            "clock {:?} needs a `period`, a `stated_due` field, or both",
+            "clock {:?} needs a `period` (or `working_days`), a `stated_due` field, or both",
             file.name
         ));
     }
@@ -1041,7 +1064,7 @@ period = "P3D"
         assert_eq!(decision.starts[0].kind, ClockKind::Window);
 
         let keys: Vec<&str> = lifecycle
-            .clock("filing_review")
+            .clock("transfer", "filing_review")
             .unwrap()
             .stages
             .iter()
@@ -1050,7 +1073,7 @@ period = "P3D"
         assert_eq!(keys, ["reminder-P1D", "overdue", "escalation-P3D"]);
         assert!(
             lifecycle
-                .clock("reconsideration_request")
+                .clock("transfer", "reconsideration_request")
                 .unwrap()
                 .stages
                 .is_empty()
@@ -1063,7 +1086,7 @@ period = "P3D"
         let lifecycle = Lifecycle::from_toml(&format!("{SAMPLE}{CLOCKS}"), "lifecycle.toml")
             .unwrap()
             .in_trial_time(std::time::Duration::from_secs(2));
-        let review = lifecycle.clock("filing_review").unwrap();
+        let review = lifecycle.clock("transfer", "filing_review").unwrap();
         assert_eq!(review.period, Some(Period::Seconds(6)));
         let offsets: Vec<i64> = review
             .stages

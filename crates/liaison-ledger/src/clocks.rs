@@ -55,6 +55,7 @@ pub struct ClockView {
 pub struct PendingClock {
     pub caseref: String,
     pub thread: Uuid,
+    pub flow: String,
     pub clock: String,
     pub origin: Uuid,
     /// The sender of the starting message: the watcher's notices go out in its name.
@@ -123,26 +124,29 @@ pub(crate) async fn of_cases(
 }
 
 /// Running deadlines due before `until` that still have notices to send: `stages` gives,
-/// per clock name, how many notices it sends in all. Earliest due first.
+/// per flow and clock name, how many notices it sends in all. Earliest due first.
 pub(crate) async fn pending(
     pool: &PgPool,
     until: OffsetDateTime,
-    stages: &[(String, i32)],
+    stages: &[(String, String, i32)],
     limit: i64,
 ) -> Result<Vec<PendingClock>, LedgerError> {
-    let (names, counts): (Vec<&str>, Vec<i32>) =
-        stages.iter().map(|(n, c)| (n.as_str(), *c)).unzip();
+    let flows: Vec<&str> = stages.iter().map(|(f, _, _)| f.as_str()).collect();
+    let names: Vec<&str> = stages.iter().map(|(_, n, _)| n.as_str()).collect();
+    let counts: Vec<i32> = stages.iter().map(|(_, _, c)| *c).collect();
     let rows = sqlx::query(
-        "SELECT k.caseref, k.thread, k.clock, k.origin, m.sender, k.due_at, k.owed_by, \
-                k.stages_sent \
+        "SELECT k.caseref, k.thread, k.flow, k.clock, k.origin, m.sender, k.due_at, \
+                k.owed_by, k.stages_sent \
          FROM case_clocks k \
-         JOIN UNNEST($2::text[], $3::int[]) AS s(clock, stages) ON s.clock = k.clock \
+         JOIN UNNEST($2::text[], $3::text[], $4::int[]) AS s(flow, clock, stages) \
+              ON s.flow = k.flow AND s.clock = k.clock \
          JOIN messages m ON m.id = k.origin \
          WHERE k.stopped_seq IS NULL AND k.kind = 'deadline' AND k.due_at IS NOT NULL \
            AND k.due_at <= $1 AND cardinality(k.stages_sent) < s.stages \
-         ORDER BY k.due_at, k.thread, k.clock LIMIT $4",
+         ORDER BY k.due_at, k.thread, k.clock LIMIT $5",
     )
     .bind(until)
+    .bind(flows)
     .bind(names)
     .bind(counts)
     .bind(limit)
@@ -154,6 +158,7 @@ pub(crate) async fn pending(
             Ok(PendingClock {
                 caseref: row.try_get("caseref").map_err(corrupt)?,
                 thread: row.try_get("thread").map_err(corrupt)?,
+                flow: row.try_get("flow").map_err(corrupt)?,
                 clock: row.try_get("clock").map_err(corrupt)?,
                 origin: row.try_get("origin").map_err(corrupt)?,
                 origin_sender: row.try_get("sender").map_err(corrupt)?,

@@ -229,11 +229,11 @@ impl Ledger {
     }
 
     /// Running deadlines due before `until` with notices left to send (`stages`: how many
-    /// notices each clock name sends in all), earliest due first: the watcher's work.
+    /// notices each clock of each flow sends in all), earliest due first: the watcher's work.
     pub async fn pending_clocks(
         &self,
         until: time::OffsetDateTime,
-        stages: &[(String, i32)],
+        stages: &[(String, String, i32)],
         limit: i64,
     ) -> Result<Vec<crate::PendingClock>, LedgerError> {
         crate::clocks::pending(&self.inner.pool, until, stages, limit).await

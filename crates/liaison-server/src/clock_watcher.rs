@@ -50,8 +50,8 @@ pub struct ClockWatcher {
     lifecycle: Arc<Lifecycle>,
     clock: Arc<dyn Clock>,
     config: ClocksConfig,
-    /// Per clock name, how many notices it sends in all.
-    stage_counts: Vec<(String, i32)>,
+    /// Per flow and clock name, how many notices it sends in all.
+    stage_counts: Vec<(String, String, i32)>,
     /// The longest time a reminder goes out before its due instant.
     lead: time::Duration,
     wake: Notify,
@@ -70,10 +70,8 @@ impl ClockWatcher {
             .iter()
             .filter(|c| !c.stages.is_empty())
             .map(|c| {
-                (
-                    c.name.clone(),
-                    i32::try_from(c.stages.len()).unwrap_or(i32::MAX),
-                )
+                let count = i32::try_from(c.stages.len()).unwrap_or(i32::MAX);
+                (c.flow.clone(), c.name.clone(), count)
             })
             .collect();
         let lead = lifecycle
@@ -128,7 +126,7 @@ impl ClockWatcher {
             .await?;
         let mut report = ScanReport::default();
         for clock in pending {
-            let Some(rule) = self.lifecycle.clock(&clock.clock) else {
+            let Some(rule) = self.lifecycle.clock(&clock.flow, &clock.clock) else {
                 continue;
             };
             for stage in &rule.stages {
@@ -271,6 +269,7 @@ pub fn check_notices(lifecycle: &Lifecycle, catalogue: &Catalogue) -> Result<(),
         let sample = PendingClock {
             caseref: "ECO-2026-000001".into(),
             thread: Uuid::nil(),
+            flow: rule.flow.clone(),
             clock: rule.name.clone(),
             origin: Uuid::nil(),
             origin_sender: "eco".into(),
