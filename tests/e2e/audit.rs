@@ -316,6 +316,27 @@ async fn an_export_with_the_wrong_key_is_refused() {
         ],
     );
     assert!(!wrong.status.success(), "{}", text(&wrong));
+
+    // An entry edited in the export, its seq and digest kept: only the checkpoints bound
+    // it, and the verdict gives their range, not a seq it cannot know.
+    let entries = good.join("entries.jsonl");
+    let lines = std::fs::read_to_string(&entries).unwrap();
+    let edited = lines.replacen("\"channel\":\"https\"", "\"channel\":\"amqp\"", 1);
+    assert_ne!(edited, lines);
+    std::fs::write(&entries, edited).unwrap();
+    let edited = liaison(
+        &world,
+        &["ledger", "verify", "--offline", good.to_str().unwrap()],
+    );
+    assert!(!edited.status.success(), "{}", text(&edited));
+    let checkpoints = std::fs::read_to_string(good.join("checkpoints.jsonl")).unwrap();
+    let first: Value = serde_json::from_str(checkpoints.lines().next().unwrap()).unwrap();
+    let expected = match first["tree_size"].as_u64().unwrap() {
+        // A checkpoint of that one entry is its leaf hash: then it is named.
+        1 => "first bad seq: 1".to_owned(),
+        size => format!("first bad entry: one of seqs 1..={size} "),
+    };
+    assert!(text(&edited).contains(&expected), "{}", text(&edited));
     drop(ledger);
     world.cleanup().await;
 }

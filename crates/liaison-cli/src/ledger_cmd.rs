@@ -187,8 +187,7 @@ fn verdict(report: &VerifyReport, started: Instant) -> anyhow::Result<()> {
         Some(Location::Range { from, to }) => {
             // The signed roots bound it and nothing here names it: say so, not a seq.
             println!(
-                "first bad entry: one of seqs {from}..={to} (only this range is known: checkpoint {} matches, the next does not; verify against an earlier export or the database's leaf hashes to name it)",
-                report.verified_through
+                "first bad entry: one of seqs {from}..={to} (only this range is known; an earlier export holding it, --against DIR, names it)"
             );
             anyhow::bail!("the ledger does not verify: an entry in seqs {from}..={to} was changed")
         }
