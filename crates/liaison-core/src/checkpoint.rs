@@ -67,7 +67,12 @@ pub enum CheckpointError {
 impl Checkpoint {
     /// The signed text: origin, size, root, extension lines, each ending in a newline.
     pub fn body(&self) -> String {
-        let mut text = format!("{}\n{}\n{}\n", self.origin, self.size, STANDARD.encode(self.root));
+        let mut text = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            STANDARD.encode(self.root)
+        );
         if let Some(time) = self.time {
             // A UTC time formats as RFC 3339 unless its year is beyond 9999.
             let time = time

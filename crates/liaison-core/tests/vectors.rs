@@ -256,7 +256,11 @@ fn entries() -> Vec<Built> {
     notice.insert("inreplyto".into(), json!(lead.to_string()));
     notice.insert(
         "recipients".into(),
-        json!([recipient("procuratorate", "to", "deadline-reminder-to-the-late")]),
+        json!([recipient(
+            "procuratorate",
+            "to",
+            "deadline-reminder-to-the-late"
+        )]),
     );
     notice.insert(
         "case".into(),
@@ -300,104 +304,209 @@ fn entries() -> Vec<Built> {
         to: "received".into(),
         closed: false,
     };
-    let entry = |seq, at, kind, message, caseref: Option<&str>, agency_code: Option<&str>, detail| Entry {
-        seq,
-        at,
-        kind,
-        message,
-        caseref: caseref.map(str::to_owned),
-        agency: agency_code.and_then(agency),
-        detail,
-    };
+    let entry =
+        |seq, at, kind, message, caseref: Option<&str>, agency_code: Option<&str>, detail| Entry {
+            seq,
+            at,
+            kind,
+            message,
+            caseref: caseref.map(str::to_owned),
+            agency: agency_code.and_then(agency),
+            detail,
+        };
     vec![
         Built {
             shows: "message.accepted opening a case: liaison assigned the reference (caseref_assigned), the message started a clock whose due instant is in China Standard Time; `at` with six fractional digits",
-            entry: entry(1, datetime!(2026-11-26 08:00:00.123456 UTC), EntryKind::MessageAccepted, Some(lead), Some(caseref), Some("eco"), Value::Object(accepted)),
+            entry: entry(
+                1,
+                datetime!(2026-11-26 08:00:00.123456 UTC),
+                EntryKind::MessageAccepted,
+                Some(lead),
+                Some(caseref),
+                Some("eco"),
+                Value::Object(accepted),
+            ),
             body: Some(lead_body),
         },
         Built {
             shows: "delivery.dispatched: RabbitMQ confirmed the delivery; `at` 08:00:00.374600 is written with its trailing zeros trimmed",
-            entry: entry(2, datetime!(2026-11-26 08:00:00.3746 UTC), EntryKind::DeliveryDispatched, Some(lead), Some(caseref), Some("procuratorate"), json!({"delivery": 1, "attempt": 1})),
+            entry: entry(
+                2,
+                datetime!(2026-11-26 08:00:00.3746 UTC),
+                EntryKind::DeliveryDispatched,
+                Some(lead),
+                Some(caseref),
+                Some("procuratorate"),
+                json!({"delivery": 1, "attempt": 1}),
+            ),
             body: None,
         },
         Built {
             shows: "delivery.acknowledged: the recipient acknowledged a pulled delivery; `at` on a whole second has no fraction",
-            entry: entry(3, datetime!(2026-11-26 08:00:01 UTC), EntryKind::DeliveryAcknowledged, Some(lead), Some(caseref), Some("procuratorate"), json!({"delivery": 1, "attempt": 1})),
+            entry: entry(
+                3,
+                datetime!(2026-11-26 08:00:01 UTC),
+                EntryKind::DeliveryAcknowledged,
+                Some(lead),
+                Some(caseref),
+                Some("procuratorate"),
+                json!({"delivery": 1, "attempt": 1}),
+            ),
             body: None,
         },
         Built {
             shows: "message.rejected with schema errors: string escaping (quote, backslash, newline, tab, other control characters as \\u00XX in lowercase hex; DEL, '/', U+2028 and non-ASCII written as they are)",
-            entry: entry(4, datetime!(2026-11-26 08:00:02.5 UTC), EntryKind::MessageRejected, Some(refused), None, Some("police"), json!({
-                "code": "payload_invalid",
-                "channel": "https",
-                "sha256": hex_sha256(b"the refused bytes"),
-                "size": 1234,
-                "type": "pil.lead.v1",
-                "claimed": {"caseref": caseref},
-                "errors": [
-                    {"pointer": "/data/summary", "keyword": "maxLength", "message": "\"线索\\t\n说明\" is longer than 4000 characters"},
-                    {"pointer": "/data/note", "keyword": "pattern", "message": "\u{1}\u{1f}\u{7f} / \u{2028} 📄 does not match \"^[^<>]*$\""}
-                ],
-            })),
+            entry: entry(
+                4,
+                datetime!(2026-11-26 08:00:02.5 UTC),
+                EntryKind::MessageRejected,
+                Some(refused),
+                None,
+                Some("police"),
+                json!({
+                    "code": "payload_invalid",
+                    "channel": "https",
+                    "sha256": hex_sha256(b"the refused bytes"),
+                    "size": 1234,
+                    "type": "pil.lead.v1",
+                    "claimed": {"caseref": caseref},
+                    "errors": [
+                        {"pointer": "/data/summary", "keyword": "maxLength", "message": "\"线索\\t\n说明\" is longer than 4000 characters"},
+                        {"pointer": "/data/note", "keyword": "pattern", "message": "\u{1}\u{1f}\u{7f} / \u{2028} 📄 does not match \"^[^<>]*$\""}
+                    ],
+                }),
+            ),
             body: None,
         },
         Built {
             shows: "message.rejected of a submission with no identity (an AMQP message without user_id, unreadable JSON): message, caseref and agency are null",
-            entry: entry(5, datetime!(2026-11-26 08:00:03.000001 UTC), EntryKind::MessageRejected, None, None, None, json!({
-                "code": "malformed_json",
-                "channel": "amqp",
-                "sha256": hex_sha256(b"{not json"),
-                "size": 9,
-                "errors": [],
-            })),
+            entry: entry(
+                5,
+                datetime!(2026-11-26 08:00:03.000001 UTC),
+                EntryKind::MessageRejected,
+                None,
+                None,
+                None,
+                json!({
+                    "code": "malformed_json",
+                    "channel": "amqp",
+                    "sha256": hex_sha256(b"{not json"),
+                    "size": 9,
+                    "errors": [],
+                }),
+            ),
             body: None,
         },
         Built {
             shows: "message.rejected by its case: the state the message met (met), the reference it claimed",
-            entry: entry(6, datetime!(2026-11-26 08:00:04.02 UTC), EntryKind::MessageRejected, Some(id("01a23b4c-0000-7000-8000-000000000005")), Some(caseref), Some("procuratorate"), json!({
-                "code": "invalid_transition",
-                "channel": "https",
-                "sha256": hex_sha256(b"an answer out of turn"),
-                "size": 480,
-                "type": "pil.lead-decision.v1",
-                "errors": [],
-                "met": met,
-            })),
+            entry: entry(
+                6,
+                datetime!(2026-11-26 08:00:04.02 UTC),
+                EntryKind::MessageRejected,
+                Some(id("01a23b4c-0000-7000-8000-000000000005")),
+                Some(caseref),
+                Some("procuratorate"),
+                json!({
+                    "code": "invalid_transition",
+                    "channel": "https",
+                    "sha256": hex_sha256(b"an answer out of turn"),
+                    "size": 480,
+                    "type": "pil.lead-decision.v1",
+                    "errors": [],
+                    "met": met,
+                }),
+            ),
             body: None,
         },
         Built {
             shows: "message.accepted by the deadline watcher (channel clock): the notice it is (clock_stage); a clock started whose due instant is unknown (due null, due_error)",
-            entry: entry(7, datetime!(2026-11-30 08:00:00.25 UTC), EntryKind::MessageAccepted, Some(reminder), Some(caseref), Some("eco"), Value::Object(notice)),
+            entry: entry(
+                7,
+                datetime!(2026-11-30 08:00:00.25 UTC),
+                EntryKind::MessageAccepted,
+                Some(reminder),
+                Some(caseref),
+                Some("eco"),
+                Value::Object(notice),
+            ),
             body: Some(reminder_body),
         },
         Built {
             shows: "message.accepted answering another (inreplyto), closing its thread (case.closed) and stopping a clock",
-            entry: entry(8, datetime!(2026-11-30 09:15:00.7 UTC), EntryKind::MessageAccepted, Some(decision), Some(caseref), Some("procuratorate"), Value::Object(answer)),
+            entry: entry(
+                8,
+                datetime!(2026-11-30 09:15:00.7 UTC),
+                EntryKind::MessageAccepted,
+                Some(decision),
+                Some(caseref),
+                Some("procuratorate"),
+                Value::Object(answer),
+            ),
             body: Some(decision_body),
         },
         Built {
             shows: "delivery.failed: the attempt and the error; the relay retries",
-            entry: entry(9, datetime!(2026-11-30 09:15:01.001 UTC), EntryKind::DeliveryFailed, Some(decision), Some(caseref), Some("eco"), json!({"delivery": 2, "attempt": 1, "error": "unroutable: no queue \"liaison.agency.eco\""})),
+            entry: entry(
+                9,
+                datetime!(2026-11-30 09:15:01.001 UTC),
+                EntryKind::DeliveryFailed,
+                Some(decision),
+                Some(caseref),
+                Some("eco"),
+                json!({"delivery": 2, "attempt": 1, "error": "unroutable: no queue \"liaison.agency.eco\""}),
+            ),
             body: None,
         },
         Built {
             shows: "delivery.dispatched observed through the recipient's pull, before the relay's confirm was recorded",
-            entry: entry(10, datetime!(2026-11-30 09:15:02 UTC), EntryKind::DeliveryDispatched, Some(decision), Some(caseref), Some("market"), json!({"delivery": 3, "attempt": 0, "observed": "pulled"})),
+            entry: entry(
+                10,
+                datetime!(2026-11-30 09:15:02 UTC),
+                EntryKind::DeliveryDispatched,
+                Some(decision),
+                Some(caseref),
+                Some("market"),
+                json!({"delivery": 3, "attempt": 0, "observed": "pulled"}),
+            ),
             body: None,
         },
         Built {
             shows: "delivery.dead_lettered by RabbitMQ (by, queue, reason)",
-            entry: entry(11, datetime!(2026-11-30 09:20:00.5 UTC), EntryKind::DeliveryDeadLettered, Some(decision), Some(caseref), Some("eco"), json!({"delivery": 2, "attempt": 5, "reason": "delivery_limit", "by": "rabbitmq", "queue": "liaison.agency.eco"})),
+            entry: entry(
+                11,
+                datetime!(2026-11-30 09:20:00.5 UTC),
+                EntryKind::DeliveryDeadLettered,
+                Some(decision),
+                Some(caseref),
+                Some("eco"),
+                json!({"delivery": 2, "attempt": 5, "reason": "delivery_limit", "by": "rabbitmq", "queue": "liaison.agency.eco"}),
+            ),
             body: None,
         },
         Built {
             shows: "delivery.redriven: an operator sent the dead delivery again",
-            entry: entry(12, datetime!(2026-11-30 10:00:00.999999 UTC), EntryKind::DeliveryRedriven, Some(decision), Some(caseref), Some("eco"), json!({"delivery": 2, "attempt": 5})),
+            entry: entry(
+                12,
+                datetime!(2026-11-30 10:00:00.999999 UTC),
+                EntryKind::DeliveryRedriven,
+                Some(decision),
+                Some(caseref),
+                Some("eco"),
+                json!({"delivery": 2, "attempt": 5}),
+            ),
             body: None,
         },
         Built {
             shows: "delivery.dead_lettered by the relay after its maximum attempts (no queue)",
-            entry: entry(13, datetime!(2026-11-30 10:05:00.1 UTC), EntryKind::DeliveryDeadLettered, Some(lead), Some(caseref), Some("procuratorate"), json!({"delivery": 1, "attempt": 10, "reason": "maximum attempts reached", "by": "relay"})),
+            entry: entry(
+                13,
+                datetime!(2026-11-30 10:05:00.1 UTC),
+                EntryKind::DeliveryDeadLettered,
+                Some(lead),
+                Some(caseref),
+                Some("procuratorate"),
+                json!({"delivery": 1, "attempt": 10, "reason": "maximum attempts reached", "by": "relay"}),
+            ),
             body: None,
         },
     ]
@@ -465,11 +574,19 @@ fn generate() -> Generated {
     let (cosigning, _) = key("liaison test vector cosigner key");
     let cosigner = CheckpointVerifier::new(
         COSIGNER_ORIGIN,
-        cosigning.public_key().as_ref().try_into().expect("32 bytes"),
+        cosigning
+            .public_key()
+            .as_ref()
+            .try_into()
+            .expect("32 bytes"),
     )
     .expect("key name");
     let mut blob = cosigner.key_id().to_vec();
-    blob.extend_from_slice(cosigning.sign(format!("{signed_text}\n").as_bytes()).as_ref());
+    blob.extend_from_slice(
+        cosigning
+            .sign(format!("{signed_text}\n").as_bytes())
+            .as_ref(),
+    );
     let cosignature = format!("\u{2014} {COSIGNER_ORIGIN} {}", STANDARD.encode(blob));
 
     Generated {
@@ -605,7 +722,12 @@ fn entry_vectors_hash_and_encode_as_documented() {
         let mut hasher = Sha256::new();
         hasher.update([0u8]);
         hasher.update(bytes);
-        assert_eq!(hex::encode(hasher.finalize()), v.leaf_hash, "entry {}", i + 1);
+        assert_eq!(
+            hex::encode(hasher.finalize()),
+            v.leaf_hash,
+            "entry {}",
+            i + 1
+        );
         // The value encodes to exactly these bytes, and the bytes decode to the value.
         let entry: Entry = serde_json::from_value(v.entry.clone()).expect("an entry");
         assert_eq!(entry.canonical_bytes(), bytes, "entry {}", i + 1);
@@ -613,7 +735,10 @@ fn entry_vectors_hash_and_encode_as_documented() {
         assert_eq!(entry.seq, i as u64 + 1, "entries are seqs 1, 2, 3…");
         // Compact JSON: no raw newline (an export's line is an entry), members in order.
         assert!(!bytes.contains(&b'\n'));
-        assert!(v.canonical.starts_with(&format!("{{\"seq\":{},\"at\":\"", entry.seq)));
+        assert!(
+            v.canonical
+                .starts_with(&format!("{{\"seq\":{},\"at\":\"", entry.seq))
+        );
         if let Some(body) = &v.body {
             let mut hasher = Sha256::new();
             hasher.update(body.as_bytes());
@@ -665,7 +790,11 @@ fn tree_vectors_match_an_independent_rfc9162_tree() {
         let size = i as u64 + 1;
         let expected = &tree.roots[i + 1];
         assert_eq!(expected.tree_size, size);
-        assert_eq!(hex::encode(ct.root().as_bytes()), expected.root, "size {size}");
+        assert_eq!(
+            hex::encode(ct.root().as_bytes()),
+            expected.root,
+            "size {size}"
+        );
         assert_eq!(
             hex::encode(merkle::root(&leaves[..], size).unwrap()),
             expected.root
@@ -747,10 +876,10 @@ fn the_checkpoint_vector_verifies_with_its_key() {
     // The signed text and the note.
     assert_eq!(cp.root, tree.roots[cp.tree_size as usize].root);
     let root_b64 = STANDARD.encode(unhex(&cp.root));
-    assert!(
-        cp.signed_text
-            .starts_with(&format!("{}\n{}\n{root_b64}\ntime ", cp.origin, cp.tree_size))
-    );
+    assert!(cp.signed_text.starts_with(&format!(
+        "{}\n{}\n{root_b64}\ntime ",
+        cp.origin, cp.tree_size
+    )));
     assert_eq!(
         cp.note,
         format!(

@@ -726,8 +726,8 @@ impl ExportDir {
                 });
             }
         };
-        let verifier = CheckpointVerifier::from_vkey(&text)
-            .map_err(|e| format(&vkey_path, e.to_string()))?;
+        let verifier =
+            CheckpointVerifier::from_vkey(&text).map_err(|e| format(&vkey_path, e.to_string()))?;
         if verifier.origin() != self.manifest.origin {
             return Err(format(
                 &vkey_path,
@@ -738,8 +738,7 @@ impl ExportDir {
                 ),
             ));
         }
-        if self.dir.join(PUBLIC_KEY_FILE).exists() && self.public_key()? != verifier.public_key()
-        {
+        if self.dir.join(PUBLIC_KEY_FILE).exists() && self.public_key()? != verifier.public_key() {
             return Err(format(
                 &vkey_path,
                 format!("it is not the key of {PUBLIC_KEY_FILE}"),

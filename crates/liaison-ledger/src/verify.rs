@@ -734,7 +734,8 @@ impl Verifier {
                     .wrong_nodes
                     .iter()
                     .any(|&(a, b)| first <= a && b <= last);
-            self.wrong_nodes.retain(|&(a, b)| !(first <= a && b <= last));
+            self.wrong_nodes
+                .retain(|&(a, b)| !(first <= a && b <= last));
             self.wrong_nodes.push((first, last));
             if !explained {
                 self.find(Finding::TreeNode {
@@ -920,7 +921,11 @@ impl Verifier {
     /// from the same last good checkpoint, is only counted in `mismatched_checkpoints`.
     fn resolve_roots(&mut self) {
         for (tree_size, since) in std::mem::take(&mut self.pending_roots) {
-            let explained = self.leaf_faults.range(since + 1..=tree_size).next().is_some()
+            let explained = self
+                .leaf_faults
+                .range(since + 1..=tree_size)
+                .next()
+                .is_some()
                 || self
                     .wrong_nodes
                     .iter()
@@ -1224,7 +1229,11 @@ impl Verifier {
         // entries were removed, which the largest such checkpoint shows best.
         let leaves = self.range.size();
         let last = self.max_seq;
-        let beyond: Vec<u64> = self.checkpoints.range(leaves + 1..).map(|(&s, _)| s).collect();
+        let beyond: Vec<u64> = self
+            .checkpoints
+            .range(leaves + 1..)
+            .map(|(&s, _)| s)
+            .collect();
         let truncated = beyond.iter().copied().filter(|&s| s > last).max();
         for &size in &beyond {
             if Some(size) != truncated {
@@ -1563,10 +1572,7 @@ mod tests {
         );
         assert_eq!(
             report.first_bad(),
-            Some(Location::Range {
-                from: 101,
-                to: 150
-            })
+            Some(Location::Range { from: 101, to: 150 })
         );
         assert_eq!(report.first_bad_seq(), None);
         assert_eq!(report.bad_checkpoints(), vec![150, 200]);
@@ -1578,7 +1584,7 @@ mod tests {
             .collect();
         let key = CheckpointVerifier::new(ORIGIN, f.signer.public_key()).unwrap();
         let mut v = Verifier::new(&key, &checkpoints)
-            .with_reference(Box::new(leaves[..160].to_vec().into_iter().map(Ok)));
+            .with_reference(Box::new(leaves.into_iter().take(160).map(Ok)));
         for e in &edited.entries {
             v.entry(e.clone());
         }

@@ -540,8 +540,14 @@ async fn an_export_with_a_key_that_verifies_no_checkpoint_is_refused() {
             "{error}"
         );
         let text = error.to_string();
-        assert!(text.contains("verifies none of the ledger's 3 checkpoints"), "{text}");
-        assert!(text.contains("tls_dir") && text.contains("[ledger] origin"), "{text}");
+        assert!(
+            text.contains("verifies none of the ledger's 3 checkpoints"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tls_dir") && text.contains("[ledger] origin"),
+            "{text}"
+        );
         assert!(!out.exists(), "nothing is written");
     }
 
@@ -552,7 +558,12 @@ async fn an_export_with_a_key_that_verifies_no_checkpoint_is_refused() {
     assert_eq!(vkey, format!("{}\n", p.key().vkey()));
     let export = ExportDir::open(&out).unwrap();
     assert_eq!(export.verifier().unwrap(), p.key());
-    assert!(export.verify(&export.verifier().unwrap(), None, &mut |_| {}).unwrap().is_ok());
+    assert!(
+        export
+            .verify(&export.verifier().unwrap(), None, &mut |_| {})
+            .unwrap()
+            .is_ok()
+    );
     // A vkey file that disagrees with the export's public key is not trusted.
     std::fs::write(out.join(liaison_ledger::VKEY_FILE), another_pki.vkey()).unwrap();
     assert!(export.verifier().is_err());
@@ -580,6 +591,9 @@ async fn an_export_is_readable_by_its_owner_only() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         files += 1;
     }
-    assert_eq!(files, 6, "manifest, entries, messages, checkpoints, key, vkey");
+    assert_eq!(
+        files, 6,
+        "manifest, entries, messages, checkpoints, key, vkey"
+    );
     p.drop().await;
 }

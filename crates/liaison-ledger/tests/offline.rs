@@ -156,7 +156,9 @@ fn a_deleted_line_is_one_finding_and_an_edit_is_placed_between_checkpoints() {
     assert_eq!(report.first_bad(), Some(Location::Seq(451)));
     assert_eq!(report.bad_checkpoints(), vec![600, 1_000]);
     assert!(
-        report.findings[0].to_string().contains("entries 451..=451 are missing"),
+        report.findings[0]
+            .to_string()
+            .contains("entries 451..=451 are missing"),
         "{}",
         report.findings[0]
     );

@@ -1127,7 +1127,10 @@ mod tests {
         assert!(text.starts_with("ledger.county.example/liaison+"), "{text}");
         assert!(text.ends_with('\n') && text.lines().count() == 1);
         let verifier = read_verifier_key(&layout).unwrap().unwrap();
-        assert_eq!(verifier.public_key(), read_ledger_public_key(&layout).unwrap());
+        assert_eq!(
+            verifier.public_key(),
+            read_ledger_public_key(&layout).unwrap()
+        );
         let signer = liaison_core::checkpoint::CheckpointSigner::new(
             "ledger.county.example/liaison",
             load_ledger_signing_key(&layout).unwrap(),

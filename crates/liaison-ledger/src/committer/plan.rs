@@ -964,7 +964,8 @@ mod tests {
             for name in names {
                 let last = name.rsplit('.').next().unwrap_or(&name);
                 assert!(
-                    text.contains(&format!("`{last}`")) || text.contains(&format!("{{{last}"))
+                    text.contains(&format!("`{last}`"))
+                        || text.contains(&format!("{{{last}"))
                         || text.contains(&format!(", {last}")),
                     "detail.{name} of {} is not documented in docs/audit.md",
                     entry.kind.as_str()
