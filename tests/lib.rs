@@ -158,6 +158,8 @@ impl World {
             policy: Some(root.join("deploy/demo/policy.toml")),
             lifecycle: Some(root.join("deploy/demo/lifecycle.toml")),
             schemas: Some(root.join("schemas")),
+            // A test deployment: it signs under the demo origin, as `pki::init` named it.
+            demo: true,
             ..Config::default()
         };
         config.listen.set_port(0);

@@ -68,6 +68,8 @@ impl BrokerProcess {
             .env("LIAISON_LISTEN", format!("127.0.0.1:{https_port}"))
             .env("LIAISON_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
             .env("LIAISON_TLS_DIR", &c.tls_dir)
+            .env("LIAISON_DEMO", c.demo.to_string())
+            .env("LIAISON_LEDGER__ORIGIN", &c.ledger.origin)
             .envs(
                 [
                     ("LIAISON_REGISTRY", &c.registry),

@@ -200,3 +200,166 @@ async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() 
     drop(ledger);
     world.cleanup().await;
 }
+
+/// `liaison ledger export` never hands an auditor a key that proves nothing: run with
+/// another PKI (a TLS folder that is not the broker's), or with the broker's key under
+/// another origin, it refuses with a message that says which configuration to use and
+/// writes nothing; with the broker's configuration the export carries the C2SP verifier
+/// key `pki init` wrote, and that key verifies the export.
+#[tokio::test]
+async fn an_export_with_the_wrong_key_is_refused() {
+    let mut world = World::new().await;
+    world.config.ledger.checkpoint_interval = Duration::from_millis(100);
+    let broker = world.start().await;
+    let eco = world.client(&broker, "eco");
+    let answer = eco.submit(&lead_event("SD-AUDIT-KEY")).await.unwrap();
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let seq = answer.body["seq"].as_u64().unwrap();
+    // Bounded wait for a checkpoint that covers the message.
+    let ledger = world.ledger().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while ledger
+        .latest_checkpoint()
+        .await
+        .unwrap()
+        .is_none_or(|c| c.tree_size < seq)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.shutdown(Duration::from_secs(5)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let other_pki = dir.path().join("other-pki");
+    let registry = world.config.load_registry().unwrap();
+    pki::init(&other_pki, &registry, &pki::PkiOptions::default()).unwrap();
+    let export_with = |out: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]| {
+        Command::new(liaison_binary())
+            .args(["ledger", "export", "--out"])
+            .arg(out)
+            .env("LIAISON_DATABASE_URL", &world.config.database_url)
+            .env("LIAISON_TLS_DIR", &world.config.tls_dir)
+            .env("LIAISON_LOG", "off")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run liaison")
+    };
+
+    // Another TLS folder: another ledger key.
+    let refused_out = dir.path().join("refused");
+    let refused = export_with(&refused_out, &[("LIAISON_TLS_DIR", other_pki.as_os_str())]);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("verifies none of the ledger's"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        text(&refused).contains("LIAISON_TLS_DIR"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!refused_out.exists(), "nothing is written");
+
+    // The broker's key under another origin (a PKI made before the verifier key existed,
+    // so the origin comes from the configuration).
+    let layout = world.layout();
+    let vkey = std::fs::read_to_string(layout.ledger_verifier_key()).unwrap();
+    std::fs::remove_file(layout.ledger_verifier_key()).unwrap();
+    let refused = export_with(
+        &refused_out,
+        &[(
+            "LIAISON_LEDGER__ORIGIN",
+            std::ffi::OsStr::new("ledger.elsewhere.example/liaison"),
+        )],
+    );
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("ledger.elsewhere.example/liaison+"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!refused_out.exists(), "nothing is written");
+    std::fs::write(layout.ledger_verifier_key(), &vkey).unwrap();
+
+    // The broker's own configuration: exported with the verifier key pki init wrote.
+    let good = dir.path().join("export");
+    let exported = export_with(&good, &[]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    assert_eq!(
+        std::fs::read_to_string(good.join("ledger-key.vkey")).unwrap(),
+        vkey
+    );
+    let pinned = liaison(
+        &world,
+        &[
+            "ledger",
+            "verify",
+            "--offline",
+            good.to_str().unwrap(),
+            "--public-key",
+            layout.ledger_verifier_key().to_str().unwrap(),
+        ],
+    );
+    assert!(pinned.status.success(), "{}", text(&pinned));
+    // Pinned to the other PKI's key, the same export does not verify.
+    let other = pki::PkiLayout::new(&other_pki).ledger_verifier_key();
+    let wrong = liaison(
+        &world,
+        &[
+            "ledger",
+            "verify",
+            "--offline",
+            good.to_str().unwrap(),
+            "--public-key",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(!wrong.status.success(), "{}", text(&wrong));
+
+    // An entry edited in the export, its seq and digest kept: only the checkpoints bound
+    // it, and the verdict gives their range, not a seq it cannot know.
+    let entries = good.join("entries.jsonl");
+    let lines = std::fs::read_to_string(&entries).unwrap();
+    let edited = lines.replacen("\"channel\":\"https\"", "\"channel\":\"amqp\"", 1);
+    assert_ne!(edited, lines);
+    std::fs::write(&entries, edited).unwrap();
+    let edited = liaison(
+        &world,
+        &["ledger", "verify", "--offline", good.to_str().unwrap()],
+    );
+    assert!(!edited.status.success(), "{}", text(&edited));
+    let checkpoints = std::fs::read_to_string(good.join("checkpoints.jsonl")).unwrap();
+    let first: Value = serde_json::from_str(checkpoints.lines().next().unwrap()).unwrap();
+    let expected = match first["tree_size"].as_u64().unwrap() {
+        // A checkpoint of that one entry is its leaf hash: then it is named.
+        1 => "first bad seq: 1".to_owned(),
+        size => format!("first bad entry: one of seqs 1..={size} "),
+    };
+    assert!(text(&edited).contains(&expected), "{}", text(&edited));
+    drop(ledger);
+    world.cleanup().await;
+}
+
+/// `liaison serve` refuses the demo origin unless the configuration says it is a demo.
+#[tokio::test]
+async fn serve_refuses_the_demo_origin_outside_a_demo() {
+    let world = World::new().await;
+    let serve = Command::new(liaison_binary())
+        .arg("serve")
+        .env("LIAISON_DATABASE_URL", &world.config.database_url)
+        .env("LIAISON_AMQP_URL", &world.config.amqp_url)
+        .env("LIAISON_TLS_DIR", &world.config.tls_dir)
+        .env("LIAISON_LISTEN", "127.0.0.1:0")
+        .env("LIAISON_OPS_LISTEN", "127.0.0.1:0")
+        .env("LIAISON_LOG", "off")
+        .output()
+        .expect("run liaison serve");
+    assert!(!serve.status.success(), "{}", text(&serve));
+    assert!(
+        text(&serve).contains("the demo origin") && text(&serve).contains("demo = true"),
+        "{}",
+        text(&serve)
+    );
+    world.cleanup().await;
+}

@@ -199,10 +199,11 @@ async fn a_witness_cosigns_checkpoints_that_extend_and_catches_a_forked_history(
     let auditor_files = auditor_files(&world, files_dir.path());
     let eco = world.client(&broker, "eco");
     let layout = PkiLayout::new(world.config.tls_dir.clone());
-    let log_key = witness_cmd::log_verifier_key(
-        &world.config.ledger.origin,
-        &pki::read_ledger_public_key(&layout).unwrap(),
-    );
+    // The ledger's checkpoint verifier key, as `liaison pki init` publishes it.
+    let log_key = std::fs::read_to_string(layout.ledger_verifier_key())
+        .unwrap()
+        .trim()
+        .to_owned();
     let args = |broker: &Broker| RunArgs {
         url: format!("https://localhost:{}", broker.https_addr.port()),
         ca: layout.ca_cert(),

@@ -51,7 +51,11 @@ pub async fn prepare(config: &Config) -> anyhow::Result<()> {
             )
         })?;
     let registry = config.load_registry()?;
-    let summary = pki::ensure(&config.tls_dir, &registry, &PkiOptions::default())
+    let options = PkiOptions {
+        origin: config.ledger.origin.clone(),
+        ..PkiOptions::default()
+    };
+    let summary = pki::ensure(&config.tls_dir, &registry, &options)
         .with_context(|| format!("development PKI in {}", config.tls_dir.display()))?;
     println!(
         "✓ development PKI in {} ({} agency certificates)",
@@ -127,6 +131,8 @@ pub async fn run(mut config: Config, once: bool) -> anyhow::Result<()> {
         config.listen.set_port(0);
         config.ops_listen.set_port(0);
     }
+    // A demonstration: it may sign checkpoints under the shared demo origin.
+    config.demo = true;
     // A day of every legal clock lasts a second, so that the filing review's reminders
     // come while the demo watches.
     config.clocks.trial_day = Some(Duration::from_secs(1));

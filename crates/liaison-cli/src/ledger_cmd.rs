@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use liaison_core::checkpoint::CheckpointVerifier;
-use liaison_ledger::verify::VerifyReport;
-use liaison_ledger::{ExportDir, Ledger, parse_public_key};
+use liaison_ledger::verify::{Location, VerifyReport};
+use liaison_ledger::{ExportDir, Ledger, parse_key_file};
 use liaison_server::Config;
 use liaison_server::pki::{self, PkiLayout};
 
@@ -25,12 +25,16 @@ pub enum LedgerCommand {
         /// An earlier export that the ledger (or the --offline export) must extend.
         #[arg(long, value_name = "DIR")]
         against: Option<PathBuf>,
-        /// The ledger's public key (hex file, as `liaison pki init` writes
-        /// ledger-signing.pub). Default: the PKI's, or with --offline the export's own.
+        /// The ledger's key: its C2SP verifier key (ledger-signing.vkey, which names the
+        /// origin too) or its hex public key (ledger-signing.pub, read under the origin of
+        /// the configuration or the export). Default: the PKI's, or with --offline the
+        /// export's own.
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
     },
     /// Write everything committed so far to a new directory, for offline verification.
+    /// Refused when the key it would carry (the PKI's verifier key, else its public key
+    /// under [ledger] origin) verifies none of the ledger's checkpoints.
     Export {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -61,16 +65,23 @@ async fn open(config: &Config) -> anyhow::Result<Ledger> {
     crate::open_ledger(config).await
 }
 
-fn read_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+/// A key file given with --public-key: a verifier key, or a hex key read under `origin`.
+fn read_key(path: &Path, origin: &str) -> anyhow::Result<CheckpointVerifier> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_public_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    parse_key_file(&text, origin).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-fn pki_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+/// The ledger's key as the PKI holds it: its verifier key, or (a PKI made before there was
+/// one) its public key under the configured origin.
+fn pki_key(config: &Config) -> anyhow::Result<CheckpointVerifier> {
     let layout = PkiLayout::new(config.tls_dir.clone());
-    pki::read_ledger_public_key(&layout)
-        .context("the ledger public key of the PKI (--public-key FILE to name another)")
+    if let Some(verifier) = pki::read_verifier_key(&layout)? {
+        return Ok(verifier);
+    }
+    let key = pki::read_ledger_public_key(&layout)
+        .context("the ledger public key of the PKI (--public-key FILE to name another)")?;
+    Ok(CheckpointVerifier::new(config.ledger.origin.clone(), key)?)
 }
 
 pub(crate) fn progress_bar(total: u64, what: &str) -> ProgressBar {
@@ -99,10 +110,9 @@ async fn verify_database(
     public_key: Option<&Path>,
 ) -> anyhow::Result<()> {
     let key = match public_key {
-        Some(path) => read_key(path)?,
+        Some(path) => read_key(path, &config.ledger.origin)?,
         None => pki_key(config)?,
     };
-    let key = CheckpointVerifier::new(config.ledger.origin.clone(), key)?;
     let reference = open_reference(against)?;
     let ledger = open(config).await?;
     let bar = progress_bar(ledger.size().await?, "verifying the ledger");
@@ -121,13 +131,14 @@ fn verify_offline(
 ) -> anyhow::Result<()> {
     let export = ExportDir::open(dir).with_context(|| format!("export {}", dir.display()))?;
     let key = match public_key {
-        Some(path) => CheckpointVerifier::new(export.manifest.origin.clone(), read_key(path)?)?,
+        Some(path) => read_key(path, &export.manifest.origin)?,
         None => {
+            let key = export.verifier()?;
             println!(
                 "note: checking signatures with the key the export carries ({}); pass --public-key to pin the key you got from the operator",
-                dir.join("ledger-key.pub").display()
+                key.vkey()
             );
-            export.verifier()?
+            key
         }
     };
     let reference = open_reference(against)?;
@@ -168,10 +179,17 @@ fn verdict(report: &VerifyReport, started: Instant) -> anyhow::Result<()> {
         let sizes: Vec<String> = checkpoints.iter().map(u64::to_string).collect();
         println!("bad checkpoints: {}", sizes.join(", "));
     }
-    match report.first_bad_seq() {
-        Some(seq) => {
+    match report.first_bad() {
+        Some(Location::Seq(seq)) => {
             println!("first bad seq: {seq}");
             anyhow::bail!("the ledger does not verify: first bad seq {seq}")
+        }
+        Some(Location::Range { from, to }) => {
+            // The signed roots bound it and nothing here names it: say so, not a seq.
+            println!(
+                "first bad entry: one of seqs {from}..={to} (only this range is known; an earlier export holding it, --against DIR, names it)"
+            );
+            anyhow::bail!("the ledger does not verify: an entry in seqs {from}..={to} was changed")
         }
         None => anyhow::bail!(
             "the ledger does not verify: {} finding(s)",
@@ -184,19 +202,29 @@ async fn export(config: &Config, out: &Path) -> anyhow::Result<()> {
     let key = pki_key(config)?;
     let ledger = open(config).await?;
     let bar = progress_bar(ledger.size().await?, "exporting");
-    let manifest = ledger
-        .export(out, &config.ledger.origin, &key, &mut |n| {
-            bar.set_position(n)
-        })
-        .await?;
+    let exported = ledger.export(out, &key, &mut |n| bar.set_position(n)).await;
     bar.finish_and_clear();
+    let exported = exported?;
+    let manifest = exported.manifest;
+    if !exported.unverified_checkpoints.is_empty() {
+        let sizes: Vec<String> = exported
+            .unverified_checkpoints
+            .iter()
+            .map(u64::to_string)
+            .collect();
+        println!(
+            "warning: the ledger key does not verify checkpoint(s) {}: `liaison ledger verify` names them",
+            sizes.join(", ")
+        );
+    }
     println!(
-        "exported {} entries, {} message bodies and {} checkpoints to {}; root {}",
+        "exported {} entries, {} message bodies and {} checkpoints to {}; root {}; verifier key {}",
         manifest.entries,
         manifest.messages,
         manifest.checkpoints,
         out.display(),
-        manifest.root
+        manifest.root,
+        key.vkey()
     );
     Ok(())
 }

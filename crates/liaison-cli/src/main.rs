@@ -227,6 +227,21 @@ enum PkiCommand {
         /// The agency registry; default: the demo county's, built into the binary.
         #[arg(long, value_name = "FILE")]
         registry: Option<PathBuf>,
+        /// The checkpoints' origin, as [ledger] origin will say: the name in the verifier
+        /// key DIR/ledger-signing.vkey that auditors are given.
+        #[arg(long, value_name = "NAME", env = "LIAISON_LEDGER__ORIGIN", default_value = liaison_server::config::DEMO_ORIGIN)]
+        origin: String,
+    },
+    /// Write the C2SP verifier key of the PKI's ledger key for ORIGIN to
+    /// DIR/ledger-signing.vkey and print it: for a PKI made before it existed, or after
+    /// [ledger] origin changed. Give it to auditors.
+    Vkey {
+        /// The PKI directory made by `liaison pki init`.
+        #[arg(long, value_name = "DIR", default_value = ".liaison/pki")]
+        dir: PathBuf,
+        /// The checkpoints' origin, as [ledger] origin says.
+        #[arg(long, value_name = "NAME", env = "LIAISON_LEDGER__ORIGIN", default_value = liaison_server::config::DEMO_ORIGIN)]
+        origin: String,
     },
     /// Certify a key an agency made itself: sign its PKCS#10 certificate request (PEM)
     /// with the CA. Only the request's public key is used; the certificate names the
@@ -400,14 +415,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { config, once } => liaison_cli::demo::run(config.load()?, once).await?,
         Command::Pki {
-            command: PkiCommand::Init { out, registry },
+            command:
+                PkiCommand::Init {
+                    out,
+                    registry,
+                    origin,
+                },
         } => {
             let registry = registry_from(registry.as_deref())?;
-            let summary = pki::init(&out, &registry, &PkiOptions::default())?;
+            let options = PkiOptions {
+                origin,
+                ..PkiOptions::default()
+            };
+            let summary = pki::init(&out, &registry, &options)?;
+            let layout = PkiLayout::new(&summary.dir);
+            let vkey = std::fs::read_to_string(layout.ledger_verifier_key())
+                .with_context(|| format!("reading {}", layout.ledger_verifier_key().display()))?;
             println!(
                 "development PKI written to {}: CA, server certificate, {} agency certificates, ledger signing key",
                 summary.dir.display(),
                 summary.agencies
+            );
+            println!(
+                "ledger verifier key for auditors ({}):\n{}",
+                layout.ledger_verifier_key().display(),
+                vkey.trim_end()
+            );
+        }
+        Command::Pki {
+            command: PkiCommand::Vkey { dir, origin },
+        } => {
+            let layout = PkiLayout::new(dir);
+            let vkey = pki::write_verifier_key(&layout, &origin)?;
+            println!(
+                "{vkey}\n(written to {}; give it to auditors)",
+                layout.ledger_verifier_key().display()
             );
         }
         Command::Pki {

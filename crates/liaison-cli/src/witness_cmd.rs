@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use clap::{Args, Subcommand};
@@ -174,52 +174,10 @@ fn load_cosigner(name: &str, path: &Path) -> anyhow::Result<Cosigner> {
     Ok(Cosigner::new(name, key)?)
 }
 
-/// The ledger's checkpoint verifier from its signed-note verifier key
-/// `origin+keyid+base64(0x01 ‖ public key)`.
-pub fn log_verifier(vkey: &str) -> anyhow::Result<CheckpointVerifier> {
-    let mut parts = vkey.trim().splitn(3, '+');
-    let (Some(origin), Some(id), Some(material)) = (parts.next(), parts.next(), parts.next())
-    else {
-        bail!("log key {vkey:?}: expected origin+keyid+key");
-    };
-    let material = STANDARD
-        .decode(material)
-        .with_context(|| format!("log key {vkey:?}: the key is not base64"))?;
-    let Some((0x01, key)) = material.split_first() else {
-        bail!("log key {vkey:?}: not an Ed25519 signed-note key (type 0x01)");
-    };
-    let public_key: [u8; 32] = key
-        .try_into()
-        .map_err(|_| anyhow!("log key {vkey:?}: not 32 key bytes"))?;
-    let mut input = origin.as_bytes().to_vec();
-    input.push(b'\n');
-    input.extend_from_slice(&material);
-    let hash = liaison_core::audit::sha256(&input);
-    anyhow::ensure!(
-        hex::encode(&hash[..4]) == id,
-        "log key {vkey:?}: the key id does not match the origin and key"
-    );
-    Ok(CheckpointVerifier::new(origin, public_key)?)
-}
-
-/// The signed-note verifier key of a checkpoint key: `origin+keyid+base64(0x01 ‖ key)`.
-pub fn log_verifier_key(origin: &str, public_key: &[u8; 32]) -> String {
-    let mut material = vec![0x01];
-    material.extend_from_slice(public_key);
-    let mut input = origin.as_bytes().to_vec();
-    input.push(b'\n');
-    input.extend_from_slice(&material);
-    let hash = liaison_core::audit::sha256(&input);
-    format!(
-        "{origin}+{}+{}",
-        hex::encode(&hash[..4]),
-        STANDARD.encode(material)
-    )
-}
-
 /// One round of the witness: check the latest checkpoint, cosign it, post it, keep it.
 pub async fn witness_once(args: &RunArgs) -> anyhow::Result<Witnessed> {
-    let log = log_verifier(&args.log_key)?;
+    let log = CheckpointVerifier::from_vkey(&args.log_key)
+        .with_context(|| format!("the log key {:?}", args.log_key))?;
     let cosigner = load_cosigner(&args.name, &args.key)?;
     let client = AgencyClient::from_files(&args.ca, &args.cert, &args.tls_key, &args.url)?;
 

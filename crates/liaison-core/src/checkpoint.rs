@@ -1,5 +1,6 @@
 //! Signed checkpoints: the ledger's tree head in the C2SP `tlog-checkpoint` text format,
-//! signed as a C2SP `signed-note` with Ed25519.
+//! signed as a C2SP `signed-note` with Ed25519. `docs/audit.md` is the normative
+//! description, with test vectors in `docs/vectors/checkpoint.json`.
 //!
 //! ```text
 //! liaison.example/demo                         origin (also the signing key's name)
@@ -12,8 +13,15 @@
 //!
 //! The signature covers the text above the blank line, final newline included. The key id
 //! is the first four bytes of SHA-256(key name ‖ "\n" ‖ 0x01 ‖ public key), 0x01 being the
-//! signed-note algorithm byte of Ed25519. Extension lines are allowed by C2SP; `time` is
-//! liaison's only one.
+//! signed-note algorithm byte of Ed25519. Extension lines are allowed by C2SP (which does
+//! not recommend them: log monitors cannot audit them); `time` is liaison's only one, and
+//! it is informational: a checkpoint without it, or with other extension lines, still
+//! opens. Signature lines by other keys (a cosigner, a witness) are ignored, as C2SP
+//! requires.
+//!
+//! The verifier key an auditor holds is C2SP's text form, `name+keyid+base64(0x01 ‖
+//! public key)` ([`CheckpointVerifier::vkey`]); `liaison pki init` writes it beside the
+//! signing key and every export carries it.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -35,7 +43,9 @@ pub struct Checkpoint {
     pub origin: String,
     pub size: u64,
     pub root: Hash,
-    pub time: OffsetDateTime,
+    /// The `time` extension line: when liaison signed it. Every checkpoint liaison signs
+    /// has one; a checkpoint without it still opens.
+    pub time: Option<OffsetDateTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -50,23 +60,28 @@ pub enum CheckpointError {
     BadSignature(String),
     #[error("invalid key name {0:?}: it must be non-empty, with no spaces, plus signs or newlines")]
     KeyName(String),
+    #[error("not a C2SP Ed25519 verifier key (name+keyid+base64): {0}")]
+    VerifierKey(String),
 }
 
 impl Checkpoint {
     /// The signed text: origin, size, root, extension lines, each ending in a newline.
     pub fn body(&self) -> String {
-        // Entry times are UTC; formatting a UTC time as RFC 3339 cannot fail.
-        let time = self
-            .time
-            .to_offset(time::UtcOffset::UTC)
-            .format(&Rfc3339)
-            .unwrap_or_default();
-        format!(
-            "{}\n{}\n{}\n{TIME_EXTENSION}{time}\n",
+        let mut text = format!(
+            "{}\n{}\n{}\n",
             self.origin,
             self.size,
             STANDARD.encode(self.root)
-        )
+        );
+        if let Some(time) = self.time {
+            // A UTC time formats as RFC 3339 unless its year is beyond 9999.
+            let time = time
+                .to_offset(time::UtcOffset::UTC)
+                .format(&Rfc3339)
+                .unwrap_or_default();
+            text.push_str(&format!("{TIME_EXTENSION}{time}\n"));
+        }
+        text
     }
 
     /// Reads the signed text of a note without checking any signature.
@@ -81,12 +96,21 @@ fn malformed(what: impl Into<String>) -> CheckpointError {
 }
 
 /// Splits a note into its signed text (with its final newline) and its signature lines.
+/// As C2SP says, the last blank line separates them (a checkpoint's own lines are never
+/// empty, so for a checkpoint it is also the first).
 pub(crate) fn split_note(note: &str) -> Result<(&str, Vec<&str>), CheckpointError> {
-    let at = note
-        .find("\n\n")
+    if note.chars().any(|c| c < ' ' && c != '\n') {
+        return Err(malformed("a control character other than newline"));
+    }
+    let trimmed = note.strip_suffix('\n').unwrap_or(note);
+    let at = trimmed
+        .rfind("\n\n")
         .ok_or_else(|| malformed("no blank line before the signatures"))?;
-    let (body, rest) = note.split_at(at + 1);
-    let signatures = rest[1..].lines().filter(|l| !l.is_empty()).collect();
+    let (body, rest) = trimmed.split_at(at + 1);
+    let signatures: Vec<&str> = rest[1..].split('\n').collect();
+    if signatures.iter().any(|l| l.is_empty()) {
+        return Err(malformed("an empty signature line"));
+    }
     Ok((body, signatures))
 }
 
@@ -98,6 +122,7 @@ fn parse_body(body: &str) -> Result<Checkpoint, CheckpointError> {
         .ok_or_else(|| malformed("no origin line"))?;
     let size = lines
         .next()
+        .filter(|l| *l == "0" || !l.starts_with('0'))
         .and_then(|l| l.parse::<u64>().ok())
         .ok_or_else(|| malformed("the second line is not a tree size"))?;
     let root = lines
@@ -105,11 +130,14 @@ fn parse_body(body: &str) -> Result<Checkpoint, CheckpointError> {
         .and_then(|l| STANDARD.decode(l).ok())
         .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
         .ok_or_else(|| malformed("the third line is not a base64 SHA-256 root hash"))?;
-    let time = lines
-        .find_map(|l| l.strip_prefix(TIME_EXTENSION))
-        .ok_or_else(|| malformed("no `time` extension line"))?;
-    let time = OffsetDateTime::parse(time, &Rfc3339)
-        .map_err(|e| malformed(format!("time {time:?}: {e}")))?;
+    // Extension lines are opaque to everyone but liaison, and liaison's own is advisory.
+    let time = match lines.find_map(|l| l.strip_prefix(TIME_EXTENSION)) {
+        Some(time) => Some(
+            OffsetDateTime::parse(time, &Rfc3339)
+                .map_err(|e| malformed(format!("time {time:?}: {e}")))?,
+        ),
+        None => None,
+    };
     Ok(Checkpoint {
         origin: origin.to_owned(),
         size,
@@ -162,13 +190,23 @@ impl CheckpointSigner {
         out
     }
 
+    /// The verifier of this signer's checkpoints (its [`CheckpointVerifier::vkey`] is the
+    /// text to publish).
+    pub fn verifier(&self) -> CheckpointVerifier {
+        CheckpointVerifier {
+            name: self.name.clone(),
+            public_key: self.public_key(),
+            key_id: self.key_id,
+        }
+    }
+
     /// The checkpoint of `size` leaves with `root`, signed now: the complete note text.
     pub fn sign(&self, size: u64, root: Hash, time: OffsetDateTime) -> String {
         let checkpoint = Checkpoint {
             origin: self.name.clone(),
             size,
             root,
-            time,
+            time: Some(time),
         };
         let body = checkpoint.body();
         let signature = self.key.sign(body.as_bytes());
@@ -183,7 +221,7 @@ impl CheckpointSigner {
 }
 
 /// Checks checkpoint notes against the ledger's public key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointVerifier {
     name: String,
     public_key: [u8; 32],
@@ -202,20 +240,70 @@ impl CheckpointVerifier {
         })
     }
 
+    /// Reads a C2SP verifier key, `name+keyid+base64(0x01 ‖ public key)` (surrounding
+    /// whitespace ignored). The key id must be the one the name and key give.
+    pub fn from_vkey(text: &str) -> Result<Self, CheckpointError> {
+        let bad = |why: &str| CheckpointError::VerifierKey(why.to_owned());
+        let mut parts = text.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("it needs three parts separated by +"));
+        };
+        let id = hex::decode(id)
+            .ok()
+            .filter(|_| id.len() == 8 && id == id.to_ascii_lowercase())
+            .ok_or_else(|| bad("the key id is not 8 lowercase hex digits"))?;
+        let key = STANDARD
+            .decode(key)
+            .map_err(|_| bad("the key is not standard base64"))?;
+        let Some((&ED25519_ALGORITHM, public_key)) = key.split_first() else {
+            return Err(bad("the key is not an Ed25519 key (type byte 0x01)"));
+        };
+        let public_key = <[u8; 32]>::try_from(public_key)
+            .map_err(|_| bad("an Ed25519 public key is 32 bytes"))?;
+        let verifier = Self::new(name, public_key)?;
+        if verifier.key_id[..] != id[..] {
+            return Err(bad("the key id is not the one of this name and key"));
+        }
+        Ok(verifier)
+    }
+
+    /// The C2SP verifier key: `name+keyid+base64(0x01 ‖ public key)`, the key id in 8
+    /// lowercase hex digits.
+    pub fn vkey(&self) -> String {
+        let mut key = vec![ED25519_ALGORITHM];
+        key.extend_from_slice(&self.public_key);
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.key_id),
+            STANDARD.encode(key)
+        )
+    }
+
     pub fn origin(&self) -> &str {
         &self.name
     }
 
-    /// The checkpoint a note asserts, once its signature by this key verifies and its origin
-    /// is this key's name. Signature lines of other keys are ignored, as C2SP prescribes.
-    pub fn open(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public_key
+    }
+
+    pub fn key_id(&self) -> [u8; 4] {
+        self.key_id
+    }
+
+    /// The signed text of a note (final newline included) once this key's signature on it
+    /// verifies. As C2SP prescribes, signature lines by other keys — another name, or this
+    /// name with another key id — are ignored, and a line by this key that does not verify
+    /// refuses the note.
+    pub fn verify_note<'a>(&self, note: &'a str) -> Result<&'a str, CheckpointError> {
         let (body, signatures) = split_note(note)?;
         let mut ours = false;
         for line in signatures {
-            let Some(rest) = line.strip_prefix(SIGNATURE_PREFIX) else {
-                return Err(malformed(format!("{line:?} is not a signature line")));
-            };
-            let Some((name, blob)) = rest.split_once(' ') else {
+            let Some((name, blob)) = line
+                .strip_prefix(SIGNATURE_PREFIX)
+                .and_then(|rest| rest.split_once(' '))
+            else {
                 return Err(malformed(format!("{line:?} is not a signature line")));
             };
             if name != self.name {
@@ -224,7 +312,7 @@ impl CheckpointVerifier {
             let blob = STANDARD
                 .decode(blob)
                 .map_err(|_| malformed("a signature is not base64"))?;
-            if blob.len() != 4 + 64 || blob[..4] != self.key_id {
+            if blob.len() < 4 || blob[..4] != self.key_id {
                 continue;
             }
             ours = true;
@@ -232,10 +320,17 @@ impl CheckpointVerifier {
                 .verify(body.as_bytes(), &blob[4..])
                 .map_err(|_| CheckpointError::BadSignature(self.name.clone()))?;
         }
-        if !ours {
-            return Err(CheckpointError::NoSignature(self.name.clone()));
+        if ours {
+            Ok(body)
+        } else {
+            Err(CheckpointError::NoSignature(self.name.clone()))
         }
-        let checkpoint = parse_body(body)?;
+    }
+
+    /// The checkpoint a note asserts, once its signature by this key verifies and its origin
+    /// is this key's name.
+    pub fn open(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
+        let checkpoint = parse_body(self.verify_note(note)?)?;
         if checkpoint.origin != self.name {
             return Err(CheckpointError::Origin {
                 expected: self.name.clone(),
@@ -278,7 +373,7 @@ mod tests {
         let checkpoint = verifier.open(&note).unwrap();
         assert_eq!(checkpoint.size, 1042);
         assert_eq!(checkpoint.root, [7; 32]);
-        assert_eq!(checkpoint.time, at());
+        assert_eq!(checkpoint.time, Some(at()));
         assert_eq!(Checkpoint::parse_unverified(&note).unwrap(), checkpoint);
     }
 
@@ -323,5 +418,125 @@ mod tests {
         ));
         assert!(verifier.open("no blank line").is_err());
         assert!(CheckpointSigner::new("with space", key()).is_err());
+    }
+    /// The example of the C2SP signed-note specification: its verifier key verifies its
+    /// note, so the key id, the vkey form and the signature check follow the text.
+    #[test]
+    fn the_c2sp_example_note_verifies_with_its_vkey() {
+        let verifier = CheckpointVerifier::from_vkey(
+            "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k\n",
+        )
+        .unwrap();
+        assert_eq!(verifier.origin(), "example.com/foo");
+        assert_eq!(
+            verifier.vkey(),
+            "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"
+        );
+        let note = "This is an example message.\n\n\u{2014} example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n";
+        assert_eq!(
+            verifier.verify_note(note).unwrap(),
+            "This is an example message.\n"
+        );
+        let altered = note.replace("example message", "example massage");
+        assert_eq!(
+            verifier.verify_note(&altered),
+            Err(CheckpointError::BadSignature("example.com/foo".into()))
+        );
+    }
+
+    #[test]
+    fn a_vkey_round_trips_and_a_wrong_one_is_refused() {
+        let signer = CheckpointSigner::new("liaison.example/demo", key()).unwrap();
+        let vkey = signer.verifier().vkey();
+        let (name, rest) = vkey.split_once('+').unwrap();
+        assert_eq!(name, "liaison.example/demo");
+        assert_eq!(rest.split_once('+').unwrap().0, hex::encode(signer.key_id));
+        let verifier = CheckpointVerifier::from_vkey(&vkey).unwrap();
+        assert_eq!(verifier, signer.verifier());
+        assert_eq!(verifier.public_key(), signer.public_key());
+
+        let other_id = vkey.replacen(&hex::encode(signer.key_id), "00000000", 1);
+        let upper = vkey.replacen(
+            &hex::encode(signer.key_id),
+            &hex::encode_upper(signer.key_id),
+            1,
+        );
+        for bad in [
+            other_id.as_str(),
+            upper.as_str(),
+            "liaison.example/demo",
+            "liaison.example/demo+00000000+AAAA",
+            "with space+00000000+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",
+        ] {
+            assert!(CheckpointVerifier::from_vkey(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// C2SP: verifiers ignore signatures from unknown keys (a cosigner's, a witness's, or a
+    /// key of the same name with another id) but must verify the line of the known key.
+    #[test]
+    fn signature_lines_of_other_keys_are_ignored() {
+        let signer = CheckpointSigner::new("liaison.example/demo", key()).unwrap();
+        let verifier = signer.verifier();
+        let note = signer.sign(5, [3; 32], at());
+        let cosigner = CheckpointSigner::new("witness.example/w1", key()).unwrap();
+        let cosigned_line = cosigner.sign(5, [3; 32], at());
+        let cosigned_line = cosigned_line.lines().last().unwrap();
+        let same_name_other_key = CheckpointSigner::new("liaison.example/demo", key())
+            .unwrap()
+            .sign(5, [3; 32], at());
+        let same_name_line = same_name_other_key.lines().last().unwrap();
+        let with_others = format!("{note}{cosigned_line}\n{same_name_line}\n");
+        assert_eq!(verifier.open(&with_others).unwrap().size, 5);
+        // Only unknown keys' lines: no signature of ours.
+        let body = note.split("\n\n").next().unwrap();
+        let foreign = format!("{body}\n\n{cosigned_line}\n");
+        assert_eq!(
+            verifier.open(&foreign),
+            Err(CheckpointError::NoSignature("liaison.example/demo".into()))
+        );
+        // Our name and key id with a signature that does not verify: refused, even beside
+        // a good one.
+        let ours = note.lines().last().unwrap();
+        let (prefix, blob) = ours.rsplit_once(' ').unwrap();
+        let mut bad = STANDARD.decode(blob).unwrap();
+        bad.truncate(40);
+        let bad_line = format!("{prefix} {}", STANDARD.encode(bad));
+        let with_bad = format!("{note}{bad_line}\n");
+        assert_eq!(
+            verifier.open(&with_bad),
+            Err(CheckpointError::BadSignature("liaison.example/demo".into()))
+        );
+    }
+
+    #[test]
+    fn extension_lines_are_optional_and_opaque() {
+        let signer = CheckpointSigner::new("liaison.example/demo", key()).unwrap();
+        let verifier = signer.verifier();
+        let sign_text = |text: &str| {
+            let mut blob = signer.key_id.to_vec();
+            blob.extend_from_slice(signer.key.sign(text.as_bytes()).as_ref());
+            format!(
+                "{text}\n\u{2014} liaison.example/demo {}\n",
+                STANDARD.encode(blob)
+            )
+        };
+        let root = STANDARD.encode([9u8; 32]);
+        let plain = verifier
+            .open(&sign_text(&format!("liaison.example/demo\n3\n{root}\n")))
+            .unwrap();
+        assert_eq!((plain.size, plain.time), (3, None));
+        let extended = verifier
+            .open(&sign_text(&format!(
+                "liaison.example/demo\n3\n{root}\nwitnessed-by x\ntime 2026-11-26T08:00:01.25Z\n"
+            )))
+            .unwrap();
+        assert_eq!(extended.time, Some(at()));
+        // A tree size with a leading zero is not C2SP's form.
+        assert!(
+            verifier
+                .open(&sign_text(&format!("liaison.example/demo\n03\n{root}\n")))
+                .is_err()
+        );
     }
 }

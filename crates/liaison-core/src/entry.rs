@@ -1,9 +1,13 @@
 //! Ledger entries and their canonical encoding.
 //!
 //! An entry's canonical bytes are compact JSON with the members in the order of [`Entry`]'s
-//! fields and `detail`'s members in lexicographic order (serde_json's default map). Those
-//! bytes are what the ledger stores and what the audit hash covers, so a verifier never
-//! needs to re-encode anything: it hashes the stored bytes.
+//! fields and every object inside `detail` with its members in lexicographic order
+//! (serde_json's default map, a `BTreeMap`: the workspace must never enable serde_json's
+//! `preserve_order`, which would keep insertion order instead), strings escaped as
+//! serde_json does, and `at` in RFC 3339 UTC with the fraction's trailing zeros trimmed.
+//! Those bytes are what the ledger stores and what the audit hash covers, so a verifier
+//! never needs to re-encode anything: it hashes the stored bytes. `docs/audit.md` states
+//! the rules normatively; the vectors of `docs/vectors/` fail the tests if they drift.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

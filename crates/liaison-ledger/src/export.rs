@@ -9,9 +9,14 @@
 //! | `messages.jsonl` | one JSON object per accepted message, by seq: `id`, `seq`, `sha256` (hex), `body` (standard base64 of the exact bytes) |
 //! | `checkpoints.jsonl` | one JSON object per checkpoint, by size: `tree_size`, `note` (the C2SP text) |
 //! | `ledger-key.pub` | the Ed25519 public key, hex (as `liaison pki init` writes it) |
+//! | `ledger-key.vkey` | the C2SP verifier key, `origin+keyid+base64(0x01 ‖ key)`, one line |
 //!
 //! Canonical entry bytes are compact JSON, which never contains a raw newline, so the
 //! lines of `entries.jsonl` are the entries byte for byte.
+//!
+//! An export never carries a key that does not verify its checkpoints: it is refused
+//! before anything is written ([`ExportError::WrongKey`]). Exports made before
+//! `ledger-key.vkey` existed are read with `ledger-key.pub` and the manifest's origin.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -36,6 +41,10 @@ use crate::verify::{
 };
 
 pub const EXPORT_FORMAT: &str = "liaison-ledger-export/1";
+/// The export's Ed25519 public key, hex.
+pub const PUBLIC_KEY_FILE: &str = "ledger-key.pub";
+/// The export's C2SP verifier key (origin and key in one line).
+pub const VKEY_FILE: &str = "ledger-key.vkey";
 const PAGE: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +68,19 @@ pub enum ExportError {
     /// `liaison ledger verify` tells what is wrong with it.
     #[error("cannot export: {0}")]
     Unexportable(String),
+    /// The key the export would carry verifies none of the checkpoints it would export:
+    /// an auditor would be handed a key that proves nothing (or, pinning the right one,
+    /// an export whose key is wrong). Usually the exporting configuration is not the
+    /// broker's: another `tls_dir` (another ledger key) or another `[ledger] origin`.
+    #[error(
+        "refusing to export: the verifier key {vkey} verifies none of the ledger's {checkpoints} checkpoints (checkpoint {example}: {reason}); export with the broker's own configuration: its tls_dir (LIAISON_TLS_DIR, the folder holding ledger-signing.pk8) and its [ledger] origin"
+    )]
+    WrongKey {
+        vkey: String,
+        checkpoints: u64,
+        example: u64,
+        reason: String,
+    },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -102,6 +124,15 @@ struct CheckpointLine {
 struct Writer {
     path: PathBuf,
     out: BufWriter<File>,
+}
+
+/// What [`Ledger::export`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exported {
+    pub manifest: Manifest,
+    /// Checkpoints the carried key does not verify although it verifies others: the
+    /// ledger's own fault (a checkpoint altered or forged), which `verify` then names.
+    pub unverified_checkpoints: Vec<u64>,
 }
 
 /// Creates `path` for writing, readable by its owner only whatever the umask or an
@@ -164,13 +195,41 @@ fn json_line<T: Serialize>(value: &T) -> Vec<u8> {
 impl Ledger {
     /// Writes an export of everything committed so far into `dir` (created; must be empty).
     /// `progress` sees the number of entries written so far.
+    ///
+    /// `key` is the verifier key the export carries; the export is refused, before anything
+    /// is written, when it verifies none of the checkpoints exported.
     pub async fn export(
         &self,
         dir: &Path,
-        origin: &str,
-        public_key: &[u8; 32],
+        key: &CheckpointVerifier,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<Manifest, ExportError> {
+    ) -> Result<Exported, ExportError> {
+        // Entries up to the size read now: later commits are left for the next export.
+        let size = self.size().await?;
+        let checkpoints: Vec<_> = self
+            .checkpoints()
+            .await?
+            .into_iter()
+            .filter(|c| c.tree_size <= size)
+            .collect();
+        let mut unverified = Vec::new();
+        let mut first_refusal = None;
+        for c in &checkpoints {
+            if let Err(e) = key.open(&c.note) {
+                unverified.push(c.tree_size);
+                first_refusal.get_or_insert((c.tree_size, e.to_string()));
+            }
+        }
+        if let Some((example, reason)) = first_refusal
+            && unverified.len() == checkpoints.len()
+        {
+            return Err(ExportError::WrongKey {
+                vkey: key.vkey(),
+                checkpoints: checkpoints.len() as u64,
+                example,
+                reason,
+            });
+        }
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         if std::fs::read_dir(dir)
             .map_err(io("read", dir))?
@@ -185,8 +244,6 @@ impl Ledger {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(io("set permissions on", dir))?;
         }
-        // Entries up to the size read now: later commits are left for the next export.
-        let size = self.size().await?;
         let mut entries = Writer::create(dir, "entries.jsonl")?;
         let mut messages = Writer::create(dir, "messages.jsonl")?;
         let mut range = CompactRange::new();
@@ -250,12 +307,6 @@ impl Ledger {
         entries.finish()?;
         messages.finish()?;
 
-        let checkpoints: Vec<_> = self
-            .checkpoints()
-            .await?
-            .into_iter()
-            .filter(|c| c.tree_size <= size)
-            .collect();
         let mut file = Writer::create(dir, "checkpoints.jsonl")?;
         for c in &checkpoints {
             file.line(&json_line(&CheckpointLine {
@@ -264,12 +315,14 @@ impl Ledger {
             }))?;
         }
         file.finish()?;
-        let key_path = dir.join("ledger-key.pub");
-        write_private(&key_path, hex::encode(public_key).as_bytes())?;
+        let key_path = dir.join(PUBLIC_KEY_FILE);
+        write_private(&key_path, hex::encode(key.public_key()).as_bytes())?;
+        let vkey_path = dir.join(VKEY_FILE);
+        write_private(&vkey_path, format!("{}\n", key.vkey()).as_bytes())?;
 
         let manifest = Manifest {
             format: EXPORT_FORMAT.to_owned(),
-            origin: origin.to_owned(),
+            origin: key.origin().to_owned(),
             entries: size,
             messages: message_count,
             checkpoints: checkpoints.len() as u64,
@@ -279,7 +332,10 @@ impl Ledger {
         let manifest_path = dir.join("manifest.json");
         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
         write_private(&manifest_path, &text)?;
-        Ok(manifest)
+        Ok(Exported {
+            manifest,
+            unverified_checkpoints: unverified,
+        })
     }
 
     /// Verifies the live ledger (see [`crate::verify`]): entries, stored leaf hashes and
@@ -524,7 +580,7 @@ impl ExportDir {
     /// The public key the export carries. An auditor should compare it with the key they
     /// got from the operator, or pass that key instead.
     pub fn public_key(&self) -> Result<[u8; 32], ExportError> {
-        let path = self.dir.join("ledger-key.pub");
+        let path = self.dir.join(PUBLIC_KEY_FILE);
         let text = std::fs::read_to_string(&path).map_err(io("read", &path))?;
         parse_public_key(&text).map_err(|reason| ExportError::Format {
             path,
@@ -645,15 +701,50 @@ impl ExportDir {
         Ok(report)
     }
 
-    /// The checkpoint key as the export names it.
+    /// The checkpoint key as the export names it: its verifier key (`ledger-key.vkey`),
+    /// which must agree with the manifest's origin and `ledger-key.pub`; for an export
+    /// made before it was written, the public key under the manifest's origin.
     pub fn verifier(&self) -> Result<CheckpointVerifier, ExportError> {
-        CheckpointVerifier::new(self.manifest.origin.clone(), self.public_key()?).map_err(|e| {
-            ExportError::Format {
-                path: self.dir.join("manifest.json"),
-                line: 1,
-                reason: e.to_string(),
+        let vkey_path = self.dir.join(VKEY_FILE);
+        let format = |path: &Path, reason: String| ExportError::Format {
+            path: path.to_path_buf(),
+            line: 1,
+            reason,
+        };
+        let from_pub = || {
+            CheckpointVerifier::new(self.manifest.origin.clone(), self.public_key()?)
+                .map_err(|e| format(&self.dir.join("manifest.json"), e.to_string()))
+        };
+        let text = match std::fs::read_to_string(&vkey_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return from_pub(),
+            Err(source) => {
+                return Err(ExportError::Io {
+                    action: "read",
+                    path: vkey_path,
+                    source,
+                });
             }
-        })
+        };
+        let verifier =
+            CheckpointVerifier::from_vkey(&text).map_err(|e| format(&vkey_path, e.to_string()))?;
+        if verifier.origin() != self.manifest.origin {
+            return Err(format(
+                &vkey_path,
+                format!(
+                    "it names the origin {:?}, the manifest {:?}",
+                    verifier.origin(),
+                    self.manifest.origin
+                ),
+            ));
+        }
+        if self.dir.join(PUBLIC_KEY_FILE).exists() && self.public_key()? != verifier.public_key() {
+            return Err(format(
+                &vkey_path,
+                format!("it is not the key of {PUBLIC_KEY_FILE}"),
+            ));
+        }
+        Ok(verifier)
     }
 }
 
@@ -663,6 +754,17 @@ pub fn parse_public_key(text: &str) -> Result<[u8; 32], String> {
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
         .ok_or_else(|| "not a hex Ed25519 public key (64 hex digits)".to_owned())
+}
+
+/// A key file as an auditor holds it: a C2SP verifier key (`ledger-signing.vkey`, which
+/// names its origin), or a hex public key (`ledger-signing.pub`), read under `origin`.
+pub fn parse_key_file(text: &str, origin: &str) -> Result<CheckpointVerifier, String> {
+    if text.contains('+') {
+        return CheckpointVerifier::from_vkey(text).map_err(|e| e.to_string());
+    }
+    let key = parse_public_key(text)
+        .map_err(|e| format!("{e}, nor a C2SP verifier key (origin+keyid+base64)"))?;
+    CheckpointVerifier::new(origin, key).map_err(|e| e.to_string())
 }
 
 /// Numbered lines (from 1) without their newline.

@@ -30,7 +30,10 @@ pub use checkpoints::{Checkpointer, StoredCheckpoint, StoredCosignature};
 pub use clocks::{ClockView, PendingClock};
 pub use config::LedgerConfig;
 pub use error::LedgerError;
-pub use export::{EXPORT_FORMAT, ExportDir, ExportError, Manifest, parse_public_key};
+pub use export::{
+    EXPORT_FORMAT, ExportDir, ExportError, Exported, Manifest, PUBLIC_KEY_FILE, VKEY_FILE,
+    parse_key_file, parse_public_key,
+};
 pub use ledger::Ledger;
 pub use model::{
     AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState, NewMessage,

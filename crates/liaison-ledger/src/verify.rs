@@ -26,8 +26,19 @@
 //! - optionally, a reference (an earlier export) is a prefix of what is verified.
 //!
 //! The set of entry kinds is open: only `message.accepted` is read further.
+//!
+//! Where a fault is (the prefix-root method): each checkpoint signs the root of the first
+//! N leaves, and the verifier recomputes the root of every prefix as the leaves stream by.
+//! The largest checkpoint whose root matches vouches for every entry up to it; the first
+//! whose root differs bounds a changed entry to the seqs after the one up to the other —
+//! and that range is all the checkpoints can tell ([`Location::Range`]). An exact seq
+//! needs evidence about single leaves: the leaf hash stored beside the entry (live), the
+//! same seq in an earlier export, the seq an entry's bytes carry, a body's digest. The
+//! stored tree nodes (live) narrow a range to the entries under the lowest wrong node.
+//! Each fault is one finding: what it implies further (every later line moved along, every
+//! later checkpoint's root, the tree nodes above it, an orphaned body) is not found again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use liaison_core::audit::{self, Hash};
@@ -107,8 +118,10 @@ pub enum Finding {
     Missing { from: u64, to: u64 },
     /// A seq came again or out of order.
     OutOfOrder { seq: u64, after: u64 },
-    /// The entry stored at `seq` says it is entry `embedded` (rows swapped or moved).
-    SeqMismatch { seq: u64, embedded: u64 },
+    /// The entry stored at `seq` says it is entry `embedded`, and so do the `run − 1`
+    /// records after it, each off by the same amount: rows swapped or moved (`run` 1), or
+    /// entries removed or repeated with every later one moved along (one finding for all).
+    SeqMismatch { seq: u64, embedded: u64, run: u64 },
     /// The bytes at `seq` are not a canonical entry.
     Unreadable { seq: u64, reason: String },
     /// The leaf hash stored beside the entry is not the hash of its bytes.
@@ -157,8 +170,46 @@ pub enum Finding {
         reason: &'static str,
     },
     /// A stored interior node covers entries after `last`, the last one there is: entries
-    /// were removed (or the node was added).
-    TreeNodeBeyond { level: u8, index: u64, last: u64 },
+    /// were removed (or the node was added); `more` such nodes besides this one.
+    TreeNodeBeyond {
+        level: u8,
+        index: u64,
+        last: u64,
+        more: u64,
+    },
+}
+
+/// Where a finding puts the fault: at one seq, or somewhere in a range of seqs, when that
+/// is all the evidence shows (a checkpoint root that does not match bounds a changed entry
+/// to the seqs after the last checkpoint that does; a wrong tree node to its entries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    Seq(u64),
+    Range { from: u64, to: u64 },
+}
+
+impl Location {
+    fn bounds(self) -> (u64, u64) {
+        match self {
+            Self::Seq(s) => (s, s),
+            Self::Range { from, to } => (from, to),
+        }
+    }
+}
+
+impl From<u64> for Location {
+    fn from(seq: u64) -> Self {
+        Self::Seq(seq)
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Seq(s) => write!(f, "seq {s}"),
+            Self::Range { from, to } => write!(f, "seqs {from}..={to}"),
+        }
+    }
 }
 
 /// The seqs under tree node (`level`, `index`): `index·2^level + 1 ..= (index + 1)·2^level`.
@@ -183,10 +234,10 @@ fn quote(value: Option<&str>) -> String {
 }
 
 impl Finding {
-    /// The first seq this finding shows to be bad.
-    pub fn seq(&self) -> Option<u64> {
+    /// Where the fault is, as far as this finding shows.
+    pub fn location(&self) -> Option<Location> {
         match self {
-            Self::Missing { from, .. } => Some(*from),
+            Self::Missing { from, .. } => Some(Location::Seq(*from)),
             Self::OutOfOrder { seq, .. }
             | Self::SeqMismatch { seq, .. }
             | Self::Unreadable { seq, .. }
@@ -196,18 +247,37 @@ impl Finding {
             | Self::MessageWithoutEntry { seq, .. }
             | Self::CopiedColumn { seq, .. }
             | Self::Delivery { seq, .. }
-            | Self::DiffersFromReference { seq } => Some(*seq),
-            // The node's first entry; `first_bad_seq` narrows it with other findings.
-            Self::TreeNode { level, index, .. } => Some(node_seqs(*level, *index).0),
+            | Self::DiffersFromReference { seq } => Some(Location::Seq(*seq)),
+            Self::TreeNode { level, index, .. } => {
+                let (from, to) = node_seqs(*level, *index);
+                Some(Location::Range { from, to })
+            }
             // The leaves changed somewhere after the last checkpoint that matched.
-            Self::CheckpointRoot { since, .. } => Some(since + 1),
+            Self::CheckpointRoot { tree_size, since } => Some(Location::Range {
+                from: since + 1,
+                to: *tree_size,
+            }),
             Self::Truncated { last, .. }
             | Self::ShorterThanReference { last, .. }
-            | Self::TreeNodeBeyond { last, .. } => Some(last + 1),
+            | Self::TreeNodeBeyond { last, .. } => Some(Location::Seq(last + 1)),
             Self::CheckpointSignature { .. }
             | Self::Reference { .. }
             | Self::OrphanDelivery { .. } => None,
         }
+    }
+
+    /// Whether the finding shows a leaf itself to be other than it was signed (so that it
+    /// explains a checkpoint root or a tree node over it that does not match).
+    fn changes_leaves(&self) -> bool {
+        matches!(
+            self,
+            Self::Missing { .. }
+                | Self::OutOfOrder { .. }
+                | Self::SeqMismatch { .. }
+                | Self::Unreadable { .. }
+                | Self::LeafHashMismatch { .. }
+                | Self::DiffersFromReference { .. }
+        )
     }
 
     /// The checkpoint (tree size) this finding is about, if it is about one.
@@ -227,9 +297,28 @@ impl fmt::Display for Finding {
             Self::Missing { from, to } if from == to => write!(f, "seq {from}: entry missing"),
             Self::Missing { from, to } => write!(f, "seq {from}: entries {from}..={to} missing"),
             Self::OutOfOrder { seq, after } => write!(f, "seq {seq}: out of order after {after}"),
-            Self::SeqMismatch { seq, embedded } => write!(
+            Self::SeqMismatch {
+                seq,
+                embedded,
+                run: 1,
+            } => write!(
                 f,
                 "seq {seq}: the stored entry is entry {embedded} (rows swapped or moved)"
+            ),
+            Self::SeqMismatch { seq, embedded, run } if embedded > seq => write!(
+                f,
+                "seq {seq}: entries {seq}..={} are missing: seqs {seq}..={} hold entries {embedded}..={}, each moved up by {}",
+                embedded - 1,
+                seq + run - 1,
+                embedded + run - 1,
+                embedded - seq
+            ),
+            Self::SeqMismatch { seq, embedded, run } => write!(
+                f,
+                "seq {seq}: an entry is repeated or inserted: seqs {seq}..={} hold entries {embedded}..={}, each moved down by {}",
+                seq + run - 1,
+                embedded + run - 1,
+                seq - embedded
             ),
             Self::Unreadable { seq, reason } => {
                 write!(f, "seq {seq}: not a canonical entry: {reason}")
@@ -260,7 +349,7 @@ impl fmt::Display for Finding {
             }
             Self::CheckpointRoot { tree_size, since } => write!(
                 f,
-                "checkpoint {tree_size}: root differs from the entries' root; an entry in seqs {}..={tree_size} was changed",
+                "checkpoint {tree_size}: root differs from the entries' root: an entry in seqs {}..={tree_size} was changed (checkpoint {since} still matches; only this range is known)",
                 since + 1
             ),
             Self::Truncated { tree_size, last } => write!(
@@ -319,13 +408,22 @@ impl fmt::Display for Finding {
                     "seq {first}: the stored tree node (level {level}, index {index}) over seqs {first}..={last} {reason}"
                 )
             }
-            Self::TreeNodeBeyond { level, index, last } => {
+            Self::TreeNodeBeyond {
+                level,
+                index,
+                last,
+                more,
+            } => {
                 let (first, end) = node_seqs(*level, *index);
                 write!(
                     f,
                     "seq {}: the stored tree node (level {level}, index {index}) covers seqs {first}..={end}, but the ledger ends at seq {last}",
                     last + 1
-                )
+                )?;
+                if *more > 0 {
+                    write!(f, " ({more} more such nodes)")?;
+                }
+                Ok(())
             }
         }
     }
@@ -339,10 +437,18 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     /// The root of all entries verified.
     pub root: Hash,
-    /// At most [`MAX_FINDINGS`], in the order found.
+    /// At most [`MAX_FINDINGS`], in the order found; one per fault: what a fault implies
+    /// further (every later line moved along, every later checkpoint's root, the tree
+    /// nodes above a changed entry) is not found again.
     pub findings: Vec<Finding>,
     /// How many findings there were in all.
     pub findings_total: u64,
+    /// Validly signed checkpoints whose root is not the root of the entries at their size,
+    /// whether or not a finding of their own names them (the fault that explains them is
+    /// named once, by the finding that locates it best).
+    pub mismatched_checkpoints: Vec<u64>,
+    /// The largest checkpoint whose root matches: the entries up to it are the ones signed.
+    pub verified_through: u64,
 }
 
 /// Findings kept in a report; the rest are only counted.
@@ -350,59 +456,67 @@ pub const MAX_FINDINGS: usize = 100;
 
 impl VerifyReport {
     pub fn is_ok(&self) -> bool {
-        self.findings_total == 0
+        self.findings_total == 0 && self.mismatched_checkpoints.is_empty()
     }
 
-    /// The lowest seq any finding names: where the ledger first goes wrong. A root that
-    /// does not match only bounds the change to a range of seqs; when an exact finding
-    /// falls in that range it explains the mismatch, otherwise the range's start counts.
+    /// Where the ledger first goes wrong: an exact seq when the evidence names one, else
+    /// the range it is known to be in.
     ///
-    /// A wrong stored tree node is likewise a range (the entries under it): a changed entry
-    /// makes every node above it differ, so only a node with no exact finding and no
-    /// smaller wrong node inside it counts, by its first seq.
-    pub fn first_bad_seq(&self) -> Option<u64> {
-        let exact: Vec<u64> = self
+    /// Ranges come from checkpoint roots (an entry after the last matching checkpoint and
+    /// up to the first that does not match) and from stored tree nodes (the entries under
+    /// the node). A range is explained by an exact finding or a smaller range inside it
+    /// (the node above a changed entry differs too); an unexplained range is cut to the
+    /// entries after [`VerifyReport::verified_through`], which a signed root vouches for.
+    pub fn first_bad(&self) -> Option<Location> {
+        let located: Vec<(u64, u64)> = self
             .findings
             .iter()
-            .filter(|f| !matches!(f, Finding::CheckpointRoot { .. } | Finding::TreeNode { .. }))
-            .filter_map(Finding::seq)
+            .filter_map(Finding::location)
+            .map(Location::bounds)
             .collect();
-        let nodes: Vec<(u64, u64)> = self
-            .findings
-            .iter()
-            .filter_map(|f| match f {
-                Finding::TreeNode { level, index, .. } => Some(node_seqs(*level, *index)),
-                _ => None,
-            })
-            .collect();
-        let unexplained_nodes = nodes.iter().filter_map(|&(first, last)| {
-            let explained = exact.iter().any(|s| (first..=last).contains(s))
-                || nodes
+        let explained = |&(from, to): &(u64, u64)| {
+            from < to
+                && located
                     .iter()
-                    .any(|&(a, b)| first <= a && b <= last && (a, b) != (first, last));
-            (!explained).then_some(first)
-        });
-        let unexplained = self.findings.iter().filter_map(|f| match f {
-            Finding::CheckpointRoot { tree_size, since } => {
-                let explained = exact.iter().any(|s| s > since && s <= tree_size);
-                (!explained).then_some(since + 1)
-            }
-            _ => None,
-        });
-        exact
+                    .any(|&(a, b)| from <= a && b <= to && (a, b) != (from, to))
+        };
+        located
             .iter()
-            .copied()
-            .chain(unexplained_nodes)
-            .chain(unexplained)
+            .filter(|r| !explained(r))
+            .map(|&(from, to)| {
+                let cut = if from < to && to > self.verified_through {
+                    from.max(self.verified_through + 1)
+                } else {
+                    from
+                };
+                (cut, to)
+            })
             .min()
+            .map(|(from, to)| {
+                if from == to {
+                    Location::Seq(from)
+                } else {
+                    Location::Range { from, to }
+                }
+            })
     }
 
-    /// The checkpoints the findings name, ascending.
+    /// The first bad seq when the evidence names one exactly ([`VerifyReport::first_bad`]
+    /// without its ranges).
+    pub fn first_bad_seq(&self) -> Option<u64> {
+        match self.first_bad() {
+            Some(Location::Seq(seq)) => Some(seq),
+            _ => None,
+        }
+    }
+
+    /// The checkpoints that do not verify or do not match the entries, ascending.
     pub fn bad_checkpoints(&self) -> Vec<u64> {
         let mut sizes: Vec<u64> = self
             .findings
             .iter()
             .filter_map(Finding::checkpoint)
+            .chain(self.mismatched_checkpoints.iter().copied())
             .collect();
         sizes.sort_unstable();
         sizes.dedup();
@@ -466,18 +580,52 @@ pub type ReferenceLeaves = Box<dyn Iterator<Item = Result<(u64, Hash), String>> 
 
 /// Streaming verifier: feed entries in seq order, each message after its entry, then
 /// [`Verifier::finish`].
+///
+/// A fault is reported once. Entries are matched to their messages, to the earlier export
+/// and to the checkpoints they cover by the seq their own bytes carry, so one removed or
+/// repeated line does not make every later line a finding; what a fault implies further
+/// (later checkpoints' roots, the tree nodes above it) is counted, not found again.
 pub struct Verifier {
     range: CompactRange,
+    /// The store's last seq (an export's line number).
     last_seq: u64,
+    /// The highest seq seen, from the store or from an entry's own bytes.
+    max_seq: u64,
+    /// The seq carried by the last readable entry, and the highest one carried.
+    last_embedded: u64,
+    max_embedded: u64,
+    /// How far entries' own seqs are off the store's (0 while they agree), and the index
+    /// of the finding that reported the current offset, which counts its run.
+    offset: i128,
+    offset_finding: Option<usize>,
+    /// Seqs known to be absent (from the store's gaps or from entries moved up).
+    missing: Vec<(u64, u64)>,
+    /// From this leaf on, leaves no longer sit at the index of their seq (entries removed
+    /// or repeated): every tree node over them differs, as a consequence.
+    misaligned_from: Option<u64>,
+    /// Positions whose leaf is shown to differ from what was signed.
+    leaf_faults: BTreeSet<u64>,
     /// Valid checkpoints by size, and the root each claims.
     checkpoints: BTreeMap<u64, Hash>,
     /// The largest checkpoint size whose root matched.
     last_good_checkpoint: u64,
-    /// Accepted entries awaiting their message, by seq.
+    /// Checkpoints whose root differs, with the last good size before each, not yet
+    /// reported: decided once the tree nodes over them have been compared.
+    pending_roots: Vec<(u64, u64)>,
+    /// The `since` of the last checkpoint-root finding or explained mismatch: later
+    /// checkpoints with the same one are the same fault.
+    roots_reported_since: Option<u64>,
+    /// Accepted entries awaiting their message, by the seq they carry.
     accepted: BTreeMap<u64, Accepted>,
+    /// Messages fed before their accepted entry (which comes later in a moved row).
+    early: BTreeMap<u64, MessageRecord>,
     /// Interior tree nodes completed since last taken, when the store keeps them.
     completed_nodes: Option<Vec<(NodeId, Hash)>>,
-    reference: Option<ReferenceLeaves>,
+    /// The ranges of the stored tree nodes found wrong so far.
+    wrong_nodes: Vec<(u64, u64)>,
+    /// The first stored node beyond the last entry, and how many more there were.
+    beyond: Option<(usize, u64)>,
+    reference: Option<std::iter::Peekable<ReferenceLeaves>>,
     reference_done: bool,
     report: VerifyReport,
 }
@@ -489,10 +637,23 @@ impl Verifier {
         let mut verifier = Self {
             range: CompactRange::new(),
             last_seq: 0,
+            max_seq: 0,
+            last_embedded: 0,
+            max_embedded: 0,
+            offset: 0,
+            offset_finding: None,
+            missing: Vec::new(),
+            misaligned_from: None,
+            leaf_faults: BTreeSet::new(),
             checkpoints: BTreeMap::new(),
             last_good_checkpoint: 0,
+            pending_roots: Vec::new(),
+            roots_reported_since: None,
             accepted: BTreeMap::new(),
+            early: BTreeMap::new(),
             completed_nodes: None,
+            wrong_nodes: Vec::new(),
+            beyond: None,
             reference: None,
             reference_done: true,
             report: VerifyReport::default(),
@@ -532,7 +693,7 @@ impl Verifier {
 
     /// Compares every entry with the same seq of `reference` (an earlier export).
     pub fn with_reference(mut self, reference: ReferenceLeaves) -> Self {
-        self.reference = Some(reference);
+        self.reference = Some(reference.peekable());
         self.reference_done = false;
         self
     }
@@ -552,7 +713,9 @@ impl Verifier {
             .unwrap_or_default()
     }
 
-    /// Compares recomputed nodes with the stored ones of the same ids.
+    /// Compares recomputed nodes with the stored ones of the same ids. A wrong node is a
+    /// finding only when nothing found already explains it: a changed leaf under it, a
+    /// smaller wrong node under it, or leaves moved out of place before it.
     pub fn compare_tree_nodes(
         &mut self,
         computed: &[(NodeId, Hash)],
@@ -564,21 +727,50 @@ impl Verifier {
                 Some(_) => "differs from the hash of the entries under it",
                 None => "is missing",
             };
-            self.find(Finding::TreeNode {
-                level: id.level,
-                index: id.index,
-                reason,
-            });
+            let (first, last) = node_seqs(id.level, id.index);
+            let explained = self.leaf_faults.range(first..=last).next().is_some()
+                || self.misaligned_from.is_some_and(|from| from <= last)
+                || self
+                    .wrong_nodes
+                    .iter()
+                    .any(|&(a, b)| first <= a && b <= last);
+            self.wrong_nodes
+                .retain(|&(a, b)| !(first <= a && b <= last));
+            self.wrong_nodes.push((first, last));
+            if !explained {
+                self.find(Finding::TreeNode {
+                    level: id.level,
+                    index: id.index,
+                    reason,
+                });
+            }
         }
+        self.resolve_roots();
     }
 
-    /// A stored node that covers entries beyond the last one fed.
+    /// A stored node that covers entries beyond the last one fed: one finding, counting
+    /// the others.
     pub fn extra_tree_node(&mut self, id: NodeId) {
-        self.find(Finding::TreeNodeBeyond {
-            level: id.level,
-            index: id.index,
-            last: self.last_seq,
-        });
+        match self.beyond {
+            Some((index, ref mut more)) => {
+                *more += 1;
+                let more = *more;
+                if let Some(Finding::TreeNodeBeyond { more: m, .. }) =
+                    self.report.findings.get_mut(index)
+                {
+                    *m = more;
+                }
+            }
+            None => {
+                self.beyond = Some((self.report.findings.len(), 0));
+                self.find(Finding::TreeNodeBeyond {
+                    level: id.level,
+                    index: id.index,
+                    last: self.max_seq,
+                    more: 0,
+                });
+            }
+        }
     }
 
     /// An outbox row whose message the store does not hold.
@@ -590,6 +782,11 @@ impl Verifier {
     }
 
     fn find(&mut self, finding: Finding) {
+        if finding.changes_leaves()
+            && let Some(Location::Seq(seq)) = finding.location()
+        {
+            self.leaf_faults.insert(seq);
+        }
         self.report.findings_total += 1;
         if self.report.findings.len() < MAX_FINDINGS {
             self.report.findings.push(finding);
@@ -600,40 +797,46 @@ impl Verifier {
         self.report.entries
     }
 
+    fn is_missing(&self, seq: u64) -> bool {
+        self.missing.iter().any(|&(a, b)| (a..=b).contains(&seq))
+    }
+
     pub fn entry(&mut self, record: EntryRecord) {
         let seq = record.seq;
         self.report.entries += 1;
         if seq <= self.last_seq {
+            self.misaligned_from.get_or_insert(self.range.size() + 1);
             self.find(Finding::OutOfOrder {
                 seq,
                 after: self.last_seq,
             });
         } else if seq != self.last_seq + 1 {
+            self.misaligned_from.get_or_insert(self.range.size() + 1);
+            self.missing.push((self.last_seq + 1, seq - 1));
             self.find(Finding::Missing {
                 from: self.last_seq + 1,
                 to: seq - 1,
             });
         }
         self.last_seq = self.last_seq.max(seq);
+        self.max_seq = self.max_seq.max(seq);
 
         let leaf = audit::leaf_hash(&record.bytes);
         if record.stored_leaf_hash.is_some_and(|stored| stored != leaf) {
             self.find(Finding::LeafHashMismatch { seq });
         }
+        // The seq the entry carries: what it is matched with from here on.
+        let mut own_seq = seq;
         match serde_json::from_slice::<EntryHead>(&record.bytes) {
             Ok(head) => {
-                if head.seq != seq {
-                    self.find(Finding::SeqMismatch {
-                        seq,
-                        embedded: head.seq,
-                    });
-                }
+                own_seq = head.seq;
+                self.embedded_seq(seq, head.seq);
                 if let Some(columns) = &record.columns {
                     self.compare_entry_columns(seq, &head, columns);
                 }
                 if head.kind == "message.accepted" {
                     self.accepted.insert(
-                        seq,
+                        head.seq,
                         Accepted {
                             message: head.message,
                             caseref: head.caseref,
@@ -641,6 +844,9 @@ impl Verifier {
                             detail: head.detail,
                         },
                     );
+                    if let Some(message) = self.early.remove(&head.seq) {
+                        self.message(message);
+                    }
                 }
             }
             Err(e) => self.find(Finding::Unreadable {
@@ -648,7 +854,7 @@ impl Verifier {
                 reason: e.to_string(),
             }),
         }
-        self.compare_with_reference(seq, leaf);
+        self.compare_with_reference(own_seq, leaf);
 
         match self.completed_nodes.as_mut() {
             Some(nodes) => self.range.push(leaf, |id, hash| nodes.push((id, hash))),
@@ -658,12 +864,78 @@ impl Verifier {
         if let Some(claimed) = self.checkpoints.get(&size).copied() {
             if claimed == self.range.root() {
                 self.last_good_checkpoint = size;
+                self.report.verified_through = size;
             } else {
-                let since = self.last_good_checkpoint;
-                self.find(Finding::CheckpointRoot {
-                    tree_size: size,
-                    since,
-                });
+                self.report.mismatched_checkpoints.push(size);
+                self.pending_roots.push((size, self.last_good_checkpoint));
+            }
+        }
+    }
+
+    /// Compares the seq an entry carries with the store's: a change of the offset between
+    /// them is one finding, which then counts the records that keep that offset.
+    fn embedded_seq(&mut self, seq: u64, embedded: u64) {
+        self.max_seq = self.max_seq.max(embedded);
+        self.max_embedded = self.max_embedded.max(embedded);
+        let previous = self.last_embedded;
+        self.last_embedded = embedded;
+        let offset = i128::from(embedded) - i128::from(seq);
+        if offset != 0 {
+            // A leaf out of its place: the tree nodes and roots over it differ for that.
+            self.leaf_faults.insert(seq);
+        }
+        if offset == self.offset {
+            if offset != 0
+                && let Some(Some(Finding::SeqMismatch { run, .. })) = self
+                    .offset_finding
+                    .map(|index| self.report.findings.get_mut(index))
+            {
+                *run += 1;
+            }
+            return;
+        }
+        let back_in_place = offset == 0;
+        // The second row of a swapped pair: the pair is one fault, named by the first.
+        let swap = matches!(
+            self.offset_finding.and_then(|i| self.report.findings.get(i)),
+            Some(Finding::SeqMismatch { seq: s, embedded: e, run: 1 }) if *e == seq && *s == embedded
+        );
+        self.offset = offset;
+        self.offset_finding = None;
+        if back_in_place || swap {
+            return;
+        }
+        if embedded > previous + 1 {
+            self.missing.push((previous + 1, embedded - 1));
+        }
+        self.offset_finding = Some(self.report.findings.len());
+        self.find(Finding::SeqMismatch {
+            seq,
+            embedded,
+            run: 1,
+        });
+    }
+
+    /// Reports the checkpoints whose root differs, once per fault: a mismatch explained by
+    /// a changed leaf or a wrong tree node in its range, or following one already reported
+    /// from the same last good checkpoint, is only counted in `mismatched_checkpoints`.
+    fn resolve_roots(&mut self) {
+        for (tree_size, since) in std::mem::take(&mut self.pending_roots) {
+            let explained = self
+                .leaf_faults
+                .range(since + 1..=tree_size)
+                .next()
+                .is_some()
+                || self
+                    .wrong_nodes
+                    .iter()
+                    .any(|&(a, b)| a <= tree_size && b > since);
+            if self.roots_reported_since == Some(since) {
+                continue;
+            }
+            self.roots_reported_since = Some(since);
+            if !explained {
+                self.find(Finding::CheckpointRoot { tree_size, since });
             }
         }
     }
@@ -845,6 +1117,8 @@ impl Verifier {
         }
     }
 
+    /// Compares the entry carrying `seq` with the earlier export's entry of that seq. The
+    /// export's seqs that never come (entries removed since, already reported) are passed.
     fn compare_with_reference(&mut self, seq: u64, leaf: Hash) {
         if self.reference_done {
             return;
@@ -852,25 +1126,42 @@ impl Verifier {
         let Some(reference) = self.reference.as_mut() else {
             return;
         };
-        match reference.next() {
-            None => self.reference_done = true,
-            Some(Ok((ref_seq, ref_leaf))) => {
-                if ref_seq != seq || ref_leaf != leaf {
-                    self.find(Finding::DiffersFromReference { seq });
+        let found = loop {
+            match reference.peek() {
+                None => {
+                    self.reference_done = true;
+                    return;
+                }
+                Some(Err(_)) => {
+                    let Some(Err(reason)) = reference.next() else {
+                        return;
+                    };
+                    self.reference_done = true;
+                    break Some(Finding::Reference { reason });
+                }
+                Some(Ok((ref_seq, _))) if *ref_seq < seq => {
+                    reference.next();
+                }
+                Some(Ok((ref_seq, ref_leaf))) => {
+                    let differs = *ref_seq == seq && *ref_leaf != leaf;
+                    if *ref_seq == seq {
+                        reference.next();
+                    }
+                    break differs.then_some(Finding::DiffersFromReference { seq });
                 }
             }
-            Some(Err(reason)) => {
-                self.reference_done = true;
-                self.find(Finding::Reference { reason });
-            }
+        };
+        if let Some(finding) = found {
+            self.find(finding);
         }
     }
 
-    /// A message body; its accepted entry must have been fed already.
+    /// A message body; its accepted entry should have been fed already (if it comes later,
+    /// in a moved row, the body waits for it).
     pub fn message(&mut self, record: MessageRecord) {
-        self.report.messages += 1;
         let digest = audit::sha256(&record.body);
         if record.stored_sha256.is_some_and(|stored| stored != digest) {
+            self.report.messages += 1;
             self.find(Finding::PayloadMismatch {
                 seq: record.seq,
                 message: record.id,
@@ -880,6 +1171,7 @@ impl Verifier {
         }
         match self.accepted.remove(&record.seq) {
             Some(accepted) if accepted.message == Some(record.id) => {
+                self.report.messages += 1;
                 let recorded = as_str(accepted.detail.as_ref().and_then(|d| d.sha256.as_ref()));
                 if recorded != Some(hex::encode(digest).as_str()) {
                     self.find(Finding::PayloadMismatch {
@@ -890,10 +1182,21 @@ impl Verifier {
                 }
                 self.compare_message(&record, &accepted);
             }
-            _ => self.find(Finding::MessageWithoutEntry {
-                seq: record.seq,
-                message: record.id,
-            }),
+            // Entries out of place: its entry may be in a later row.
+            None if record.seq > self.max_embedded || self.offset != 0 => {
+                self.early.insert(record.seq, record);
+            }
+            _ => {
+                self.report.messages += 1;
+                // The body of an entry that was removed or found changed is part of
+                // that one fault.
+                if !self.is_missing(record.seq) && !self.leaf_faults.contains(&record.seq) {
+                    self.find(Finding::MessageWithoutEntry {
+                        seq: record.seq,
+                        message: record.id,
+                    });
+                }
+            }
         }
     }
 
@@ -910,13 +1213,35 @@ impl Verifier {
     }
 
     pub fn finish(mut self) -> VerifyReport {
+        for (seq, message) in std::mem::take(&mut self.early) {
+            self.report.messages += 1;
+            if !self.is_missing(seq) && !self.leaf_faults.contains(&seq) {
+                self.find(Finding::MessageWithoutEntry {
+                    seq,
+                    message: message.id,
+                });
+            }
+        }
         self.messages_done_through(u64::MAX - 1);
-        let last = self.last_seq;
-        if let Some((&size, _)) = self.checkpoints.range(self.range.size() + 1..).next() {
-            self.find(Finding::Truncated {
-                tree_size: size,
-                last,
-            });
+        self.resolve_roots();
+        // Checkpoints beyond the leaves: up to the highest seq seen, entries are missing in
+        // between (already found), so their roots cannot match; beyond it, the last
+        // entries were removed, which the largest such checkpoint shows best.
+        let leaves = self.range.size();
+        let last = self.max_seq;
+        let beyond: Vec<u64> = self
+            .checkpoints
+            .range(leaves + 1..)
+            .map(|(&s, _)| s)
+            .collect();
+        let truncated = beyond.iter().copied().filter(|&s| s > last).max();
+        for &size in &beyond {
+            if Some(size) != truncated {
+                self.report.mismatched_checkpoints.push(size);
+            }
+        }
+        if let Some(tree_size) = truncated {
+            self.find(Finding::Truncated { tree_size, last });
         }
         if !self.reference_done
             && let Some(reference) = self.reference.as_mut()
@@ -926,7 +1251,7 @@ impl Verifier {
                 .filter_map(Result::ok)
                 .map(|(s, _)| s)
                 .max();
-            if let Some(reference_last) = extra {
+            if let Some(reference_last) = extra.filter(|&s| s > last) {
                 self.find(Finding::ShorterThanReference {
                     reference: reference_last,
                     last,
@@ -1032,6 +1357,61 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        /// The entries as an export's lines: line N is whatever now stands N-th.
+        fn as_lines(&self) -> Fixture {
+            let mut f = self.clone();
+            for (i, e) in f.entries.iter_mut().enumerate() {
+                e.seq = i as u64 + 1;
+                e.stored_leaf_hash = None;
+            }
+            f
+        }
+
+        /// The interior tree nodes of the untouched entries, as the database stores them.
+        fn stored_nodes(&self) -> HashMap<NodeId, Hash> {
+            let mut nodes = HashMap::new();
+            let mut range = CompactRange::new();
+            for e in &self.entries {
+                range.push(audit::leaf_hash(&e.bytes), |id, hash| {
+                    nodes.insert(id, hash);
+                });
+            }
+            nodes
+        }
+
+        /// Verifies as the live database does: stored leaf hashes and tree nodes too.
+        fn verify_live(
+            &self,
+            checkpoints: &[CheckpointRecord],
+            stored: &HashMap<NodeId, Hash>,
+        ) -> VerifyReport {
+            let key = CheckpointVerifier::new(ORIGIN, self.signer.public_key()).unwrap();
+            let mut v = Verifier::new(&key, checkpoints).with_tree_nodes();
+            let mut messages = self.messages.iter().peekable();
+            for e in &self.entries {
+                v.entry(e.clone());
+                while let Some(m) = messages.next_if(|m| m.seq <= e.seq) {
+                    v.message(m.clone());
+                }
+            }
+            for m in messages {
+                v.message(m.clone());
+            }
+            let computed = v.take_completed_nodes();
+            v.compare_tree_nodes(&computed, stored);
+            v.finish()
+        }
+    }
+
+    /// An entry changed in a way only its leaf shows (its seq and digest intact).
+    fn edit(entry: &mut EntryRecord) {
+        let text = String::from_utf8(entry.bytes.clone()).unwrap();
+        entry.bytes = text
+            .replacen("\"detail\":{", "\"detail\":{\"x\":1,", 1)
+            .into_bytes();
+    }
+
     #[test]
     fn an_intact_ledger_verifies() {
         let f = fixture(20);
@@ -1118,5 +1498,182 @@ mod tests {
         let report = run(&f.entries[..8], leaves);
         assert!(!report.is_ok());
         assert_eq!(report.first_bad_seq(), Some(9));
+    }
+
+    /// Offline, a deleted line moves every later line up: one finding names the missing
+    /// entry, and neither the later lines, their messages nor the later checkpoints add
+    /// findings of their own.
+    #[test]
+    fn a_deleted_line_is_one_finding() {
+        let f = fixture(200);
+        let checkpoints: Vec<_> = [50, 100, 150, 200].map(|s| f.checkpoint(s)).into();
+        let mut deleted = f.clone();
+        deleted.entries.remove(119); // seq 120, a dispatch
+        let report = deleted.as_lines().verify(&checkpoints);
+        assert_eq!(
+            report.findings,
+            vec![Finding::SeqMismatch {
+                seq: 120,
+                embedded: 121,
+                run: 80
+            }],
+            "{:?}",
+            report.findings
+        );
+        assert_eq!(report.findings_total, 1);
+        assert_eq!(report.first_bad(), Some(Location::Seq(120)));
+        assert_eq!(report.bad_checkpoints(), vec![150, 200]);
+        assert_eq!(report.verified_through, 100);
+        assert!(
+            report.findings[0]
+                .to_string()
+                .contains("entries 120..=120 are missing: seqs 120..=199 hold entries 121..=200")
+        );
+
+        // An accepted entry deleted with its line: its body is part of the same fault.
+        let mut deleted = f.clone();
+        deleted.entries.remove(120); // seq 121, accepted
+        let report = deleted.as_lines().verify(&checkpoints);
+        assert_eq!(report.findings_total, 1, "{:?}", report.findings);
+        assert_eq!(report.first_bad(), Some(Location::Seq(121)));
+
+        // A repeated line moves every later line down: one finding too.
+        let mut repeated = f.clone();
+        let copy = repeated.entries[59].clone();
+        repeated.entries.insert(60, copy);
+        repeated.entries.pop();
+        let report = repeated.as_lines().verify(&checkpoints);
+        assert_eq!(report.findings_total, 1, "{:?}", report.findings);
+        assert!(matches!(
+            report.findings[0],
+            Finding::SeqMismatch {
+                seq: 61,
+                embedded: 60,
+                ..
+            }
+        ));
+    }
+
+    /// Offline, with no stored leaf hash and no earlier export, an edited entry is placed
+    /// between two checkpoints and no closer; with an earlier export it is named.
+    #[test]
+    fn an_edit_offline_is_a_range_unless_an_earlier_export_names_it() {
+        let f = fixture(200);
+        let checkpoints: Vec<_> = [50, 100, 150, 200].map(|s| f.checkpoint(s)).into();
+        let mut edited = f.as_lines();
+        edit(&mut edited.entries[119]); // seq 120
+        let report = edited.verify(&checkpoints);
+        assert_eq!(
+            report.findings,
+            vec![Finding::CheckpointRoot {
+                tree_size: 150,
+                since: 100
+            }]
+        );
+        assert_eq!(
+            report.first_bad(),
+            Some(Location::Range { from: 101, to: 150 })
+        );
+        assert_eq!(report.first_bad_seq(), None);
+        assert_eq!(report.bad_checkpoints(), vec![150, 200]);
+
+        let leaves: Vec<(u64, Hash)> = f
+            .entries
+            .iter()
+            .map(|e| (e.seq, audit::leaf_hash(&e.bytes)))
+            .collect();
+        let key = CheckpointVerifier::new(ORIGIN, f.signer.public_key()).unwrap();
+        let mut v = Verifier::new(&key, &checkpoints)
+            .with_reference(Box::new(leaves.into_iter().take(160).map(Ok)));
+        for e in &edited.entries {
+            v.entry(e.clone());
+        }
+        for m in &edited.messages {
+            v.message(m.clone());
+        }
+        let report = v.finish();
+        assert_eq!(report.first_bad(), Some(Location::Seq(120)));
+        assert_eq!(report.findings_total, 1, "{:?}", report.findings);
+    }
+
+    /// Live, the stored leaf hashes name an edit exactly; when the intruder recomputed the
+    /// leaf hash too, the stored tree nodes narrow it to the two entries under the lowest
+    /// wrong node — one finding, not one per level of the tree and per checkpoint.
+    #[test]
+    fn live_an_edit_is_named_by_its_leaf_hash_or_bounded_by_the_tree() {
+        let f = fixture(64);
+        let stored = f.stored_nodes();
+        let checkpoints: Vec<_> = [16, 40, 64].map(|s| f.checkpoint(s)).into();
+        assert!(f.verify_live(&checkpoints, &stored).is_ok());
+
+        let mut edited = f.clone();
+        edit(&mut edited.entries[29]); // seq 30, leaf hash left as it was
+        let report = edited.verify_live(&checkpoints, &stored);
+        assert_eq!(
+            report.findings,
+            vec![Finding::LeafHashMismatch { seq: 30 }],
+            "{:?}",
+            report.findings
+        );
+        assert_eq!(report.first_bad(), Some(Location::Seq(30)));
+        assert_eq!(report.bad_checkpoints(), vec![40, 64]);
+
+        edited.entries[29].stored_leaf_hash = Some(audit::leaf_hash(&edited.entries[29].bytes));
+        let report = edited.verify_live(&checkpoints, &stored);
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        assert!(matches!(
+            report.findings[0],
+            Finding::TreeNode {
+                level: 1,
+                index: 14,
+                ..
+            }
+        ));
+        assert_eq!(
+            report.first_bad(),
+            Some(Location::Range { from: 29, to: 30 })
+        );
+        assert_eq!(report.bad_checkpoints(), vec![40, 64]);
+    }
+
+    /// Live, a deleted row is one finding: not one per tree node after it, nor one per
+    /// later checkpoint, nor its orphaned message body.
+    #[test]
+    fn live_a_deleted_row_is_one_finding() {
+        let f = fixture(64);
+        let stored = f.stored_nodes();
+        let checkpoints: Vec<_> = [16, 40, 64].map(|s| f.checkpoint(s)).into();
+        let mut deleted = f.clone();
+        deleted.entries.remove(20); // seq 21, accepted; its body stays
+        let report = deleted.verify_live(&checkpoints, &stored);
+        assert_eq!(
+            report.findings,
+            vec![Finding::Missing { from: 21, to: 21 }],
+            "{:?}",
+            report.findings
+        );
+        assert_eq!(report.first_bad(), Some(Location::Seq(21)));
+        assert_eq!(report.bad_checkpoints(), vec![40, 64]);
+    }
+
+    /// Entries removed from the end under several checkpoints: one finding, by the largest
+    /// checkpoint (it covers the most of what was removed).
+    #[test]
+    fn removed_last_entries_are_one_finding() {
+        let f = fixture(40);
+        let checkpoints: Vec<_> = [10, 30, 35, 40].map(|s| f.checkpoint(s)).into();
+        let mut cut = f.clone();
+        cut.entries.truncate(25);
+        cut.messages.retain(|m| m.seq <= 25);
+        let report = cut.verify(&checkpoints);
+        assert_eq!(
+            report.findings,
+            vec![Finding::Truncated {
+                tree_size: 40,
+                last: 25
+            }]
+        );
+        assert_eq!(report.first_bad(), Some(Location::Seq(26)));
+        assert_eq!(report.bad_checkpoints(), vec![30, 35, 40]);
     }
 }

@@ -12,9 +12,10 @@ use liaison_core::{
     AgencyCode, Channel, Envelope, Recipient, RecipientRole, RejectCode, Route, SystemClock, audit,
 };
 use liaison_ledger::replay::ReplayDifference;
-use liaison_ledger::verify::{Finding, VerifyReport};
+use liaison_ledger::verify::{Finding, Location, VerifyReport};
 use liaison_ledger::{
-    AcceptOutcome, DeliveryOutcome, ExportDir, Ledger, LedgerConfig, NewMessage, NewRejection,
+    AcceptOutcome, DeliveryOutcome, ExportDir, ExportError, Ledger, LedgerConfig, NewMessage,
+    NewRejection,
 };
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
@@ -178,7 +179,7 @@ impl Populated {
 
     async fn export(&self, dir: &std::path::Path) -> ExportDir {
         self.ledger
-            .export(dir, ORIGIN, &self.signer.public_key(), &mut |_| {})
+            .export(dir, &self.key(), &mut |_| {})
             .await
             .unwrap();
         ExportDir::open(dir).unwrap()
@@ -353,10 +354,22 @@ async fn two_swapped_rows_are_named() {
     .await;
     let report = p.verify(None).await;
     assert_eq!(report.first_bad_seq(), Some(a), "{:?}", report.findings);
+    // One finding for the pair, and none for what the swap implies (the bodies' entries
+    // out of place, the tree nodes over them); the lookup columns the intruder did not
+    // swap are copies out of step, found each.
     assert!(report.findings.contains(&Finding::SeqMismatch {
         seq: a,
-        embedded: a + 1
+        embedded: a + 1,
+        run: 1
     }));
+    assert!(
+        report.findings.iter().all(|f| matches!(
+            f,
+            Finding::SeqMismatch { seq, .. } if *seq == a
+        ) || matches!(f, Finding::CopiedColumn { .. })),
+        "{:?}",
+        report.findings
+    );
     assert_eq!(p.verify(Some(&before)).await.first_bad_seq(), Some(a));
     p.drop().await;
 }
@@ -460,9 +473,37 @@ async fn an_entry_rewritten_with_its_leaf_hash_is_located_by_roots_and_by_an_ear
     let report = p.verify(None).await;
     assert!(!report.is_ok());
     assert_eq!(report.bad_checkpoints(), p.checkpoints[1..].to_vec());
-    // The roots bound it to the entries after the last checkpoint that still matches.
-    assert_eq!(report.first_bad_seq(), Some(p.checkpoints[0] + 1));
-    // The earlier export names it exactly.
+    // The stored tree nodes bound it to the two entries under the lowest wrong node: one
+    // finding, not one per level of the tree and per later checkpoint.
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    let pair = if victim % 2 == 0 {
+        (victim - 1, victim)
+    } else {
+        (victim, victim + 1)
+    };
+    assert_eq!(
+        report.first_bad(),
+        Some(Location::Range {
+            from: pair.0,
+            to: pair.1
+        })
+    );
+    // Offline, an export has no leaf hashes or tree nodes: only the checkpoints bound it,
+    // to the entries after the last one that still matches, and that is what is said.
+    let after = p.export(&dir.path().join("after")).await;
+    let offline = after.verify(&p.key(), None, &mut |_| {}).unwrap();
+    assert_eq!(
+        offline.first_bad(),
+        Some(Location::Range {
+            from: p.checkpoints[0] + 1,
+            to: p.checkpoints[1]
+        }),
+        "{:?}",
+        offline.findings
+    );
+    assert_eq!(offline.first_bad_seq(), None);
+    assert_eq!(offline.findings_total, 1);
+    // The earlier export names it exactly, live and offline.
     let against = p.verify(Some(&before)).await;
     assert_eq!(
         against.first_bad_seq(),
@@ -470,6 +511,62 @@ async fn an_entry_rewritten_with_its_leaf_hash_is_located_by_roots_and_by_an_ear
         "{:?}",
         against.findings
     );
+    let offline = after.verify(&p.key(), Some(&before), &mut |_| {}).unwrap();
+    assert_eq!(offline.first_bad(), Some(Location::Seq(victim)));
+    p.drop().await;
+}
+
+/// An export never hands an auditor a key that proves nothing: the key of another PKI, or
+/// the right key under another origin, verifies none of the checkpoints, and the export is
+/// refused before a file is written. The export's own verifier key opens them all.
+#[tokio::test]
+async fn an_export_with_a_key_that_verifies_no_checkpoint_is_refused() {
+    let p = populate().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let other_key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let another_pki = CheckpointSigner::new(ORIGIN, other_key).unwrap().verifier();
+    let another_origin =
+        CheckpointVerifier::new("liaison.example/demo", p.signer.public_key()).unwrap();
+    for wrong in [&another_pki, &another_origin] {
+        let out = dir.path().join("refused");
+        let error = p
+            .ledger
+            .export(&out, wrong, &mut |_| {})
+            .await
+            .expect_err("a key that verifies no checkpoint is refused");
+        assert!(
+            matches!(&error, ExportError::WrongKey { vkey, checkpoints: 3, .. } if *vkey == wrong.vkey()),
+            "{error}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("verifies none of the ledger's 3 checkpoints"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tls_dir") && text.contains("[ledger] origin"),
+            "{text}"
+        );
+        assert!(!out.exists(), "nothing is written");
+    }
+
+    let out = dir.path().join("export");
+    let exported = p.ledger.export(&out, &p.key(), &mut |_| {}).await.unwrap();
+    assert!(exported.unverified_checkpoints.is_empty());
+    let vkey = std::fs::read_to_string(out.join(liaison_ledger::VKEY_FILE)).unwrap();
+    assert_eq!(vkey, format!("{}\n", p.key().vkey()));
+    let export = ExportDir::open(&out).unwrap();
+    assert_eq!(export.verifier().unwrap(), p.key());
+    assert!(
+        export
+            .verify(&export.verifier().unwrap(), None, &mut |_| {})
+            .unwrap()
+            .is_ok()
+    );
+    // A vkey file that disagrees with the export's public key is not trusted.
+    std::fs::write(out.join(liaison_ledger::VKEY_FILE), another_pki.vkey()).unwrap();
+    assert!(export.verifier().is_err());
     p.drop().await;
 }
 
@@ -494,6 +591,9 @@ async fn an_export_is_readable_by_its_owner_only() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         files += 1;
     }
-    assert_eq!(files, 5, "manifest, entries, messages, checkpoints, key");
+    assert_eq!(
+        files, 6,
+        "manifest, entries, messages, checkpoints, key, vkey"
+    );
     p.drop().await;
 }

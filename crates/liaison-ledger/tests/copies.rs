@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use liaison_core::checkpoint::{CheckpointSigner, CheckpointVerifier};
 use liaison_core::{AgencyCode, Channel, Envelope, Recipient, RecipientRole, Route, SystemClock};
-use liaison_ledger::verify::{Finding, VerifyReport};
+use liaison_ledger::verify::{Finding, Location, VerifyReport};
 use liaison_ledger::{AcceptOutcome, DeliveryOutcome, ExportDir, Ledger, LedgerConfig, NewMessage};
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
@@ -161,7 +161,15 @@ impl Fixture {
 
     /// Applies `change`, expects a finding that `matches` at `seq`, then `undo`es it and
     /// expects a clean ledger again.
-    async fn expect(&self, change: &str, undo: &str, seq: u64, matches: impl Fn(&Finding) -> bool) {
+    /// `seq`: where the finding places the fault (a stored tree node, only to the entries
+    /// under it).
+    async fn expect(
+        &self,
+        change: &str,
+        undo: &str,
+        at: impl Into<Location>,
+        matches: impl Fn(&Finding) -> bool,
+    ) {
         self.sql(change).await;
         let report = self.verify().await;
         assert!(
@@ -170,8 +178,8 @@ impl Fixture {
             report.findings
         );
         assert_eq!(
-            report.first_bad_seq(),
-            Some(seq),
+            report.first_bad(),
+            Some(at.into()),
             "{change}: {:?}",
             report.findings
         );
@@ -295,7 +303,7 @@ async fn every_copied_column_changed_by_hand_fails_verify_naming_its_seq() {
          UPDATE ledger_tree_nodes SET hash = sha256(hash) WHERE level = 1 AND idx = 0",
         "UPDATE ledger_tree_nodes SET hash = (SELECT v FROM keep) WHERE level = 1 AND idx = 0; \
          DROP TABLE keep",
-        1,
+        Location::Range { from: 1, to: 2 },
         |finding| {
             matches!(
                 finding,
@@ -323,7 +331,7 @@ async fn the_copied_columns_an_export_carries_are_checked_offline() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("export");
     f.ledger
-        .export(&path, ORIGIN, &f.signer.public_key(), &mut |_| {})
+        .export(&path, &f.signer.verifier(), &mut |_| {})
         .await
         .unwrap();
     let messages = std::fs::read_to_string(path.join("messages.jsonl")).unwrap();

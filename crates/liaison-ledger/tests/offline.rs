@@ -11,7 +11,7 @@ use liaison_core::checkpoint::CheckpointSigner;
 use liaison_core::merkle::CompactRange;
 use liaison_core::{AgencyCode, Entry, EntryKind, audit};
 use liaison_ledger::ExportDir;
-use liaison_ledger::verify::Finding;
+use liaison_ledger::verify::{Finding, Location};
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
 use serde_json::json;
@@ -129,4 +129,52 @@ fn an_export_of_100000_entries_verifies_without_a_database() {
             .unwrap();
     let report = earlier.verify(&stranger, None, &mut |_| {}).unwrap();
     assert_eq!(report.bad_checkpoints(), vec![40_000]);
+}
+
+/// An export as an auditor receives it, tampered with after it was taken: a deleted line
+/// is one finding naming the missing entry, not one per later line; an edited entry, which
+/// only the checkpoints' roots show, is placed between two checkpoints and no closer.
+#[test]
+fn a_deleted_line_is_one_finding_and_an_edit_is_placed_between_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let signer = signer();
+    let dir = tmp.path().join("export");
+    write_export(&dir, 1_000, &[300, 600, 1_000], &signer);
+    let export = ExportDir::open(&dir).unwrap();
+    let key = export.verifier().unwrap();
+    assert!(export.verify(&key, None, &mut |_| {}).unwrap().is_ok());
+    let path = dir.join("entries.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+
+    // Line 451 (entry 451, which accepts a message) deleted.
+    let mut deleted = lines.clone();
+    deleted.remove(450);
+    std::fs::write(&path, deleted.join("\n") + "\n").unwrap();
+    let report = export.verify(&key, None, &mut |_| {}).unwrap();
+    assert_eq!(report.findings_total, 1, "{:?}", report.findings);
+    assert_eq!(report.first_bad(), Some(Location::Seq(451)));
+    assert_eq!(report.bad_checkpoints(), vec![600, 1_000]);
+    assert!(
+        report.findings[0]
+            .to_string()
+            .contains("entries 451..=451 are missing"),
+        "{}",
+        report.findings[0]
+    );
+
+    // Entry 450 edited (its case reference), its seq and any digest left alone.
+    let mut edited = lines.clone();
+    let changed = edited[449].replace("\"SD-50\"", "\"SD-51\"");
+    assert_ne!(changed, edited[449]);
+    edited[449] = &changed;
+    std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    let report = export.verify(&key, None, &mut |_| {}).unwrap();
+    assert_eq!(report.findings_total, 1, "{:?}", report.findings);
+    assert_eq!(
+        report.first_bad(),
+        Some(Location::Range { from: 301, to: 600 })
+    );
+    assert_eq!(report.first_bad_seq(), None);
+    assert_eq!(report.verified_through, 300);
 }

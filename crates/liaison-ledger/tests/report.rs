@@ -206,7 +206,12 @@ async fn the_database_and_its_export_give_the_same_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("export");
     ledger
-        .export(&out, "liaison.test/report", &[7; 32], &mut |_| {})
+        .export(
+            &out,
+            &liaison_core::checkpoint::CheckpointVerifier::new("liaison.test/report", [7; 32])
+                .unwrap(),
+            &mut |_| {},
+        )
         .await
         .unwrap();
     let export = ExportDir::open(&out).unwrap();

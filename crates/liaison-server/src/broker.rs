@@ -59,6 +59,18 @@ pub enum StartError {
     Ledger(#[from] liaison_ledger::LedgerError),
     #[error("ledger signing key: {0}")]
     SigningKey(String),
+    #[error(
+        "[ledger] origin is {0:?}, the demo origin that every deployment keeping the default shares: set [ledger] origin to this deployment's own name (LIAISON_LEDGER__ORIGIN, e.g. ledger.county.example/liaison) and give auditors the verifier key `liaison pki vkey` writes for it, or set demo = true (LIAISON_DEMO=true) for a demonstration or test"
+    )]
+    DemoOrigin(String),
+    #[error(
+        "the verifier key {path} is {published}, which does not verify the checkpoints this broker signs ({signing}, from [ledger] origin and ledger-signing.pk8): correct [ledger] origin, or rewrite the file with `liaison pki vkey --dir DIR --origin ORIGIN` and give auditors the new key"
+    )]
+    VerifierKey {
+        path: std::path::PathBuf,
+        published: String,
+        signing: String,
+    },
     #[error("ledger: {0}; ledger.require_unprivileged_role is set")]
     PrivilegedRole(String),
     #[error("RabbitMQ: {0}")]
@@ -96,6 +108,7 @@ impl Broker {
         clock: Arc<dyn Clock>,
     ) -> Result<Broker, StartError> {
         tls::install_crypto_provider();
+        checkpointing::check_origin(&config)?;
         let registry = Arc::new(config.load_registry()?);
         let policy = Arc::new(config.load_policy(&registry)?);
         let catalogue = Arc::new(
@@ -144,6 +157,7 @@ impl Broker {
         let (revocation, server_tls) = Revocation::start(&layout, &config.revocation)
             .map_err(|e| StartError::Tls(e.to_string()))?;
         let signer = checkpointing::signer(&config).map_err(StartError::SigningKey)?;
+        checkpointing::check_published_key(&config, &signer)?;
 
         let ledger = Ledger::open(config.ledger_config(), clock.clone()).await?;
         let ledger_role = check_role(&ledger, config.ledger.require_unprivileged_role).await?;

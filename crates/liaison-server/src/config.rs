@@ -58,6 +58,11 @@ pub struct Config {
     /// Directory of per-year holiday calendars (`YEAR.toml`, the format of
     /// `calendars/cn/`) that replaces the years built into the binary; `None` uses those.
     pub calendar_dir: Option<PathBuf>,
+    /// A demonstration or test deployment: it may sign checkpoints under the shared demo
+    /// origin ([`DEMO_ORIGIN`], the default of `[ledger] origin`). Without it the broker
+    /// refuses to start with that origin, which every deployment keeping the default would
+    /// share. `liaison demo` sets it.
+    pub demo: bool,
     pub ledger: LedgerSettings,
     pub bus: BusSettings,
     pub revocation: RevocationConfig,
@@ -252,6 +257,7 @@ impl Default for Config {
             auditors: Vec::new(),
             witnesses: Vec::new(),
             calendar_dir: None,
+            demo: false,
             ledger: LedgerSettings::default(),
             bus: BusSettings::default(),
             revocation: RevocationConfig::default(),
@@ -330,6 +336,10 @@ impl RelayConfig {
     }
 }
 
+/// The checkpoints' origin of demonstrations and tests, and the default of `[ledger]
+/// origin`: a deployment must name its own (or say it is a demo, `demo = true`).
+pub const DEMO_ORIGIN: &str = "liaison.example/demo";
+
 /// The audit ledger: its signed checkpoints, and the settings of `liaison-ledger`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -337,7 +347,9 @@ pub struct LedgerSettings {
     /// How often the tree head is signed when the ledger grew.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
-    /// The checkpoints' origin line and signing key name: one per deployment.
+    /// The checkpoints' origin line and signing key name: one per deployment, never shared
+    /// (a schema-less URL such as `ledger.county.example/liaison`, no spaces or `+`). The
+    /// default, [`DEMO_ORIGIN`], is accepted only with `demo = true`.
     pub origin: String,
     /// Refuse to start when the database role is a superuser or owns a ledger table: such
     /// a role can disable the append-only triggers. Off, the broker only warns (at start and
@@ -357,7 +369,7 @@ impl Default for LedgerSettings {
         let ledger = liaison_ledger::LedgerConfig::default();
         Self {
             checkpoint_interval: Duration::from_secs(1),
-            origin: "liaison.example/demo".into(),
+            origin: DEMO_ORIGIN.into(),
             require_unprivileged_role: false,
             max_connections: ledger.max_connections,
             batch_max: ledger.batch_max,

@@ -1,6 +1,7 @@
 //! The development PKI behind `liaison pki init --out DIR`: a CA, a server certificate, one
 //! client certificate per agency of the registry, and the Ed25519 key that signs ledger
-//! checkpoints; and `liaison pki issue --csr`, which certifies a key an agency made itself.
+//! checkpoints with its C2SP verifier key (`ledger-signing.vkey`, what auditors are given);
+//! and `liaison pki issue --csr`, which certifies a key an agency made itself.
 //!
 //! Key custody: `DIR` is the broker's TLS folder and the broker reads only its top-level
 //! files (`ca.pem`, `server.pem`, `server.key`, `ledger-signing.pk8`, `crl.pem`). The CA's
@@ -17,6 +18,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use liaison_core::checkpoint::CheckpointVerifier;
 use liaison_core::{AgencyCode, Registry};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -46,6 +48,8 @@ pub struct PkiOptions {
     pub server_names: Vec<String>,
     /// Validity of the server and agency certificates, counted from now.
     pub validity_days: u32,
+    /// The checkpoints' origin (`[ledger] origin`): the name in the verifier key.
+    pub origin: String,
 }
 
 impl Default for PkiOptions {
@@ -53,6 +57,7 @@ impl Default for PkiOptions {
         Self {
             server_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
             validity_days: 825,
+            origin: crate::config::DEMO_ORIGIN.to_owned(),
         }
     }
 }
@@ -135,6 +140,12 @@ impl PkiLayout {
         self.dir.join("ledger-signing.pub")
     }
 
+    /// The C2SP verifier key of the checkpoints: `origin+keyid+base64(0x01 ‖ public
+    /// key)`, one line. It names the origin too, so it is the one thing to give auditors.
+    pub fn ledger_verifier_key(&self) -> PathBuf {
+        self.dir.join("ledger-signing.vkey")
+    }
+
     /// Every file a complete PKI holds besides the agency certificates.
     fn core_files(&self) -> [PathBuf; 7] {
         [
@@ -207,6 +218,10 @@ pub enum PkiError {
         "agency {agency} is not in the registry: certificates are issued to registered agencies only"
     )]
     UnknownAgency { agency: AgencyCode },
+    #[error("cannot write a verifier key for origin {origin:?}: {reason}")]
+    Origin { origin: String, reason: String },
+    #[error("invalid verifier key {path}: {reason}")]
+    InvalidVerifierKey { path: PathBuf, reason: String },
     #[error("not a usable certificate signing request: {source}")]
     InvalidCsr {
         #[source]
@@ -250,6 +265,13 @@ pub fn ensure(
         }
     }
     check_validity_days(options.validity_days)?;
+    // PKIs made before the verifier key existed get it now (never replaced: it may
+    // already have been handed to auditors).
+    if !exists(&layout.ledger_verifier_key())? {
+        let public_key = read_ledger_public_key(&layout)?;
+        let vkey = verifier_key(&options.origin, public_key)?;
+        files.public(&layout.ledger_verifier_key(), vkey.as_bytes())?;
+    }
     let ca = load_ca(&layout)?;
     create_dir(&layout.agencies_dir())?;
     let (not_before, not_after) = validity_from_now(options.validity_days);
@@ -398,6 +420,39 @@ pub fn load_ledger_signing_key(layout: &PkiLayout) -> Result<Ed25519KeyPair, Pki
     })
 }
 
+/// The verifier key file's text for `origin` and `public_key`, newline included.
+fn verifier_key(origin: &str, public_key: [u8; 32]) -> Result<String, PkiError> {
+    let verifier = CheckpointVerifier::new(origin, public_key).map_err(|e| PkiError::Origin {
+        origin: origin.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(format!("{}\n", verifier.vkey()))
+}
+
+/// Writes (or rewrites) the verifier key of the PKI's ledger key under `origin`: for a PKI
+/// made before the verifier key existed, or after `[ledger] origin` changed.
+pub fn write_verifier_key(layout: &PkiLayout, origin: &str) -> Result<String, PkiError> {
+    let vkey = verifier_key(origin, read_ledger_public_key(layout)?)?;
+    FileWriter::default().public(&layout.ledger_verifier_key(), vkey.as_bytes())?;
+    Ok(vkey.trim_end().to_owned())
+}
+
+/// The verifier key `pki init` wrote, if the PKI has one (older PKIs have not).
+pub fn read_verifier_key(layout: &PkiLayout) -> Result<Option<CheckpointVerifier>, PkiError> {
+    let path = layout.ledger_verifier_key();
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("read", &path)(e)),
+    };
+    CheckpointVerifier::from_vkey(&text)
+        .map(Some)
+        .map_err(|e| PkiError::InvalidVerifierKey {
+            path,
+            reason: e.to_string(),
+        })
+}
+
 /// Reads the ledger's public key, the one auditors use to check checkpoint signatures.
 pub fn read_ledger_public_key(layout: &PkiLayout) -> Result<[u8; 32], PkiError> {
     let path = layout.ledger_public_key();
@@ -426,6 +481,7 @@ fn create(
     let (server_cert, server_key) =
         issue_server(&ca.issuer, &options.server_names, not_before, not_after)?;
     let ledger_key = generate_ledger_key()?;
+    let vkey = verifier_key(&options.origin, ledger_key.public)?;
 
     create_dir(&layout.dir)?;
     create_dir(&layout.agencies_dir())?;
@@ -435,8 +491,9 @@ fn create(
     files.secret(&layout.ledger_signing_key(), &ledger_key.pkcs8)?;
     files.public(
         &layout.ledger_public_key(),
-        ledger_key.public_hex.as_bytes(),
+        hex::encode(ledger_key.public).as_bytes(),
     )?;
+    files.public(&layout.ledger_verifier_key(), vkey.as_bytes())?;
     for code in registry.codes() {
         let (cert, key) = issue_agency(&ca.issuer, code, not_before, not_after)?;
         files.secret(&layout.agency_key(code), key.as_bytes())?;
@@ -654,7 +711,7 @@ fn leaf_params(
 
 struct LedgerKey {
     pkcs8: Vec<u8>,
-    public_hex: String,
+    public: [u8; 32],
 }
 
 fn generate_ledger_key() -> Result<LedgerKey, PkiError> {
@@ -663,7 +720,11 @@ fn generate_ledger_key() -> Result<LedgerKey, PkiError> {
     let pair =
         Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| PkiError::LedgerKeyGeneration)?;
     Ok(LedgerKey {
-        public_hex: hex::encode(pair.public_key().as_ref()),
+        public: pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .map_err(|_| PkiError::LedgerKeyGeneration)?,
         pkcs8: pkcs8.as_ref().to_vec(),
     })
 }
@@ -803,6 +864,7 @@ mod tests {
         .unwrap();
         let layout = PkiLayout::new(dir.path());
         let mut expected: Vec<PathBuf> = layout.core_files().into();
+        expected.push(layout.ledger_verifier_key());
         for agency in ["eco", "police"] {
             expected.push(layout.agency_cert(&code(agency)));
             expected.push(layout.agency_key(&code(agency)));
@@ -908,6 +970,7 @@ mod tests {
                 "ca.pem",
                 "ledger-signing.pk8",
                 "ledger-signing.pub",
+                "ledger-signing.vkey",
                 "server.key",
                 "server.pem"
             ]
@@ -1078,6 +1141,56 @@ mod tests {
         ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
             .verify(message, signature.as_ref())
             .unwrap();
+    }
+
+    /// The verifier key names the origin it was made for and verifies what the signing key
+    /// signs under it; a PKI made before it existed gets it from `ensure`, and `pki vkey`
+    /// rewrites it for another origin.
+    #[test]
+    fn the_verifier_key_names_the_origin_and_verifies_the_signing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = PkiOptions {
+            origin: "ledger.county.example/liaison".into(),
+            ..PkiOptions::default()
+        };
+        init(dir.path(), &registry(&[]), &options).unwrap();
+        let layout = PkiLayout::new(dir.path());
+        let text = fs::read_to_string(layout.ledger_verifier_key()).unwrap();
+        assert!(text.starts_with("ledger.county.example/liaison+"), "{text}");
+        assert!(text.ends_with('\n') && text.lines().count() == 1);
+        let verifier = read_verifier_key(&layout).unwrap().unwrap();
+        assert_eq!(
+            verifier.public_key(),
+            read_ledger_public_key(&layout).unwrap()
+        );
+        let signer = liaison_core::checkpoint::CheckpointSigner::new(
+            "ledger.county.example/liaison",
+            load_ledger_signing_key(&layout).unwrap(),
+        )
+        .unwrap();
+        let note = signer.sign(1, [0; 32], OffsetDateTime::now_utc());
+        assert_eq!(verifier.open(&note).unwrap().size, 1);
+
+        // An older PKI without it: `ensure` adds it (under the options' origin), and never
+        // replaces one that exists.
+        fs::remove_file(layout.ledger_verifier_key()).unwrap();
+        assert!(read_verifier_key(&layout).unwrap().is_none());
+        let summary = ensure(dir.path(), &registry(&[]), &PkiOptions::default()).unwrap();
+        assert_eq!(summary.files, vec![layout.ledger_verifier_key()]);
+        assert_eq!(
+            read_verifier_key(&layout).unwrap().unwrap().origin(),
+            crate::config::DEMO_ORIGIN
+        );
+        let summary = ensure(dir.path(), &registry(&[]), &options).unwrap();
+        assert!(summary.files.is_empty());
+
+        let vkey = write_verifier_key(&layout, "ledger.county.example/liaison").unwrap();
+        assert_eq!(vkey, verifier.vkey());
+        assert_eq!(read_verifier_key(&layout).unwrap().unwrap(), verifier);
+        assert!(matches!(
+            write_verifier_key(&layout, "with space"),
+            Err(PkiError::Origin { .. })
+        ));
     }
 
     #[test]

@@ -64,12 +64,18 @@ impl BenchWorld {
         let registry_path = pki_dir.path().join("agencies.toml");
         std::fs::write(&registry_path, &registry_text)?;
         let registry = Registry::load(&registry_path)?;
-        pki::init(pki_dir.path(), &registry, &PkiOptions::default())?;
+        let options = PkiOptions {
+            origin: base.ledger.origin.clone(),
+            ..PkiOptions::default()
+        };
+        pki::init(pki_dir.path(), &registry, &options)?;
         let mut config = Config {
             database_url,
             amqp_url: with_path(&base.amqp_url, &vhost),
             tls_dir: pki_dir.path().to_owned(),
             registry: Some(registry_path),
+            // A throwaway deployment of its own: the demo origin is fine here.
+            demo: true,
             ..base.clone()
         };
         config.listen.set_port(0);

@@ -852,4 +852,140 @@ mod tests {
             ]
         );
     }
+
+    /// The detail members of `kind` the committer wrote, recursively: `a`, `a.b`.
+    fn member_names(value: &Value, at: &str, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (name, inner) in map {
+                    let path = format!("{at}{name}");
+                    member_names(inner, &format!("{path}."), out);
+                    out.insert(path);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    member_names(item, at, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Every `detail` member the committer writes, for every kind it writes here, is named
+    /// in the section of `docs/audit.md` that documents that kind's detail, so that the
+    /// byte-level contract stays whole when a member is added.
+    #[test]
+    fn every_detail_member_is_documented_in_docs_audit_md() {
+        let doc = include_str!("../../../../docs/audit.md");
+        let section = |heading: &str| {
+            // The paragraph that starts with the kind, at the start of a line.
+            let start = doc
+                .find(&format!("\n{heading}"))
+                .unwrap_or_else(|| panic!("docs/audit.md has no {heading}"));
+            let rest = &doc[start..];
+            let end = rest[1..]
+                .find("\n`message.")
+                .or_else(|| rest[1..].find("\n`delivery.*`"))
+                .map_or(rest.len(), |i| i + 1)
+                .min(rest.find("\n### ").unwrap_or(rest.len()));
+            &rest[..end]
+        };
+
+        let mut ctx = context(1);
+        let mut pending = dispatched_row(9, "court");
+        pending.state = DeliveryStatus::Pending;
+        ctx.outbox.insert(9, pending);
+        ctx.outbox.insert(10, dispatched_row(10, "court"));
+        let mut dead = dispatched_row(11, "court");
+        dead.state = DeliveryStatus::Dead;
+        ctx.outbox.insert(11, dead);
+        let mut pulled = dispatched_row(12, "court");
+        pulled.state = DeliveryStatus::Pending;
+        ctx.outbox.insert(12, pulled);
+        let mut answer = message(Uuid::now_v7(), "eco", b"{}");
+        answer.envelope.inreplyto = Some(Uuid::now_v7());
+        let errors = (0..25)
+            .map(|i| RejectionDetail {
+                pointer: format!("/data/{i}"),
+                keyword: "type".into(),
+                message: "bad".into(),
+            })
+            .collect();
+        let requests = vec![
+            Request::Accept(Box::new(answer)),
+            Request::Reject(NewRejection {
+                sender: Some(agency("eco")),
+                channel: Channel::Https,
+                message_id: None,
+                caseref: None,
+                type_: Some("pil.lead.v1".into()),
+                claimed: crate::model::Claimed {
+                    message_id: Some(Uuid::now_v7()),
+                    caseref: Some("SD-OTHER-1".into()),
+                },
+                code: RejectCode::PayloadInvalid,
+                bytes_sha256: [1; 32],
+                size: 10,
+                errors,
+            }),
+            Request::Deliveries(vec![
+                DeliveryOutcome::Failed {
+                    delivery_id: 9,
+                    error: "unroutable".into(),
+                    retry_at: at(),
+                },
+                DeliveryOutcome::DeadLettered {
+                    delivery_id: 10,
+                    reason: "delivery_limit".into(),
+                    by: "rabbitmq".into(),
+                    queue: Some("liaison.agency.court".into()),
+                },
+                DeliveryOutcome::Redriven { delivery_id: 11 },
+            ]),
+            Request::Deliveries(vec![DeliveryOutcome::Dispatched { delivery_id: 9 }]),
+            Request::Acknowledge {
+                delivery_id: 12,
+                agency: agency("court"),
+            },
+        ];
+        let plan = plan(&requests, ctx);
+        let mut kinds = BTreeSet::new();
+        for row in &plan.writes.entries {
+            let entry = Entry::from_canonical(&row.bytes).unwrap();
+            kinds.insert(entry.kind.as_str());
+            let text = match entry.kind {
+                EntryKind::MessageAccepted => section("`message.accepted` —"),
+                EntryKind::MessageRejected => section("`message.rejected` —"),
+                _ => section("`delivery.*` —"),
+            };
+            let mut names = BTreeSet::new();
+            member_names(&entry.detail, "", &mut names);
+            for name in names {
+                let last = name.rsplit('.').next().unwrap_or(&name);
+                assert!(
+                    text.contains(&format!("`{last}`"))
+                        || text.contains(&format!("{{{last}"))
+                        || text.contains(&format!(", {last}")),
+                    "detail.{name} of {} is not documented in docs/audit.md",
+                    entry.kind.as_str()
+                );
+            }
+            if !matches!(
+                entry.kind,
+                EntryKind::MessageAccepted | EntryKind::MessageRejected
+            ) {
+                assert!(
+                    text.contains(&format!("`{}`", entry.kind.as_str())),
+                    "{} has no row",
+                    entry.kind.as_str()
+                );
+            }
+        }
+        assert_eq!(
+            kinds.len(),
+            7,
+            "every kind is written by this test: {kinds:?}"
+        );
+    }
 }
