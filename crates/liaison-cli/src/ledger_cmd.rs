@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use liaison_core::checkpoint::CheckpointVerifier;
-use liaison_ledger::verify::{Location, VerifyReport};
+use liaison_core::cosignature::CosignatureVerifier;
+use liaison_ledger::verify::{CheckpointRecord, Location, VerifyReport};
+use liaison_ledger::witnessed::check_cosignatures;
 use liaison_ledger::{ExportDir, Ledger, parse_key_file};
 use liaison_server::Config;
 use liaison_server::pki::{self, PkiLayout};
@@ -31,6 +33,10 @@ pub enum LedgerCommand {
         /// export's own.
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+        /// A witness's verifier key (`name+keyid+base64`, from `liaison witness init`):
+        /// every cosignature it made must verify over its checkpoint. Repeatable.
+        #[arg(long, value_name = "VKEY")]
+        witness: Vec<String>,
     },
     /// Write everything committed so far to a new directory, for offline verification.
     /// Refused when the key it would carry (the PKI's verifier key, else its public key
@@ -50,12 +56,26 @@ pub async fn run(config: Config, command: LedgerCommand) -> anyhow::Result<()> {
             offline: Some(dir),
             against,
             public_key,
-        } => verify_offline(&dir, against.as_deref(), public_key.as_deref()),
+            witness,
+        } => {
+            let witnesses = witness_keys(&witness)?;
+            verify_offline(&dir, against.as_deref(), public_key.as_deref(), &witnesses)
+        }
         LedgerCommand::Verify {
             offline: None,
             against,
             public_key,
-        } => verify_database(&config, against.as_deref(), public_key.as_deref()).await,
+            witness,
+        } => {
+            let witnesses = witness_keys(&witness)?;
+            verify_database(
+                &config,
+                against.as_deref(),
+                public_key.as_deref(),
+                &witnesses,
+            )
+            .await
+        }
         LedgerCommand::Export { out } => export(&config, &out).await,
         LedgerCommand::Replay => replay(&config).await,
     }
@@ -104,10 +124,45 @@ fn open_reference(against: Option<&Path>) -> anyhow::Result<Option<ExportDir>> {
         .transpose()
 }
 
+fn witness_keys(keys: &[String]) -> anyhow::Result<Vec<CosignatureVerifier>> {
+    keys.iter()
+        .map(|k| {
+            CosignatureVerifier::from_verifier_key(k).with_context(|| format!("--witness {k}"))
+        })
+        .collect()
+}
+
+/// Prints what the named witnesses' cosignatures showed; an error when one is bad.
+fn witnessed(
+    checkpoints: &[CheckpointRecord],
+    cosignatures: &[liaison_ledger::StoredCosignature],
+    witnesses: &[CosignatureVerifier],
+) -> anyhow::Result<()> {
+    if witnesses.is_empty() {
+        return Ok(());
+    }
+    let report = check_cosignatures(checkpoints, cosignatures, witnesses);
+    for (name, (count, largest)) in &report.witnesses {
+        println!(
+            "✓ witness {name}: {count} cosignature(s) verified, largest cosigned tree size {largest}"
+        );
+    }
+    for finding in &report.findings {
+        println!("✗ {finding}");
+    }
+    anyhow::ensure!(
+        report.is_ok(),
+        "{} bad cosignature(s)",
+        report.findings.len()
+    );
+    Ok(())
+}
+
 async fn verify_database(
     config: &Config,
     against: Option<&Path>,
     public_key: Option<&Path>,
+    witnesses: &[CosignatureVerifier],
 ) -> anyhow::Result<()> {
     let key = match public_key {
         Some(path) => read_key(path, &config.ledger.origin)?,
@@ -121,13 +176,25 @@ async fn verify_database(
         .verify(&key, reference.as_ref(), &mut |n| bar.set_position(n))
         .await?;
     bar.finish_and_clear();
-    verdict(&report, started)
+    let checkpoints: Vec<CheckpointRecord> = ledger
+        .checkpoints()
+        .await?
+        .into_iter()
+        .map(|c| CheckpointRecord {
+            tree_size: c.tree_size,
+            note: c.note,
+        })
+        .collect();
+    let cosigned = witnessed(&checkpoints, &ledger.cosignatures(None).await?, witnesses);
+    verdict(&report, started)?;
+    cosigned
 }
 
 fn verify_offline(
     dir: &Path,
     against: Option<&Path>,
     public_key: Option<&Path>,
+    witnesses: &[CosignatureVerifier],
 ) -> anyhow::Result<()> {
     let export = ExportDir::open(dir).with_context(|| format!("export {}", dir.display()))?;
     let key = match public_key {
@@ -149,7 +216,9 @@ fn verify_offline(
     if report.root != [0; 32] && hex::encode(report.root) != export.manifest.root {
         println!("note: the manifest's root differs from the entries' root");
     }
-    verdict(&report, started)
+    let cosigned = witnessed(&export.checkpoints()?, &export.cosignatures()?, witnesses);
+    verdict(&report, started)?;
+    cosigned
 }
 
 /// Prints the report; an error (exit status 1) when anything is wrong.

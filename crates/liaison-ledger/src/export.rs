@@ -45,6 +45,10 @@ pub const EXPORT_FORMAT: &str = "liaison-ledger-export/1";
 pub const PUBLIC_KEY_FILE: &str = "ledger-key.pub";
 /// The export's C2SP verifier key (origin and key in one line).
 pub const VKEY_FILE: &str = "ledger-key.vkey";
+/// Witnesses' cosignatures of the exported checkpoints, one JSON object per line
+/// (`tree_size`, `witness`, `line`, `cosigned_at`); absent from exports made before there
+/// were any.
+pub const COSIGNATURES_FILE: &str = "cosignatures.jsonl";
 const PAGE: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +317,13 @@ impl Ledger {
                 tree_size: c.tree_size,
                 note: c.note.clone(),
             }))?;
+        }
+        file.finish()?;
+        let mut file = Writer::create(dir, COSIGNATURES_FILE)?;
+        for c in self.cosignatures(None).await? {
+            if c.tree_size <= size {
+                file.line(&json_line(&c))?;
+            }
         }
         file.finish()?;
         let key_path = dir.join(PUBLIC_KEY_FILE);
@@ -603,6 +614,25 @@ impl ExportDir {
                 Ok(CheckpointRecord {
                     tree_size: c.tree_size,
                     note: c.note,
+                })
+            })
+            .collect()
+    }
+
+    /// The witnesses' cosignatures the export carries (none for an export made before it
+    /// carried them).
+    pub fn cosignatures(&self) -> Result<Vec<crate::StoredCosignature>, ExportError> {
+        let path = self.dir.join(COSIGNATURES_FILE);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        lines(&path)?
+            .map(|line| {
+                let (n, bytes) = line?;
+                serde_json::from_slice(&bytes).map_err(|e| ExportError::Format {
+                    path: path.clone(),
+                    line: n,
+                    reason: e.to_string(),
                 })
             })
             .collect()

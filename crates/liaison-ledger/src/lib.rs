@@ -20,6 +20,7 @@ pub mod report;
 mod sql;
 mod tree;
 pub mod verify;
+pub mod witnessed;
 
 pub use admin::{drop_database, ensure_database};
 pub use case_replay::{CaseDifference, CaseReplay, CaseReplayReport};
