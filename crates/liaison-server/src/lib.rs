@@ -11,6 +11,7 @@ pub mod connections;
 pub mod crl;
 pub mod dead_letters;
 pub mod defaults;
+pub mod directory;
 pub mod gateway;
 pub mod guard;
 pub mod inbox;

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::gateway::{self, Gateway};
 use crate::openapi::{self, ApiDoc};
 use crate::problem::Problem;
-use crate::{audit_routes, case_routes, report_routes};
+use crate::{audit_routes, case_routes, directory, report_routes};
 
 /// The gateway with its document, its fallback and client authentication in front of
 /// every route. Routes are added in [`routes`], never here.
@@ -45,6 +45,7 @@ pub fn router(gateway: Gateway) -> Router {
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(gateway::submit))
+        .routes(routes!(gateway::preview))
         .routes(routes!(gateway::message))
         .routes(routes!(audit_routes::proof))
         .routes(routes!(audit_routes::latest_checkpoint))
@@ -55,6 +56,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(report_routes::report))
         .routes(routes!(gateway::pull))
         .routes(routes!(gateway::ack))
+        .routes(routes!(directory::agencies))
         .routes(routes!(gateway::schemas))
         .routes(routes!(gateway::schema))
         .routes(routes!(openapi_json))
