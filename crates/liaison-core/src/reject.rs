@@ -76,10 +76,13 @@ pub enum RejectCode {
     /// The period in which the sender could act (an objection, a request for
     /// reconsideration) ran out before the message arrived.
     WindowClosed,
+    /// A query or path parameter of the request cannot be read (not a number where one is
+    /// expected, not UTF-8, an unknown value).
+    InvalidParameter,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 29] = [
+    pub const ALL: [RejectCode; 30] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -109,6 +112,7 @@ impl RejectCode {
         Self::NotAParty,
         Self::InvalidTransition,
         Self::WindowClosed,
+        Self::InvalidParameter,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -142,13 +146,14 @@ impl RejectCode {
             Self::NotAParty => "not_a_party",
             Self::InvalidTransition => "invalid_transition",
             Self::WindowClosed => "window_closed",
+            Self::InvalidParameter => "invalid_parameter",
         }
     }
 
     /// The HTTP status that goes with the code.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidUtf8 | Self::MalformedJson | Self::TooDeep => 400,
+            Self::InvalidUtf8 | Self::MalformedJson | Self::TooDeep | Self::InvalidParameter => 400,
             Self::BodyTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::EnvelopeInvalid | Self::UnknownType | Self::PayloadInvalid => 422,
@@ -206,6 +211,7 @@ impl RejectCode {
             Self::NotAParty => "The sender is not a party of this case",
             Self::InvalidTransition => "Not a legal step of the case in its current state",
             Self::WindowClosed => "The period for this step has run out",
+            Self::InvalidParameter => "A parameter of the request cannot be read",
         }
     }
 

@@ -3,7 +3,7 @@
 //! audit paths are RFC 9162 order (leaf to root). See docs/audit.md.
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use liaison_core::RejectCode;
 use liaison_core::audit::Hash;
 use liaison_ledger::{LedgerError, StoredCheckpoint};
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::extract::{Path, Query};
 use crate::gateway::{Caller, Gateway, visible_message};
 use crate::openapi::CheckpointSchema;
 use crate::problem::Problem;

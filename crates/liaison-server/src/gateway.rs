@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::extract::{Path, Query};
 use crate::inbox::{AckOutcome, Inbox, PulledDelivery};
 use crate::openapi::{
     CloudEvent, DeliveryStateSchema, EntrySchema, RecipientRoleSchema, RecipientSchema,
@@ -96,8 +97,9 @@ pub(crate) struct AcceptedBody {
     duplicate: bool,
 }
 
+/// A recipient of an accepted message
 #[derive(Serialize, ToSchema)]
-#[schema(as = Recipient)]
+#[schema(as = AcceptedRecipient)]
 pub(crate) struct RecipientBody {
     #[schema(value_type = String)]
     agency: AgencyCode,

@@ -12,6 +12,7 @@ pub mod crl;
 pub mod dead_letters;
 pub mod defaults;
 pub mod directory;
+pub mod extract;
 pub mod gateway;
 pub mod guard;
 pub mod inbox;
