@@ -166,6 +166,10 @@ async fn the_registry_a_preview_and_refusals_that_say_what_to_fix() {
     world.cleanup().await;
 }
 
+/// A request of the sweep below: method, documented path, requested path, and the
+/// content type and body it sends.
+type Probe<'a> = (&'a str, &'a str, String, Option<(&'a str, Vec<u8>)>);
+
 /// Whatever the gateway answers to a request of a documented operation, that status is
 /// among the operation's documented responses, and a refusal is a problem document.
 #[tokio::test]
@@ -182,8 +186,7 @@ async fn every_status_the_gateway_answers_is_documented() {
     let lead = example("pil.lead.v1", "sand-dump-minimal.json", "eco");
     let event = serde_json::to_vec(&lead).unwrap();
     let stranger = uuid::Uuid::now_v7();
-    // (method, documented path, requested path, content type and body)
-    let requests: Vec<(&str, &str, String, Option<(&str, Vec<u8>)>)> = vec![
+    let requests: Vec<Probe> = vec![
         ("GET", "/v1/agencies", "/v1/agencies".into(), None),
         ("GET", "/v1/inbox", "/v1/inbox?wait=soon".into(), None),
         ("GET", "/v1/inbox", "/v1/inbox?max=-1".into(), None),
@@ -330,6 +333,21 @@ async fn every_status_the_gateway_answers_is_documented() {
         "{}",
         problem.body
     );
+    // A method a path does not serve is no operation of the document: 405 with `Allow`,
+    // as docs/integration.md says.
+    let wrong = http
+        .get(format!("{}/v1/routes/preview", base(&broker)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 405);
+    assert_eq!(
+        wrong.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    let unknown = eco.get("/v1/nowhere").await.unwrap();
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body["code"], "not_found");
 
     broker.shutdown(Duration::from_secs(5)).await;
     world.cleanup().await;
