@@ -15,6 +15,7 @@ mod gateway_limits;
 mod hostile;
 mod intake;
 mod intake_limits;
+mod integration;
 mod leaks;
 mod ledger_role;
 mod path;

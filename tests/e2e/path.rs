@@ -132,12 +132,35 @@ async fn a_lead_is_pulled_over_https_and_acknowledged() {
     assert_eq!(deliveries[0]["type"], "pil.lead.v1");
     let delivery = deliveries[0]["delivery"].as_i64().unwrap();
 
-    // eco may not acknowledge the procuratorate's delivery; the procuratorate may, once.
+    // eco may not acknowledge the procuratorate's delivery; the procuratorate may, and an
+    // ack repeated (its first answer lost) is told it stands, with nothing new recorded.
     assert_eq!(eco.ack(delivery).await.unwrap().status, 404);
     assert_eq!(procuratorate.ack(delivery).await.unwrap().status, 204);
+    let entries = world
+        .ledger()
+        .await
+        .trace(&TraceKey::parse(lead["id"].as_str().unwrap()))
+        .await
+        .unwrap()
+        .len();
     let again = procuratorate.ack(delivery).await.unwrap();
-    assert_eq!(again.status, 404);
-    assert_eq!(again.body["code"], "not_found");
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        again.body,
+        serde_json::json!({"already_acknowledged": true})
+    );
+    let after = world
+        .ledger()
+        .await
+        .trace(&TraceKey::parse(lead["id"].as_str().unwrap()))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(after, entries, "a repeated ack records nothing");
+    // Still not eco's to acknowledge, even now.
+    let stranger = eco.ack(delivery).await.unwrap();
+    assert_eq!(stranger.status, 404);
+    assert_eq!(stranger.body["code"], "not_found");
 
     // The receipt travels back and is pulled by eco.
     let receipt = receipt_event("SD-PIL-E2E-PULL", id_of(&lead));

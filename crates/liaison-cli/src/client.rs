@@ -100,6 +100,16 @@ impl AgencyClient {
         self.submit_bytes(serde_json::to_vec(event)?).await
     }
 
+    /// Asks `/v1/routes/preview` who would receive `event`; nothing is recorded.
+    pub async fn preview(&self, event: &Value) -> anyhow::Result<Answer> {
+        let request = self
+            .http
+            .post(format!("{}/v1/routes/preview", self.base))
+            .header("content-type", "application/cloudevents+json")
+            .body(serde_json::to_vec(event)?);
+        answer(request.send().await.context("POST /v1/routes/preview")?).await
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
         let response = self
             .http

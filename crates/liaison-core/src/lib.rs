@@ -24,7 +24,7 @@ pub use envelope::{Channel, Envelope, EnvelopeError, Submission};
 pub use lifecycle::{CaseMoves, Lifecycle, LifecycleError, ThreadStep};
 pub use policy::{
     AnsweredBy, MandatoryRecipient, OriginalMessage, Policy, PolicyError, PolicyLoadError,
-    Recipient, RecipientRole, Route,
+    Recipient, RecipientRole, Route, RuleRoute,
 };
 pub use redact::redact_url;
 pub use reject::RejectCode;

@@ -188,6 +188,40 @@ pub struct RuleSummary<'a> {
     pub conditions: &'a [Condition],
 }
 
+/// Who may send a rule's type and who receives it, as `GET /v1/agencies` lists them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleRoute<'a> {
+    pub name: &'a str,
+    pub type_: &'a str,
+    /// The agencies that may send it; `None`: any registered agency.
+    pub from: Option<&'a [AgencyCode]>,
+    /// Fixed addressees (主送).
+    pub to: &'a [AgencyCode],
+    /// Fixed copies (抄送).
+    pub cc: &'a [AgencyCode],
+    /// `to = "named"`: the message's `recipients` picks its addressees among these
+    /// (`Some(None)`: any registered agency).
+    pub named: Option<Option<&'a [AgencyCode]>>,
+    /// For answers: which parties of the original receive it.
+    pub reply_to: Option<ReplyTo>,
+    /// Payload conditions: the rule applies only when all hold.
+    pub when: &'a [Condition],
+}
+
+impl RuleRoute<'_> {
+    /// Whether `agency` may send messages of this rule.
+    pub fn sent_by(&self, agency: &AgencyCode) -> bool {
+        self.from.is_none_or(|codes| codes.contains(agency))
+    }
+
+    /// Whether some sender of the rule is not `agency` (a sender never receives its own
+    /// message, so a rule whose only sender is `agency` never delivers to it).
+    pub fn sent_by_another_than(&self, agency: &AgencyCode) -> bool {
+        self.from
+            .is_none_or(|codes| codes.iter().any(|c| c != agency))
+    }
+}
+
 /// A supervisory recipient that no sender can remove, as `liaison policy explain` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MandatoryRecipient<'a> {
@@ -273,10 +307,21 @@ pub enum PolicyError {
         type_: String,
         conditions: String,
     },
-    #[error("the policy does not route this message to {}", join(.agencies))]
-    RecipientsNotAllowed { agencies: Vec<AgencyCode> },
-    #[error("{type_} is addressed by name: the `recipients` attribute must name its addressees")]
-    RecipientsRequired { type_: String },
+    #[error("the policy does not route this message to {}; {}", join(.agencies), may_go_to(.allowed))]
+    RecipientsNotAllowed {
+        agencies: Vec<AgencyCode>,
+        /// Every agency `recipients` may name for this message (the sender left out).
+        allowed: Vec<AgencyCode>,
+    },
+    #[error(
+        "{type_} is addressed by name: the `recipients` attribute must name its addressees; {}",
+        may_go_to(.allowed)
+    )]
+    RecipientsRequired {
+        type_: String,
+        /// The agencies it may name (the sender left out).
+        allowed: Vec<AgencyCode>,
+    },
     #[error("the policy routes this {type_} from {sender} to no agency other than its sender")]
     NoRecipients { sender: AgencyCode, type_: String },
     #[error(
@@ -293,6 +338,15 @@ pub enum PolicyError {
         /// "sent" or "was only copied on".
         role: &'static str,
     },
+}
+
+/// The end of a `recipients_not_allowed` detail: who the sender may name instead.
+fn may_go_to(allowed: &[AgencyCode]) -> String {
+    if allowed.is_empty() {
+        "it may go to no agency other than its sender".to_owned()
+    } else {
+        format!("it may go to: {}", join(allowed))
+    }
 }
 
 fn join(agencies: &[AgencyCode]) -> String {
@@ -432,6 +486,33 @@ impl Policy {
         self.rules.iter().any(|r| r.type_ == type_ && r.answers())
     }
 
+    /// Whether any rule lets `sender` send `type_` at all, whatever its payload, recipients
+    /// or original: what the pipeline checks before the payload schema, so that a sender
+    /// learns it may not send a type before it is told how to fix the payload.
+    pub fn may_send(&self, sender: &AgencyCode, type_: &str) -> bool {
+        self.rules.iter().any(|r| r.sends(sender, type_))
+    }
+
+    /// Every rule's senders and recipients, in file order, for the agencies' directory.
+    pub fn routes(&self) -> impl Iterator<Item = RuleRoute<'_>> {
+        self.rules.iter().map(|r| RuleRoute {
+            name: &r.name,
+            type_: &r.type_,
+            from: match &r.from {
+                Senders::Any => None,
+                Senders::Only(codes) => Some(codes),
+            },
+            to: &r.to,
+            cc: &r.cc,
+            named: r.named.as_ref().map(|named| match named {
+                Named::AnyRegistered => None,
+                Named::Only(codes) => Some(codes.as_slice()),
+            }),
+            reply_to: r.reply_to,
+            when: &r.when,
+        })
+    }
+
     /// The supervisory recipients `sender`'s messages of `type_` must reach whatever their
     /// `recipients` attribute says (of rules whose `when` holds for `event`; all rules of
     /// the type when `event` is `None`).
@@ -510,6 +591,8 @@ impl Policy {
 
         let mut chosen = Chosen::new(sender);
         let mut named_route = false;
+        // Who a named route lets the message name, for a refusal to list.
+        let mut nameable: BTreeSet<AgencyCode> = BTreeSet::new();
         for rule in &matching {
             for agency in &rule.to {
                 chosen.add(agency, RecipientRole::To, &rule.name);
@@ -519,9 +602,19 @@ impl Policy {
             }
             if let Some(named) = &rule.named {
                 named_route = true;
+                nameable.extend(
+                    match named {
+                        Named::AnyRegistered => self.agencies.iter().collect::<Vec<_>>(),
+                        Named::Only(codes) => codes.iter().collect(),
+                    }
+                    .into_iter()
+                    .filter(|a| *a != sender)
+                    .cloned(),
+                );
                 let wanted = envelope.recipients.as_ref().ok_or_else(|| {
                     PolicyError::RecipientsRequired {
                         type_: envelope.type_.clone(),
+                        allowed: nameable.iter().cloned().collect(),
                     }
                 })?;
                 for agency in wanted {
@@ -606,7 +699,12 @@ impl Policy {
                 .cloned()
                 .collect();
             if !refused.is_empty() {
-                return Err(PolicyError::RecipientsNotAllowed { agencies: refused });
+                let allowed: BTreeSet<AgencyCode> =
+                    chosen.keys().cloned().chain(nameable).collect();
+                return Err(PolicyError::RecipientsNotAllowed {
+                    agencies: refused,
+                    allowed: allowed.into_iter().collect(),
+                });
             }
             // A named route's `recipients` picked the addressees; the policy's copies stay.
             if !named_route {
@@ -1034,8 +1132,14 @@ mod tests {
         assert_eq!(
             err,
             PolicyError::RecipientsNotAllowed {
-                agencies: vec![code("gov")]
+                agencies: vec![code("gov")],
+                allowed: vec![code("police"), code("procuratorate")],
             }
+        );
+        assert!(
+            err.to_string()
+                .ends_with("it may go to: police, procuratorate"),
+            "{err}"
         );
     }
 
@@ -1426,12 +1530,16 @@ mod tests {
         assert_eq!(agencies(&route), vec![("market", RecipientRole::To)]);
         let (env, event) = with_data("rec.v1", None, serde_json::json!({}));
         let err = p.route_event(&pro, &env, Some(&event), None).unwrap_err();
-        assert_eq!(
-            err,
-            PolicyError::RecipientsRequired {
-                type_: "rec.v1".into()
-            }
+        let PolicyError::RecipientsRequired { type_, allowed } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(type_, "rec.v1");
+        // `allowed = ["*"]`: every registered agency but the sender.
+        assert!(
+            allowed.contains(&code("market")) && !allowed.contains(&pro),
+            "{err}"
         );
+        assert!(err.to_string().contains("it may go to: "), "{err}");
         let (env, event) = with_data("rec.v1", Some(&["unregistered"]), serde_json::json!({}));
         let err = p.route_event(&pro, &env, Some(&event), None).unwrap_err();
         assert_eq!(err.code(), RejectCode::RecipientsNotAllowed);

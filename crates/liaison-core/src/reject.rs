@@ -73,12 +73,13 @@ pub enum RejectCode {
     NotAParty,
     /// The message is no legal transition of its case's thread in the state it met.
     InvalidTransition,
-    /// A query parameter or path segment is out of range or malformed (a tree size of 0, a
-    /// range whose ends are reversed, a date that is none); `detail` says which.
-    InvalidParameter,
     /// The period in which the sender could act (an objection, a request for
     /// reconsideration) ran out before the message arrived.
     WindowClosed,
+    /// A query or path parameter of the request cannot be read (not a number where one is
+    /// expected, not UTF-8, an unknown value) or is out of range (a tree size of 0, a range
+    /// whose ends are reversed, a date that is none); `detail` says which.
+    InvalidParameter,
 }
 
 impl RejectCode {
@@ -111,8 +112,8 @@ impl RejectCode {
         Self::CaserefUnknown,
         Self::NotAParty,
         Self::InvalidTransition,
-        Self::InvalidParameter,
         Self::WindowClosed,
+        Self::InvalidParameter,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -153,7 +154,7 @@ impl RejectCode {
     /// The HTTP status that goes with the code.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidUtf8 | Self::MalformedJson | Self::TooDeep => 400,
+            Self::InvalidUtf8 | Self::MalformedJson | Self::TooDeep | Self::InvalidParameter => 400,
             Self::BodyTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::EnvelopeInvalid | Self::UnknownType | Self::PayloadInvalid => 422,
@@ -175,7 +176,6 @@ impl RejectCode {
             Self::ConcurrencyLimited => 429,
             Self::CaserefMismatch | Self::CaserefUnknown | Self::WindowClosed => 422,
             Self::NotAParty => 403,
-            Self::InvalidParameter => 400,
             Self::InvalidTransition => 409,
         }
     }
@@ -212,7 +212,9 @@ impl RejectCode {
             Self::NotAParty => "The sender is not a party of this case",
             Self::InvalidTransition => "Not a legal step of the case in its current state",
             Self::WindowClosed => "The period for this step has run out",
-            Self::InvalidParameter => "A parameter of the request is out of range or malformed",
+            Self::InvalidParameter => {
+                "A parameter of the request is out of range or cannot be read"
+            }
         }
     }
 

@@ -115,6 +115,76 @@ pub fn uscc_check_char(code: &[u8]) -> Option<u8> {
     USCC_CHARSET.get(check as usize).copied()
 }
 
+/// What is wrong with `value` under the custom format `format`, as a sentence for the
+/// sender: which standard, which positions, and for a wrong check character the one the
+/// other characters call for. `None` for a format that is not one of these, or a value that
+/// passes. The value itself is never quoted (it names a person or a company); the expected
+/// check character is derived from it but identifies no one.
+pub fn fault(format: &str, value: &str) -> Option<String> {
+    match format {
+        RESIDENT_ID => resident_id_fault(value).map(|why| {
+            format!("not a resident ID number (format {RESIDENT_ID}, GB 11643-1999): {why}")
+        }),
+        USCC => uscc_fault(value).map(|why| {
+            format!("not a unified social credit code (format {USCC}, GB 32100-2015): {why}")
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `format` is one of the catalogue's custom formats.
+pub fn is_custom(format: &str) -> bool {
+    custom_formats().iter().any(|(name, _)| *name == format)
+}
+
+/// The first fault of a resident identity number, in the order a person checks one.
+fn resident_id_fault(value: &str) -> Option<String> {
+    let length = value.chars().count();
+    if length != 18 || value.len() != 18 {
+        return Some(format!("it has 18 characters, this value has {length}"));
+    }
+    let bytes = value.as_bytes();
+    if let Some(index) = bytes[..17].iter().position(|b| !b.is_ascii_digit()) {
+        return Some(format!(
+            "position {} must be a digit: positions 1–17 are digits 0–9",
+            index + 1
+        ));
+    }
+    if !is_birth_date(&bytes[6..14]) {
+        return Some("positions 7–14 must be a real birth date, YYYYMMDD, from 1900 on".to_owned());
+    }
+    let expected = resident_id_check_char(&bytes[..17])?;
+    (bytes[17] != expected).then(|| check_character_fault(expected, "digits"))
+}
+
+/// The first fault of a unified social credit code.
+fn uscc_fault(value: &str) -> Option<String> {
+    let length = value.chars().count();
+    if length != 18 || value.len() != 18 {
+        return Some(format!("it has 18 characters, this value has {length}"));
+    }
+    let bytes = value.as_bytes();
+    if let Some(index) = bytes[..17].iter().position(|&b| uscc_value(b).is_none()) {
+        return Some(format!(
+            "position {} holds a character credit codes never use: only 0–9 and the capitals \
+             A–H, J–N, P–R, T–U, W–Y (no I, O, S, V, Z, no lower case)",
+            index + 1
+        ));
+    }
+    if !bytes[2..8].iter().all(u8::is_ascii_digit) {
+        return Some("positions 3–8 (the administrative division code) must be digits".to_owned());
+    }
+    let expected = uscc_check_char(&bytes[..17])?;
+    (bytes[17] != expected).then(|| check_character_fault(expected, "characters"))
+}
+
+fn check_character_fault(expected: u8, what: &str) -> String {
+    format!(
+        "the check character (position 18) is wrong: the first 17 {what} call for '{}'",
+        expected as char
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +303,42 @@ mod tests {
     fn a_credit_code_is_not_a_resident_id() {
         let code = with_uscc_check("91620725MA7XK3L21");
         assert!(!is_resident_id(&code), "{code}");
+    }
+
+    #[test]
+    fn a_fault_names_the_format_the_position_and_the_expected_check_character() {
+        let good = with_uscc_check("91620725MA7XK3L21");
+        assert_eq!(fault(USCC, &good), None);
+        let expected = good.as_bytes()[17] as char;
+        let wrong = if expected == '0' { '1' } else { '0' };
+        let bad = format!("{}{wrong}", &good[..17]);
+        let why = fault(USCC, &bad).expect("a wrong check character");
+        assert!(why.contains("cn-uscc") && why.contains("GB 32100"), "{why}");
+        assert!(why.contains("position 18"), "{why}");
+        assert!(why.contains(&format!("'{expected}'")), "{why}");
+        assert!(!why.contains(&bad[..17]), "the value is not quoted: {why}");
+
+        let id = with_resident_check("62072519800101123");
+        assert_eq!(fault(RESIDENT_ID, &id), None);
+        let expected = id.as_bytes()[17] as char;
+        let wrong = if expected == '0' { '1' } else { '0' };
+        let why = fault(RESIDENT_ID, &format!("{}{wrong}", &id[..17])).unwrap();
+        assert!(
+            why.contains("cn-resident-id") && why.contains("GB 11643"),
+            "{why}"
+        );
+        assert!(why.contains(&format!("'{expected}'")), "{why}");
+
+        let why = fault(RESIDENT_ID, "6207251980A101123X").unwrap();
+        assert!(why.contains("position 11 must be a digit"), "{why}");
+        let why = fault(RESIDENT_ID, &with_resident_check("62072519800230123")).unwrap();
+        assert!(why.contains("positions 7–14"), "{why}");
+        let why = fault(RESIDENT_ID, "123").unwrap();
+        assert!(why.contains("this value has 3"), "{why}");
+        let why = fault(USCC, "91620725MA7XK3LI10").unwrap();
+        assert!(why.contains("position 16"), "{why}");
+        let why = fault(USCC, &with_uscc_check("9162A725MA7XK3L21")).unwrap();
+        assert!(why.contains("positions 3–8"), "{why}");
+        assert_eq!(fault("email", "x"), None);
     }
 }

@@ -69,7 +69,19 @@ impl FuzzTarget {
             std::str::from_utf8(bytes).is_ok(),
             "invalid UTF-8 was parsed"
         );
-        if let Err(invalid) = self.catalogue.validate(&event) {
+        let validated = self.catalogue.validate(&event);
+        // As the pipeline: a sender that may not send a type at all is told so before the
+        // payload's faults, after the envelope's.
+        let envelope_valid = validated
+            .as_ref()
+            .map_or_else(|e| e.code == RejectCode::PayloadInvalid, |()| true);
+        if envelope_valid
+            && let Some(type_) = event.get("type").and_then(serde_json::Value::as_str)
+            && !self.policy.may_send(sender, type_)
+        {
+            return Verdict::Refused(RejectCode::TypeNotAllowed);
+        }
+        if let Err(invalid) = validated {
             assert!(
                 !invalid.violations.is_empty(),
                 "a refusal without a violation"

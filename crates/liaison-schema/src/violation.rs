@@ -5,6 +5,9 @@ use std::fmt;
 use jsonschema::error::ValidationErrorKind;
 use liaison_core::RejectCode;
 use serde::Serialize;
+use serde_json::Value;
+
+use crate::formats;
 
 /// One fault of a message against the catalogue.
 ///
@@ -79,11 +82,54 @@ pub(crate) fn violations_of<'a>(
             kind => violations.push(Violation {
                 pointer: at,
                 keyword: kind.keyword().to_owned(),
-                message: error.masked_with("the value").to_string(),
+                message: what_to_fix(&error)
+                    .unwrap_or_else(|| error.masked_with("the value").to_string()),
             }),
         }
     }
     violations
+}
+
+/// A message that says what to fix where the validator's own would not: a check
+/// character names the format, the position and the character expected (the validator
+/// says only "not valid under any of the schemas" when a field may be either identifier),
+/// and an enum lists every allowed value (the validator cuts long lists short).
+fn what_to_fix(error: &jsonschema::ValidationError<'_>) -> Option<String> {
+    match error.kind() {
+        ValidationErrorKind::Format { format } => {
+            formats::fault(format, error.instance().as_str()?)
+                .map(|why| format!("the value is {why}"))
+        }
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            let value = error.instance().as_str()?;
+            let faults = context
+                .iter()
+                .map(|branch| {
+                    only_custom_format(branch).and_then(|format| formats::fault(format, value))
+                })
+                .collect::<Option<Vec<String>>>()?;
+            (!faults.is_empty()).then(|| format!("the value is {}", faults.join("; and ")))
+        }
+        ValidationErrorKind::Enum { options } => {
+            let allowed: Vec<String> = options.as_array()?.iter().map(Value::to_string).collect();
+            Some(format!(
+                "the value is not one of the allowed values: {}",
+                allowed.join(", ")
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The custom format a branch of `anyOf`/`oneOf` failed on, when that is all it failed on.
+fn only_custom_format<'e>(branch: &'e [jsonschema::ValidationError<'_>]) -> Option<&'e str> {
+    match branch {
+        [only] => match only.kind() {
+            ValidationErrorKind::Format { format } if formats::is_custom(format) => Some(format),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Sorts by pointer so that answers are stable whatever order the validator walked in.

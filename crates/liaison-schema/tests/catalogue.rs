@@ -574,3 +574,58 @@ fn answers_are_bound_to_the_types_they_answer() {
     assert!(opener.contains("answers no message"), "{opener}");
     assert!(catalogue.check_answer("no.such.v1", "pil.lead.v1").is_err());
 }
+
+/// A wrong check character names the format, the position and the character expected,
+/// also where the field may hold either identifier (an `anyOf` of two formats).
+#[test]
+fn a_wrong_check_character_says_which_format_and_which_character() {
+    let mut event = valid_lead();
+    // The example's code ends in 8; 0 is wrong.
+    event["data"]["suspected_party"]["id_number"] = json!("91620725MA7XK3L210");
+    let error = catalogue().validate(&event).unwrap_err();
+    assert_eq!(error.code, RejectCode::PayloadInvalid);
+    let [violation] = error.violations.as_slice() else {
+        panic!("one violation: {error}");
+    };
+    assert_eq!(violation.pointer, "/data/suspected_party/id_number");
+    let message = &violation.message;
+    assert!(
+        !message.contains("not valid under any"),
+        "the validator's own words: {message}"
+    );
+    assert!(
+        message.contains("cn-uscc") && message.contains("position 18") && message.contains("'8'"),
+        "{message}"
+    );
+    assert!(message.contains("cn-resident-id"), "{message}");
+    assert!(!message.contains("91620725MA7XK3L21"), "{message}");
+}
+
+#[test]
+fn an_enum_violation_lists_every_allowed_value() {
+    let mut event = valid_lead();
+    event["data"]["domain"] = json!("rivers");
+    let error = catalogue().validate(&event).unwrap_err();
+    let violation = error
+        .violations
+        .iter()
+        .find(|v| v.pointer == "/data/domain")
+        .expect("the domain is refused");
+    assert_eq!(violation.keyword, "enum");
+    let catalogue = catalogue();
+    let schema = &catalogue.get("pil.lead.v1").unwrap().schema;
+    let allowed = schema["properties"]["domain"]["enum"].as_array().unwrap();
+    assert!(allowed.len() > 5, "a list the validator would cut short");
+    for value in allowed {
+        assert!(
+            violation.message.contains(&value.to_string()),
+            "{value} missing from {}",
+            violation.message
+        );
+    }
+    assert!(
+        !violation.message.contains("rivers"),
+        "{}",
+        violation.message
+    );
+}

@@ -7,7 +7,7 @@
 //! docs/audit.md.
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::extract::{Path, Query};
 use crate::gateway::{Gateway, Reader, visible_message};
 use crate::openapi::CheckpointSchema;
 use crate::problem::Problem;

@@ -2,13 +2,14 @@
 //! administrators, `GET /v1/cases` for the caller's cases (administrators: every case).
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use liaison_core::{AgencyCode, RejectCode};
 use liaison_ledger::{CaseFilter, CasePage, CaseView};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
+use crate::extract::{Path, Query};
 use crate::gateway::{Caller, Gateway};
 use crate::problem::Problem;
 

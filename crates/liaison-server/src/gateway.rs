@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,8 +22,11 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::inbox::{Inbox, PulledDelivery};
-use crate::openapi::{CloudEvent, DeliveryStateSchema, EntrySchema, RecipientRoleSchema};
+use crate::extract::{Path, Query};
+use crate::inbox::{AckOutcome, Inbox, PulledDelivery};
+use crate::openapi::{
+    CloudEvent, DeliveryStateSchema, EntrySchema, RecipientRoleSchema, RecipientSchema,
+};
 use crate::pipeline::Pipeline;
 use crate::problem::Problem;
 use crate::tls;
@@ -144,8 +147,9 @@ pub(crate) struct AcceptedBody {
     duplicate: bool,
 }
 
+/// A recipient of an accepted message
 #[derive(Serialize, ToSchema)]
-#[schema(as = Recipient)]
+#[schema(as = AcceptedRecipient)]
 pub(crate) struct RecipientBody {
     #[schema(value_type = String)]
     agency: AgencyCode,
@@ -205,60 +209,16 @@ pub(crate) async fn submit(
     body: Body,
 ) -> Response {
     let pipeline = &gateway.pipeline;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if !is_json_media_type(&headers) {
-        let detail =
-            "send the CloudEvent in structured mode as application/cloudevents+json".to_owned();
-        return pipeline
-            .refuse_unread(
-                &sender,
-                Channel::Https,
-                RejectCode::UnsupportedMediaType,
-                detail,
-                declared.unwrap_or(0),
-            )
-            .await
-            .into_response();
-    }
-    let limit = gateway.max_body_bytes;
-    let too_large = |size: usize| format!("the body is {size} bytes or more; the limit is {limit}");
-    if let Some(size) = declared.filter(|s| *s > limit) {
-        return pipeline
-            .refuse_unread(
-                &sender,
-                Channel::Https,
-                RejectCode::BodyTooLarge,
-                too_large(size),
-                size,
-            )
-            .await
-            .into_response();
-    }
-    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match read_event(&gateway, &headers, body).await {
         Ok(bytes) => bytes,
-        Err(e) if is_length_limit(&e) => {
+        Err(BodyFault::Refused { code, detail, size }) => {
             return pipeline
-                .refuse_unread(
-                    &sender,
-                    Channel::Https,
-                    RejectCode::BodyTooLarge,
-                    too_large(limit + 1),
-                    limit + 1,
-                )
+                .refuse_unread(&sender, Channel::Https, code, detail, size)
                 .await
                 .into_response();
         }
         // The client went away or stalled; there is nobody to answer.
-        Err(e) => {
-            return Problem::new(
-                RejectCode::MalformedJson,
-                format!("could not read the body: {e}"),
-            )
-            .into_response();
-        }
+        Err(BodyFault::Unreadable(problem)) => return problem.into_response(),
     };
     let submission = Submission {
         sender,
@@ -293,6 +253,126 @@ pub(crate) async fn submit(
         }
         Err(problem) => problem.into_response(),
     }
+}
+
+/// Why a request's CloudEvent body could not be read.
+enum BodyFault {
+    /// Refused before reading it whole (media type, size): `submit` records these.
+    Refused {
+        code: RejectCode,
+        detail: String,
+        size: usize,
+    },
+    /// The body could not be read at all.
+    Unreadable(Problem),
+}
+
+/// The CloudEvent body of a request, within the media type and size the gateway takes.
+async fn read_event(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, BodyFault> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if !is_json_media_type(headers) {
+        return Err(BodyFault::Refused {
+            code: RejectCode::UnsupportedMediaType,
+            detail: "send the CloudEvent in structured mode as application/cloudevents+json"
+                .to_owned(),
+            size: declared.unwrap_or(0),
+        });
+    }
+    let limit = gateway.max_body_bytes;
+    let too_large = |size: usize| BodyFault::Refused {
+        code: RejectCode::BodyTooLarge,
+        detail: format!("the body is {size} bytes or more; the limit is {limit}"),
+        size,
+    };
+    if let Some(size) = declared.filter(|s| *s > limit) {
+        return Err(too_large(size));
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if is_length_limit(&e) => Err(too_large(limit + 1)),
+        Err(e) => Err(BodyFault::Unreadable(Problem::new(
+            RejectCode::MalformedJson,
+            format!("could not read the body: {e}"),
+        ))),
+    }
+}
+
+/// Who would receive a message
+#[derive(Serialize, ToSchema)]
+#[schema(as = RoutePreview)]
+pub(crate) struct PreviewBody {
+    #[serde(rename = "type")]
+    type_: String,
+    /// Every recipient, with the policy rule that chose it, as a submission would be routed now
+    #[schema(value_type = Vec<RecipientSchema>)]
+    recipients: Vec<liaison_core::Recipient>,
+    /// The case reference it names or would inherit from the message it answers (a message
+    /// opening a case without one is assigned one only when it is recorded)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caseref: Option<String>,
+    /// Always `false`: nothing of a preview is recorded
+    recorded: bool,
+}
+
+/// Who would receive a message, without sending it
+///
+/// Takes the same body as POST /v1/messages and makes the same checks before the ledger:
+/// envelope and payload schemas, whether the sender may send the type, `source`, the
+/// policy's route, and for an answer the original it names (that the sender may answer
+/// it, its type, its case reference). Nothing is recorded: a refusal is the problem a
+/// submission would get, without `ledger_seq`, and no ledger entry. Not checked: what
+/// the ledger decides when it records a message (an id already used, the state of the
+/// case, whether the sender is a party of a case it names).
+#[utoipa::path(
+    post,
+    path = "/v1/routes/preview",
+    operation_id = "previewRoute",
+    tag = "messages",
+    request_body(
+        content(
+            (CloudEvent = "application/cloudevents+json"),
+            (CloudEvent = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Who would receive it; nothing recorded", body = PreviewBody),
+        (status = 400, response = Problem),
+        (status = 403, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+    ),
+    security(("agencyCertificate" = [])),
+)]
+pub(crate) async fn preview(
+    State(gateway): State<Gateway>,
+    Extension(Caller(sender)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PreviewBody>, Problem> {
+    let bytes = read_event(&gateway, &headers, body)
+        .await
+        .map_err(|fault| match fault {
+            BodyFault::Refused { code, detail, .. } => Problem::new(code, detail),
+            BodyFault::Unreadable(problem) => problem,
+        })?;
+    let preview = gateway
+        .pipeline
+        .preview(&sender, &bytes, gateway.clock.now())
+        .await?;
+    Ok(Json(PreviewBody {
+        type_: preview.type_,
+        recipients: preview.recipients,
+        caseref: preview.caseref,
+        recorded: false,
+    }))
 }
 
 fn is_length_limit(error: &axum::Error) -> bool {
@@ -441,7 +521,20 @@ pub(crate) async fn pull(
     Ok(Json(PullBody { deliveries }))
 }
 
+/// The answer to an ack of a delivery the agency had acknowledged before.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AlreadyAcknowledged)]
+pub(crate) struct AlreadyAcknowledgedBody {
+    /// Always `true`: the earlier ack stands and nothing new was recorded
+    already_acknowledged: bool,
+}
+
 /// Acknowledge a pulled delivery
+///
+/// The first ack is recorded and answered 204. An ack of a delivery this agency had
+/// acknowledged already (a retry whose first answer was lost) is 200 with
+/// `{"already_acknowledged": true}`; an ack of a delivery whose lease ended, or that
+/// another instance handed out, or that is not this agency's is 404.
 #[utoipa::path(
     post,
     path = "/v1/inbox/{delivery}/ack",
@@ -450,6 +543,7 @@ pub(crate) async fn pull(
     params(("delivery" = String, Path, description = "The delivery number from GET /v1/inbox")),
     responses(
         (status = 204, description = "Acknowledged and recorded"),
+        (status = 200, description = "Acknowledged before; nothing new recorded", body = AlreadyAcknowledgedBody),
         (status = 404, response = Problem),
     ),
     security(("agencyCertificate" = [])),
@@ -458,7 +552,7 @@ pub(crate) async fn ack(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,
     Path(delivery): Path<String>,
-) -> Result<StatusCode, Problem> {
+) -> Result<Response, Problem> {
     let not_found = || {
         Problem::new(
             RejectCode::NotFound,
@@ -469,8 +563,12 @@ pub(crate) async fn ack(
         return Err(not_found());
     };
     match gateway.inbox.ack(&caller, id).await {
-        Ok(true) => Ok(StatusCode::NO_CONTENT),
-        Ok(false) => Err(not_found()),
+        Ok(AckOutcome::Acknowledged) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(AckOutcome::AlreadyAcknowledged) => Ok(Json(AlreadyAcknowledgedBody {
+            already_acknowledged: true,
+        })
+        .into_response()),
+        Ok(AckOutcome::Unknown) => Err(not_found()),
         Err(e) => Err(e.problem()),
     }
 }

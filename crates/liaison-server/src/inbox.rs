@@ -59,6 +59,17 @@ pub struct PulledDelivery {
     pub event: Box<RawValue>,
 }
 
+/// What an ack did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Recorded now.
+    Acknowledged,
+    /// This agency had acknowledged it before; nothing new is recorded.
+    AlreadyAcknowledged,
+    /// No delivery of this agency's awaits an ack here.
+    Unknown,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
     #[error("RabbitMQ unavailable: {0}")]
@@ -142,8 +153,14 @@ impl Inbox {
     }
 
     /// Acknowledges a pulled delivery: recorded in the ledger first, then acked to RabbitMQ.
-    /// `Ok(false)` when this instance holds no such lease for the agency.
-    pub async fn ack(&self, agency: &AgencyCode, delivery_id: i64) -> Result<bool, InboxError> {
+    /// Without a lease on this instance, an ack the ledger already holds from this agency
+    /// is [`AckOutcome::AlreadyAcknowledged`] (a client retrying an ack whose answer it
+    /// lost), anything else [`AckOutcome::Unknown`].
+    pub async fn ack(
+        &self,
+        agency: &AgencyCode,
+        delivery_id: i64,
+    ) -> Result<AckOutcome, InboxError> {
         let inbox = self.agency(agency);
         let Some(lease) = inbox
             .leased
@@ -151,7 +168,18 @@ impl Inbox {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&delivery_id)
         else {
-            return Ok(false);
+            // The outbox row's state is working state, but `acknowledged` is final: only an
+            // ack recorded in the ledger sets it.
+            let acknowledged = self
+                .ledger
+                .delivery(delivery_id)
+                .await?
+                .is_some_and(|d| &d.delivery.recipient == agency && d.state == "acknowledged");
+            return Ok(if acknowledged {
+                AckOutcome::AlreadyAcknowledged
+            } else {
+                AckOutcome::Unknown
+            });
         };
         match self.ledger.acknowledge(delivery_id, agency).await {
             Ok(true) => {}
@@ -173,7 +201,7 @@ impl Inbox {
         if let Err(e) = lease.delivery.ack().await {
             tracing::warn!(agency.code = %agency, delivery = delivery_id, error = %e, "ack to RabbitMQ failed");
         }
-        Ok(true)
+        Ok(AckOutcome::Acknowledged)
     }
 
     fn lease(&self) -> Duration {

@@ -11,6 +11,8 @@ pub mod connections;
 pub mod crl;
 pub mod dead_letters;
 pub mod defaults;
+pub mod directory;
+pub mod extract;
 pub mod gateway;
 pub mod guard;
 pub mod inbox;

@@ -80,8 +80,12 @@ fn agency_certificate() -> SecurityRequirement {
 /// internal failure (500).
 pub const REFUSED_BEFORE_ANY_HANDLER: [&str; 6] = ["401", "403", "408", "429", "500", "503"];
 
-/// Adds [`REFUSED_BEFORE_ANY_HANDLER`] to every operation, keeping any the handler
-/// documents itself.
+/// The refusal of a request whose query or path parameters cannot be read
+/// (`crate::extract`): `400 invalid_parameter`, on every operation that has parameters.
+pub const UNREADABLE_PARAMETER: &str = "400";
+
+/// Adds [`REFUSED_BEFORE_ANY_HANDLER`] to every operation, and [`UNREADABLE_PARAMETER`] to
+/// every operation with parameters, keeping any the handler documents itself.
 pub fn add_shared_refusals(openapi: &mut OpenApi) {
     let (_, problem) = <Problem as ToResponse>::response();
     let reference = match problem {
@@ -90,7 +94,12 @@ pub fn add_shared_refusals(openapi: &mut OpenApi) {
     };
     for item in openapi.paths.paths.values_mut() {
         for operation in operations(item) {
-            for status in REFUSED_BEFORE_ANY_HANDLER {
+            let has_parameters = operation
+                .parameters
+                .as_ref()
+                .is_some_and(|parameters| !parameters.is_empty());
+            let unreadable = has_parameters.then_some(UNREADABLE_PARAMETER);
+            for status in REFUSED_BEFORE_ANY_HANDLER.into_iter().chain(unreadable) {
                 operation
                     .responses
                     .responses

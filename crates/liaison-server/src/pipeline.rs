@@ -94,7 +94,23 @@ impl Refusal {
     }
 }
 
-/// The ledger failed: the error is logged, the client gets a detail without its text.
+/// A message that passed every check before the ledger.
+struct Checked {
+    envelope: Envelope,
+    route: liaison_core::Route,
+    case: CaseIntent,
+}
+
+/// Who would receive a message, as [`Pipeline::preview`] answers.
+#[derive(Clone, Debug)]
+pub struct Preview {
+    pub type_: String,
+    pub recipients: Vec<liaison_core::Recipient>,
+    /// The case reference it names or would inherit from the message it answers; a message
+    /// that opens a case without one would be assigned one when recorded.
+    pub caseref: Option<String>,
+}
+
 impl Pipeline {
     pub fn new(
         catalogue: Arc<Catalogue>,
@@ -122,6 +138,10 @@ impl Pipeline {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn lifecycle(&self) -> &Lifecycle {
@@ -218,32 +238,103 @@ impl Pipeline {
         .await
     }
 
+    /// Who would receive `bytes` from `sender`, by every check [`Pipeline::submit`] makes
+    /// before the ledger (schemas, policy, the original of an answer, its case reference),
+    /// with nothing recorded: a refusal is answered with the problem `submit` would give,
+    /// without a `ledger_seq`. What only the ledger decides when it records (the case's
+    /// state, its parties, an id already taken) is not checked.
+    pub async fn preview(
+        &self,
+        sender: &AgencyCode,
+        bytes: &[u8],
+        now: time::OffsetDateTime,
+    ) -> Result<Preview, Problem> {
+        match self.check(sender, bytes, now).await {
+            Ok(checked) => Ok(Preview {
+                type_: checked.envelope.type_,
+                recipients: checked.route.recipients,
+                caseref: checked.envelope.caseref.or(checked.case.caseref),
+            }),
+            Err(refusal) => {
+                let mut problem =
+                    Problem::new(refusal.code, refusal.detail).with_errors(refusal.violations);
+                problem.message_id = refusal.message_id;
+                Err(problem)
+            }
+        }
+    }
+
     async fn check_and_record(
         &self,
         submission: &Submission,
         stage: Option<StageRef>,
     ) -> Result<Accepted, Refusal> {
-        let sender = &submission.sender;
+        let Checked {
+            envelope,
+            route,
+            mut case,
+        } = self
+            .check(
+                &submission.sender,
+                &submission.bytes,
+                submission.received_at,
+            )
+            .await?;
+        case.clocks.stage = stage;
+        self.record(submission, envelope, route, case).await
+    }
+
+    /// Every check before the ledger, in the order a sender is told of faults: identity,
+    /// JSON, the envelope schema, whether the sender may send the type at all, the payload
+    /// schema, `source`, then the policy's route and the original an answer names.
+    async fn check(
+        &self,
+        sender: &AgencyCode,
+        bytes: &[u8],
+        received_at: time::OffsetDateTime,
+    ) -> Result<Checked, Refusal> {
         if !self.registry.contains(sender) {
             return Err(Refusal::new(
                 RejectCode::UnknownAgency,
                 format!("agency {sender} is not in the registry"),
             ));
         }
-        let event = liaison_schema::parse(&submission.bytes, &self.limits)
+        let event = liaison_schema::parse(bytes, &self.limits)
             .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
         let partial = Envelope::from_value(&event).ok();
-        if let Err(invalid) = self.catalogue.validate(&event) {
+        let about = |refusal: Refusal| match &partial {
+            Some(envelope) => refusal.about(envelope, &self.catalogue),
+            None => refusal,
+        };
+        let validated = self.catalogue.validate(&event);
+        let envelope_valid = match &validated {
+            Ok(()) => true,
+            Err(invalid) => invalid.code == RejectCode::PayloadInvalid,
+        };
+        // A sender that may not send this type at all learns that before the payload's
+        // faults: fixing them would not help. Envelope faults come first all the same (the
+        // type itself may be what is wrong).
+        if envelope_valid
+            && let Some(type_) = event.get("type").and_then(serde_json::Value::as_str)
+            && !self.policy.may_send(sender, type_)
+        {
+            return Err(about(Refusal::new(
+                RejectCode::TypeNotAllowed,
+                liaison_core::PolicyError::TypeNotAllowed {
+                    sender: sender.clone(),
+                    type_: type_.to_owned(),
+                }
+                .to_string(),
+            )));
+        }
+        if let Err(invalid) = validated {
             let detail = match invalid.violations.len() {
                 1 => "1 error; see `errors`".to_owned(),
                 n => format!("{n} errors; see `errors`"),
             };
             let mut refusal = Refusal::new(invalid.code, detail);
             refusal.violations = invalid.violations;
-            if let Some(envelope) = &partial {
-                refusal = refusal.about(envelope, &self.catalogue);
-            }
-            return Err(refusal);
+            return Err(about(refusal));
         }
         let envelope = Envelope::from_value(&event).map_err(|e| {
             let mut refusal = Refusal::new(RejectCode::EnvelopeInvalid, e.to_string());
@@ -290,17 +381,25 @@ impl Pipeline {
                         .about(&envelope, &self.catalogue)
                 })?;
         }
-        let mut case = self
-            .case_intent(
-                sender,
-                &envelope,
-                &event,
-                original.as_ref(),
-                submission.received_at,
-            )
+        let case = self
+            .case_intent(sender, &envelope, &event, original.as_ref(), received_at)
             .map_err(|refusal| *refusal)?;
-        case.clocks.stage = stage;
+        Ok(Checked {
+            envelope,
+            route,
+            case,
+        })
+    }
 
+    /// Records a checked message (or learns why the ledger refuses it).
+    async fn record(
+        &self,
+        submission: &Submission,
+        envelope: Envelope,
+        route: liaison_core::Route,
+        case: CaseIntent,
+    ) -> Result<Accepted, Refusal> {
+        let sender = &submission.sender;
         let id = envelope.id;
         let outcome = self
             .ledger

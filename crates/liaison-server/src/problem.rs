@@ -168,6 +168,18 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
+    /// docs/integration.md tells integrators what each code means and what to do: a new
+    /// code must be added there, with its status.
+    #[test]
+    fn docs_integration_md_lists_every_code_with_its_status() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/integration.md");
+        let doc = std::fs::read_to_string(path).expect("docs/integration.md");
+        for code in RejectCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.http_status());
+            assert!(doc.contains(&row), "docs/integration.md has no row {row}");
+        }
+    }
+
     #[test]
     fn an_unavailable_service_is_named_but_its_error_text_is_not_passed_on() {
         let error = "error returned from database: permission denied for table messages \

@@ -2,7 +2,7 @@
 //! administrators. Computed from the ledger's entries as `liaison report` computes it
 //! (docs/cases.md, "The periodic report").
 
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use liaison_core::{AgencyCode, RejectCode};
@@ -10,6 +10,7 @@ use liaison_ledger::{Report, ReportFormat, ReportPeriod};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::extract::Query;
 use crate::gateway::{Caller, Gateway};
 use crate::openapi::ReportSchema;
 use crate::problem::Problem;

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::gateway::{self, Gateway};
 use crate::openapi::{self, ApiDoc};
 use crate::problem::Problem;
-use crate::{audit_routes, case_routes, report_routes};
+use crate::{audit_routes, case_routes, directory, report_routes};
 
 /// The gateway with its document, its fallback and client authentication in front of
 /// every route. Routes are added in [`routes`], never here.
@@ -45,6 +45,7 @@ pub fn router(gateway: Gateway) -> Router {
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(gateway::submit))
+        .routes(routes!(gateway::preview))
         .routes(routes!(gateway::message))
         .routes(routes!(audit_routes::proof))
         .routes(routes!(audit_routes::latest_checkpoint))
@@ -59,6 +60,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(report_routes::report))
         .routes(routes!(gateway::pull))
         .routes(routes!(gateway::ack))
+        .routes(routes!(directory::agencies))
         .routes(routes!(gateway::schemas))
         .routes(routes!(gateway::schema))
         .routes(routes!(openapi_json))
@@ -257,6 +259,63 @@ mod tests {
                 json!({"$ref": "#/components/schemas/CloudEvent"})
             );
         }
+    }
+
+    /// A request whose parameters cannot be read is refused `400 invalid_parameter`
+    /// (`crate::extract`), so every operation with parameters documents 400; the
+    /// integrators' routes document what they answer.
+    #[test]
+    fn every_operation_with_parameters_documents_400_and_the_new_routes_their_answers() {
+        let document = document(&catalogue());
+        let mut with_parameters = 0;
+        for (method, path) in documented_operations(&document) {
+            let operation = &document["paths"][&path][method.to_ascii_lowercase()];
+            let has_parameters = operation["parameters"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty());
+            if has_parameters {
+                with_parameters += 1;
+                assert_eq!(
+                    operation["responses"][openapi::UNREADABLE_PARAMETER],
+                    json!({"$ref": "#/components/responses/Problem"}),
+                    "{method} {path}"
+                );
+            }
+        }
+        assert!(with_parameters >= 8, "{with_parameters}");
+        let ack = &document["paths"]["/v1/inbox/{delivery}/ack"]["post"]["responses"];
+        assert_eq!(
+            ack["200"]["content"]["application/json"]["schema"],
+            json!({"$ref": "#/components/schemas/AlreadyAcknowledged"})
+        );
+        assert!(ack["204"].is_object() && ack["404"].is_object());
+        let preview = &document["paths"]["/v1/routes/preview"]["post"];
+        for status in ["200", "400", "403", "413", "415", "422"] {
+            assert!(preview["responses"][status].is_object(), "{status}");
+        }
+        assert_eq!(
+            preview["requestBody"]["content"]["application/cloudevents+json"]["schema"],
+            json!({"$ref": "#/components/schemas/CloudEvent"})
+        );
+        let agencies = &document["paths"]["/v1/agencies"]["get"]["responses"]["200"];
+        assert_eq!(
+            agencies["content"]["application/json"]["schema"],
+            json!({"$ref": "#/components/schemas/Agencies"})
+        );
+        // The preview's recipients carry their rule; the 202's do not, under another name.
+        let schemas = &document["components"]["schemas"];
+        assert_eq!(
+            schemas["Recipient"]["required"],
+            json!(["agency", "role", "rule"])
+        );
+        assert_eq!(
+            schemas["Accepted"]["properties"]["recipients"]["items"],
+            json!({"$ref": "#/components/schemas/AcceptedRecipient"})
+        );
+        assert_eq!(
+            schemas["AcceptedRecipient"]["required"],
+            json!(["agency", "role"])
+        );
     }
 
     /// Every `$ref` of the document that points into it resolves.
