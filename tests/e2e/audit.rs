@@ -143,7 +143,8 @@ async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() 
         ))
         .await
         .unwrap();
-    assert_eq!(beyond.status, 404);
+    assert_eq!(beyond.status, 400, "{}", beyond.body);
+    assert_eq!(beyond.body["code"], "invalid_parameter");
     broker.shutdown(Duration::from_secs(5)).await;
 
     // The binary: verify, export, tamper, verify again.

@@ -592,8 +592,8 @@ async fn an_export_is_readable_by_its_owner_only() {
         files += 1;
     }
     assert_eq!(
-        files, 6,
-        "manifest, entries, messages, checkpoints, key, vkey"
+        files, 7,
+        "manifest, entries, messages, checkpoints, cosignatures, key, vkey"
     );
     p.drop().await;
 }
