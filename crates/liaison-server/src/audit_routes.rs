@@ -69,6 +69,21 @@ impl From<InclusionProof> for EntryProof {
     }
 }
 
+/// The checkpoint signed at tree size `size`, or `404`.
+async fn signed_at_size(gateway: &Gateway, size: u64) -> Result<StoredCheckpoint, Problem> {
+    gateway
+        .ledger
+        .checkpoint_at(size)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            Problem::new(
+                RejectCode::NotFound,
+                format!("no checkpoint was signed at tree size {size}"),
+            )
+        })
+}
+
 fn invalid(detail: String) -> Problem {
     Problem::new(RejectCode::InvalidParameter, detail)
 }
@@ -467,17 +482,7 @@ pub async fn checkpoint(
     State(gateway): State<Gateway>,
     Path(size): Path<u64>,
 ) -> Result<Json<CosignedCheckpointBody>, Problem> {
-    let checkpoint = gateway
-        .ledger
-        .checkpoint_at(size)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| {
-            Problem::new(
-                RejectCode::NotFound,
-                format!("no checkpoint was signed at tree size {size}"),
-            )
-        })?;
+    let checkpoint = signed_at_size(&gateway, size).await?;
     let cosignatures = gateway
         .ledger
         .cosignatures(Some(size))
@@ -542,17 +547,7 @@ pub async fn post_cosignature(
             format!("{agency} is an agency: cosignatures come from auditors' witnesses"),
         ));
     }
-    let checkpoint = gateway
-        .ledger
-        .checkpoint_at(size)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| {
-            Problem::new(
-                RejectCode::NotFound,
-                format!("no checkpoint was signed at tree size {size}"),
-            )
-        })?;
+    let checkpoint = signed_at_size(&gateway, size).await?;
     let line = request.line.trim();
     if line.contains('\n') {
         return Err(invalid("a cosignature is one signature line".into()));
