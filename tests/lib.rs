@@ -13,7 +13,7 @@ use liaison_bus::Bus;
 use liaison_cli::client::AgencyClient;
 use liaison_core::{AgencyCode, Clock, Registry, SystemClock};
 use liaison_ledger::Ledger;
-use liaison_server::pki::{self, PkiLayout, PkiOptions};
+use liaison_server::tls::pki::{self, PkiLayout, PkiOptions};
 use liaison_server::{Broker, Config};
 use serde_json::{Value, json};
 use time::{Date, Duration as Days, OffsetDateTime};

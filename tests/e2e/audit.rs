@@ -9,7 +9,7 @@ use std::time::Duration;
 use liaison_cli::demo::lead_event;
 use liaison_core::checkpoint::CheckpointVerifier;
 use liaison_core::merkle;
-use liaison_server::pki;
+use liaison_server::tls::pki;
 use liaison_tests::World;
 use liaison_tests::process::liaison_binary;
 use serde_json::Value;

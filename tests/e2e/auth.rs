@@ -8,7 +8,7 @@ use liaison_cli::client::AgencyClient;
 use liaison_cli::demo::lead_event;
 use liaison_core::{EntryKind, Registry};
 use liaison_ledger::TraceKey;
-use liaison_server::pki::{self, PkiLayout, PkiOptions};
+use liaison_server::tls::pki::{self, PkiLayout, PkiOptions};
 use liaison_tests::{World, code, repo_root};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;

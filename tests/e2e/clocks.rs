@@ -13,7 +13,7 @@ use liaison_cli::client::AgencyClient;
 use liaison_core::ManualClock;
 use liaison_ledger::Ledger;
 use liaison_server::Broker;
-use liaison_server::clock_watcher::ScanReport;
+use liaison_server::workers::clock_watcher::ScanReport;
 use liaison_tests::{World, answering, example_on};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;

@@ -13,8 +13,8 @@ use liaison_cli::demo::lead_event;
 use liaison_core::EntryKind;
 use liaison_ledger::TraceKey;
 use liaison_server::Broker;
-use liaison_server::pki::{self, PkiLayout};
 use liaison_server::tls;
+use liaison_server::tls::pki::{self, PkiLayout};
 use liaison_tests::{World, code};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -273,7 +273,7 @@ fn client_with(world: &World, broker: &Broker, cert_pem: &str, key_pem: &str) ->
 async fn expired_and_revoked_certificates_fail_the_handshake() {
     let world = World::new().await;
     // Revoke market's certificate before the broker starts (`liaison pki revoke`).
-    let revoked = liaison_server::crl::revoke(&world.layout(), &code("market")).unwrap();
+    let revoked = liaison_server::tls::crl::revoke(&world.layout(), &code("market")).unwrap();
     assert_eq!(revoked.total, 1);
     let broker = world.start().await;
 

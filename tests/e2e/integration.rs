@@ -51,7 +51,7 @@ async fn the_registry_a_preview_and_refusals_that_say_what_to_fix() {
     let registry = world.config.load_registry().unwrap();
     let policy = world.config.load_policy(&registry).unwrap();
     let catalogue = world.config.load_catalogue().unwrap();
-    let expected = liaison_server::directory::directory(&registry, &policy, &catalogue);
+    let expected = liaison_server::http::directory::directory(&registry, &policy, &catalogue);
     assert_eq!(
         listed.body["agencies"],
         serde_json::to_value(&expected).unwrap()

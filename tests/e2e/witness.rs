@@ -16,7 +16,7 @@ use liaison_core::audit::{Hash, leaf_hash};
 use liaison_core::cosignature::CosignatureVerifier;
 use liaison_core::merkle;
 use liaison_server::Broker;
-use liaison_server::pki::{self, PkiLayout};
+use liaison_server::tls::pki::{self, PkiLayout};
 use liaison_tests::World;
 use serde_json::{Value, json};
 

@@ -6,7 +6,7 @@
 //! delivery ids are what the messages say; only a redrive checks them against the ledger.
 //!
 //! Redriving first matches each dead letter to the delivery the ledger recorded
-//! (`liaison_server::dead_letters::identify`: the outbox row its `liaison-delivery` header
+//! (`liaison_server::workers::dead_letters::identify`: the outbox row its `liaison-delivery` header
 //! names, dead-lettered from that row's recipient's queue, with that row's message id and
 //! the ledger's digest of its bytes). It then publishes **the ledger's bytes** with
 //! headers the broker builds, as the relay does, to the recipient the outbox recorded —
@@ -21,8 +21,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use liaison_bus::{Bus, DeadLetter, PublishOutcome, QUEUE_DEAD};
 use liaison_ledger::{DeliveryOutcome, Ledger};
-use liaison_server::dead_letters::identify;
-use liaison_server::relay::outgoing;
+use liaison_server::workers::dead_letters::identify;
+use liaison_server::workers::outgoing;
 use serde::Serialize;
 use uuid::Uuid;
 

@@ -15,7 +15,7 @@ use anyhow::{Context, anyhow, bail, ensure};
 use liaison_bus::{Bus, agency_queue};
 use liaison_core::{AgencyCode, Entry, EntryKind};
 use liaison_ledger::TraceKey;
-use liaison_server::pki::{self, PkiLayout, PkiOptions};
+use liaison_server::tls::pki::{self, PkiLayout, PkiOptions};
 use liaison_server::{Broker, Config};
 use serde_json::{Value, json};
 use time::OffsetDateTime;

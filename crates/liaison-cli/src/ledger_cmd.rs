@@ -14,7 +14,7 @@ use liaison_ledger::verify::{CheckpointRecord, Location, VerifyReport};
 use liaison_ledger::witnessed::check_cosignatures;
 use liaison_ledger::{ExportDir, Ledger, parse_key_file};
 use liaison_server::Config;
-use liaison_server::pki::{self, PkiLayout};
+use liaison_server::tls::pki::{self, PkiLayout};
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {

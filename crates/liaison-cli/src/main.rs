@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use liaison_core::{AgencyCode, Registry};
 use liaison_ledger::TraceKey;
 use liaison_server::Config;
-use liaison_server::pki::{self, PkiLayout, PkiOptions};
+use liaison_server::tls::pki::{self, PkiLayout, PkiOptions};
 
 /// Every message allocates buffers on several threads (TLS, HTTP, JSON, AMQP, SQL);
 /// mimalloc's thread-local heaps keep that off glibc's contended arenas.
@@ -474,7 +474,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let default = layout.agency_cert(&agency);
                     // Replacing the certificate `pki revoke --agency` would revoke must
                     // not leave the old one valid and forgotten.
-                    if default.exists() && !liaison_server::crl::is_revoked(&layout, &default)? {
+                    if default.exists() && !liaison_server::tls::crl::is_revoked(&layout, &default)?
+                    {
                         anyhow::bail!(
                             "{} holds a certificate of {agency} that is not revoked: revoke it first (`liaison pki revoke --agency {agency}`), or write the new one elsewhere with --out",
                             default.display()
@@ -506,13 +507,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let layout = PkiLayout::new(dir);
             let (revoked, whose) = match (agency, cert) {
                 (_, Some(cert)) => (
-                    liaison_server::crl::revoke_certificate(&layout, &cert)?,
+                    liaison_server::tls::crl::revoke_certificate(&layout, &cert)?,
                     cert.display().to_string(),
                 ),
                 (Some(agency), None) => {
                     let agency = AgencyCode::new(agency)?;
                     (
-                        liaison_server::crl::revoke(&layout, &agency)?,
+                        liaison_server::tls::crl::revoke(&layout, &agency)?,
                         format!("agency {agency}"),
                     )
                 }
@@ -528,7 +529,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pki {
             command: PkiCommand::RefreshCrl { dir, days },
         } => {
-            let path = liaison_server::crl::refresh_for_days(&PkiLayout::new(dir), days)?;
+            let path = liaison_server::tls::crl::refresh_for_days(&PkiLayout::new(dir), days)?;
             println!(
                 "{} signed again, next update in {days} days",
                 path.display()
@@ -537,7 +538,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pki {
             command: PkiCommand::Auditor { name, dir, days },
         } => {
-            let (cert, key) = liaison_server::pki::issue_auditor_cert(&dir, &name, days)?;
+            let (cert, key) = liaison_server::tls::pki::issue_auditor_cert(&dir, &name, days)?;
             let out = dir.join("auditors");
             std::fs::create_dir_all(&out)?;
             let (cert_path, key_path) = (

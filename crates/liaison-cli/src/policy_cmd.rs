@@ -184,7 +184,9 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
             flow.opened_by
         ));
     }
-    if let Err(problem) = liaison_server::clock_watcher::check_notices(&lifecycle, &catalogue) {
+    if let Err(problem) =
+        liaison_server::workers::clock_watcher::check_notices(&lifecycle, &catalogue)
+    {
         problems.push(format!("{lifecycle_origin}: {problem}"));
     }
     for clock in lifecycle.clocks() {

@@ -14,22 +14,22 @@ use liaison_schema::ParseLimits;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpointing;
-use crate::clock_watcher::{self, ClockWatcher, ScanReport};
 use crate::config::Config;
-use crate::connections::{ConnectionAcceptor, ConnectionCounts};
-use crate::dead_letters::DeadLetterRecorder;
-use crate::gateway::Gateway;
-use crate::guard::{self, Guard};
-use crate::inbox::Inbox;
-use crate::intake::Intake;
-use crate::ops::{self, Ops};
+use crate::http::connections::{ConnectionAcceptor, ConnectionCounts};
+use crate::http::gateway::Gateway;
+use crate::http::guard::{self, Guard};
+use crate::http::inbox::Inbox;
+use crate::http::ops::{self, Ops};
+use crate::http::routes;
 use crate::pipeline::Pipeline;
-use crate::pki::{self, PkiLayout};
-use crate::relay::Relay;
-use crate::revocation::Revocation;
-use crate::routes;
 use crate::tls;
+use crate::tls::pki::{self, PkiLayout};
+use crate::tls::revocation::Revocation;
+use crate::workers::checkpointing;
+use crate::workers::clock_watcher::{self, ClockWatcher, ScanReport};
+use crate::workers::dead_letters::DeadLetterRecorder;
+use crate::workers::intake::Intake;
+use crate::workers::relay::Relay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,18 +59,8 @@ pub enum StartError {
     Ledger(#[from] liaison_ledger::LedgerError),
     #[error("ledger signing key: {0}")]
     SigningKey(String),
-    #[error(
-        "[ledger] origin is {0:?}, the demo origin that every deployment keeping the default shares: set [ledger] origin to this deployment's own name (LIAISON_LEDGER__ORIGIN, e.g. ledger.county.example/liaison) and give auditors the verifier key `liaison pki vkey` writes for it, or set demo = true (LIAISON_DEMO=true) for a demonstration or test"
-    )]
-    DemoOrigin(String),
-    #[error(
-        "the verifier key {path} is {published}, which does not verify the checkpoints this broker signs ({signing}, from [ledger] origin and ledger-signing.pk8): correct [ledger] origin, or rewrite the file with `liaison pki vkey --dir DIR --origin ORIGIN` and give auditors the new key"
-    )]
-    VerifierKey {
-        path: std::path::PathBuf,
-        published: String,
-        signing: String,
-    },
+    #[error(transparent)]
+    CheckpointKey(#[from] checkpointing::CheckpointKeyError),
     #[error("ledger: {0}; ledger.require_unprivileged_role is set")]
     PrivilegedRole(String),
     #[error("RabbitMQ: {0}")]
@@ -196,7 +186,7 @@ impl Broker {
             .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
             .layer(axum::middleware::from_fn_with_state(
                 revocation.clone(),
-                crate::revocation::refuse_revoked,
+                crate::tls::revocation::refuse_revoked,
             ));
 
         let cancel = CancellationToken::new();

@@ -21,7 +21,7 @@ use liaison_ledger::{
 use liaison_schema::{Catalogue, ParseLimits, Violation};
 use uuid::Uuid;
 
-use crate::problem::{Dependency, Problem};
+use crate::http::problem::{Dependency, Problem};
 
 /// The answer to an accepted submission.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use liaison_core::Registry;
 use liaison_server::Config;
-use liaison_server::pki::{self, PkiOptions};
+use liaison_server::tls::pki::{self, PkiOptions};
 use uuid::Uuid;
 
 pub struct BenchWorld {

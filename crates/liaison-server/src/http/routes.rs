@@ -14,10 +14,10 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::gateway::{self, Gateway};
-use crate::openapi::{self, ApiDoc};
-use crate::problem::Problem;
-use crate::{audit_routes, case_routes, directory, report_routes};
+use crate::http::gateway::{self, Gateway};
+use crate::http::openapi::{self, ApiDoc};
+use crate::http::problem::Problem;
+use crate::http::{audit_routes, case_routes, directory, report_routes};
 
 /// The gateway with its document, its fallback and client authentication in front of
 /// every route. Routes are added in [`routes`], never here.
@@ -97,7 +97,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::openapi::{AGENCY_CERTIFICATE, event_component, payload_component};
+    use crate::http::openapi::{AGENCY_CERTIFICATE, event_component, payload_component};
 
     fn catalogue() -> liaison_schema::Catalogue {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
@@ -262,7 +262,7 @@ mod tests {
     }
 
     /// A request whose parameters cannot be read is refused `400 invalid_parameter`
-    /// (`crate::extract`), so every operation with parameters documents 400; the
+    /// (`crate::http::extract`), so every operation with parameters documents 400; the
     /// integrators' routes document what they answer.
     #[test]
     fn every_operation_with_parameters_documents_400_and_the_new_routes_their_answers() {

@@ -20,8 +20,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::config::InboxConfig;
-use crate::openapi::CloudEvent;
-use crate::problem::{Dependency, Problem};
+use crate::http::openapi::CloudEvent;
+use crate::http::problem::{Dependency, Problem};
 
 pub struct Inbox {
     bus: Bus,

@@ -22,13 +22,13 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::extract::{Path, Query};
-use crate::inbox::{AckOutcome, Inbox, PulledDelivery};
-use crate::openapi::{
+use crate::http::extract::{Path, Query};
+use crate::http::inbox::{AckOutcome, Inbox, PulledDelivery};
+use crate::http::openapi::{
     CloudEvent, DeliveryStateSchema, EntrySchema, RecipientRoleSchema, RecipientSchema,
 };
+use crate::http::problem::Problem;
 use crate::pipeline::Pipeline;
-use crate::problem::Problem;
 use crate::tls;
 
 #[derive(Clone)]

@@ -29,8 +29,8 @@ use liaison_ledger::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::intake::agency_of_user;
-use crate::relay::outgoing;
+use crate::workers::intake::agency_of_user;
+use crate::workers::outgoing;
 
 /// Replaces the failed outcomes of deliveries on their last attempt with dead letters,
 /// once each is confirmed in `liaison.dlx`.
@@ -91,7 +91,10 @@ pub struct DeadLetterRecorder {
 
 impl DeadLetterRecorder {
     pub async fn run(self, cancel: CancellationToken) {
-        crate::reopen::reopening("dead-letter recorder", &cancel, || self.consume(&cancel)).await;
+        crate::workers::reopen::reopening("dead-letter recorder", &cancel, || {
+            self.consume(&cancel)
+        })
+        .await;
     }
 
     async fn consume(&self, cancel: &CancellationToken) -> Result<(), BusError> {

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
-use crate::extract::{Path, Query};
-use crate::gateway::{Caller, Gateway};
-use crate::problem::Problem;
+use crate::http::extract::{Path, Query};
+use crate::http::gateway::{Caller, Gateway};
+use crate::http::problem::Problem;
 
 /// The case, if `caller` is one of its parties or an administrator. Anyone else is told it
 /// does not exist: that a case exists is itself not for them to learn.
@@ -22,7 +22,7 @@ use crate::problem::Problem;
     tag = "cases",
     params(("caseref" = String, Path, description = "A case reference, e.g. ECO-2026-000123")),
     responses(
-        (status = 200, description = "The case, for its parties and administrators", body = crate::openapi::CaseSchema),
+        (status = 200, description = "The case, for its parties and administrators", body = crate::http::openapi::CaseSchema),
         (status = 404, response = Problem),
     ),
     security(("agencyCertificate" = [])),
@@ -94,7 +94,7 @@ pub(crate) struct CaseQuery {
     tag = "cases",
     params(CaseQuery),
     responses(
-        (status = 200, description = "A page of cases", body = crate::openapi::CasePageSchema),
+        (status = 200, description = "A page of cases", body = crate::http::openapi::CasePageSchema),
         (status = 403, response = Problem),
         (status = 404, response = Problem),
     ),

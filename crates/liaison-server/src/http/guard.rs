@@ -2,7 +2,7 @@
 //! request before it reaches a handler:
 //!
 //! - per agency, caps on requests in progress, on waiting long polls (`GET /v1/inbox`) and
-//!   on open connections (counted in [`crate::connections`]): past them,
+//!   on open connections (counted in [`crate::http::connections`]): past them,
 //!   `429 concurrency_limited`, so that one agency cannot take the capacity of the others;
 //! - a cap on requests in progress: past it, `503 unavailable` at once (with `Retry-After`)
 //!   rather than a queue that grows until memory or the clients' patience runs out;
@@ -26,8 +26,8 @@ use liaison_core::{AgencyCode, RejectCode};
 use tokio::sync::Semaphore;
 
 use crate::config::Limits;
-use crate::connections::Connection;
-use crate::problem::Problem;
+use crate::http::connections::Connection;
+use crate::http::problem::Problem;
 use crate::tls;
 
 /// The shared state of [`guard`].

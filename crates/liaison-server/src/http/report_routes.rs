@@ -10,10 +10,10 @@ use liaison_ledger::{Report, ReportFormat, ReportPeriod};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::extract::Query;
-use crate::gateway::{Caller, Gateway};
-use crate::openapi::ReportSchema;
-use crate::problem::Problem;
+use crate::http::extract::Query;
+use crate::http::gateway::{Caller, Gateway};
+use crate::http::openapi::ReportSchema;
+use crate::http::problem::Problem;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

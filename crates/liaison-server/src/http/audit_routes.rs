@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::extract::{Path, Query};
-use crate::gateway::{Gateway, Reader, visible_message};
-use crate::openapi::CheckpointSchema;
-use crate::problem::Problem;
+use crate::http::extract::{Path, Query};
+use crate::http::gateway::{Gateway, Reader, visible_message};
+use crate::http::openapi::CheckpointSchema;
+use crate::http::problem::Problem;
 
 #[derive(Serialize, ToSchema)]
 #[schema(as = Proof)]

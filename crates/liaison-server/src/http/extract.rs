@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use liaison_core::RejectCode;
 use serde::de::DeserializeOwned;
 
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 /// The query string, deserialised; unreadable, `400 invalid_parameter` naming the fault.
 pub struct Query<T>(pub T);

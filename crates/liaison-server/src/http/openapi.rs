@@ -20,7 +20,7 @@ use utoipa::openapi::{ComponentsBuilder, OpenApi, RefOr};
 use utoipa::{PartialSchema, ToResponse, ToSchema};
 use uuid::Uuid;
 
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 /// The name of the security scheme every operation requires.
 pub const AGENCY_CERTIFICATE: &str = "agencyCertificate";
@@ -81,7 +81,7 @@ fn agency_certificate() -> SecurityRequirement {
 pub const REFUSED_BEFORE_ANY_HANDLER: [&str; 6] = ["401", "403", "408", "429", "500", "503"];
 
 /// The refusal of a request whose query or path parameters cannot be read
-/// (`crate::extract`): `400 invalid_parameter`, on every operation that has parameters.
+/// (`crate::http::extract`): `400 invalid_parameter`, on every operation that has parameters.
 pub const UNREADABLE_PARAMETER: &str = "400";
 
 /// Adds [`REFUSED_BEFORE_ANY_HANDLER`] to every operation, and [`UNREADABLE_PARAMETER`] to

@@ -9,7 +9,7 @@ use liaison_ledger::Ledger;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::revocation::Revocation;
+use crate::tls::revocation::Revocation;
 
 #[derive(Clone)]
 pub struct Ops {

@@ -20,7 +20,7 @@ use liaison_schema::Catalogue;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::gateway::Gateway;
+use crate::http::gateway::Gateway;
 
 /// One registered agency and the message types it exchanges.
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]

@@ -1,6 +1,6 @@
 //! Certificate revocation: `liaison pki revoke --agency CODE` adds the agency's current
 //! client certificate to `crl.pem`, a CRL signed by the development CA; the gateway loads
-//! that file at start and again whenever it changes (`crate::revocation`), and refuses
+//! that file at start and again whenever it changes (`crate::tls::revocation`), and refuses
 //! revoked certificates in the TLS handshake.
 //!
 //! The CRL is rewritten whole on each revocation: it keeps every serial it held, gets the
@@ -18,7 +18,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use time::{Duration, OffsetDateTime};
 
-use crate::pki::{self, PkiLayout};
+use crate::tls::pki::{self, PkiLayout};
 
 /// How long a CRL written here stays current. rustls does not enforce `nextUpdate` by
 /// default, but other verifiers may: a year keeps a development PKI usable.

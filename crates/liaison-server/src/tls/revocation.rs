@@ -28,9 +28,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RevocationConfig;
-use crate::crl::{self, Crl, CrlError, CrlInfo};
-use crate::pki::PkiLayout;
-use crate::problem::Problem;
+use crate::http::problem::Problem;
+use crate::tls::crl::{self, Crl, CrlError, CrlInfo};
+use crate::tls::pki::PkiLayout;
 use crate::tls::{self, TlsError};
 
 /// The CRL source of one broker and the state `/readyz` reports. Cheap to clone.

@@ -3,7 +3,7 @@
 //! [`ConnectionAcceptor`] wraps the rustls acceptor: after the handshake it reads the
 //! agency from the verified client certificate, counts the connection against that
 //! agency's cap, and hands every request on the connection a [`Connection`] (a request
-//! extension) that the [guard](crate::guard) consults. A connection over its agency's cap
+//! extension) that the [guard](crate::http::guard) consults. A connection over its agency's cap
 //! is not cut at once: its first request is answered `429 concurrency_limited` and the
 //! connection is then closed gracefully, so the client learns why.
 //!

@@ -15,12 +15,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use liaison_bus::{Bus, BusError, Outgoing, PublishOutcome, Publisher};
+use liaison_bus::{Bus, BusError, PublishOutcome, Publisher};
 use liaison_core::Clock;
 use liaison_ledger::{DeliveryOutcome, Ledger, PendingDelivery};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelayConfig;
+use crate::workers::outgoing;
 
 /// Rounds in flight at once: enough to keep claiming, publishing and committing busy
 /// together, few enough that a failing RabbitMQ does not fan out into many retries.
@@ -136,7 +137,7 @@ impl Relay {
             .zip(outcomes)
             .map(|(row, outcome)| self.outcome(row, outcome))
             .collect();
-        let recorded = crate::dead_letters::park_exhausted(
+        let recorded = crate::workers::dead_letters::park_exhausted(
             &self.bus,
             &batch,
             recorded,
@@ -181,20 +182,5 @@ impl Relay {
             error,
             retry_at: self.clock.now() + self.config.retry_delay(row.attempt),
         }
-    }
-}
-
-/// What the bus publishes for one outbox row: the ledger's bytes with headers the broker
-/// builds (also what a redrive republishes).
-pub fn outgoing(row: &PendingDelivery) -> Outgoing {
-    Outgoing {
-        delivery_id: row.delivery_id,
-        recipient: row.recipient.clone(),
-        message_id: row.message_id,
-        type_: row.type_.clone(),
-        seq: row.seq,
-        caseref: row.caseref.clone(),
-        traceparent: row.traceparent.clone(),
-        body: row.body.clone(),
     }
 }

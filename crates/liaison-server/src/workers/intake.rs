@@ -36,9 +36,9 @@ use liaison_core::{AgencyCode, Channel, Clock, RejectCode, Submission};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IntakeConfig;
-use crate::guard::RateLimiter;
+use crate::http::guard::RateLimiter;
+use crate::http::problem::Problem;
 use crate::pipeline::Pipeline;
-use crate::problem::Problem;
 
 /// How long an intake message is held before it is requeued while the ledger is down.
 const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(1);
@@ -76,7 +76,7 @@ enum Settle {
 impl Intake {
     /// Consumes until `cancel`; a lost channel or connection is reopened with backoff.
     pub async fn run(self, cancel: CancellationToken) {
-        crate::reopen::reopening("AMQP intake", &cancel, || self.consume(&cancel)).await;
+        crate::workers::reopen::reopening("AMQP intake", &cancel, || self.consume(&cancel)).await;
     }
 
     /// Handles up to `prefetch` messages at once; returns `Ok` only when cancelled.

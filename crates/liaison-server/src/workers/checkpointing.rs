@@ -8,9 +8,27 @@ use std::sync::Arc;
 use liaison_core::checkpoint::CheckpointSigner;
 use liaison_ledger::{Checkpointer, Ledger};
 
-use crate::broker::StartError;
 use crate::config::{Config, DEMO_ORIGIN};
-use crate::pki::{self, PkiLayout};
+use crate::tls::pki::{self, PkiLayout};
+
+/// Why the broker will not sign checkpoints with this configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointKeyError {
+    #[error("ledger signing key: {0}")]
+    SigningKey(String),
+    #[error(
+        "[ledger] origin is {0:?}, the demo origin that every deployment keeping the default shares: set [ledger] origin to this deployment's own name (LIAISON_LEDGER__ORIGIN, e.g. ledger.county.example/liaison) and give auditors the verifier key `liaison pki vkey` writes for it, or set demo = true (LIAISON_DEMO=true) for a demonstration or test"
+    )]
+    DemoOrigin(String),
+    #[error(
+        "the verifier key {path} is {published}, which does not verify the checkpoints this broker signs ({signing}, from [ledger] origin and ledger-signing.pk8): correct [ledger] origin, or rewrite the file with `liaison pki vkey --dir DIR --origin ORIGIN` and give auditors the new key"
+    )]
+    VerifierKey {
+        path: std::path::PathBuf,
+        published: String,
+        signing: String,
+    },
+}
 
 /// The signer for this deployment: the PKI's ledger key under the configured origin.
 pub fn signer(config: &Config) -> Result<CheckpointSigner, String> {
@@ -21,9 +39,9 @@ pub fn signer(config: &Config) -> Result<CheckpointSigner, String> {
 
 /// Refuses the demo origin outside a demo: checkpoints of two deployments under one origin
 /// could be passed off as each other's, and a monitor could not tell their logs apart.
-pub fn check_origin(config: &Config) -> Result<(), StartError> {
+pub fn check_origin(config: &Config) -> Result<(), CheckpointKeyError> {
     if config.ledger.origin == DEMO_ORIGIN && !config.demo {
-        return Err(StartError::DemoOrigin(config.ledger.origin.clone()));
+        return Err(CheckpointKeyError::DemoOrigin(config.ledger.origin.clone()));
     }
     Ok(())
 }
@@ -31,12 +49,15 @@ pub fn check_origin(config: &Config) -> Result<(), StartError> {
 /// Refuses to sign what the PKI's published verifier key (`ledger-signing.vkey`, the key
 /// auditors were given) would not verify: another origin, or another key. A PKI made
 /// before the verifier key existed has none, and nothing is checked.
-pub fn check_published_key(config: &Config, signer: &CheckpointSigner) -> Result<(), StartError> {
+pub fn check_published_key(
+    config: &Config,
+    signer: &CheckpointSigner,
+) -> Result<(), CheckpointKeyError> {
     let layout = PkiLayout::new(config.tls_dir.clone());
-    let published =
-        pki::read_verifier_key(&layout).map_err(|e| StartError::SigningKey(e.to_string()))?;
+    let published = pki::read_verifier_key(&layout)
+        .map_err(|e| CheckpointKeyError::SigningKey(e.to_string()))?;
     match published {
-        Some(published) if published != signer.verifier() => Err(StartError::VerifierKey {
+        Some(published) if published != signer.verifier() => Err(CheckpointKeyError::VerifierKey {
             path: layout.ledger_verifier_key(),
             published: published.vkey(),
             signing: signer.verifier().vkey(),
@@ -56,7 +77,7 @@ pub fn checkpointer(ledger: Ledger, signer: CheckpointSigner, config: &Config) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::PkiOptions;
+    use crate::tls::pki::PkiOptions;
 
     fn config_with_pki(origin: &str) -> (tempfile::TempDir, Config) {
         let dir = tempfile::tempdir().unwrap();
@@ -79,7 +100,7 @@ mod tests {
         let mut config = Config::default();
         assert_eq!(config.ledger.origin, DEMO_ORIGIN);
         let refused = check_origin(&config).unwrap_err();
-        assert!(matches!(refused, StartError::DemoOrigin(_)));
+        assert!(matches!(refused, CheckpointKeyError::DemoOrigin(_)));
         let text = refused.to_string();
         assert!(
             text.contains("[ledger] origin") && text.contains("demo = true"),
