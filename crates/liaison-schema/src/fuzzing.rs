@@ -9,9 +9,9 @@
 
 use std::path::Path;
 
-use liaison_core::{AgencyCode, Envelope, Policy, Registry, RejectCode};
+use liaison_core::{AgencyCode, Policy, Registry, RejectCode};
 
-use crate::{Catalogue, ParseLimits, parse};
+use crate::{Admission, Catalogue, ParseLimits, Refused};
 
 /// What the checks said about one input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,75 +51,66 @@ impl FuzzTarget {
         &self.senders
     }
 
-    /// Runs every pre-ledger check on `bytes` as sent by `sender`, and checks the
-    /// invariants the gateway relies on. Panics when one breaks.
+    /// Runs every pre-ledger check on `bytes` as sent by `sender` — the broker's own
+    /// [`Admission`], not a copy of it — and checks the invariants the gateway relies on.
+    /// Panics when one breaks.
     pub fn check(&self, sender: &AgencyCode, bytes: &[u8]) -> Verdict {
-        let event = match parse(bytes, &self.limits) {
-            Ok(event) => event,
-            Err(error) => {
-                let code = error.code();
-                assert_eq!(code.http_status(), 400, "{error}");
-                if std::str::from_utf8(bytes).is_ok() {
-                    assert_ne!(code, RejectCode::InvalidUtf8, "valid UTF-8 refused");
-                }
-                return Verdict::Refused(code);
-            }
+        let admission = Admission {
+            catalogue: &self.catalogue,
+            policy: &self.policy,
+            limits: self.limits,
+        };
+        let admitted = match admission.admit(sender, bytes) {
+            Ok(admitted) => admitted,
+            Err(refused) => return Verdict::Refused(check_refusal(&refused, bytes)),
         };
         assert!(
             std::str::from_utf8(bytes).is_ok(),
-            "invalid UTF-8 was parsed"
+            "invalid UTF-8 was admitted"
         );
-        let validated = self.catalogue.validate(&event);
-        // As the pipeline: a sender that may not send a type at all is told so before the
-        // payload's faults, after the envelope's.
-        let envelope_valid = validated
-            .as_ref()
-            .map_or_else(|e| e.code == RejectCode::PayloadInvalid, |()| true);
-        if envelope_valid
-            && let Some(type_) = event.get("type").and_then(serde_json::Value::as_str)
-            && !self.policy.may_send(sender, type_)
-        {
-            return Verdict::Refused(RejectCode::TypeNotAllowed);
-        }
-        if let Err(invalid) = validated {
-            assert!(
-                !invalid.violations.is_empty(),
-                "a refusal without a violation"
-            );
-            for violation in &invalid.violations {
-                assert!(
-                    violation.pointer.is_empty() || violation.pointer.starts_with('/'),
-                    "not a JSON pointer: {:?}",
-                    violation.pointer
-                );
-            }
-            assert_eq!(invalid.code.http_status(), 422, "{:?}", invalid.code);
-            return Verdict::Refused(invalid.code);
-        }
-        let envelope = match Envelope::from_value(&event) {
-            Ok(envelope) => envelope,
-            // The pipeline answers this as envelope_invalid with the pointer.
-            Err(_) => return Verdict::Refused(RejectCode::EnvelopeInvalid),
-        };
-        if envelope.source_agency().as_ref() != Some(sender) {
-            return Verdict::Refused(RejectCode::SourceMismatch);
-        }
-        // Replies need the ledger's original; without it the policy must refuse, not panic.
-        match self
-            .policy
-            .route_event(sender, &envelope, Some(&event), None)
-        {
+        // Answers need the ledger's original; without it the policy must refuse, not panic.
+        match admission.route(sender, &admitted, None) {
             Ok(route) => {
                 assert!(
                     !route.recipients.is_empty(),
                     "a route without recipients for {}",
-                    envelope.type_
+                    admitted.envelope.type_
                 );
                 Verdict::Routable
             }
-            Err(error) => Verdict::Refused(error.code()),
+            Err(refused) => Verdict::Refused(check_refusal(&refused, bytes)),
         }
     }
+}
+
+/// The invariants of a refusal: the status its code goes with, JSON pointers in its
+/// violations, never `invalid_utf8` for valid UTF-8. Returns its code.
+fn check_refusal(refused: &Refused, bytes: &[u8]) -> RejectCode {
+    let code = refused.code;
+    if std::str::from_utf8(bytes).is_ok() {
+        assert_ne!(code, RejectCode::InvalidUtf8, "valid UTF-8 refused");
+    }
+    match code {
+        RejectCode::InvalidUtf8 | RejectCode::MalformedJson | RejectCode::TooDeep => {
+            assert_eq!(code.http_status(), 400, "{}", refused.detail);
+        }
+        RejectCode::EnvelopeInvalid | RejectCode::UnknownType | RejectCode::PayloadInvalid => {
+            assert!(
+                !refused.violations.is_empty(),
+                "a refusal without a violation"
+            );
+            assert_eq!(code.http_status(), 422, "{code:?}");
+        }
+        _ => {}
+    }
+    for violation in &refused.violations {
+        assert!(
+            violation.pointer.is_empty() || violation.pointer.starts_with('/'),
+            "not a JSON pointer: {:?}",
+            violation.pointer
+        );
+    }
+    code
 }
 
 #[cfg(test)]

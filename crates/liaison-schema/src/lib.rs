@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod admission;
 mod catalogue;
 mod docs;
 mod examples;
@@ -11,6 +12,7 @@ mod parse;
 mod source;
 mod violation;
 
+pub use admission::{Admission, Admitted, Refused};
 pub use catalogue::{Catalogue, MessageType};
 pub use docs::render_messages_md;
 pub use examples::{

@@ -18,7 +18,7 @@ use liaison_ledger::{
     AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, Ledger, LedgerError, NewMessage,
     NewRejection, RejectionDetail,
 };
-use liaison_schema::{Catalogue, ParseLimits, Violation};
+use liaison_schema::{Admission, Catalogue, ParseLimits, Violation};
 use uuid::Uuid;
 
 use crate::http::problem::{Dependency, Problem};
@@ -299,96 +299,50 @@ impl Pipeline {
                 format!("agency {sender} is not in the registry"),
             ));
         }
-        let event = liaison_schema::parse(bytes, &self.limits)
-            .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
-        let partial = Envelope::from_value(&event).ok();
-        let about = |refusal: Refusal| match &partial {
-            Some(envelope) => refusal.about(envelope, &self.catalogue),
-            None => refusal,
+        let admission = Admission {
+            catalogue: &self.catalogue,
+            policy: &self.policy,
+            limits: self.limits,
         };
-        let validated = self.catalogue.validate(&event);
-        let envelope_valid = match &validated {
-            Ok(()) => true,
-            Err(invalid) => invalid.code == RejectCode::PayloadInvalid,
-        };
-        // A sender that may not send this type at all learns that before the payload's
-        // faults: fixing them would not help. Envelope faults come first all the same (the
-        // type itself may be what is wrong).
-        if envelope_valid
-            && let Some(type_) = event.get("type").and_then(serde_json::Value::as_str)
-            && !self.policy.may_send(sender, type_)
-        {
-            return Err(about(Refusal::new(
-                RejectCode::TypeNotAllowed,
-                liaison_core::PolicyError::TypeNotAllowed {
-                    sender: sender.clone(),
-                    type_: type_.to_owned(),
-                }
-                .to_string(),
-            )));
-        }
-        if let Err(invalid) = validated {
-            let detail = match invalid.violations.len() {
-                1 => "1 error; see `errors`".to_owned(),
-                n => format!("{n} errors; see `errors`"),
-            };
-            let mut refusal = Refusal::new(invalid.code, detail);
-            refusal.violations = invalid.violations;
-            return Err(about(refusal));
-        }
-        let envelope = Envelope::from_value(&event).map_err(|e| {
-            let mut refusal = Refusal::new(RejectCode::EnvelopeInvalid, e.to_string());
-            refusal.violations = vec![Violation {
-                pointer: e.pointer(),
-                keyword: "format".into(),
-                message: e.to_string(),
-            }];
-            refusal
-        })?;
-
-        if envelope.source_agency().as_ref() != Some(sender) {
-            return Err(Refusal::new(
-                RejectCode::SourceMismatch,
-                format!(
-                    "source is {:?} but the client certificate is {}'s ({})",
-                    envelope.source,
-                    sender,
-                    sender.urn()
-                ),
-            )
-            .about(&envelope, &self.catalogue));
-        }
-
+        let admitted = admission
+            .admit(sender, bytes)
+            .map_err(|refused| self.refusal(*refused))?;
+        let envelope = &admitted.envelope;
         let original = match envelope.inreplyto {
             Some(id) => self
                 .ledger
                 .original(id)
                 .await
-                .map_err(|e| ledger_unavailable(&e, &envelope))?,
+                .map_err(|e| ledger_unavailable(&e, envelope))?,
             None => None,
         };
-        let route = self
-            .policy
-            .route_event(sender, &envelope, Some(&event), original.as_ref())
-            .map_err(|e| Refusal::new(e.code(), e.to_string()).about(&envelope, &self.catalogue))?;
-        // Checked after the policy found the sender a party of the original, so that a
-        // stranger learns nothing of the original's type.
-        if let Some(original) = &original {
-            self.catalogue
-                .check_answer(&envelope.type_, &original.type_)
-                .map_err(|detail| {
-                    Refusal::new(RejectCode::AnswerTypeMismatch, detail)
-                        .about(&envelope, &self.catalogue)
-                })?;
-        }
+        let route = admission
+            .route(sender, &admitted, original.as_ref())
+            .map_err(|refused| self.refusal(*refused))?;
         let case = self
-            .case_intent(sender, &envelope, &event, original.as_ref(), received_at)
+            .case_intent(
+                sender,
+                envelope,
+                &admitted.event,
+                original.as_ref(),
+                received_at,
+            )
             .map_err(|refusal| *refusal)?;
         Ok(Checked {
-            envelope,
+            envelope: admitted.envelope,
             route,
             case,
         })
+    }
+
+    /// A refusal of admission, keeping what the refused envelope says about itself.
+    fn refusal(&self, refused: liaison_schema::Refused) -> Refusal {
+        let mut refusal = Refusal::new(refused.code, refused.detail);
+        refusal.violations = refused.violations;
+        match &refused.envelope {
+            Some(envelope) => refusal.about(envelope, &self.catalogue),
+            None => refusal,
+        }
     }
 
     /// Records a checked message (or learns why the ledger refuses it).
