@@ -13,7 +13,7 @@ use liaison_bus::Bus;
 use liaison_cli::client::AgencyClient;
 use liaison_core::{AgencyCode, Clock, Registry, SystemClock};
 use liaison_ledger::Ledger;
-use liaison_server::tls::pki::{self, PkiLayout, PkiOptions};
+use liaison_pki::{PkiLayout, PkiOptions};
 use liaison_server::{Broker, Config};
 use serde_json::{Value, json};
 use time::{Date, Duration as Days, OffsetDateTime};
@@ -148,7 +148,8 @@ impl World {
         let pki_dir = tempfile::tempdir().expect("temp dir");
         let registry =
             Registry::load(&root.join("deploy/demo/agencies.toml")).expect("demo registry");
-        pki::init(pki_dir.path(), &registry, &PkiOptions::default()).expect("development PKI");
+        liaison_pki::init(pki_dir.path(), &registry, &PkiOptions::default())
+            .expect("development PKI");
 
         let mut config = Config {
             database_url,
@@ -158,7 +159,7 @@ impl World {
             policy: Some(root.join("deploy/demo/policy.toml")),
             lifecycle: Some(root.join("deploy/demo/lifecycle.toml")),
             schemas: Some(root.join("schemas")),
-            // A test deployment: it signs under the demo origin, as `pki::init` named it.
+            // A test deployment: it signs under the demo origin, as `liaison_pki::init` named it.
             demo: true,
             ..Config::default()
         };

@@ -9,7 +9,6 @@ use std::time::Duration;
 use liaison_cli::demo::lead_event;
 use liaison_core::checkpoint::CheckpointVerifier;
 use liaison_core::merkle;
-use liaison_server::tls::pki;
 use liaison_tests::World;
 use liaison_tests::process::liaison_binary;
 use serde_json::Value;
@@ -64,7 +63,7 @@ async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let public_key = pki::read_ledger_public_key(&world.layout()).unwrap();
+    let public_key = liaison_pki::read_ledger_public_key(&world.layout()).unwrap();
     let key = CheckpointVerifier::new(world.config.ledger.origin.clone(), public_key).unwrap();
     let checkpoint = key
         .open(proof["checkpoint"]["note"].as_str().unwrap())
@@ -233,7 +232,7 @@ async fn an_export_with_the_wrong_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let other_pki = dir.path().join("other-pki");
     let registry = world.config.load_registry().unwrap();
-    pki::init(&other_pki, &registry, &pki::PkiOptions::default()).unwrap();
+    liaison_pki::init(&other_pki, &registry, &liaison_pki::PkiOptions::default()).unwrap();
     let export_with = |out: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]| {
         Command::new(liaison_binary())
             .args(["ledger", "export", "--out"])
@@ -304,7 +303,7 @@ async fn an_export_with_the_wrong_key_is_refused() {
     );
     assert!(pinned.status.success(), "{}", text(&pinned));
     // Pinned to the other PKI's key, the same export does not verify.
-    let other = pki::PkiLayout::new(&other_pki).ledger_verifier_key();
+    let other = liaison_pki::PkiLayout::new(&other_pki).ledger_verifier_key();
     let wrong = liaison(
         &world,
         &[

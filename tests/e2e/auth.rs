@@ -8,7 +8,7 @@ use liaison_cli::client::AgencyClient;
 use liaison_cli::demo::lead_event;
 use liaison_core::{EntryKind, Registry};
 use liaison_ledger::TraceKey;
-use liaison_server::tls::pki::{self, PkiLayout, PkiOptions};
+use liaison_pki::{PkiLayout, PkiOptions};
 use liaison_tests::{World, code, repo_root};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -59,7 +59,7 @@ async fn a_certificate_from_another_ca_fails_the_handshake() {
 
     let other = tempfile::tempdir().unwrap();
     let registry = Registry::load(&repo_root().join("deploy/demo/agencies.toml")).unwrap();
-    pki::init(other.path(), &registry, &PkiOptions::default()).unwrap();
+    liaison_pki::init(other.path(), &registry, &PkiOptions::default()).unwrap();
     // Trust the real server (so only the client side differs) but present a foreign eco certificate.
     std::fs::copy(
         world.layout().ca_cert(),

@@ -12,9 +12,9 @@ use liaison_cli::client::AgencyClient;
 use liaison_cli::demo::lead_event;
 use liaison_core::EntryKind;
 use liaison_ledger::TraceKey;
+use liaison_pki::PkiLayout;
 use liaison_server::Broker;
 use liaison_server::tls;
-use liaison_server::tls::pki::{self, PkiLayout};
 use liaison_tests::{World, code};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -273,7 +273,7 @@ fn client_with(world: &World, broker: &Broker, cert_pem: &str, key_pem: &str) ->
 async fn expired_and_revoked_certificates_fail_the_handshake() {
     let world = World::new().await;
     // Revoke market's certificate before the broker starts (`liaison pki revoke`).
-    let revoked = liaison_server::tls::crl::revoke(&world.layout(), &code("market")).unwrap();
+    let revoked = liaison_pki::crl::revoke(&world.layout(), &code("market")).unwrap();
     assert_eq!(revoked.total, 1);
     let broker = world.start().await;
 
@@ -287,7 +287,7 @@ async fn expired_and_revoked_certificates_fail_the_handshake() {
     );
 
     let now = OffsetDateTime::now_utc();
-    let (cert, key) = pki::issue_agency_cert(
+    let (cert, key) = liaison_pki::issue_agency_cert(
         &world.config.tls_dir,
         &code("eco"),
         now - time::Duration::days(30),
@@ -302,7 +302,7 @@ async fn expired_and_revoked_certificates_fail_the_handshake() {
     );
 
     // A freshly issued certificate of the same CA still works, and so does eco's own.
-    let (cert, key) = pki::issue_agency_cert(
+    let (cert, key) = liaison_pki::issue_agency_cert(
         &world.config.tls_dir,
         &code("eco"),
         now - time::Duration::hours(1),

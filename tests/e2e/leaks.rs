@@ -60,7 +60,7 @@ async fn an_agency_removed_from_the_registry_is_refused_on_every_route() {
     let layout = world.layout();
     let retired = code("retired");
     let now = time::OffsetDateTime::now_utc();
-    let (cert, key) = liaison_server::tls::pki::issue_agency_cert(
+    let (cert, key) = liaison_pki::issue_agency_cert(
         &layout.dir,
         &retired,
         now - time::Duration::hours(1),

@@ -99,7 +99,7 @@ async fn hostile_case_references_get_a_clean_refusal_recorded_without_them() {
     let ledger = world.ledger().await;
     let key = liaison_core::checkpoint::CheckpointVerifier::new(
         world.config.ledger.origin.clone(),
-        liaison_server::tls::pki::read_ledger_public_key(&world.layout()).unwrap(),
+        liaison_pki::read_ledger_public_key(&world.layout()).unwrap(),
     )
     .unwrap();
     let report = ledger.verify(&key, None, &mut |_| {}).await.unwrap();

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use liaison_cli::client::AgencyClient;
 use liaison_cli::demo::lead_event;
+use liaison_pki::PkiLayout;
+use liaison_pki::crl;
 use liaison_server::Broker;
-use liaison_server::tls::crl;
-use liaison_server::tls::pki::PkiLayout;
 use liaison_tests::process::{BrokerProcess, free_port, liaison_binary};
 use liaison_tests::{World, code, repo_root};
 use serde_json::Value;

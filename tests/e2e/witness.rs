@@ -15,8 +15,8 @@ use liaison_cli::witness_cmd::{self, ForkDetected, RunArgs};
 use liaison_core::audit::{Hash, leaf_hash};
 use liaison_core::cosignature::CosignatureVerifier;
 use liaison_core::merkle;
+use liaison_pki::PkiLayout;
 use liaison_server::Broker;
-use liaison_server::tls::pki::{self, PkiLayout};
 use liaison_tests::World;
 use serde_json::{Value, json};
 
@@ -25,7 +25,7 @@ const WITNESS: &str = "audit.shandan.example/w1";
 
 /// The auditor's certificate and key, issued into `dir`.
 fn auditor_files(world: &World, dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = pki::issue_auditor_cert(&world.config.tls_dir, AUDITOR, 30).unwrap();
+    let (cert, key) = liaison_pki::issue_auditor_cert(&world.config.tls_dir, AUDITOR, 30).unwrap();
     let (cert_path, key_path) = (dir.join("auditor.pem"), dir.join("auditor.key"));
     std::fs::write(&cert_path, cert).unwrap();
     std::fs::write(&key_path, key).unwrap();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use liaison_core::AgencyCode;
+use liaison_pki::PkiLayout;
 use liaison_server::tls;
-use liaison_server::tls::pki::PkiLayout;
 use serde_json::Value;
 
 pub struct AgencyClient {

@@ -15,7 +15,7 @@ use anyhow::{Context, anyhow, bail, ensure};
 use liaison_bus::{Bus, agency_queue};
 use liaison_core::{AgencyCode, Entry, EntryKind};
 use liaison_ledger::TraceKey;
-use liaison_server::tls::pki::{self, PkiLayout, PkiOptions};
+use liaison_pki::{PkiLayout, PkiOptions};
 use liaison_server::{Broker, Config};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -55,7 +55,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<()> {
         origin: config.ledger.origin.clone(),
         ..PkiOptions::default()
     };
-    let summary = pki::ensure(&config.tls_dir, &registry, &options)
+    let summary = liaison_pki::ensure(&config.tls_dir, &registry, &options)
         .with_context(|| format!("development PKI in {}", config.tls_dir.display()))?;
     println!(
         "✓ development PKI in {} ({} agency certificates)",

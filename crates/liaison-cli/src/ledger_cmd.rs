@@ -13,8 +13,8 @@ use liaison_core::cosignature::CosignatureVerifier;
 use liaison_ledger::verify::{CheckpointRecord, Location, VerifyReport};
 use liaison_ledger::witnessed::check_cosignatures;
 use liaison_ledger::{ExportDir, Ledger, parse_key_file};
+use liaison_pki::PkiLayout;
 use liaison_server::Config;
-use liaison_server::tls::pki::{self, PkiLayout};
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {
@@ -96,10 +96,10 @@ fn read_key(path: &Path, origin: &str) -> anyhow::Result<CheckpointVerifier> {
 /// one) its public key under the configured origin.
 fn pki_key(config: &Config) -> anyhow::Result<CheckpointVerifier> {
     let layout = PkiLayout::new(config.tls_dir.clone());
-    if let Some(verifier) = pki::read_verifier_key(&layout)? {
+    if let Some(verifier) = liaison_pki::read_verifier_key(&layout)? {
         return Ok(verifier);
     }
-    let key = pki::read_ledger_public_key(&layout)
+    let key = liaison_pki::read_ledger_public_key(&layout)
         .context("the ledger public key of the PKI (--public-key FILE to name another)")?;
     Ok(CheckpointVerifier::new(config.ledger.origin.clone(), key)?)
 }

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use liaison_core::{AgencyCode, Registry};
 use liaison_ledger::TraceKey;
+use liaison_pki::{PkiLayout, PkiOptions};
 use liaison_server::Config;
-use liaison_server::tls::pki::{self, PkiLayout, PkiOptions};
 
 /// Every message allocates buffers on several threads (TLS, HTTP, JSON, AMQP, SQL);
 /// mimalloc's thread-local heaps keep that off glibc's contended arenas.
@@ -427,7 +427,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 origin,
                 ..PkiOptions::default()
             };
-            let summary = pki::init(&out, &registry, &options)?;
+            let summary = liaison_pki::init(&out, &registry, &options)?;
             let layout = PkiLayout::new(&summary.dir);
             let vkey = std::fs::read_to_string(layout.ledger_verifier_key())
                 .with_context(|| format!("reading {}", layout.ledger_verifier_key().display()))?;
@@ -446,7 +446,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: PkiCommand::Vkey { dir, origin },
         } => {
             let layout = PkiLayout::new(dir);
-            let vkey = pki::write_verifier_key(&layout, &origin)?;
+            let vkey = liaison_pki::write_verifier_key(&layout, &origin)?;
             println!(
                 "{vkey}\n(written to {}; give it to auditors)",
                 layout.ledger_verifier_key().display()
@@ -474,8 +474,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let default = layout.agency_cert(&agency);
                     // Replacing the certificate `pki revoke --agency` would revoke must
                     // not leave the old one valid and forgotten.
-                    if default.exists() && !liaison_server::tls::crl::is_revoked(&layout, &default)?
-                    {
+                    if default.exists() && !liaison_pki::crl::is_revoked(&layout, &default)? {
                         anyhow::bail!(
                             "{} holds a certificate of {agency} that is not revoked: revoke it first (`liaison pki revoke --agency {agency}`), or write the new one elsewhere with --out",
                             default.display()
@@ -484,7 +483,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     default
                 }
             };
-            let cert = pki::issue_from_csr(&layout.dir, &registry, &agency, &request, days)?;
+            let cert =
+                liaison_pki::issue_from_csr(&layout.dir, &registry, &agency, &request, days)?;
             std::fs::write(&out, cert).with_context(|| format!("writing {}", out.display()))?;
             // A development key left beside a replaced certificate belongs to a revoked one.
             let stale_key = layout.agency_key(&agency);
@@ -507,13 +507,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let layout = PkiLayout::new(dir);
             let (revoked, whose) = match (agency, cert) {
                 (_, Some(cert)) => (
-                    liaison_server::tls::crl::revoke_certificate(&layout, &cert)?,
+                    liaison_pki::crl::revoke_certificate(&layout, &cert)?,
                     cert.display().to_string(),
                 ),
                 (Some(agency), None) => {
                     let agency = AgencyCode::new(agency)?;
                     (
-                        liaison_server::tls::crl::revoke(&layout, &agency)?,
+                        liaison_pki::crl::revoke(&layout, &agency)?,
                         format!("agency {agency}"),
                     )
                 }
@@ -529,7 +529,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pki {
             command: PkiCommand::RefreshCrl { dir, days },
         } => {
-            let path = liaison_server::tls::crl::refresh_for_days(&PkiLayout::new(dir), days)?;
+            let path = liaison_pki::crl::refresh_for_days(&PkiLayout::new(dir), days)?;
             println!(
                 "{} signed again, next update in {days} days",
                 path.display()
@@ -538,7 +538,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pki {
             command: PkiCommand::Auditor { name, dir, days },
         } => {
-            let (cert, key) = liaison_server::tls::pki::issue_auditor_cert(&dir, &name, days)?;
+            let (cert, key) = liaison_pki::issue_auditor_cert(&dir, &name, days)?;
             let out = dir.join("auditors");
             std::fs::create_dir_all(&out)?;
             let (cert_path, key_path) = (

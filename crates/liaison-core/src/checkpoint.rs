@@ -31,6 +31,10 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::audit::{Hash, sha256};
 
+/// The origin of the demo county's checkpoints, the default of `[ledger] origin`: every
+/// deployment that keeps it shares it, so the broker accepts it only in a demo.
+pub const DEMO_ORIGIN: &str = "liaison.example/demo";
+
 /// The signed-note signature algorithm byte of Ed25519.
 const ED25519_ALGORITHM: u8 = 0x01;
 /// Signature lines start with an em dash and a space.

@@ -23,13 +23,13 @@ use crate::http::ops::{self, Ops};
 use crate::http::routes;
 use crate::pipeline::Pipeline;
 use crate::tls;
-use crate::tls::pki::{self, PkiLayout};
 use crate::tls::revocation::Revocation;
 use crate::workers::checkpointing;
 use crate::workers::clock_watcher::{self, ClockWatcher, ScanReport};
 use crate::workers::dead_letters::DeadLetterRecorder;
 use crate::workers::intake::Intake;
 use crate::workers::relay::Relay;
+use liaison_pki::PkiLayout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -141,7 +141,7 @@ impl Broker {
             .map_err(|e| StartError::Witness(e.to_string()))?;
         warn_of_missing_years(&lifecycle, &calendar, clock.now());
         let layout = PkiLayout::new(config.tls_dir.clone());
-        for warning in pki::custody_warnings(&layout) {
+        for warning in liaison_pki::custody_warnings(&layout) {
             tracing::warn!(tls.dir = %layout.dir.display(), "{warning}");
         }
         let (revocation, server_tls) = Revocation::start(&layout, &config.revocation)

@@ -338,7 +338,7 @@ impl RelayConfig {
 
 /// The checkpoints' origin of demonstrations and tests, and the default of `[ledger]
 /// origin`: a deployment must name its own (or say it is a demo, `demo = true`).
-pub const DEMO_ORIGIN: &str = "liaison.example/demo";
+pub use liaison_core::checkpoint::DEMO_ORIGIN;
 
 /// The audit ledger: its signed checkpoints, and the settings of `liaison-ledger`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

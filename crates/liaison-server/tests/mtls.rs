@@ -15,8 +15,8 @@ use axum::routing::get;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use liaison_core::{AgencyCode, Registry};
+use liaison_pki::{PkiLayout, PkiOptions};
 use liaison_server::tls;
-use liaison_server::tls::pki::{self, PkiLayout, PkiOptions};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -44,7 +44,7 @@ fn new_pki(dir: &Path) -> PkiLayout {
         "test registry",
     )
     .expect("registry parses");
-    pki::init(dir, &registry, &PkiOptions::default()).expect("pki init");
+    liaison_pki::init(dir, &registry, &PkiOptions::default()).expect("pki init");
     PkiLayout::new(dir)
 }
 
@@ -225,7 +225,7 @@ async fn an_expired_certificate_is_refused_in_the_handshake() {
     let gateway = start_gateway(&layout);
 
     let now = OffsetDateTime::now_utc();
-    let (cert, key) = pki::issue_agency_cert(
+    let (cert, key) = liaison_pki::issue_agency_cert(
         dir.path(),
         &eco(),
         now - time::Duration::days(30),

@@ -11,8 +11,8 @@ use lapin::options::BasicAckOptions;
 use lapin::{Connection, ConnectionProperties};
 use liaison_bus::agency_queue;
 use liaison_core::AgencyCode;
+use liaison_pki::PkiLayout;
 use liaison_server::Broker;
-use liaison_server::tls::pki::PkiLayout;
 use serde::Serialize;
 use uuid::Uuid;
 

@@ -4,8 +4,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 use liaison_core::Registry;
+use liaison_pki::PkiOptions;
 use liaison_server::Config;
-use liaison_server::tls::pki::{self, PkiOptions};
 use uuid::Uuid;
 
 pub struct BenchWorld {
@@ -68,7 +68,7 @@ impl BenchWorld {
             origin: base.ledger.origin.clone(),
             ..PkiOptions::default()
         };
-        pki::init(pki_dir.path(), &registry, &options)?;
+        liaison_pki::init(pki_dir.path(), &registry, &options)?;
         let mut config = Config {
             database_url,
             amqp_url: with_path(&base.amqp_url, &vhost),

@@ -4,12 +4,9 @@
 //! Every configuration is built with the ring provider passed explicitly, so nothing here
 //! depends on a process-wide default provider having been installed.
 //!
-//! Below it: `pki` (the development PKI: CA, server and agency certificates, the ledger
-//! signing key), `crl` (revocation lists, read and signed) and `revocation` (the list in
-//! force, reloaded while the gateway runs).
+//! The certificates and lists it loads are made by `liaison-pki`; `revocation` keeps the
+//! list in force, reloaded while the gateway runs.
 
-pub mod crl;
-pub mod pki;
 pub mod revocation;
 
 use std::collections::HashMap;
@@ -24,7 +21,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 
-use crate::tls::pki::PkiLayout;
+use liaison_pki::PkiLayout;
 
 /// What axum-server's rustls acceptor stores about the connection.
 pub use axum_server::tls::TlsInfo;
@@ -65,7 +62,7 @@ pub enum TlsError {
         source: rustls::server::VerifierBuilderError,
     },
     #[error("certificate revocation list: {0}")]
-    Crl(#[from] crate::tls::crl::CrlError),
+    Crl(#[from] liaison_pki::crl::CrlError),
     #[error("the ring provider supports none of the safe TLS versions: {0}")]
     ProtocolVersions(#[source] rustls::Error),
     #[error("certificate {cert} and key {key} do not form a usable identity: {source}")]
@@ -89,7 +86,7 @@ pub fn install_crypto_provider() {
 /// (WebPkiClientVerifier, which also enforces validity dates and the clientAuth usage),
 /// presenting `server.pem`/`server.key`, ALPN `h2` then `http/1.1`.
 pub fn server_config(layout: &PkiLayout) -> Result<ServerConfig, TlsError> {
-    server_config_with_crls(layout, crate::tls::crl::load(layout)?)
+    server_config_with_crls(layout, liaison_pki::crl::load(layout)?)
 }
 
 /// [`server_config`] enforcing the given CRLs: certificates they list (`liaison pki
@@ -313,7 +310,7 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::pki::{PkiOptions, init};
+    use liaison_pki::{PkiOptions, init};
 
     fn pki_with(codes: &[&str]) -> (tempfile::TempDir, PkiLayout) {
         let text: String = codes

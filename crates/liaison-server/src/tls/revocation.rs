@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RevocationConfig;
 use crate::http::problem::Problem;
-use crate::tls::crl::{self, Crl, CrlError, CrlInfo};
-use crate::tls::pki::PkiLayout;
 use crate::tls::{self, TlsError};
+use liaison_pki::PkiLayout;
+use liaison_pki::crl::{self, Crl, CrlError, CrlInfo};
 
 /// The CRL source of one broker and the state `/readyz` reports. Cheap to clone.
 #[derive(Clone)]

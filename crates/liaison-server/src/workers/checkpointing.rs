@@ -9,7 +9,7 @@ use liaison_core::checkpoint::CheckpointSigner;
 use liaison_ledger::{Checkpointer, Ledger};
 
 use crate::config::{Config, DEMO_ORIGIN};
-use crate::tls::pki::{self, PkiLayout};
+use liaison_pki::PkiLayout;
 
 /// Why the broker will not sign checkpoints with this configuration.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ pub enum CheckpointKeyError {
 /// The signer for this deployment: the PKI's ledger key under the configured origin.
 pub fn signer(config: &Config) -> Result<CheckpointSigner, String> {
     let layout = PkiLayout::new(config.tls_dir.clone());
-    let key = pki::load_ledger_signing_key(&layout).map_err(|e| e.to_string())?;
+    let key = liaison_pki::load_ledger_signing_key(&layout).map_err(|e| e.to_string())?;
     CheckpointSigner::new(config.ledger.origin.clone(), key).map_err(|e| e.to_string())
 }
 
@@ -54,7 +54,7 @@ pub fn check_published_key(
     signer: &CheckpointSigner,
 ) -> Result<(), CheckpointKeyError> {
     let layout = PkiLayout::new(config.tls_dir.clone());
-    let published = pki::read_verifier_key(&layout)
+    let published = liaison_pki::read_verifier_key(&layout)
         .map_err(|e| CheckpointKeyError::SigningKey(e.to_string()))?;
     match published {
         Some(published) if published != signer.verifier() => Err(CheckpointKeyError::VerifierKey {
@@ -77,7 +77,7 @@ pub fn checkpointer(ledger: Ledger, signer: CheckpointSigner, config: &Config) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::pki::PkiOptions;
+    use liaison_pki::PkiOptions;
 
     fn config_with_pki(origin: &str) -> (tempfile::TempDir, Config) {
         let dir = tempfile::tempdir().unwrap();
@@ -86,7 +86,7 @@ mod tests {
             origin: origin.to_owned(),
             ..PkiOptions::default()
         };
-        pki::init(dir.path(), &registry, &options).unwrap();
+        liaison_pki::init(dir.path(), &registry, &options).unwrap();
         let mut config = Config {
             tls_dir: dir.path().to_owned(),
             ..Config::default()
@@ -130,7 +130,7 @@ mod tests {
 
         // Rewritten for the new origin, it is the key of what is signed again.
         let layout = PkiLayout::new(config.tls_dir.clone());
-        pki::write_verifier_key(&layout, "ledger.other.example/liaison").unwrap();
+        liaison_pki::write_verifier_key(&layout, "ledger.other.example/liaison").unwrap();
         check_published_key(&config, &signer).unwrap();
         // A PKI without one (made before it existed): nothing to compare.
         std::fs::remove_file(layout.ledger_verifier_key()).unwrap();

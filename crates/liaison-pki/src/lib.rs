@@ -10,8 +10,10 @@
 //! and agencies send a certificate request instead of receiving a key.
 //!
 //! Agencies are identified by the SAN URI `urn:liaison:agency:<code>` of their client
-//! certificate (see [`crate::tls::agency_from_cert`]); the common name repeats the code only
+//! certificate (see `liaison_server::tls::agency_from_cert`); the common name repeats the code only
 //! for people reading the certificate.
+
+pub mod crl;
 
 use std::fs;
 use std::io::Write;
@@ -57,7 +59,7 @@ impl Default for PkiOptions {
         Self {
             server_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
             validity_days: 825,
-            origin: crate::config::DEMO_ORIGIN.to_owned(),
+            origin: liaison_core::checkpoint::DEMO_ORIGIN.to_owned(),
         }
     }
 }
@@ -832,7 +834,26 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::agency_from_cert;
+    use x509_parser::extensions::GeneralName;
+
+    /// The agency a certificate's SAN URIs name (what the gateway maps it to).
+    fn agency_from_cert(cert: &CertificateDer<'_>) -> Option<AgencyCode> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+        let names = parsed.subject_alternative_name().ok()??;
+        let agencies: Vec<AgencyCode> = names
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) => AgencyCode::from_urn(uri),
+                _ => None,
+            })
+            .collect();
+        match agencies.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    }
 
     fn registry(codes: &[&str]) -> Registry {
         if codes.is_empty() {
@@ -1179,7 +1200,7 @@ mod tests {
         assert_eq!(summary.files, vec![layout.ledger_verifier_key()]);
         assert_eq!(
             read_verifier_key(&layout).unwrap().unwrap().origin(),
-            crate::config::DEMO_ORIGIN
+            liaison_core::checkpoint::DEMO_ORIGIN
         );
         let summary = ensure(dir.path(), &registry(&[]), &options).unwrap();
         assert!(summary.files.is_empty());
