@@ -253,3 +253,69 @@ impl Drop for World {
         .join();
     }
 }
+
+/// Every snapshot file in the repository is asserted by some test: a renamed or removed
+/// snapshot assertion must take its file with it, or this fails (as `cargo insta test
+/// --unreferenced=reject` would). Snapshots are named explicitly
+/// (`assert_snapshot!("name", …)`), so a file `<module>__<name>.snap` is referenced when
+/// some source file under `crates/` or `tests/` names `"<name>"`.
+#[cfg(test)]
+mod snapshots {
+    use std::path::{Path, PathBuf};
+
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path
+                    .file_name()
+                    .is_some_and(|n| n != "target" && n != ".git")
+                {
+                    files(&path, out);
+                }
+            } else {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_snapshot_is_referenced() {
+        let root = crate::repo_root();
+        let mut all = Vec::new();
+        files(&root.join("crates"), &mut all);
+        files(&root.join("tests"), &mut all);
+        let sources: String = all
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect();
+        let snapshots: Vec<&PathBuf> = all
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "snap" || e == "new"))
+            .collect();
+        assert!(
+            !snapshots.is_empty(),
+            "no snapshot found: is the walk broken?"
+        );
+        for snapshot in snapshots {
+            let name = snapshot.file_name().unwrap().to_string_lossy();
+            assert!(
+                !name.ends_with(".snap.new"),
+                "{} is an unreviewed snapshot: accept or delete it",
+                snapshot.display()
+            );
+            let asserted = name
+                .trim_end_matches(".snap")
+                .rsplit("__")
+                .next()
+                .unwrap()
+                .to_owned();
+            assert!(
+                sources.contains(&format!("\"{asserted}\"")),
+                "{} is referenced by no snapshot assertion: delete it",
+                snapshot.display()
+            );
+        }
+    }
+}

@@ -595,5 +595,36 @@ async fn an_export_is_readable_by_its_owner_only() {
         files, 7,
         "manifest, entries, messages, checkpoints, cosignatures, key, vkey"
     );
+    // The layout an auditor's tools read: the files, and the manifest's members with the
+    // type of each value (the values themselves differ from run to run).
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let members: Vec<String> = manifest
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, value)| {
+            let kind = match value {
+                serde_json::Value::String(_) if key == "format" => value.to_string(),
+                serde_json::Value::String(_) => "string".into(),
+                serde_json::Value::Number(_) => "number".into(),
+                other => format!("{other}"),
+            };
+            format!("{key}: {kind}")
+        })
+        .collect();
+    insta::assert_snapshot!(
+        "export_layout",
+        format!(
+            "{}\n\nmanifest.json\n{}",
+            names.join("\n"),
+            members.join("\n")
+        )
+    );
     p.drop().await;
 }

@@ -168,6 +168,16 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
+    /// Every problem document a client can get, as it is serialized: one per code.
+    #[test]
+    fn the_problem_documents() {
+        let documents: Vec<serde_json::Value> = RejectCode::ALL
+            .iter()
+            .map(|code| serde_json::to_value(Problem::new(*code, "what went wrong")).unwrap())
+            .collect();
+        insta::assert_json_snapshot!("problem_documents", documents);
+    }
+
     /// docs/integration.md tells integrators what each code means and what to do: a new
     /// code must be added there, with its status.
     #[test]

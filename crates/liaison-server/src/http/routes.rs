@@ -168,6 +168,27 @@ mod tests {
             .collect()
     }
 
+    /// The contract at a glance: every operation with its id and the statuses it answers.
+    /// A change to any of them shows in review as a change of this snapshot.
+    #[test]
+    fn the_operations_of_the_openapi_document() {
+        let document = document(&catalogue());
+        let mut lines = Vec::new();
+        for (method, path) in documented_operations(&document) {
+            let operation = &document["paths"][&path][method.to_ascii_lowercase()];
+            let statuses: Vec<&str> = operation["responses"]
+                .as_object()
+                .map(|r| r.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            lines.push(format!(
+                "{method:<6} {path:<45} {:<22} {}",
+                operation["operationId"].as_str().unwrap_or("-"),
+                statuses.join(" ")
+            ));
+        }
+        insta::assert_snapshot!("openapi_operations", lines.join("\n"));
+    }
+
     #[test]
     fn every_served_route_is_documented() {
         let (router, generated) = routes().split_for_parts();
