@@ -1,7 +1,7 @@
 //! Rendering a trace: the ledger entries of one message or one case, in order.
 
-use liaison_core::{Entry, EntryKind};
-use serde_json::Value;
+use liaison_core::detail::Detail;
+use liaison_core::{Entry, EntryKind, RecipientRole};
 use time::format_description::well_known::Rfc3339;
 
 /// One line per entry: sequence, time, kind, acting agency, message, what happened.
@@ -22,38 +22,41 @@ pub fn render_text(entries: &[Entry]) -> String {
     out
 }
 
+/// One line about an entry, read through its typed detail (an entry whose detail does not
+/// read as its kind says is shown as such, not skipped).
 fn summary(e: &Entry) -> String {
-    let d = &e.detail;
-    let s = |key: &str| d.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
-    match e.kind {
-        EntryKind::MessageAccepted => {
-            let recipients: Vec<String> = d
-                .get("recipients")
-                .and_then(Value::as_array)
-                .map(|rs| {
-                    rs.iter()
-                        .map(|r| {
-                            let agency = r.get("agency").and_then(Value::as_str).unwrap_or("?");
-                            match r.get("role").and_then(Value::as_str) {
-                                Some("cc") => format!("{agency} (cc)"),
-                                _ => agency.to_owned(),
-                            }
-                        })
-                        .collect()
+    let detail = match e.typed_detail() {
+        Ok(detail) => detail,
+        Err(error) => return format!("unreadable detail: {error}"),
+    };
+    match (e.kind, detail) {
+        (_, Detail::Accepted(accepted)) => {
+            let recipients: Vec<String> = accepted
+                .recipients
+                .iter()
+                .map(|r| match r.role {
+                    RecipientRole::Cc => format!("{} (cc)", r.agency),
+                    RecipientRole::To => r.agency.to_string(),
                 })
-                .unwrap_or_default();
+                .collect();
             format!(
                 "{} via {} → {}",
-                s("type"),
-                s("channel"),
+                accepted.type_,
+                accepted.channel,
                 recipients.join(", ")
             )
         }
-        EntryKind::MessageRejected => format!("rejected: {}", s("code")),
-        EntryKind::DeliveryDispatched => "delivered to the agency's queue".to_owned(),
-        EntryKind::DeliveryFailed => format!("delivery failed: {}", s("error")),
-        EntryKind::DeliveryAcknowledged => "acknowledged by the agency (HTTPS inbox)".to_owned(),
-        EntryKind::DeliveryDeadLettered => format!("dead-lettered: {}", s("reason")),
-        EntryKind::DeliveryRedriven => "redriven from the dead-letter queue".to_owned(),
+        (_, Detail::Rejected(rejected)) => format!("rejected: {}", rejected.code),
+        (EntryKind::DeliveryFailed, Detail::Delivery(d)) => {
+            format!("delivery failed: {}", d.error.unwrap_or_default())
+        }
+        (EntryKind::DeliveryDeadLettered, Detail::Delivery(d)) => {
+            format!("dead-lettered: {}", d.reason.unwrap_or_default())
+        }
+        (EntryKind::DeliveryAcknowledged, _) => {
+            "acknowledged by the agency (HTTPS inbox)".to_owned()
+        }
+        (EntryKind::DeliveryRedriven, _) => "redriven from the dead-letter queue".to_owned(),
+        (_, Detail::Delivery(_)) => "delivered to the agency's queue".to_owned(),
     }
 }

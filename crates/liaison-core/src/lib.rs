@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod clocks;
 pub mod cosignature;
+pub mod detail;
 pub mod entry;
 pub mod envelope;
 pub mod lifecycle;

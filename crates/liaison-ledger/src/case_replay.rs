@@ -15,7 +15,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::cases::case_message;
+use crate::cases::{accepted_detail, case_message_of};
 use crate::committer::{CaseMessageRow, CaseRow, CaseWrites, ClockRow, SEQUENCE_LOCK, ThreadRow};
 use crate::error::LedgerError;
 use crate::sql::seq_from_db;
@@ -63,7 +63,13 @@ impl CaseReplay {
         let Some(caseref) = entry.caseref.clone() else {
             return Ok(());
         };
-        let message = case_message(&entry).map_err(|e| e.to_string())?;
+        let accepted = accepted_detail(&entry).map_err(|e| e.to_string())?;
+        let (clocks, clock_stage, assigned) = (
+            accepted.clocks.clone(),
+            accepted.clock_stage.clone(),
+            accepted.caseref_assigned,
+        );
+        let message = case_message_of(&entry, accepted).map_err(|e| e.to_string())?;
         let case = self
             .cases
             .entry(caseref.clone())
@@ -115,8 +121,10 @@ impl CaseReplay {
             &entry,
             &caseref,
             message.case.as_ref().map(|s| s.flow.as_str()),
+            clocks,
+            clock_stage,
         )?;
-        if entry.detail.get("caseref_assigned") == Some(&serde_json::Value::Bool(true)) {
+        if assigned {
             let (prefix, year, number) = assigned_parts(&caseref)
                 .ok_or_else(|| format!("entry {}: assigned caseref {caseref:?}", entry.seq))?;
             let last = self.counters.entry((prefix, year)).or_insert(0);
@@ -131,50 +139,44 @@ impl CaseReplay {
         entry: &Entry,
         caseref: &str,
         flow: Option<&str>,
+        events: ClockEvents,
+        stage: Option<StageRef>,
     ) -> Result<(), String> {
-        let bad = |what: &str, e: serde_json::Error| format!("entry {}: {what}: {e}", entry.seq);
-        if let Some(value) = entry.detail.get("clocks") {
-            let events: ClockEvents =
-                serde_json::from_value(value.clone()).map_err(|e| bad("detail.clocks", e))?;
-            for stop in events.stopped {
-                if let Some(clock) = self.clocks.get_mut(&(stop.thread, stop.clock)) {
-                    clock.stopped_seq = Some(entry.seq);
-                    clock.stopped_reason = Some(stop.reason.as_str().to_owned());
-                }
-            }
-            for start in events.started {
-                let origin = entry.message.ok_or_else(|| {
-                    format!("entry {}: a clock start without a message", entry.seq)
-                })?;
-                self.clocks.insert(
-                    (start.thread, start.clock.clone()),
-                    ClockRow {
-                        thread: start.thread,
-                        clock: start.clock,
-                        caseref: caseref.to_owned(),
-                        flow: flow.unwrap_or_default().to_owned(),
-                        kind: start.kind,
-                        origin,
-                        started_seq: entry.seq,
-                        started_at: start.started_at,
-                        due_at: start.due,
-                        due_error: start.due_error,
-                        owed_by: start.owed_by,
-                        stopped_seq: None,
-                        stopped_reason: None,
-                        stages_sent: Vec::new(),
-                    },
-                );
+        for stop in events.stopped {
+            if let Some(clock) = self.clocks.get_mut(&(stop.thread, stop.clock)) {
+                clock.stopped_seq = Some(entry.seq);
+                clock.stopped_reason = Some(stop.reason.as_str().to_owned());
             }
         }
-        if let Some(value) = entry.detail.get("clock_stage") {
-            let stage: StageRef =
-                serde_json::from_value(value.clone()).map_err(|e| bad("detail.clock_stage", e))?;
-            if let Some(clock) = self.clocks.get_mut(&(stage.thread, stage.clock))
-                && !clock.stages_sent.contains(&stage.key)
-            {
-                clock.stages_sent.push(stage.key);
-            }
+        for start in events.started {
+            let origin = entry
+                .message
+                .ok_or_else(|| format!("entry {}: a clock start without a message", entry.seq))?;
+            self.clocks.insert(
+                (start.thread, start.clock.clone()),
+                ClockRow {
+                    thread: start.thread,
+                    clock: start.clock,
+                    caseref: caseref.to_owned(),
+                    flow: flow.unwrap_or_default().to_owned(),
+                    kind: start.kind,
+                    origin,
+                    started_seq: entry.seq,
+                    started_at: start.started_at,
+                    due_at: start.due,
+                    due_error: start.due_error,
+                    owed_by: start.owed_by,
+                    stopped_seq: None,
+                    stopped_reason: None,
+                    stages_sent: Vec::new(),
+                },
+            );
+        }
+        if let Some(stage) = stage
+            && let Some(clock) = self.clocks.get_mut(&(stage.thread, stage.clock))
+            && !clock.stages_sent.contains(&stage.key)
+        {
+            clock.stages_sent.push(stage.key);
         }
         Ok(())
     }

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use liaison_core::{AgencyCode, Entry, EntryKind, Recipient, RecipientRole, ThreadStep};
+use liaison_core::detail::Accepted;
+use liaison_core::{AgencyCode, Entry, Recipient, RecipientRole, ThreadStep};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
@@ -250,33 +251,38 @@ pub(crate) async fn case(
 
 /// A case's message as its accepted entry records it.
 pub(crate) fn case_message(entry: &Entry) -> Result<CaseMessage, LedgerError> {
-    let bad = |why: &str| LedgerError::Corrupt(format!("entry {}: {why}", entry.seq));
-    if entry.kind != EntryKind::MessageAccepted {
-        return Err(bad("not an acceptance"));
-    }
-    let detail = &entry.detail;
+    case_message_of(entry, accepted_detail(entry)?)
+}
+
+/// The typed detail of an accepted entry.
+pub(crate) fn accepted_detail(entry: &Entry) -> Result<Accepted, LedgerError> {
+    let bad = |why: String| LedgerError::Corrupt(format!("entry {}: {why}", entry.seq));
+    entry
+        .accepted()
+        .ok_or_else(|| bad("not an acceptance".into()))?
+        .map_err(|e| bad(format!("unreadable detail: {e}")))
+}
+
+/// A case's message from its entry and the entry's detail, read once.
+pub(crate) fn case_message_of(
+    entry: &Entry,
+    accepted: Accepted,
+) -> Result<CaseMessage, LedgerError> {
+    let bad = |why: String| LedgerError::Corrupt(format!("entry {}: {why}", entry.seq));
     Ok(CaseMessage {
-        id: entry.message.ok_or_else(|| bad("names no message"))?,
+        id: entry
+            .message
+            .ok_or_else(|| bad("names no message".into()))?,
         seq: entry.seq,
-        type_: detail["type"]
-            .as_str()
-            .ok_or_else(|| bad("records no type"))?
-            .to_owned(),
-        sender: entry.agency.clone().ok_or_else(|| bad("names no sender"))?,
-        recipients: serde_json::from_value(detail["recipients"].clone())
-            .map_err(|_| bad("records no readable route"))?,
+        type_: accepted.type_,
+        sender: entry
+            .agency
+            .clone()
+            .ok_or_else(|| bad("names no sender".into()))?,
+        recipients: accepted.recipients,
         at: entry.at,
-        inreplyto: match detail.get("inreplyto").and_then(|v| v.as_str()) {
-            Some(s) => Some(Uuid::parse_str(s).map_err(|_| bad("inreplyto is not a UUID"))?),
-            None => None,
-        },
-        case: match detail.get("case") {
-            Some(step) => Some(
-                serde_json::from_value(step.clone())
-                    .map_err(|_| bad("records an unreadable case step"))?,
-            ),
-            None => None,
-        },
+        inreplyto: accepted.inreplyto,
+        case: accepted.case,
     })
 }
 

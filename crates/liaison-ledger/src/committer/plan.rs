@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
 use liaison_core::envelope::is_well_formed_caseref;
-use liaison_core::{AgencyCode, Entry, EntryKind, Recipient, audit};
-use serde_json::{Map, Value, json};
+use liaison_core::{AgencyCode, Entry, EntryKind, Recipient, ThreadStep, audit, detail};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tracing::warn;
 use uuid::Uuid;
@@ -23,6 +23,11 @@ pub(crate) const MAX_RECORDED_ERRORS: usize = 20;
 /// Each recorded error text is cut to this many characters: a schema message may quote
 /// the offending value, which can be most of a megabyte.
 pub(crate) const MAX_ERROR_TEXT: usize = 512;
+
+/// A typed detail as the entry's JSON.
+fn typed<T: serde::Serialize>(detail: &T) -> Value {
+    serde_json::to_value(detail).expect("an entry detail serializes")
+}
 
 fn bounded(text: &str) -> String {
     match text.char_indices().nth(MAX_ERROR_TEXT) {
@@ -229,35 +234,27 @@ impl Planner {
         let caseref = placement.as_ref().map(|p| p.caseref.clone());
 
         let recipients = &message.route.recipients;
-        let mut detail = Map::new();
-        detail.insert("type".into(), json!(envelope.type_));
-        detail.insert("channel".into(), json!(message.channel.as_str()));
-        detail.insert("sha256".into(), json!(hex::encode(sha256)));
-        detail.insert("size".into(), json!(message.bytes.len()));
-        if let Some(original) = envelope.inreplyto {
-            detail.insert("inreplyto".into(), json!(original.to_string()));
-        }
-        detail.insert("recipients".into(), recipients_json(recipients));
-        if let Some(placement) = &placement {
-            if let Some(step) = &placement.step {
-                detail.insert("case".into(), json!(step));
-            }
-            if placement.assigned.is_some() {
-                detail.insert("caseref_assigned".into(), json!(true));
-            }
-            if !placement.clocks.is_empty() {
-                detail.insert("clocks".into(), json!(placement.clocks));
-            }
-            if let Some(stage) = &placement.stage {
-                detail.insert("clock_stage".into(), json!(stage));
-            }
-        }
+        let detail = detail::Accepted {
+            type_: envelope.type_.clone(),
+            channel: message.channel.as_str().to_owned(),
+            sha256: hex::encode(sha256),
+            size: message.bytes.len() as u64,
+            inreplyto: envelope.inreplyto,
+            recipients: recipients.clone(),
+            case: placement.as_ref().and_then(|p| p.step.clone()),
+            caseref_assigned: placement.as_ref().is_some_and(|p| p.assigned.is_some()),
+            clocks: placement
+                .as_ref()
+                .map(|p| p.clocks.clone())
+                .unwrap_or_default(),
+            clock_stage: placement.as_ref().and_then(|p| p.stage.clone()),
+        };
         let seq = self.push_entry(
             EntryKind::MessageAccepted,
             Some(envelope.id),
             caseref.clone(),
             Some(&message.sender),
-            Value::Object(detail),
+            typed(&detail),
         );
         if let Some(placement) = &placement {
             self.cases.record(placement, message, seq, self.at);
@@ -326,8 +323,7 @@ impl Planner {
             size: message.bytes.len(),
             errors: Vec::new(),
         };
-        let met = refusal.met.map(|step| json!(step));
-        let seq = self.reject_noting(&rejection, met);
+        let seq = self.reject_noting(&rejection, refusal.met);
         AcceptOutcome::Refused {
             seq,
             code: refusal.code,
@@ -341,61 +337,47 @@ impl Planner {
 
     /// Records a rejection; `met` is the case thread's state the message met, for an
     /// invalid transition.
-    fn reject_noting(&mut self, rejection: &NewRejection, met: Option<Value>) -> u64 {
+    fn reject_noting(&mut self, rejection: &NewRejection, met: Option<ThreadStep>) -> u64 {
         // Whatever the caller passed, only well-formed values reach the text columns: one
         // submission's content must never make PostgreSQL refuse the batch it is in.
         let caseref = rejection
             .caseref
             .clone()
             .filter(|c| is_well_formed_caseref(c));
-        let mut detail = Map::new();
-        detail.insert("code".into(), json!(rejection.code.as_str()));
-        detail.insert("channel".into(), json!(rejection.channel.as_str()));
-        detail.insert("sha256".into(), json!(hex::encode(rejection.bytes_sha256)));
-        detail.insert("size".into(), json!(rejection.size));
-        if let Some(type_) = rejection.type_.as_deref().filter(|t| is_type_name(t)) {
-            detail.insert("type".into(), json!(type_));
-        }
         let claimed = &rejection.claimed;
-        let mut claims = Map::new();
-        if let Some(id) = claimed.message_id {
-            claims.insert("message".into(), json!(id.to_string()));
-        }
-        if let Some(c) = claimed
-            .caseref
-            .as_deref()
-            .filter(|c| is_well_formed_caseref(c))
-        {
-            claims.insert("caseref".into(), json!(c));
-        }
-        if !claims.is_empty() {
-            detail.insert("claimed".into(), Value::Object(claims));
-        }
-        let errors: Vec<Value> = rejection
-            .errors
-            .iter()
-            .take(MAX_RECORDED_ERRORS)
-            .map(|e| {
-                json!({
-                    "pointer": bounded(&e.pointer),
-                    "keyword": bounded(&e.keyword),
-                    "message": bounded(&e.message),
+        let detail = detail::Rejected {
+            code: rejection.code.as_str().to_owned(),
+            channel: rejection.channel.as_str().to_owned(),
+            sha256: hex::encode(rejection.bytes_sha256),
+            size: rejection.size as u64,
+            type_: rejection.type_.clone().filter(|t| is_type_name(t)),
+            claimed: detail::Claimed {
+                message: claimed.message_id,
+                caseref: claimed
+                    .caseref
+                    .clone()
+                    .filter(|c| is_well_formed_caseref(c)),
+            },
+            errors: rejection
+                .errors
+                .iter()
+                .take(MAX_RECORDED_ERRORS)
+                .map(|e| detail::RecordedError {
+                    pointer: bounded(&e.pointer),
+                    keyword: bounded(&e.keyword),
+                    message: bounded(&e.message),
                 })
-            })
-            .collect();
-        detail.insert("errors".into(), Value::Array(errors));
-        if rejection.errors.len() > MAX_RECORDED_ERRORS {
-            detail.insert("errors_total".into(), json!(rejection.errors.len()));
-        }
-        if let Some(met) = met {
-            detail.insert("met".into(), met);
-        }
+                .collect(),
+            errors_total: (rejection.errors.len() > MAX_RECORDED_ERRORS)
+                .then_some(rejection.errors.len() as u64),
+            met,
+        };
         self.push_entry(
             EntryKind::MessageRejected,
             rejection.message_id,
             caseref,
             rejection.sender.as_ref(),
-            Value::Object(detail),
+            typed(&detail),
         )
     }
 
@@ -431,9 +413,15 @@ impl Planner {
                 continue;
             }
             row.leased_until = None;
-            let mut detail = Map::new();
-            detail.insert("delivery".into(), json!(delivery_id));
-            detail.insert("attempt".into(), json!(row.attempts));
+            let mut detail = detail::Delivery {
+                delivery: delivery_id,
+                attempt: row.attempts,
+                error: None,
+                reason: None,
+                by: None,
+                queue: None,
+                observed: None,
+            };
             let kind = match outcome {
                 DeliveryOutcome::Dispatched { .. } => {
                     row.state = DeliveryStatus::Dispatched;
@@ -445,7 +433,7 @@ impl Planner {
                 } => {
                     row.next_attempt_at = *retry_at;
                     row.last_error = Some(error.clone());
-                    detail.insert("error".into(), json!(error));
+                    detail.error = Some(error.clone());
                     EntryKind::DeliveryFailed
                 }
                 DeliveryOutcome::DeadLettered {
@@ -453,11 +441,9 @@ impl Planner {
                 } => {
                     row.state = DeliveryStatus::Dead;
                     row.last_error = Some(reason.clone());
-                    detail.insert("reason".into(), json!(reason));
-                    detail.insert("by".into(), json!(by));
-                    if let Some(queue) = queue {
-                        detail.insert("queue".into(), json!(queue));
-                    }
+                    detail.reason = Some(reason.clone());
+                    detail.by = Some(by.clone());
+                    detail.queue = queue.clone();
                     EntryKind::DeliveryDeadLettered
                 }
                 DeliveryOutcome::Redriven { .. } => {
@@ -474,7 +460,7 @@ impl Planner {
                 Some(message_id),
                 caseref,
                 Some(&recipient),
-                Value::Object(detail),
+                typed(&detail),
             );
         }
     }
@@ -501,7 +487,15 @@ impl Planner {
                     row.state = DeliveryStatus::Dispatched;
                     row.dispatched_at = Some(at);
                     row.leased_until = None;
-                    let detail = json!({ "delivery": delivery_id, "attempt": row.attempts, "observed": "pulled" });
+                    let detail = typed(&detail::Delivery {
+                        delivery: delivery_id,
+                        attempt: row.attempts,
+                        error: None,
+                        reason: None,
+                        by: None,
+                        queue: None,
+                        observed: Some("pulled".into()),
+                    });
                     self.push_entry(
                         EntryKind::DeliveryDispatched,
                         Some(message_id),
@@ -515,7 +509,15 @@ impl Planner {
                 };
                 row.state = DeliveryStatus::Acknowledged;
                 row.acknowledged_at = Some(at);
-                let detail = json!({ "delivery": delivery_id, "attempt": row.attempts });
+                let detail = typed(&detail::Delivery {
+                    delivery: delivery_id,
+                    attempt: row.attempts,
+                    error: None,
+                    reason: None,
+                    by: None,
+                    queue: None,
+                    observed: None,
+                });
                 self.changed.insert(delivery_id);
                 self.push_entry(
                     EntryKind::DeliveryAcknowledged,
