@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use liaison_bus::Bus;
-use liaison_cli::client::AgencyClient;
+use liaison_client::AgencyClient;
 use liaison_core::{AgencyCode, Clock, Registry, SystemClock};
 use liaison_ledger::Ledger;
 use liaison_pki::{PkiLayout, PkiOptions};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use liaison_cli::demo::{lead_event, receipt_event};
+use liaison_devtools::demo::{lead_event, receipt_event};
 use liaison_tests::World;
 use uuid::Uuid;
 

@@ -6,9 +6,9 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use liaison_cli::demo::lead_event;
 use liaison_core::checkpoint::CheckpointVerifier;
 use liaison_core::merkle;
+use liaison_devtools::demo::lead_event;
 use liaison_tests::World;
 use liaison_tests::process::liaison_binary;
 use serde_json::Value;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use liaison_cli::client::AgencyClient;
+use liaison_client::AgencyClient;
 use liaison_core::{Entry, EntryKind};
 use liaison_tests::{World, answering, example, repo_root};
 use serde_json::{Value, json};

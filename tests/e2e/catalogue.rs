@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use liaison_cli::client::AgencyClient;
+use liaison_client::AgencyClient;
 use liaison_schema::{Catalogue, Example, Expectation, load_examples};
 use liaison_server::Broker;
 use liaison_tests::{World, repo_root};

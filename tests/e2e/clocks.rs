@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use liaison_cli::client::AgencyClient;
+use liaison_client::AgencyClient;
 use liaison_core::ManualClock;
 use liaison_ledger::Ledger;
 use liaison_server::Broker;

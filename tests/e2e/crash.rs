@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use liaison_bus::agency_queue;
-use liaison_cli::client::AgencyClient;
-use liaison_cli::demo::lead_event;
+use liaison_client::AgencyClient;
 use liaison_core::EntryKind;
+use liaison_devtools::demo::lead_event;
 use liaison_ledger::TraceKey;
 use liaison_tests::process::{BrokerProcess, free_port};
 use liaison_tests::{World, code, rabbitmqctl};

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use liaison_bus::agency_queue;
 use liaison_cli::deadletters;
-use liaison_cli::demo::lead_event;
 use liaison_core::{Entry, EntryKind, Registry};
+use liaison_devtools::demo::lead_event;
 use liaison_ledger::{Ledger, TraceKey};
 use liaison_tests::{World, code, repo_root};
 use uuid::Uuid;

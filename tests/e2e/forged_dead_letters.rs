@@ -13,8 +13,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use liaison_cli::deadletters;
-use liaison_cli::demo::lead_event;
 use liaison_core::{Entry, EntryKind};
+use liaison_devtools::demo::lead_event;
 use liaison_ledger::{Ledger, TraceKey};
 use liaison_tests::World;
 use uuid::Uuid;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use liaison_cli::client::Answer;
-use liaison_cli::demo::lead_event;
+use liaison_client::Answer;
+use liaison_devtools::demo::lead_event;
 use liaison_server::tls;
 use liaison_tests::{World, code};
 use serde_json::json;

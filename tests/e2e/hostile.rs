@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use liaison_cli::client::AgencyClient;
-use liaison_cli::demo::lead_event;
+use liaison_client::AgencyClient;
 use liaison_core::EntryKind;
+use liaison_devtools::demo::lead_event;
 use liaison_ledger::TraceKey;
 use liaison_pki::PkiLayout;
 use liaison_server::Broker;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use liaison_cli::client::AgencyClient;
+use liaison_client::AgencyClient;
 use liaison_core::{Entry, EntryKind};
 use liaison_ledger::TraceKey;
 use liaison_server::Broker;

@@ -5,14 +5,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use liaison_cli::demo::lead_event;
+use liaison_devtools::demo::lead_event;
 use liaison_server::{Broker, StartError};
 use liaison_tests::{World, repo_root};
 use sqlx::Connection;
 
 /// The world's database URL with another user.
 fn as_user(url: &str, user: &str) -> String {
-    liaison_cli::demo::with_user(url, user).unwrap()
+    liaison_devtools::demo::with_user(url, user).unwrap()
 }
 
 async fn readyz(broker: &Broker) -> serde_json::Value {

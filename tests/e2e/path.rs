@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use liaison_bus::agency_queue;
-use liaison_cli::demo::{lead_event, receipt_event};
 use liaison_core::EntryKind;
+use liaison_devtools::demo::{lead_event, receipt_event};
 use liaison_ledger::TraceKey;
 use liaison_tests::{World, code};
 use uuid::Uuid;

@@ -482,7 +482,7 @@ async fn a_policy_changed_while_a_message_is_in_flight_does_not_lose_or_reroute_
     // Keep the lead in flight: its recipient's queue is missing, so the relay retries.
     world.delete_agency_queue("procuratorate");
     let caseref = "SD-RELOAD";
-    let lead = liaison_cli::demo::lead_event(caseref);
+    let lead = liaison_devtools::demo::lead_event(caseref);
     let answer = world.client(&broker, "eco").submit(&lead).await.unwrap();
     assert_eq!(answer.status, 202, "{}", answer.body);
     liaison_tests::eventually(
@@ -527,7 +527,7 @@ async fn a_policy_changed_while_a_message_is_in_flight_does_not_lose_or_reroute_
     delivery.ack().await.unwrap();
     let again = world
         .client(&broker, "eco")
-        .submit(&liaison_cli::demo::lead_event(caseref))
+        .submit(&liaison_devtools::demo::lead_event(caseref))
         .await
         .unwrap();
     assert_eq!(again.status, 403, "{}", again.body);

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use liaison_cli::demo::lead_event;
 use liaison_core::Entry;
+use liaison_devtools::demo::lead_event;
 use liaison_tests::{World, code};
 use serde_json::{Value, json};
 use sqlx::Connection;

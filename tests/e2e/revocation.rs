@@ -7,8 +7,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use liaison_cli::client::AgencyClient;
-use liaison_cli::demo::lead_event;
+use liaison_client::AgencyClient;
+use liaison_devtools::demo::lead_event;
 use liaison_pki::PkiLayout;
 use liaison_pki::crl;
 use liaison_server::Broker;

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use liaison_cli::client::AgencyClient;
-use liaison_cli::demo::lead_event;
 use liaison_cli::witness_cmd::{self, ForkDetected, RunArgs};
+use liaison_client::AgencyClient;
 use liaison_core::audit::{Hash, leaf_hash};
 use liaison_core::cosignature::CosignatureVerifier;
 use liaison_core::merkle;
+use liaison_devtools::demo::lead_event;
 use liaison_pki::PkiLayout;
 use liaison_server::Broker;
 use liaison_tests::World;

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use liaison_bus::agency_queue;
-use liaison_cli::demo::lead_event;
 use liaison_core::AgencyCode;
+use liaison_devtools::demo::lead_event;
 use liaison_server::tls;
 use liaison_tests::process::{self, BrokerProcess, ServicesRestored};
 use liaison_tests::{World, code};

@@ -1,17 +1,14 @@
 //! The `liaison` command line, as a library so that the end-to-end tests drive the same
-//! client, demo scenario and service checks that users run.
+//! commands users run. The agency client is `liaison-client`; the demo, the benchmark and
+//! the service checks are `liaison-devtools`.
 
 pub mod amqp_defs;
-pub mod bench;
 pub mod calendar_cmd;
 pub mod cases_cmd;
-pub mod client;
 pub mod deadletters;
-pub mod demo;
 pub mod ledger_cmd;
 pub mod policy_cmd;
 pub mod report_cmd;
-pub mod services;
 pub mod trace;
 pub mod witness_cmd;
 

@@ -390,15 +390,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             agencies,
             http1,
         } => {
-            let mut options = liaison_cli::bench::BenchOptions {
+            let mut options = liaison_devtools::bench::BenchOptions {
                 message_bytes,
                 extra_agencies: agencies,
                 http: if http1 {
-                    liaison_cli::bench::Http::Http1
+                    liaison_devtools::bench::Http::Http1
                 } else {
-                    liaison_cli::bench::Http::Http2
+                    liaison_devtools::bench::Http::Http2
                 },
-                ..liaison_cli::bench::BenchOptions::default()
+                ..liaison_devtools::bench::BenchOptions::default()
             };
             if quick {
                 options.raw_messages /= 10;
@@ -406,14 +406,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 options.full_messages /= 10;
                 options.latency_duration /= 4;
             }
-            let report = liaison_cli::bench::run(&options, &config.load()?).await?;
+            let report = liaison_devtools::bench::run(&options, &config.load()?).await?;
             print!("{}", report.text());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Command::Demo { config, once } => liaison_cli::demo::run(config.load()?, once).await?,
+        Command::Demo { config, once } => {
+            liaison_devtools::demo::run(
+                config.load()?,
+                once,
+                liaison_devtools::demo::Renderers {
+                    trace: liaison_cli::trace::render_text,
+                    case: liaison_cli::cases_cmd::render_case,
+                },
+            )
+            .await?
+        }
         Command::Pki {
             command:
                 PkiCommand::Init {
@@ -568,7 +578,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let base = url.unwrap_or_else(|| format!("https://localhost:{}", config.listen.port()));
-            let client = liaison_cli::client::AgencyClient::new(
+            let client = liaison_client::AgencyClient::new(
                 &PkiLayout {
                     dir: config.tls_dir.clone(),
                 },
@@ -611,7 +621,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Services {
             command: ServicesCommand::Ensure,
         } => {
-            liaison_cli::services::ensure_all()?;
+            liaison_devtools::services::ensure_all()?;
             println!("PostgreSQL and RabbitMQ are up");
         }
         Command::Schemas {

@@ -24,7 +24,7 @@ use ring::signature::Ed25519KeyPair;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::client::AgencyClient;
+use liaison_client::AgencyClient;
 
 #[derive(Subcommand, Debug)]
 pub enum WitnessCommand {

@@ -334,6 +334,14 @@ impl Ledger {
         self.inner.clock.now()
     }
 
+    /// The PostgreSQL server's version, as it reports it (`SHOW server_version`).
+    pub async fn server_version(&self) -> Result<String, LedgerError> {
+        sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(LedgerError::query("reading the server version"))
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
     }

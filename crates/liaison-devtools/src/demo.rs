@@ -22,9 +22,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::client::AgencyClient;
 use crate::services;
-use crate::trace::render_text;
+use liaison_client::AgencyClient;
 
 /// What the scenario established, for callers (tests) that want to check more.
 #[derive(Debug)]
@@ -36,7 +35,7 @@ pub struct ScenarioReport {
     pub receipt_seq: u64,
     pub trace: Vec<Entry>,
     /// The scenario's cases with their states and timelines, as `liaison cases show` prints them.
-    pub cases: String,
+    pub cases: Vec<liaison_ledger::CaseView>,
 }
 
 /// Prepares everything the demo needs on this machine: services, database, PKI.
@@ -125,7 +124,13 @@ pub fn with_user(url: &str, user: &str) -> anyhow::Result<String> {
 }
 
 /// `liaison demo [--once]`.
-pub async fn run(mut config: Config, once: bool) -> anyhow::Result<()> {
+/// How the command line prints what the demo found: the trace and each case.
+pub struct Renderers {
+    pub trace: fn(&[Entry]) -> String,
+    pub case: fn(&liaison_ledger::CaseView) -> String,
+}
+
+pub async fn run(mut config: Config, once: bool, render: Renderers) -> anyhow::Result<()> {
     if once {
         // The one-shot demo must not collide with a broker already serving on the defaults.
         config.listen.set_port(0);
@@ -157,9 +162,12 @@ pub async fn run(mut config: Config, once: bool) -> anyhow::Result<()> {
             println!(
                 "\nTrace of case {}:\n{}",
                 report.caseref,
-                render_text(&report.trace)
+                (render.trace)(&report.trace)
             );
-            println!("Cases:\n{}", report.cases);
+            println!("Cases:");
+            for case in &report.cases {
+                println!("{}", (render.case)(case));
+            }
             println!("✓ demo scenario passed");
         }
         Err(e) => println!("✗ demo scenario failed: {e:#}"),
@@ -576,7 +584,7 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
 
     // 8. Each matter is a case with a state: the lead was received by its addressee, the
     //    transfer was filed, late, its clock stopped by the answer.
-    let mut cases = String::new();
+    let mut cases = Vec::new();
     for (case, expected) in [
         (caseref.clone(), "received"),
         (format!("{caseref}-XF"), "filed"),
@@ -590,8 +598,7 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
             "step 8: case {case} is {:?}, expected {expected}",
             view.head.state
         );
-        cases.push_str(&crate::cases_cmd::render_case(&view));
-        cases.push('\n');
+        cases.push(view);
     }
     println!(
         "✓ 8. cases: the lead is received; the transfer is filed, its filing review answered late"

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::report::Percentiles;
 use super::setup::BenchWorld;
-use crate::client::AgencyClient;
+use liaison_client::AgencyClient;
 
 /// Agencies that post leads in the benchmark, each over its own keep-alive HTTP/2 connection.
 const SENDERS: [&str; 8] = [

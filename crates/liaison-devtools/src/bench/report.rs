@@ -151,8 +151,8 @@ async fn postgres_version(url: &str) -> String {
     )
     .await;
     match ledger {
-        Ok(l) => sqlx::query_scalar::<_, String>("SHOW server_version")
-            .fetch_one(l.pool())
+        Ok(l) => l
+            .server_version()
             .await
             .unwrap_or_else(|_| "unknown".into()),
         Err(_) => "unknown".into(),
