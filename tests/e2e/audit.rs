@@ -49,20 +49,17 @@ async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() 
     let seq = answer.body["seq"].as_u64().unwrap();
     let id = answer.body["id"].as_str().unwrap().to_owned();
 
-    // Bounded wait for a checkpoint that covers the message.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let proof = loop {
-        let proof = eco.get(&format!("/v1/messages/{id}/proof")).await.unwrap();
-        if proof.status == 200 && proof.body["pending"].as_array().is_some_and(Vec::is_empty) {
-            break proof.body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no checkpoint covered seq {seq}: {}",
-            proof.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // A checkpoint that covers the message.
+    let proof = liaison_tests::eventually(
+        &format!("a checkpoint covering seq {seq}"),
+        Duration::from_secs(15),
+        async || {
+            let proof = eco.get(&format!("/v1/messages/{id}/proof")).await.unwrap();
+            (proof.status == 200 && proof.body["pending"].as_array().is_some_and(Vec::is_empty))
+                .then_some(proof.body)
+        },
+    )
+    .await;
     let public_key = liaison_pki::read_ledger_public_key(&world.layout()).unwrap();
     let key = CheckpointVerifier::new(world.config.ledger.origin.clone(), public_key).unwrap();
     let checkpoint = key
@@ -104,14 +101,16 @@ async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() 
     // Another message, another checkpoint, then a consistency proof between the two.
     let second = eco.submit(&lead_event("SD-AUDIT-2")).await.unwrap();
     let second_seq = second.body["seq"].as_u64().unwrap();
-    let latest = loop {
-        let latest = stranger.get("/v1/checkpoints/latest").await.unwrap();
-        if latest.status == 200 && latest.body["tree_size"].as_u64() >= Some(second_seq) {
-            break latest.body;
-        }
-        assert!(tokio::time::Instant::now() < deadline + Duration::from_secs(15));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let latest = liaison_tests::eventually(
+        &format!("a checkpoint covering seq {second_seq}"),
+        Duration::from_secs(15),
+        async || {
+            let latest = stranger.get("/v1/checkpoints/latest").await.unwrap();
+            (latest.status == 200 && latest.body["tree_size"].as_u64() >= Some(second_seq))
+                .then_some(latest.body)
+        },
+    )
+    .await;
     let latest = key.open(latest["note"].as_str().unwrap()).unwrap();
     let consistency = stranger
         .get(&format!(
@@ -215,18 +214,16 @@ async fn an_export_with_the_wrong_key_is_refused() {
     let answer = eco.submit(&lead_event("SD-AUDIT-KEY")).await.unwrap();
     assert_eq!(answer.status, 202, "{}", answer.body);
     let seq = answer.body["seq"].as_u64().unwrap();
-    // Bounded wait for a checkpoint that covers the message.
     let ledger = world.ledger().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while ledger
-        .latest_checkpoint()
-        .await
-        .unwrap()
-        .is_none_or(|c| c.tree_size < seq)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "no checkpoint");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    liaison_tests::eventually(
+        &format!("a checkpoint covering seq {seq}"),
+        Duration::from_secs(15),
+        async || {
+            let latest = ledger.latest_checkpoint().await.unwrap();
+            latest.is_some_and(|c| c.tree_size >= seq).then_some(())
+        },
+    )
+    .await;
     broker.shutdown(Duration::from_secs(5)).await;
 
     let dir = tempfile::tempdir().unwrap();

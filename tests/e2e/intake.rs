@@ -266,21 +266,21 @@ async fn an_agency_publishes_a_lead_to_intake_as_itself_and_rabbitmq_enforces_th
     .await
     .unwrap();
     let bus = world.bus().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let entries = ledger.entries(1, 1000).await.unwrap();
-        if entries.iter().any(|e| {
-            let e = liaison_core::Entry::from_canonical(&e.entry).unwrap();
-            e.kind == EntryKind::MessageRejected && e.detail["code"] == "unauthenticated"
-        }) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the anonymous message was never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    liaison_tests::eventually(
+        "the anonymous message recorded",
+        Duration::from_secs(20),
+        async || {
+            let entries = ledger.entries(1, 1000).await.unwrap();
+            entries
+                .iter()
+                .any(|e| {
+                    let e = liaison_core::Entry::from_canonical(&e.entry).unwrap();
+                    e.kind == EntryKind::MessageRejected && e.detail["code"] == "unauthenticated"
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let dead = liaison_cli::deadletters::list(&bus, 50).await.unwrap();
     assert!(
         dead.iter()

@@ -10,7 +10,7 @@
 //! and agencies send a certificate request instead of receiving a key.
 //!
 //! Agencies are identified by the SAN URI `urn:liaison:agency:<code>` of their client
-//! certificate (see `liaison_server::tls::agency_from_cert`); the common name repeats the code only
+//! certificate (see [`agency_from_cert`]); the common name repeats the code only
 //! for people reading the certificate.
 
 pub mod crl;
@@ -831,29 +831,44 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
     }
 }
 
+/// The agency a client certificate names: its SAN URI `urn:liaison:agency:<code>`. `None`
+/// when the certificate is unreadable, names no agency, or names more than one (an
+/// ambiguous identity is no identity). It does not verify the certificate.
+pub fn agency_from_cert(cert: &CertificateDer<'_>) -> Option<AgencyCode> {
+    one_named(cert, AgencyCode::from_urn)
+}
+
+/// The auditor a client certificate names: its SAN URI `urn:liaison:auditor:<name>`, when
+/// it names exactly one. It does not verify the certificate.
+pub fn auditor_from_cert(cert: &CertificateDer<'_>) -> Option<String> {
+    one_named(cert, liaison_core::agency::auditor_from_urn)
+}
+
+/// The one identity the SAN URIs of `cert` name, read by `parse`.
+fn one_named<T: PartialEq>(
+    cert: &CertificateDer<'_>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Option<T> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let names = parsed.subject_alternative_name().ok()??;
+    let mut named = names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) => parse(uri),
+            _ => None,
+        });
+    let first = named.next()?;
+    if named.any(|other| other != first) {
+        return None;
+    }
+    Some(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use x509_parser::extensions::GeneralName;
-
-    /// The agency a certificate's SAN URIs name (what the gateway maps it to).
-    fn agency_from_cert(cert: &CertificateDer<'_>) -> Option<AgencyCode> {
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-        let names = parsed.subject_alternative_name().ok()??;
-        let agencies: Vec<AgencyCode> = names
-            .value
-            .general_names
-            .iter()
-            .filter_map(|name| match name {
-                GeneralName::URI(uri) => AgencyCode::from_urn(uri),
-                _ => None,
-            })
-            .collect();
-        match agencies.as_slice() {
-            [one] => Some(one.clone()),
-            _ => None,
-        }
-    }
 
     fn registry(codes: &[&str]) -> Registry {
         if codes.is_empty() {

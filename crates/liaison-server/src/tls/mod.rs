@@ -19,7 +19,6 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use x509_parser::extensions::GeneralName;
 
 use liaison_pki::PkiLayout;
 
@@ -157,29 +156,10 @@ pub fn client_config(ca_cert: &Path, cert: &Path, key: &Path) -> Result<ClientCo
     Ok(config)
 }
 
-/// The agency named by a client leaf certificate: its SAN URI `urn:liaison:agency:<code>`.
-/// `None` when the certificate is unreadable, names no agency, or names more than one
-/// (an ambiguous identity is no identity).
-///
-/// This does not verify the certificate: call it only on a certificate the TLS handshake
-/// has verified, as [`peer_agency`] does.
-pub fn agency_from_cert(cert: &CertificateDer<'_>) -> Option<AgencyCode> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let names = parsed.subject_alternative_name().ok()??;
-    let mut agencies = names
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => AgencyCode::from_urn(uri),
-            _ => None,
-        });
-    let agency = agencies.next()?;
-    if agencies.any(|other| other != agency) {
-        return None;
-    }
-    Some(agency)
-}
+/// What a verified client certificate names (`liaison-pki` says what its certificates
+/// carry): call these only on a certificate the TLS handshake has verified, as
+/// [`peer_agency`] does.
+pub use liaison_pki::{agency_from_cert, auditor_from_cert};
 
 /// The agency of the client that sent a request, from the [`PeerTls`] that axum-server
 /// put into the request's extensions. `None` for a request that did not come through a
@@ -209,22 +189,6 @@ struct PeerIdentity {
 /// [`peer_agency`]: `None` when its certificate names no auditor.
 pub fn peer_auditor(extensions: &http::Extensions) -> Option<String> {
     peer_identity(extensions)?.auditor
-}
-
-/// The auditor a certificate names in its SAN URIs, when it names exactly one and no agency.
-fn auditor_from_cert(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let names = parsed.subject_alternative_name().ok()??;
-    let mut auditors = names
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => liaison_core::agency::auditor_from_urn(uri),
-            _ => None,
-        });
-    let auditor = auditors.next()?;
-    auditors.next().is_none().then_some(auditor)
 }
 
 fn peer_identity(extensions: &http::Extensions) -> Option<PeerIdentity> {
