@@ -20,6 +20,13 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::datetime;
 use time::{Duration as Span, OffsetDateTime};
 
+/// The watcher scans when the test says so (`Broker::scan_clocks`), not on its own timer
+/// as well: a test that moved its clock must not race the background round.
+fn quiet_watcher(mut world: World) -> World {
+    world.config.clocks.scan_interval = Duration::from_secs(24 * 3600);
+    world
+}
+
 async fn accepted(client: &AgencyClient, event: &Value) -> Value {
     let answer = client.submit(event).await.unwrap();
     assert_eq!(answer.status, 202, "{} {}", event["type"], answer.body);
@@ -97,7 +104,7 @@ fn transfer(today: time::Date) -> Value {
 
 #[tokio::test]
 async fn a_transfer_filing_review_reminds_the_police_copying_the_procuratorate_once() {
-    let world = World::new().await;
+    let world = quiet_watcher(World::new().await);
     // Tuesday 29 September 2026, the eve of the National Day holiday (1–7 October).
     let time = ManualClock::new(datetime!(2026-09-29 10:00 +8));
     let broker = world.start_with_clock(Arc::new(time.clone())).await;
@@ -229,7 +236,7 @@ fn time_date(time: &ManualClock) -> time::Date {
 
 #[tokio::test]
 async fn a_decision_in_time_stops_the_clock_and_a_late_reconsideration_request_is_refused() {
-    let mut world = World::new().await;
+    let mut world = quiet_watcher(World::new().await);
     world.config.admins = vec![liaison_tests::code("gov")];
     let time = ManualClock::new(datetime!(2026-03-02 09:00 +8));
     let broker = world.start_with_clock(Arc::new(time.clone())).await;
@@ -389,7 +396,7 @@ async fn a_decision_in_time_stops_the_clock_and_a_late_reconsideration_request_i
 
 #[tokio::test]
 async fn an_urgent_recommendation_unanswered_is_escalated_to_the_county_government() {
-    let world = World::new().await;
+    let world = quiet_watcher(World::new().await);
     // Monday 2 March 2026.
     let time = ManualClock::new(datetime!(2026-03-02 10:00 +8));
     let broker = world.start_with_clock(Arc::new(time.clone())).await;
@@ -476,7 +483,7 @@ async fn an_urgent_recommendation_unanswered_is_escalated_to_the_county_governme
 
 #[tokio::test]
 async fn two_instances_on_one_database_send_each_notice_once() {
-    let world = World::new().await;
+    let world = quiet_watcher(World::new().await);
     let time = ManualClock::new(datetime!(2026-06-01 10:00 +8));
     let first = world.start_with_clock(Arc::new(time.clone())).await;
     let second = world.start_with_clock(Arc::new(time.clone())).await;
