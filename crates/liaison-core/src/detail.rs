@@ -110,6 +110,21 @@ pub struct Delivery {
     pub observed: Option<String>,
 }
 
+impl Delivery {
+    /// The detail of delivery `delivery` after `attempt` attempts, with nothing more to say.
+    pub fn new(delivery: i64, attempt: i32) -> Self {
+        Self {
+            delivery,
+            attempt,
+            error: None,
+            reason: None,
+            by: None,
+            queue: None,
+            observed: None,
+        }
+    }
+}
+
 /// An entry's detail, read by its kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Detail {

@@ -413,15 +413,7 @@ impl Planner {
                 continue;
             }
             row.leased_until = None;
-            let mut detail = detail::Delivery {
-                delivery: delivery_id,
-                attempt: row.attempts,
-                error: None,
-                reason: None,
-                by: None,
-                queue: None,
-                observed: None,
-            };
+            let mut detail = detail::Delivery::new(delivery_id, row.attempts);
             let kind = match outcome {
                 DeliveryOutcome::Dispatched { .. } => {
                     row.state = DeliveryStatus::Dispatched;
@@ -488,13 +480,8 @@ impl Planner {
                     row.dispatched_at = Some(at);
                     row.leased_until = None;
                     let detail = typed(&detail::Delivery {
-                        delivery: delivery_id,
-                        attempt: row.attempts,
-                        error: None,
-                        reason: None,
-                        by: None,
-                        queue: None,
                         observed: Some("pulled".into()),
+                        ..detail::Delivery::new(delivery_id, row.attempts)
                     });
                     self.push_entry(
                         EntryKind::DeliveryDispatched,
@@ -509,15 +496,7 @@ impl Planner {
                 };
                 row.state = DeliveryStatus::Acknowledged;
                 row.acknowledged_at = Some(at);
-                let detail = typed(&detail::Delivery {
-                    delivery: delivery_id,
-                    attempt: row.attempts,
-                    error: None,
-                    reason: None,
-                    by: None,
-                    queue: None,
-                    observed: None,
-                });
+                let detail = typed(&detail::Delivery::new(delivery_id, row.attempts));
                 self.changed.insert(delivery_id);
                 self.push_entry(
                     EntryKind::DeliveryAcknowledged,
