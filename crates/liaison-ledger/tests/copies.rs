@@ -20,15 +20,8 @@ use uuid::Uuid;
 
 const ORIGIN: &str = "liaison.test/copies";
 
-fn server_url() -> String {
-    let url = std::env::var("LIAISON_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find(['/', '?']) {
-        Some(end) => url[..after_scheme + end].to_owned(),
-        None => url,
-    }
-}
+mod common;
+use common::server_url;
 
 fn agency(code: &str) -> AgencyCode {
     AgencyCode::new(code).unwrap()

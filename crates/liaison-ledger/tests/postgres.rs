@@ -2,126 +2,25 @@
 //! tests run in parallel; set LIAISON_TEST_DATABASE_URL to point them elsewhere.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
 use liaison_core::{
-    AgencyCode, Channel, Clock, Entry, EntryKind, Envelope, Recipient, RecipientRole, RejectCode,
-    Route, SystemClock, audit,
+    AgencyCode, Channel, Clock, Entry, EntryKind, Envelope, ManualClock, Recipient, RecipientRole,
+    RejectCode, Route, SystemClock, audit,
 };
 use liaison_ledger::{
     AcceptOutcome, AcceptReceipt, DeliveryOutcome, Ledger, LedgerConfig, LedgerError, NewMessage,
     NewRejection, RejectionDetail, TraceKey,
 };
-use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-const DATABASE_ENV: &str = "LIAISON_TEST_DATABASE_URL";
-const DEFAULT_DATABASE: &str = "postgres://postgres@127.0.0.1:5432";
-
-/// The server part of the test URL: everything before the database path.
-fn server_url() -> String {
-    let url = std::env::var(DATABASE_ENV).unwrap_or_else(|_| DEFAULT_DATABASE.to_owned());
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find(['/', '?']) {
-        Some(end) => url[..after_scheme + end].to_owned(),
-        None => url,
-    }
-}
-
-async fn admin_connection(server: &str) -> PgConnection {
-    let url = format!("{server}/postgres");
-    PgConnection::connect(&url).await.unwrap_or_else(|e| {
-        panic!("cannot reach PostgreSQL at {url}: {e}. Start PostgreSQL or set {DATABASE_ENV} to its URL.")
-    })
-}
-
-/// A fresh database, dropped (best effort) when the test ends, even by a panic.
-struct TestDb {
-    server: String,
-    name: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        let server = server_url();
-        // Fail here, with the URL and the variable to set, rather than deep inside a test.
-        drop(admin_connection(&server).await);
-        let db = Self {
-            server,
-            name: format!("liaison_t_{}", Uuid::new_v4().simple()),
-        };
-        liaison_ledger::ensure_database(&db.url())
-            .await
-            .unwrap_or_else(|e| panic!("cannot create test database {}: {e}", db.name));
-        db
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", self.server, self.name)
-    }
-
-    fn config(&self) -> LedgerConfig {
-        LedgerConfig::new(self.url())
-    }
-
-    async fn open(&self) -> Ledger {
-        self.open_with(Arc::new(SystemClock)).await
-    }
-
-    async fn open_with(&self, clock: Arc<dyn Clock>) -> Ledger {
-        Ledger::open(self.config(), clock)
-            .await
-            .expect("open ledger")
-    }
-
-    async fn connect(&self) -> PgConnection {
-        PgConnection::connect(&self.url())
-            .await
-            .expect("connect to test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let url = self.url();
-        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread
-        // with a runtime of its own.
-        let dropping = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            let _ = runtime.block_on(liaison_ledger::drop_database(&url));
-        });
-        let _ = dropping.join();
-    }
-}
-
-/// A clock the test moves by hand.
-struct ManualClock(Mutex<OffsetDateTime>);
-
-impl ManualClock {
-    fn new() -> Arc<Self> {
-        Arc::new(Self(Mutex::new(OffsetDateTime::now_utc())))
-    }
-
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap()
-    }
-}
+mod common;
+use common::{TestDb, admin_connection};
 
 fn agency(code: &str) -> AgencyCode {
     AgencyCode::new(code).unwrap()
@@ -568,7 +467,7 @@ async fn claimed_delivery_recorded_as_dispatched() {
 #[tokio::test]
 async fn failed_delivery_is_claimable_again_only_after_retry_at() {
     let db = TestDb::create().await;
-    let clock = ManualClock::new();
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let ledger = db.open_with(clock.clone()).await;
     let m = lead("eco", &["court"]);
     recorded(ledger.accept(m.clone()).await.unwrap());
@@ -597,7 +496,7 @@ async fn failed_delivery_is_claimable_again_only_after_retry_at() {
             .is_empty(),
         "not due yet"
     );
-    clock.advance(Duration::from_secs(59));
+    clock.advance(time::Duration::seconds(59));
     assert!(
         ledger
             .claim_deliveries(10, Duration::from_secs(30))
@@ -606,7 +505,7 @@ async fn failed_delivery_is_claimable_again_only_after_retry_at() {
             .is_empty(),
         "still not due"
     );
-    clock.advance(Duration::from_secs(2));
+    clock.advance(time::Duration::seconds(2));
     let again = ledger
         .claim_deliveries(10, Duration::from_secs(30))
         .await

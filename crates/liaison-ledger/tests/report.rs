@@ -2,76 +2,22 @@
 //! export of it: both fold the same canonical entry bytes. Needs PostgreSQL (a database of
 //! its own; LIAISON_TEST_DATABASE_URL points elsewhere).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use liaison_core::{
-    AgencyCode, Channel, Clock, Entry, Envelope, Recipient, RecipientRole, RejectCode, Route, audit,
+    AgencyCode, Channel, Entry, Envelope, ManualClock, Recipient, RecipientRole, RejectCode, Route,
+    audit,
 };
 use liaison_ledger::{
-    AcceptOutcome, ExportDir, Ledger, LedgerConfig, NewMessage, NewRejection, Report, ReportPeriod,
+    AcceptOutcome, ExportDir, Ledger, NewMessage, NewRejection, Report, ReportPeriod,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-fn server_url() -> String {
-    let url = std::env::var("LIAISON_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find(['/', '?']) {
-        Some(end) => url[..after_scheme + end].to_owned(),
-        None => url,
-    }
-}
-
-/// A database of the test's own, dropped when the test ends (also by a panic).
-struct TestDb(String);
-
-impl TestDb {
-    async fn create() -> Self {
-        let url = format!(
-            "{}/liaison_report_{}",
-            server_url(),
-            Uuid::new_v4().simple()
-        );
-        liaison_ledger::ensure_database(&url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create a test database ({e}); start PostgreSQL"));
-        Self(url)
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let url = self.0.clone();
-        let dropping = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            let _ = runtime.block_on(liaison_ledger::drop_database(&url));
-        });
-        let _ = dropping.join();
-    }
-}
-
-/// The clock that dates the entries, set by hand.
-struct SetClock(Mutex<OffsetDateTime>);
-
-impl SetClock {
-    fn set(&self, to: &str) {
-        *self.0.lock().unwrap() = at(to);
-    }
-}
-
-impl Clock for SetClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap()
-    }
-}
+mod common;
+use common::TestDb;
 
 fn at(text: &str) -> OffsetDateTime {
     OffsetDateTime::parse(text, &Rfc3339).unwrap()
@@ -136,10 +82,8 @@ fn rejection(sender: &str, code: RejectCode) -> NewRejection {
 #[tokio::test]
 async fn the_database_and_its_export_give_the_same_report() {
     let db = TestDb::create().await;
-    let clock = Arc::new(SetClock(Mutex::new(at("2026-01-31T23:59:00+08:00"))));
-    let ledger = Ledger::open(LedgerConfig::new(db.0.clone()), clock.clone())
-        .await
-        .unwrap();
+    let clock = Arc::new(ManualClock::new(at("2026-01-31T23:59:00+08:00")));
+    let ledger = Ledger::open(db.config(), clock.clone()).await.unwrap();
     let accept = |m: NewMessage| {
         let ledger = ledger.clone();
         async move {
@@ -149,19 +93,19 @@ async fn the_database_and_its_export_give_the_same_report() {
     };
     // January, by a minute: not in February's report.
     accept(message("eco", &["procuratorate"])).await;
-    clock.set("2026-02-01T00:00:00+08:00");
+    clock.set(at("2026-02-01T00:00:00+08:00"));
     accept(message("market", &["police", "procuratorate"])).await;
     accept(message("market", &["police"])).await;
     ledger
         .reject(rejection("eco", RejectCode::PayloadInvalid))
         .await
         .unwrap();
-    clock.set("2026-02-28T23:59:59.999999+08:00");
+    clock.set(at("2026-02-28T23:59:59.999999+08:00"));
     ledger
         .reject(rejection("market", RejectCode::NotAParty))
         .await
         .unwrap();
-    clock.set("2026-03-01T00:00:00+08:00");
+    clock.set(at("2026-03-01T00:00:00+08:00"));
     accept(message("eco", &["procuratorate"])).await;
     ledger
         .reject(rejection("eco", RejectCode::PayloadInvalid))
