@@ -159,14 +159,61 @@ pub(crate) fn check_key_name(name: &str) -> Result<(), CheckpointError> {
     }
 }
 
-fn key_id(name: &str, public_key: &[u8]) -> [u8; 4] {
+/// The signed-note key id of a key of `algorithm`: SHA-256(name ‖ "\n" ‖ algorithm ‖
+/// key)[:4]. Checkpoint keys are 0x01, cosignature keys 0x04.
+pub(crate) fn key_id_of(name: &str, algorithm: u8, public_key: &[u8]) -> [u8; 4] {
     let mut input = Vec::with_capacity(name.len() + 2 + public_key.len());
     input.extend_from_slice(name.as_bytes());
     input.push(b'\n');
-    input.push(ED25519_ALGORITHM);
+    input.push(algorithm);
     input.extend_from_slice(public_key);
     let hash = sha256(&input);
     [hash[0], hash[1], hash[2], hash[3]]
+}
+
+fn key_id(name: &str, public_key: &[u8]) -> [u8; 4] {
+    key_id_of(name, ED25519_ALGORITHM, public_key)
+}
+
+/// A C2SP verifier key: `name+keyid+base64(algorithm ‖ public key)`, the key id in 8
+/// lowercase hex digits.
+pub(crate) fn format_vkey(name: &str, algorithm: u8, public_key: &[u8; 32]) -> String {
+    let mut key = vec![algorithm];
+    key.extend_from_slice(public_key);
+    format!(
+        "{name}+{}+{}",
+        hex::encode(key_id_of(name, algorithm, public_key)),
+        STANDARD.encode(key)
+    )
+}
+
+/// Reads a C2SP verifier key of `algorithm` (surrounding whitespace ignored): its name and
+/// public key, once the key id is the one the name and key give.
+pub(crate) fn parse_vkey(text: &str, algorithm: u8) -> Result<(String, [u8; 32]), CheckpointError> {
+    let bad = |why: String| CheckpointError::VerifierKey(why);
+    let mut parts = text.trim().splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("it needs three parts separated by +".into()));
+    };
+    let id = hex::decode(id)
+        .ok()
+        .filter(|_| id.len() == 8 && id == id.to_ascii_lowercase())
+        .ok_or_else(|| bad("the key id is not 8 lowercase hex digits".into()))?;
+    let key = STANDARD
+        .decode(key)
+        .map_err(|_| bad("the key is not standard base64".into()))?;
+    let Some((_, public_key)) = key.split_first().filter(|(a, _)| **a == algorithm) else {
+        return Err(bad(format!(
+            "the key is not an Ed25519 key of type byte {algorithm:#04x}"
+        )));
+    };
+    let public_key = <[u8; 32]>::try_from(public_key)
+        .map_err(|_| bad("an Ed25519 public key is 32 bytes".into()))?;
+    check_key_name(name)?;
+    if key_id_of(name, algorithm, &public_key)[..] != id[..] {
+        return Err(bad("the key id is not the one of this name and key".into()));
+    }
+    Ok((name.to_owned(), public_key))
 }
 
 /// Signs checkpoints with the ledger key. The key name is the origin.
@@ -247,41 +294,14 @@ impl CheckpointVerifier {
     /// Reads a C2SP verifier key, `name+keyid+base64(0x01 ‖ public key)` (surrounding
     /// whitespace ignored). The key id must be the one the name and key give.
     pub fn from_vkey(text: &str) -> Result<Self, CheckpointError> {
-        let bad = |why: &str| CheckpointError::VerifierKey(why.to_owned());
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("it needs three parts separated by +"));
-        };
-        let id = hex::decode(id)
-            .ok()
-            .filter(|_| id.len() == 8 && id == id.to_ascii_lowercase())
-            .ok_or_else(|| bad("the key id is not 8 lowercase hex digits"))?;
-        let key = STANDARD
-            .decode(key)
-            .map_err(|_| bad("the key is not standard base64"))?;
-        let Some((&ED25519_ALGORITHM, public_key)) = key.split_first() else {
-            return Err(bad("the key is not an Ed25519 key (type byte 0x01)"));
-        };
-        let public_key = <[u8; 32]>::try_from(public_key)
-            .map_err(|_| bad("an Ed25519 public key is 32 bytes"))?;
-        let verifier = Self::new(name, public_key)?;
-        if verifier.key_id[..] != id[..] {
-            return Err(bad("the key id is not the one of this name and key"));
-        }
-        Ok(verifier)
+        let (name, public_key) = parse_vkey(text, ED25519_ALGORITHM)?;
+        Self::new(name, public_key)
     }
 
     /// The C2SP verifier key: `name+keyid+base64(0x01 ‖ public key)`, the key id in 8
     /// lowercase hex digits.
     pub fn vkey(&self) -> String {
-        let mut key = vec![ED25519_ALGORITHM];
-        key.extend_from_slice(&self.public_key);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id),
-            STANDARD.encode(key)
-        )
+        format_vkey(&self.name, ED25519_ALGORITHM, &self.public_key)
     }
 
     pub fn origin(&self) -> &str {

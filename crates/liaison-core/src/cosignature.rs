@@ -21,21 +21,17 @@ use base64::engine::general_purpose::STANDARD;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use time::OffsetDateTime;
 
-use crate::audit::sha256;
-use crate::checkpoint::{CheckpointError, SIGNATURE_PREFIX, check_key_name, split_note};
+use crate::checkpoint::{
+    CheckpointError, SIGNATURE_PREFIX, check_key_name, format_vkey, key_id_of, parse_vkey,
+    split_note,
+};
 
 /// The key id algorithm byte of Ed25519 cosignatures.
 const COSIGNATURE_ALGORITHM: u8 = 0x04;
 const HEADER: &str = "cosignature/v1\n";
 
 fn key_id(name: &str, public_key: &[u8]) -> [u8; 4] {
-    let mut input = Vec::with_capacity(name.len() + 2 + public_key.len());
-    input.extend_from_slice(name.as_bytes());
-    input.push(b'\n');
-    input.push(COSIGNATURE_ALGORITHM);
-    input.extend_from_slice(public_key);
-    let hash = sha256(&input);
-    [hash[0], hash[1], hash[2], hash[3]]
+    key_id_of(name, COSIGNATURE_ALGORITHM, public_key)
 }
 
 /// The message a cosignature signs: the header, the time, the checkpoint's signed text.
@@ -65,14 +61,13 @@ impl Cosigner {
     /// The verifier key, in the signed-note form `name+keyid+base64(0x04 ‖ public key)`,
     /// to hand to whoever checks this witness's cosignatures.
     pub fn verifier_key(&self) -> String {
-        let mut material = vec![COSIGNATURE_ALGORITHM];
-        material.extend_from_slice(self.key.public_key().as_ref());
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id),
-            STANDARD.encode(material)
-        )
+        let public_key: [u8; 32] = self
+            .key
+            .public_key()
+            .as_ref()
+            .try_into()
+            .expect("an Ed25519 public key is 32 bytes");
+        format_vkey(&self.name, COSIGNATURE_ALGORITHM, &public_key)
     }
 
     /// The signature line cosigning checkpoint `note` at `time` (whole seconds).
@@ -114,24 +109,8 @@ impl CosignatureVerifier {
 
     /// Reads a verifier key `name+keyid+base64(0x04 ‖ public key)`, checking its key id.
     pub fn from_verifier_key(vkey: &str) -> Result<Self, CheckpointError> {
-        let bad = |why: &str| CheckpointError::Malformed(format!("witness key {vkey:?}: {why}"));
-        let mut parts = vkey.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(material)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad("expected name+keyid+key"));
-        };
-        let material = STANDARD
-            .decode(material)
-            .map_err(|_| bad("the key is not base64"))?;
-        let Some((&COSIGNATURE_ALGORITHM, key)) = material.split_first() else {
-            return Err(bad("not an Ed25519 cosignature key (type 0x04)"));
-        };
-        let public_key: [u8; 32] = key.try_into().map_err(|_| bad("not 32 key bytes"))?;
-        let verifier = Self::new(name, public_key)?;
-        if hex::encode(verifier.key_id) != id {
-            return Err(bad("the key id does not match the name and key"));
-        }
-        Ok(verifier)
+        let (name, public_key) = parse_vkey(vkey, COSIGNATURE_ALGORITHM)?;
+        Self::new(name, public_key)
     }
 
     pub fn name(&self) -> &str {
