@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -54,7 +53,6 @@ pub struct ClockWatcher {
     stage_counts: Vec<(String, String, i32)>,
     /// The longest time a reminder goes out before its due instant.
     lead: time::Duration,
-    wake: Notify,
 }
 
 impl ClockWatcher {
@@ -90,7 +88,6 @@ impl ClockWatcher {
             config,
             stage_counts,
             lead,
-            wake: Notify::new(),
         }
     }
 
@@ -112,7 +109,6 @@ impl ClockWatcher {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(self.config.scan_interval) => {}
-                () = self.wake.notified() => {}
             }
         }
     }
@@ -179,11 +175,6 @@ impl ClockWatcher {
                 report.refused += 1;
             }
         }
-    }
-
-    /// Starts a scan now rather than at the next interval.
-    pub fn wake(&self) {
-        self.wake.notify_one();
     }
 }
 
