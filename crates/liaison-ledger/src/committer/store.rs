@@ -267,7 +267,8 @@ async fn read_cases(
     Ok(book)
 }
 
-/// The case rows of the batch, each upserted in its final state.
+/// The case rows of the batch, clocks included, each upserted in its final state: one
+/// statement, however many tables it touches.
 const WRITE_CASES: &str = "\
 WITH changed_cases AS ( \
     INSERT INTO cases (caseref, opened_seq, opened_at, opened_by, updated_seq, updated_at, parties) \
@@ -287,62 +288,28 @@ WITH changed_cases AS ( \
 ), new_case_messages AS ( \
     INSERT INTO case_messages (message_id, caseref, thread, seq) \
     SELECT * FROM UNNEST($15::uuid[], $16::text[], $17::uuid[], $18::bigint[]) \
+), changed_clocks AS ( \
+    INSERT INTO case_clocks (thread, clock, caseref, flow, kind, origin, started_seq, \
+                             started_at, due_at, due_error, owed_by, stopped_seq, \
+                             stopped_reason, stages_sent) \
+    SELECT u.thread, u.clock, u.caseref, u.flow, u.kind, u.origin, u.started_seq, \
+           u.started_at, u.due_at, u.due_error, string_to_array(u.owed_by, ','), \
+           u.stopped_seq, u.stopped_reason, string_to_array(u.stages_sent, ',') \
+    FROM UNNEST($22::uuid[], $23::text[], $24::text[], $25::text[], $26::text[], \
+                $27::uuid[], $28::bigint[], $29::timestamptz[], $30::timestamptz[], \
+                $31::text[], $32::text[], $33::bigint[], $34::text[], $35::text[]) \
+         AS u(thread, clock, caseref, flow, kind, origin, started_seq, started_at, due_at, \
+              due_error, owed_by, stopped_seq, stopped_reason, stages_sent) \
+    ON CONFLICT (thread, clock) DO UPDATE SET caseref = EXCLUDED.caseref, \
+           flow = EXCLUDED.flow, kind = EXCLUDED.kind, origin = EXCLUDED.origin, \
+           started_seq = EXCLUDED.started_seq, started_at = EXCLUDED.started_at, \
+           due_at = EXCLUDED.due_at, due_error = EXCLUDED.due_error, \
+           owed_by = EXCLUDED.owed_by, stopped_seq = EXCLUDED.stopped_seq, \
+           stopped_reason = EXCLUDED.stopped_reason, stages_sent = EXCLUDED.stages_sent \
 ) \
 INSERT INTO case_counters (prefix, year, last) \
 SELECT * FROM UNNEST($19::text[], $20::int[], $21::bigint[]) \
 ON CONFLICT (prefix, year) DO UPDATE SET last = EXCLUDED.last";
-
-/// Clock rows of the batch, each upserted in its final state.
-const WRITE_CLOCKS: &str = "\
-INSERT INTO case_clocks (thread, clock, caseref, flow, kind, origin, started_seq, started_at, \
-                         due_at, due_error, owed_by, stopped_seq, stopped_reason, stages_sent) \
-SELECT u.thread, u.clock, u.caseref, u.flow, u.kind, u.origin, u.started_seq, u.started_at, \
-       u.due_at, u.due_error, string_to_array(u.owed_by, ','), u.stopped_seq, \
-       u.stopped_reason, string_to_array(u.stages_sent, ',') \
-FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], \
-            $7::bigint[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], \
-            $12::bigint[], $13::text[], $14::text[]) \
-     AS u(thread, clock, caseref, flow, kind, origin, started_seq, started_at, due_at, \
-          due_error, owed_by, stopped_seq, stopped_reason, stages_sent) \
-ON CONFLICT (thread, clock) DO UPDATE SET caseref = EXCLUDED.caseref, flow = EXCLUDED.flow, \
-       kind = EXCLUDED.kind, origin = EXCLUDED.origin, started_seq = EXCLUDED.started_seq, \
-       started_at = EXCLUDED.started_at, due_at = EXCLUDED.due_at, \
-       due_error = EXCLUDED.due_error, owed_by = EXCLUDED.owed_by, \
-       stopped_seq = EXCLUDED.stopped_seq, stopped_reason = EXCLUDED.stopped_reason, \
-       stages_sent = EXCLUDED.stages_sent";
-
-pub(crate) async fn write_clocks(
-    conn: &mut PgConnection,
-    clocks: &[ClockRow],
-) -> Result<(), LedgerError> {
-    let stopped = clocks
-        .iter()
-        .map(|c| c.stopped_seq.map(seq_to_db).transpose())
-        .collect::<Result<Vec<_>, _>>()?;
-    let started = clocks
-        .iter()
-        .map(|c| seq_to_db(c.started_seq))
-        .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(WRITE_CLOCKS)
-        .bind(column(clocks, |c| c.thread))
-        .bind(column(clocks, |c| c.clock.as_str()))
-        .bind(column(clocks, |c| c.caseref.as_str()))
-        .bind(column(clocks, |c| c.flow.as_str()))
-        .bind(column(clocks, |c| c.kind.as_str()))
-        .bind(column(clocks, |c| c.origin))
-        .bind(started)
-        .bind(column(clocks, |c| c.started_at))
-        .bind(column(clocks, |c| c.due_at))
-        .bind(column(clocks, |c| c.due_error.as_deref()))
-        .bind(column(clocks, |c| c.owed_by.join(",")))
-        .bind(stopped)
-        .bind(column(clocks, |c| c.stopped_reason.as_deref()))
-        .bind(column(clocks, |c| c.stages_sent.join(",")))
-        .execute(&mut *conn)
-        .await
-        .map_err(LedgerError::query("writing the batch's clocks"))?;
-    Ok(())
-}
 
 pub(crate) async fn write_cases(
     conn: &mut PgConnection,
@@ -357,7 +324,12 @@ pub(crate) async fn write_cases(
             .map(seq_to_db)
             .collect::<Result<Vec<_>, _>>()
     };
-    let (cases, threads, messages) = (&writes.cases, &writes.threads, &writes.messages);
+    let (cases, threads, messages, clocks) = (
+        &writes.cases,
+        &writes.threads,
+        &writes.messages,
+        &writes.clocks,
+    );
     sqlx::query(WRITE_CASES)
         .bind(column(cases, |c| c.caseref.as_str()))
         .bind(seqs(column(cases, |c| c.opened_seq))?)
@@ -382,12 +354,28 @@ pub(crate) async fn write_cases(
         .bind(column(&writes.counters, |k| k.0.as_str()))
         .bind(column(&writes.counters, |k| k.1))
         .bind(column(&writes.counters, |k| k.2))
+        .bind(column(clocks, |c| c.thread))
+        .bind(column(clocks, |c| c.clock.as_str()))
+        .bind(column(clocks, |c| c.caseref.as_str()))
+        .bind(column(clocks, |c| c.flow.as_str()))
+        .bind(column(clocks, |c| c.kind.as_str()))
+        .bind(column(clocks, |c| c.origin))
+        .bind(seqs(column(clocks, |c| c.started_seq))?)
+        .bind(column(clocks, |c| c.started_at))
+        .bind(column(clocks, |c| c.due_at))
+        .bind(column(clocks, |c| c.due_error.as_deref()))
+        .bind(column(clocks, |c| c.owed_by.join(",")))
+        .bind(
+            clocks
+                .iter()
+                .map(|c| c.stopped_seq.map(seq_to_db).transpose())
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+        .bind(column(clocks, |c| c.stopped_reason.as_deref()))
+        .bind(column(clocks, |c| c.stages_sent.join(",")))
         .execute(&mut *conn)
         .await
         .map_err(LedgerError::query("writing the batch's cases"))?;
-    if !writes.clocks.is_empty() {
-        write_clocks(conn, &writes.clocks).await?;
-    }
     Ok(())
 }
 
