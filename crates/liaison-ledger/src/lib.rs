@@ -18,6 +18,7 @@ mod read;
 pub mod replay;
 pub mod report;
 mod sql;
+pub mod telemetry;
 mod tree;
 pub mod verify;
 pub mod witnessed;

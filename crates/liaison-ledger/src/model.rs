@@ -20,6 +20,9 @@ pub struct NewMessage {
     pub received_at: OffsetDateTime,
     pub route: Route,
     pub case: CaseIntent,
+    /// The traceparent of the broker's span that accepted it; each delivery's span is a
+    /// child of it (`messages.trace_context`).
+    pub trace_context: Option<String>,
 }
 
 /// What a message does to its case, as far as the message alone decides it. The committer
@@ -119,6 +122,8 @@ pub struct PendingDelivery {
     pub type_: String,
     pub seq: u64,
     pub caseref: Option<String>,
+    /// The trace the delivery continues: the accepting span's traceparent, or for messages
+    /// accepted before it was kept, the CloudEvent's own.
     pub traceparent: Option<String>,
     pub body: Bytes,
     /// 1 for the first attempt.

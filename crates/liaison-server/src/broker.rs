@@ -98,8 +98,11 @@ impl Broker {
         clock: Arc<dyn Clock>,
     ) -> Result<Broker, StartError> {
         tls::install_crypto_provider();
+        // Before any task runs, so that no event's metrics are lost.
+        crate::telemetry::prometheus();
         checkpointing::check_origin(&config)?;
         let registry = Arc::new(config.load_registry()?);
+        crate::telemetry::register_agencies(registry.codes());
         let policy = Arc::new(config.load_policy(&registry)?);
         let catalogue = Arc::new(
             config
@@ -173,7 +176,7 @@ impl Broker {
         let gateway = Gateway {
             pipeline: pipeline.clone(),
             ledger: ledger.clone(),
-            inbox,
+            inbox: inbox.clone(),
             clock: clock.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             admins: config.admins.clone().into(),
@@ -300,6 +303,13 @@ impl Broker {
             bus: bus.clone(),
             revocation: revocation.clone(),
             ledger_role,
+            inbox,
+            flows: pipeline
+                .lifecycle()
+                .flows()
+                .iter()
+                .map(|f| f.name.clone())
+                .collect(),
         });
         let ops_cancel = cancel.clone();
         tasks.spawn(async move {

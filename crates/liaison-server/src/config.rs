@@ -71,6 +71,28 @@ pub struct Config {
     pub inbox: InboxConfig,
     pub intake: IntakeConfig,
     pub clocks: ClocksConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Where spans go. Metrics are always on the operations port (`GET /metrics`); spans are
+/// exported only when an OTLP endpoint is set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OpenTelemetry collector's OTLP/HTTP traces endpoint
+    /// (`http://127.0.0.1:4318/v1/traces`); unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "liaison".into(),
+        }
+    }
 }
 
 /// The deadline watcher: the background task that sends the reminders, overdue notices and
@@ -266,6 +288,7 @@ impl Default for Config {
             inbox: InboxConfig::default(),
             intake: IntakeConfig::default(),
             clocks: ClocksConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

@@ -129,12 +129,12 @@ impl Committer {
             {
                 Ok((plan, leased)) => {
                     self.batches_committed.fetch_add(1, Ordering::Relaxed);
-                    debug!(
-                        requests = range.len(),
-                        entries = plan.writes.entries.len(),
-                        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                        "batch committed"
-                    );
+                    crate::telemetry::BatchCommitted {
+                        requests: range.len(),
+                        entries: plan.writes.entries.len(),
+                        elapsed: started.elapsed(),
+                    }
+                    .emit();
                     if let (Some(handoff), false) = (&handoff, leased.is_empty()) {
                         // A full or closed channel only delays these rows until their lease ends.
                         if handoff.sender.try_send(leased).is_err() {

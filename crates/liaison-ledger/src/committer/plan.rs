@@ -128,6 +128,7 @@ pub(crate) struct MessageRow {
     pub caseref: Option<String>,
     pub inreplyto: Option<Uuid>,
     pub traceparent: Option<String>,
+    pub trace_context: Option<String>,
     pub channel: &'static str,
     pub sha256: [u8; 32],
     pub body: Bytes,
@@ -268,6 +269,7 @@ impl Planner {
             caseref: caseref.clone(),
             inreplyto: envelope.inreplyto,
             traceparent: envelope.traceparent.clone(),
+            trace_context: message.trace_context.clone(),
             channel: message.channel.as_str(),
             sha256,
             body: message.bytes.clone(),
@@ -599,6 +601,7 @@ mod tests {
                     },
                 ],
             },
+            trace_context: None,
         }
     }
 
