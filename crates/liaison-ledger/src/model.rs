@@ -97,6 +97,15 @@ pub struct NewRejection {
     pub errors: Vec<RejectionDetail>,
 }
 
+/// The refusals of one sender over its refusal budget in one interval, to be recorded as
+/// one `message.rejections_summarized` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRejectionSummary {
+    /// `None`: submissions that carried no identity.
+    pub sender: Option<AgencyCode>,
+    pub summary: liaison_core::detail::RejectionSummary,
+}
+
 /// What a refused submission said it was about, when its sender is no party to that
 /// message or case (or could not be identified): kept as evidence of the attempt, without
 /// attaching the rejection to someone else's trace.

@@ -21,7 +21,8 @@ use crate::http::guard::{self, Guard};
 use crate::http::inbox::Inbox;
 use crate::http::ops::{self, Ops};
 use crate::http::routes;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Rules};
+use crate::refusal_budget::RefusalBudget;
 use crate::tls;
 use crate::tls::revocation::Revocation;
 use crate::workers::checkpointing;
@@ -84,6 +85,7 @@ pub struct Broker {
     bus: Bus,
     tasks: JoinSet<()>,
     watcher: Option<Arc<ClockWatcher>>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl Broker {
@@ -158,15 +160,19 @@ impl Broker {
         bus.declare_topology(registry.codes()).await?;
 
         let pipeline = Arc::new(Pipeline::new(
-            catalogue,
-            registry,
-            policy,
-            lifecycle,
-            calendar,
+            Rules {
+                catalogue,
+                registry,
+                policy,
+                lifecycle,
+                calendar,
+            },
             ledger.clone(),
             ParseLimits {
                 max_depth: config.limits.max_depth,
             },
+            RefusalBudget::new(config.limits.refusal_budget, config.limits.refusal_interval),
+            clock.clone(),
         ));
         let inbox = Arc::new(Inbox::new(
             bus.clone(),
@@ -358,6 +364,21 @@ impl Broker {
         };
         tasks.spawn(relay.run(cancel.clone()));
 
+        // Refusal intervals close by the clock, with or without further refusals.
+        let summaries = (pipeline.clone(), cancel.clone());
+        let every = (config.limits.refusal_interval / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        tasks.spawn(async move {
+            let (pipeline, cancel) = summaries;
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => pipeline.record_refusal_summaries(false).await,
+                }
+            }
+        });
+
         tracing::info!(https.addr = %https_addr, ops.addr = %ops_addr, "liaison is serving");
         Ok(Broker {
             https_addr,
@@ -367,6 +388,7 @@ impl Broker {
             bus,
             tasks,
             watcher,
+            pipeline,
         })
     }
 
@@ -385,6 +407,8 @@ impl Broker {
         self.https.graceful_shutdown(Some(grace));
         self.cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
+        // What was summarized of the intervals still open is recorded before stopping.
+        self.pipeline.record_refusal_summaries(true).await;
         self.bus.close().await;
         tracing::info!("liaison stopped");
     }

@@ -199,6 +199,13 @@ pub struct Limits {
     /// HTTP/2); a waiting long poll is a request in progress.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Refusals of one sender recorded one by one per `refusal_interval`; beyond it they
+    /// are still answered, and counted by code into one `message.rejections_summarized`
+    /// entry per sender and interval, so a flood of bad requests cannot grow the ledger
+    /// without bound (docs/reliability.md).
+    pub refusal_budget: u64,
+    #[serde(with = "humantime_serde")]
+    pub refusal_interval: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -310,6 +317,8 @@ impl Default for Limits {
             http2_max_concurrent_streams: 128,
             http2_max_pending_accept_reset_streams: 20,
             idle_timeout: Duration::from_secs(120),
+            refusal_budget: 100,
+            refusal_interval: Duration::from_secs(60),
         }
     }
 }

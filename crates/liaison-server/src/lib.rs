@@ -13,6 +13,7 @@ pub mod config;
 pub mod defaults;
 pub mod http;
 pub mod pipeline;
+pub mod refusal_budget;
 pub mod telemetry;
 pub mod tls;
 pub mod workers;

@@ -12,12 +12,12 @@ use liaison_core::audit::sha256;
 use liaison_core::clocks::StageRef;
 use liaison_core::envelope::is_well_formed_caseref;
 use liaison_core::{
-    AgencyCode, Channel, Envelope, HolidayCalendar, Lifecycle, Policy, Registry, RejectCode,
+    AgencyCode, Channel, Clock, Envelope, HolidayCalendar, Lifecycle, Policy, Registry, RejectCode,
     Submission,
 };
 use liaison_ledger::{
     AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, Ledger, LedgerError, NewMessage,
-    NewRejection, RejectionDetail,
+    NewRejection, NewRejectionSummary, RejectionDetail,
 };
 use liaison_schema::{Admission, Catalogue, ParseLimits, Violation};
 use uuid::Uuid;
@@ -26,6 +26,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::http::problem::{Dependency, Problem};
+use crate::refusal_budget::{self, RefusalBudget, Verdict};
 use crate::telemetry::{events, trace};
 
 /// The answer to an accepted submission.
@@ -46,6 +47,8 @@ pub struct Pipeline {
     calendar: Arc<HolidayCalendar>,
     ledger: Ledger,
     limits: ParseLimits,
+    refusals: RefusalBudget,
+    clock: Arc<dyn Clock>,
 }
 
 /// What is known of a refused submission, for its ledger entry and its problem document.
@@ -101,6 +104,16 @@ impl Refusal {
     }
 }
 
+/// What submissions are checked against: the catalogue, the agencies, the routing policy,
+/// the case lifecycles and the holiday calendar their clocks count with.
+pub struct Rules {
+    pub catalogue: Arc<Catalogue>,
+    pub registry: Arc<Registry>,
+    pub policy: Arc<Policy>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub calendar: Arc<HolidayCalendar>,
+}
+
 /// A message that passed every check before the ledger.
 struct Checked {
     envelope: Envelope,
@@ -120,14 +133,19 @@ pub struct Preview {
 
 impl Pipeline {
     pub fn new(
-        catalogue: Arc<Catalogue>,
-        registry: Arc<Registry>,
-        policy: Arc<Policy>,
-        lifecycle: Arc<Lifecycle>,
-        calendar: Arc<HolidayCalendar>,
+        rules: Rules,
         ledger: Ledger,
         limits: ParseLimits,
+        refusals: RefusalBudget,
+        clock: Arc<dyn Clock>,
     ) -> Self {
+        let Rules {
+            catalogue,
+            registry,
+            policy,
+            lifecycle,
+            calendar,
+        } = rules;
         Self {
             catalogue,
             registry,
@@ -136,6 +154,46 @@ impl Pipeline {
             calendar,
             ledger,
             limits,
+            refusals,
+            clock,
+        }
+    }
+
+    /// Records the summaries of the refusal intervals that have ended (all of them with
+    /// `all`, at shutdown). A summary the ledger cannot take now is kept for the next call.
+    pub async fn record_refusal_summaries(&self, all: bool) {
+        let closed = if all {
+            self.refusals.drain()
+        } else {
+            self.refusals.close_due(self.clock.now())
+        };
+        for summary in closed {
+            self.record_summary(summary).await;
+        }
+    }
+
+    async fn record_summary(&self, (sender, summary): refusal_budget::Closed) {
+        let total = summary.total;
+        match self
+            .ledger
+            .summarize_rejections(NewRejectionSummary {
+                sender: sender.clone(),
+                summary,
+            })
+            .await
+        {
+            Ok(seq) => tracing::info!(
+                agency.code = sender.as_ref().map(AgencyCode::as_str),
+                refusals = total,
+                ledger.seq = seq,
+                "refusals over the budget recorded as one summary"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                agency.code = sender.as_ref().map(AgencyCode::as_str),
+                refusals = total,
+                "could not record a summary of refusals"
+            ),
         }
     }
 
@@ -555,6 +613,24 @@ impl Pipeline {
             refused(None).emit();
             return problem;
         }
+        let digest = sha256(bytes);
+        let (verdict, closed) =
+            self.refusals
+                .note(sender, self.clock.now(), refusal.code, &hex::encode(digest));
+        if let Some(closed) = closed {
+            self.record_summary(closed).await;
+        }
+        if verdict == Verdict::Summarize {
+            events::Refused {
+                sender,
+                channel,
+                type_: type_.as_deref(),
+                code: refusal.code,
+                seq: None,
+            }
+            .emit_summarized();
+            return problem;
+        }
         let (message_id, caseref, claimed) = self
             .entitled(sender, refusal.message_id, refusal.caseref)
             .await;
@@ -566,7 +642,7 @@ impl Pipeline {
             type_: refusal.type_,
             claimed,
             code: refusal.code,
-            bytes_sha256: sha256(bytes),
+            bytes_sha256: digest,
             size,
             errors: refusal
                 .violations

@@ -20,13 +20,16 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::error::LedgerError;
-use crate::model::{AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, PendingDelivery};
+use crate::model::{
+    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewRejectionSummary, PendingDelivery,
+};
 
 /// What a caller asks the committer to record.
 pub(crate) enum Request {
     /// Boxed: a message is several times the size of the other requests.
     Accept(Box<NewMessage>),
     Reject(NewRejection),
+    SummarizeRejections(NewRejectionSummary),
     Deliveries(Vec<DeliveryOutcome>),
     Acknowledge {
         delivery_id: i64,

@@ -5,7 +5,10 @@ use std::time::Duration;
 use liaison_core::{AgencyCode, Channel, RejectCode};
 use uuid::Uuid;
 
-use super::{ACCEPT_DURATION, DEAD_LETTERS, RELAY_PUBLISH_DURATION, RELAY_RETRIES, SUBMISSIONS};
+use super::{
+    ACCEPT_DURATION, DEAD_LETTERS, REFUSALS_SUMMARIZED, RELAY_PUBLISH_DURATION, RELAY_RETRIES,
+    SUBMISSIONS,
+};
 
 /// The `type` label of a submission: a catalogue type, or `unknown` for anything else, so
 /// that a sender cannot mint label values.
@@ -77,6 +80,27 @@ impl Refused<'_> {
             "channel" => self.channel.as_str(),
             "type" => type_label(self.type_),
             "outcome" => self.code.as_str())
+        .increment(1);
+    }
+}
+
+impl Refused<'_> {
+    /// A refusal beyond its sender's budget: answered, and counted into the interval's
+    /// summary entry rather than recorded alone.
+    pub fn emit_summarized(&self) {
+        tracing::debug!(
+            agency.code = self.sender.map(AgencyCode::as_str),
+            reject.code = self.code.as_str(),
+            channel = self.channel.as_str(),
+            "submission rejected; counted into the refusal summary"
+        );
+        metrics::counter!(SUBMISSIONS,
+            "channel" => self.channel.as_str(),
+            "type" => type_label(self.type_),
+            "outcome" => self.code.as_str())
+        .increment(1);
+        metrics::counter!(REFUSALS_SUMMARIZED,
+            "agency" => self.sender.map_or("none", AgencyCode::as_str).to_owned())
         .increment(1);
     }
 }

@@ -51,6 +51,7 @@ pub const LEDGER_BATCH_ENTRIES: &str = liaison_ledger::telemetry::BATCH_ENTRIES;
 pub const LEDGER_COMMIT_DURATION: &str = liaison_ledger::telemetry::COMMIT_DURATION;
 pub const RELAY_PUBLISH_DURATION: &str = "liaison_relay_publish_duration_seconds";
 pub const RELAY_RETRIES: &str = "liaison_relay_retries_total";
+pub const REFUSALS_SUMMARIZED: &str = "liaison_refusals_summarized_total";
 pub const DEAD_LETTERS: &str = "liaison_dead_letters_total";
 pub const OUTBOX_PENDING: &str = "liaison_outbox_pending";
 pub const OUTBOX_OLDEST_PENDING_AGE: &str = "liaison_outbox_oldest_pending_age_seconds";
@@ -88,6 +89,12 @@ pub const METRICS: &[Metric] = &[
         Kind::Histogram,
         &[],
         "Duration of one group commit",
+    ),
+    metric(
+        REFUSALS_SUMMARIZED,
+        Kind::Counter,
+        &["agency"],
+        "Refusals beyond their sender's refusal budget, counted into a summary entry instead of recorded alone",
     ),
     metric(
         RELAY_PUBLISH_DURATION,
@@ -208,6 +215,7 @@ pub fn render() -> String {
 pub fn register_agencies<'a>(agencies: impl IntoIterator<Item = &'a liaison_core::AgencyCode>) {
     for agency in agencies {
         metrics::counter!(DEAD_LETTERS, "recipient" => agency.as_str().to_owned()).increment(0);
+        metrics::counter!(REFUSALS_SUMMARIZED, "agency" => agency.as_str().to_owned()).increment(0);
     }
     metrics::counter!(RELAY_RETRIES).increment(0);
 }
