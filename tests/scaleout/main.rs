@@ -92,14 +92,25 @@ impl Cluster {
     fn leaders(&self, via: usize) -> BTreeMap<String, usize> {
         self.ctl(
             via,
-            &["list_queues", "--quiet", "--no-table-headers", "name", "leader"],
+            &[
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "leader",
+            ],
         )
         .lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
             let queue = fields.next()?.to_owned();
             let node = fields.next()?;
-            let n = node.strip_prefix("liaison")?.split('@').next()?.parse().ok()?;
+            let n = node
+                .strip_prefix("liaison")?
+                .split('@')
+                .next()?
+                .parse()
+                .ok()?;
             Some((queue, n))
         })
         .collect()
@@ -139,6 +150,8 @@ impl Drop for Cluster {
 #[derive(Default)]
 struct Posted {
     accepted: HashMap<Uuid, Vec<AgencyCode>>,
+    /// When each lead got its `202`.
+    accepted_at: HashMap<Uuid, Instant>,
     /// Attempts that got no `202` and were sent again (to the other instance when the
     /// connection failed).
     retried: usize,
@@ -186,7 +199,10 @@ impl Client {
                         .iter()
                         .map(|r| code(r["agency"].as_str().expect("agency")))
                         .collect();
-                    self.posted.lock().await.accepted.insert(id, recipients);
+                    let mut posted = self.posted.lock().await;
+                    posted.accepted.insert(id, recipients);
+                    posted.accepted_at.insert(id, Instant::now());
+                    drop(posted);
                     self.accepted.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
@@ -286,6 +302,50 @@ fn pause_after(arrivals: &[Instant], kill: Instant) -> (Duration, Duration) {
     longest
 }
 
+/// How long after `kill` the last of the leads accepted before it reached all its
+/// recipients (zero when all had arrived already): what was in flight at the kill, caught
+/// up. `arrived` is when each lead had reached every recipient.
+fn caught_up_after(
+    accepted_at: &HashMap<Uuid, Instant>,
+    arrived: &HashMap<Uuid, Instant>,
+    kill: Instant,
+) -> Duration {
+    accepted_at
+        .iter()
+        .filter(|(_, at)| **at < kill)
+        .filter_map(|(id, _)| arrived.get(id))
+        .map(|arrived| arrived.saturating_duration_since(kill))
+        .max()
+        .unwrap_or_default()
+}
+
+/// The size of the database at `url`, in bytes.
+async fn database_size(url: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.expect("test database");
+    let (bytes,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+        .fetch_one(&pool)
+        .await
+        .expect("database size");
+    pool.close().await;
+    bytes
+}
+
+/// Waits (bounded) until the instance on `ops_port` says it is ready, RabbitMQ included.
+async fn until_ready(ops_port: u16, what: &str) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client");
+    let url = format!("http://127.0.0.1:{ops_port}/readyz");
+    eventually(what, Duration::from_secs(60), async || {
+        let response = http.get(&url).send().await.ok()?;
+        let ready = response.status().is_success();
+        let body = response.text().await.ok()?;
+        (ready && body.contains("\"rabbitmq\":\"ok\"")).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts a three-node RabbitMQ cluster: scripts/test runs it alone"]
 async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
@@ -332,6 +392,9 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
         ],
     )
     .await;
+
+    // For sizing: the database before any message (the schema the instances made).
+    let empty_database = database_size(&world.config.database_url).await;
 
     // Every agency's queue is consumed while the test runs, through a bus that knows all
     // three nodes (starting at node 3).
@@ -418,13 +481,23 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
         },
     )
     .await;
+    let leader_elected = node_killed.elapsed();
     eprintln!(
         "scaleout: new leaders {:?} after {:.1} s",
         recipients
             .iter()
             .map(|q| new_leaders[q])
             .collect::<Vec<_>>(),
-        node_killed.elapsed().as_secs_f64()
+        leader_elected.as_secs_f64()
+    );
+    // Both instances are connected again; the one that was on the killed node through
+    // another endpoint of its list.
+    until_ready(ports[0].1, "instance A ready after the node was killed").await;
+    until_ready(ports[1].1, "instance B ready after the node was killed").await;
+    let instances_ready = node_killed.elapsed();
+    eprintln!(
+        "scaleout: both instances ready (RabbitMQ connected) {:.1} s after the kill",
+        instances_ready.as_secs_f64()
     );
 
     // Then kill liaison instance B; A takes over its leased deliveries when the lease ends.
@@ -470,7 +543,13 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
         .fetch_one(&ledger_pool)
         .await
         .expect("outbox rows");
+
     ledger_pool.close().await;
+    // The ledger, tree, messages, outbox and their indexes, per lead (for sizing).
+    let database_growth = database_size(&world.config.database_url).await - empty_database;
+    let lead_bytes = serde_json::to_vec(&lead_event("SD-SCALE-00000"))
+        .expect("lead bytes")
+        .len();
     eventually(
         "every accepted delivery received",
         Duration::from_secs(60),
@@ -484,12 +563,16 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
     .await;
     // The consumers stay a little longer, so that a late duplicate or an invented
     // delivery is counted too: until two seconds pass without any delivery.
-    eventually("the queues fall quiet", Duration::from_secs(30), async || {
-        let log = log.lock().await;
-        log.last()
-            .is_none_or(|last| last.at.elapsed() >= Duration::from_secs(2))
-            .then_some(())
-    })
+    eventually(
+        "the queues fall quiet",
+        Duration::from_secs(30),
+        async || {
+            let log = log.lock().await;
+            log.last()
+                .is_none_or(|last| last.at.elapsed() >= Duration::from_secs(2))
+                .then_some(())
+        },
+    )
     .await;
     stop.store(true, Ordering::SeqCst);
     while let Some(done) = receiving.join_next().await {
@@ -516,6 +599,26 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
     let arrivals: Vec<Instant> = log.iter().map(|r| r.at).collect();
     let (node_pause, node_pause_from) = pause_after(&arrivals, node_killed);
     let (instance_pause, instance_pause_from) = pause_after(&arrivals, instance_killed);
+    // When each lead had reached every recipient: the latest of its first arrivals.
+    let mut first_arrival: HashMap<(Uuid, AgencyCode), Instant> = HashMap::new();
+    for received in &log {
+        first_arrival
+            .entry((received.id, received.agency.clone()))
+            .or_insert(received.at);
+    }
+    let mut arrived: HashMap<Uuid, Instant> = HashMap::new();
+    for ((id, _), at) in &first_arrival {
+        let latest = arrived.entry(*id).or_insert(*at);
+        *latest = (*latest).max(*at);
+    }
+    let node_caught_up = caught_up_after(&posted.accepted_at, &arrived, node_killed);
+    let instance_caught_up = caught_up_after(&posted.accepted_at, &arrived, instance_killed);
+    let slowest = posted
+        .accepted_at
+        .iter()
+        .filter_map(|(id, at)| Some(arrived.get(id)?.saturating_duration_since(*at)))
+        .max()
+        .unwrap_or_default();
     let steady = arrivals
         .windows(2)
         .filter(|pair| pair[1] < node_killed)
@@ -549,14 +652,28 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
         posted.retried,
     );
     println!(
-        "delivery pause: longest gap before any kill {:.2} s; after killing RabbitMQ node \
-         liaison{victim} (queue leader) {:.2} s (from {:.2} s after the kill); after killing \
-         liaison instance B {:.2} s (from {:.2} s after the kill); whole test {:.1} s",
+        "delivery pause (longest time without any delivery): before any kill {:.2} s; after \
+         killing RabbitMQ node liaison{victim}, the queue leader, {:.2} s (from {:.2} s after \
+         the kill; new leader elected within {:.1} s, both instances ready within {:.1} s); after \
+         killing liaison instance B {:.2} s (from {:.2} s after the kill)",
         steady.as_secs_f64(),
         node_pause.as_secs_f64(),
         node_pause_from.as_secs_f64(),
+        leader_elected.as_secs_f64(),
+        instances_ready.as_secs_f64(),
         instance_pause.as_secs_f64(),
         instance_pause_from.as_secs_f64(),
+    );
+    println!(
+        "in flight at a kill, delivered by: {:.2} s after the node kill, {:.2} s after the \
+         instance kill; slowest lead from 202 to its recipients {:.2} s; the database grew by \
+         {:.1} MB ({} bytes per accepted lead of {} bytes); whole test {:.1} s",
+        node_caught_up.as_secs_f64(),
+        instance_caught_up.as_secs_f64(),
+        slowest.as_secs_f64(),
+        database_growth as f64 / 1e6,
+        database_growth / i64::try_from(MESSAGES).unwrap_or(1),
+        lead_bytes,
         started.elapsed().as_secs_f64()
     );
     println!("liaison ledger verify: {}", verify_text.trim());

@@ -358,7 +358,11 @@ mod tests {
             ]
         );
         for endpoint in &endpoints {
-            assert!(!endpoint.safe_url.contains("s3cret"), "{}", endpoint.safe_url);
+            assert!(
+                !endpoint.safe_url.contains("s3cret"),
+                "{}",
+                endpoint.safe_url
+            );
         }
     }
 }

@@ -430,14 +430,22 @@ async fn an_unreachable_first_endpoint_is_passed_over_for_the_next() {
     let address = silent.local_addr().expect("local address");
     let config = BusConfig {
         url: format!("amqp://guest:topsecret@{address}/%2f"),
-        failover_urls: vec!["amqp://guest:topsecret@127.0.0.1:1/%2f".to_owned(), amqp_url()],
+        failover_urls: vec![
+            "amqp://guest:topsecret@127.0.0.1:1/%2f".to_owned(),
+            amqp_url(),
+        ],
         connect_timeout: Duration::from_millis(500),
         ..BusConfig::default()
     };
-    let bus = Bus::connect(config).await.expect("the third endpoint answers");
+    let bus = Bus::connect(config)
+        .await
+        .expect("the third endpoint answers");
     assert!(bus.is_connected());
     assert_eq!(bus.endpoint_url(), liaison_core::redact_url(&amqp_url()));
-    let publisher = bus.publisher().await.expect("a channel on the live endpoint");
+    let publisher = bus
+        .publisher()
+        .await
+        .expect("a channel on the live endpoint");
     drop(publisher);
     bus.close().await;
 
@@ -448,7 +456,10 @@ async fn an_unreachable_first_endpoint_is_passed_over_for_the_next() {
         connect_timeout: Duration::from_millis(500),
         ..BusConfig::default()
     };
-    let error = Bus::connect(config).await.err().expect("no endpoint answers");
+    let error = Bus::connect(config)
+        .await
+        .err()
+        .expect("no endpoint answers");
     let message = error.to_string();
     assert!(message.contains("127.0.0.1:1"), "{message}");
     assert!(!message.contains("topsecret"), "{message}");
