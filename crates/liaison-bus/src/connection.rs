@@ -10,7 +10,7 @@
 //! The bus knows one or more endpoints of the same RabbitMQ cluster (`url`, then
 //! `failover_urls`). It connects to the first that answers, trying them in order; when a
 //! connection is lost it tries the endpoints after the one that failed, wrapping around,
-//! so that a dead node is tried last and the others share the load of reconnecting.
+//! so that a dead node is tried last.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
