@@ -14,7 +14,7 @@
 //! --ignored --nocapture`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,7 +40,10 @@ const PAUSE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Three RabbitMQ nodes started by `scripts/rabbitmq-cluster`; stopped when dropped.
 struct Cluster {
-    dir: tempfile::TempDir,
+    /// Always the same directory: a run that was killed before it could stop its nodes
+    /// has them stopped by the next run's start (the script stops what the directory's
+    /// pid files name before starting).
+    dir: PathBuf,
     urls: Vec<String>,
 }
 
@@ -50,10 +53,10 @@ impl Cluster {
     }
 
     fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("cluster directory");
+        let dir = std::env::temp_dir().join("liaison-scaleout-cluster");
         let output = Command::new(Self::script())
             .arg("start")
-            .arg(dir.path())
+            .arg(&dir)
             .output()
             .expect("run scripts/rabbitmq-cluster");
         let cluster = Cluster {
@@ -75,7 +78,7 @@ impl Cluster {
     fn ctl(&self, n: usize, args: &[&str]) -> String {
         let output = Command::new(Self::script())
             .arg("ctl")
-            .arg(self.dir.path())
+            .arg(&self.dir)
             .arg(n.to_string())
             .args(args)
             .output()
@@ -120,7 +123,7 @@ impl Cluster {
     fn kill(&self, n: usize) {
         let status = Command::new(Self::script())
             .arg("kill")
-            .arg(self.dir.path())
+            .arg(&self.dir)
             .arg(n.to_string())
             .status()
             .expect("kill a RabbitMQ node");
@@ -135,14 +138,15 @@ impl Cluster {
         (head, urls.collect())
     }
 
-    fn stop(path: &Path) {
-        let _ = Command::new(Self::script()).arg("stop").arg(path).output();
-    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        Self::stop(self.dir.path());
+        let _ = Command::new(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
