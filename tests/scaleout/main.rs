@@ -137,7 +137,6 @@ impl Cluster {
         let head = urls.next().expect("three URLs");
         (head, urls.collect())
     }
-
 }
 
 impl Drop for Cluster {
