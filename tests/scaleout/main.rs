@@ -119,6 +119,26 @@ impl Cluster {
         .collect()
     }
 
+    /// How many members (replicas, one per node) each quorum queue has, asked of node `via`.
+    fn members(&self, via: usize) -> BTreeMap<String, usize> {
+        self.ctl(
+            via,
+            &[
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "members",
+            ],
+        )
+        .lines()
+        .filter_map(|line| {
+            let (queue, members) = line.split_once('\t')?;
+            Some((queue.to_owned(), members.matches('@').count()))
+        })
+        .collect()
+    }
+
     /// SIGKILL node `n`'s Erlang VM.
     fn kill(&self, n: usize) {
         let status = Command::new(Self::script())
@@ -155,6 +175,9 @@ struct Posted {
     accepted: HashMap<Uuid, Vec<AgencyCode>>,
     /// When each lead got its `202`.
     accepted_at: HashMap<Uuid, Instant>,
+    /// Leads answered `duplicate: true`: an earlier attempt was recorded, and its answer
+    /// lost (with a killed instance).
+    duplicate_answers: BTreeSet<Uuid>,
     /// Attempts that got no `202` and were sent again (to the other instance when the
     /// connection failed).
     retried: usize,
@@ -205,6 +228,9 @@ impl Client {
                     let mut posted = self.posted.lock().await;
                     posted.accepted.insert(id, recipients);
                     posted.accepted_at.insert(id, Instant::now());
+                    if body["duplicate"].as_bool() == Some(true) {
+                        posted.duplicate_answers.insert(id);
+                    }
                     drop(posted);
                     self.accepted.fetch_add(1, Ordering::SeqCst);
                     return;
@@ -453,6 +479,15 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
         .flatten()
         .map(agency_queue)
         .collect();
+    // Each recipient queue has a member on every node, or losing one could lose it.
+    let members = cluster.members(3);
+    for queue in &recipients {
+        assert_eq!(
+            members.get(queue),
+            Some(&3),
+            "members of {queue}: {members:?}"
+        );
+    }
     let leaders = cluster.leaders(3);
     let mut led: BTreeMap<usize, usize> = BTreeMap::new();
     for queue in &recipients {
@@ -466,7 +501,7 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
     let node_killed = Instant::now();
     cluster.kill(victim);
     eprintln!(
-        "scaleout: RabbitMQ node liaison{victim} (leader of {} of {} recipient queues) killed at {} accepted",
+        "scaleout: RabbitMQ node liaison{victim} (leader of {} of {} recipient queues, each with 3 members) killed at {} accepted",
         led[&victim],
         recipients.len(),
         client.accepted.load(Ordering::SeqCst)
@@ -616,12 +651,38 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
     }
     let node_caught_up = caught_up_after(&posted.accepted_at, &arrived, node_killed);
     let instance_caught_up = caught_up_after(&posted.accepted_at, &arrived, instance_killed);
-    let slowest = posted
+    let (slowest, slowest_id) = posted
         .accepted_at
         .iter()
-        .filter_map(|(id, at)| Some(arrived.get(id)?.saturating_duration_since(*at)))
+        .filter_map(|(id, at)| Some((arrived.get(id)?.saturating_duration_since(*at), *id)))
         .max()
         .unwrap_or_default();
+    // Where the slowest lead was: answered before or after which kill, and whether its
+    // 202 was a duplicate's (recorded by the killed instance, answered by the other).
+    let slowest_context = {
+        let at = posted
+            .accepted_at
+            .get(&slowest_id)
+            .copied()
+            .unwrap_or(started);
+        let relative = |kill: Instant| {
+            if at >= kill {
+                format!("+{:.2} s", (at - kill).as_secs_f64())
+            } else {
+                format!("-{:.2} s", (kill - at).as_secs_f64())
+            }
+        };
+        format!(
+            "its 202 {} from the node kill, {} from the instance kill{}",
+            relative(node_killed),
+            relative(instance_killed),
+            if posted.duplicate_answers.contains(&slowest_id) {
+                ", answered as a duplicate"
+            } else {
+                ""
+            }
+        )
+    };
     let steady = arrivals
         .windows(2)
         .filter(|pair| pair[1] < node_killed)
@@ -646,13 +707,14 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
         "scale-out test: 3 RabbitMQ nodes, 2 liaison instances on one database; accepted {} leads \
          ({} recipient deliveries expected, {outbox_rows} outbox rows) in {:.1} s, received {} \
          ({} distinct, {duplicates} duplicates), lost {lost}, invented {invented}, duplicate ids \
-         mismatched {mismatched_ids}; {} client retries",
+         mismatched {mismatched_ids}; {} client retries, {} leads answered as duplicates",
         posted.accepted.len(),
         expected.len(),
         load_time.as_secs_f64(),
         log.len(),
         delivered.len(),
         posted.retried,
+        posted.duplicate_answers.len(),
     );
     println!(
         "delivery pause (longest time without any delivery): before any kill {:.2} s; after \
@@ -669,8 +731,9 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
     );
     println!(
         "in flight at a kill, delivered by: {:.2} s after the node kill, {:.2} s after the \
-         instance kill; slowest lead from 202 to its recipients {:.2} s; the database grew by \
-         {:.1} MB ({} bytes per accepted lead of {} bytes); whole test {:.1} s",
+         instance kill; slowest lead from 202 to its recipients {:.2} s ({slowest_context}); \
+         the database grew by {:.1} MB ({} bytes per accepted lead of {} bytes); whole test \
+         {:.1} s",
         node_caught_up.as_secs_f64(),
         instance_caught_up.as_secs_f64(),
         slowest.as_secs_f64(),
