@@ -6,8 +6,13 @@
 //! asked for and the connection is gone — so callers recover by dropping a failed
 //! publisher or consumer and asking for a new one. Durable topology survives on the
 //! broker, so nothing has to be redeclared.
+//!
+//! The bus knows one or more endpoints of the same RabbitMQ cluster (`url`, then
+//! `failover_urls`). It connects to the first that answers, trying them in order; when a
+//! connection is lost it tries the endpoints after the one that failed, wrapping around,
+//! so that a dead node is tried last.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,8 +28,11 @@ use crate::{BusError, topology};
 /// How to reach RabbitMQ and how long to wait for it.
 #[derive(Clone, Debug)]
 pub struct BusConfig {
-    /// `amqp://user:password@host:port/vhost` (or `amqps://…`).
+    /// `amqp://user:password@host:port/vhost` (or `amqps://…`): the first endpoint tried.
     pub url: String,
+    /// Other nodes of the same RabbitMQ cluster (same virtual host and user), tried in
+    /// turn after `url` on connect, and after the endpoint that failed on reconnection.
+    pub failover_urls: Vec<String>,
     /// Limit for establishing the connection (TCP, TLS and the AMQP handshake).
     pub connect_timeout: Duration,
     /// Limit for every other broker round trip: declarations, channel opening, each confirm.
@@ -39,6 +47,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            failover_urls: Vec::new(),
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(10),
             delivery_limit: 20,
@@ -55,8 +64,10 @@ pub struct Bus {
 
 struct Shared {
     config: BusConfig,
-    /// The URL as it may appear in logs and errors.
-    safe_url: String,
+    /// `url` then `failover_urls`, each with its loggable form.
+    endpoints: Vec<Endpoint>,
+    /// Index in `endpoints` of the current connection's endpoint.
+    endpoint: AtomicUsize,
     /// Swapped for a new connection when the current one is found dead.
     current: Mutex<Arc<Connection>>,
     /// Serialises reconnection so that concurrent callers open one connection, not many.
@@ -65,15 +76,17 @@ struct Shared {
 }
 
 impl Bus {
-    /// Connects to `config.url`, giving up after `config.connect_timeout`.
+    /// Connects to the first of `config.url` and `config.failover_urls` that answers,
+    /// giving each `config.connect_timeout`.
     pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
-        let safe_url = liaison_core::redact_url(&config.url);
-        let connection = open_connection(&config, &safe_url).await?;
-        tracing::info!(url = %safe_url, "connected to RabbitMQ");
+        let endpoints = Endpoint::all(&config);
+        let (index, connection) = connect_first(&config, &endpoints, None).await?;
+        tracing::info!(url = %endpoints[index].safe_url, "connected to RabbitMQ");
         Ok(Bus {
             shared: Arc::new(Shared {
                 config,
-                safe_url,
+                endpoints,
+                endpoint: AtomicUsize::new(index),
                 current: Mutex::new(Arc::new(connection)),
                 reconnecting: tokio::sync::Mutex::new(()),
                 closed: AtomicBool::new(false),
@@ -149,7 +162,7 @@ impl Bus {
                 connection.close(200, "liaison shutting down".into()),
             );
             if let Err(error) = closing.await {
-                tracing::warn!(url = %self.shared.safe_url, %error, "closing the RabbitMQ connection failed");
+                tracing::warn!(url = %self.endpoint_url(), %error, "closing the RabbitMQ connection failed");
             }
         }
     }
@@ -178,15 +191,25 @@ impl Bus {
         if connection.status().connected() {
             return Ok(connection);
         }
-        tracing::warn!(url = %self.shared.safe_url, "RabbitMQ connection lost, reconnecting");
-        let fresh = Arc::new(open_connection(&self.shared.config, &self.shared.safe_url).await?);
+        let failed = self.shared.endpoint.load(Ordering::Acquire);
+        tracing::warn!(url = %self.endpoint_url(), "RabbitMQ connection lost, reconnecting");
+        let (index, fresh) =
+            connect_first(&self.shared.config, &self.shared.endpoints, Some(failed)).await?;
+        let fresh = Arc::new(fresh);
         *self
             .shared
             .current
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
-        tracing::info!(url = %self.shared.safe_url, "reconnected to RabbitMQ");
+        self.shared.endpoint.store(index, Ordering::Release);
+        tracing::info!(url = %self.endpoint_url(), "reconnected to RabbitMQ");
         Ok(fresh)
+    }
+
+    /// The endpoint of the current connection, password masked.
+    pub fn endpoint_url(&self) -> &str {
+        let index = self.shared.endpoint.load(Ordering::Acquire);
+        &self.shared.endpoints[index].safe_url
     }
 
     fn ensure_open(&self) -> Result<(), BusError> {
@@ -209,11 +232,62 @@ impl Bus {
     }
 }
 
-async fn open_connection(config: &BusConfig, safe_url: &str) -> Result<Connection, BusError> {
+/// One RabbitMQ endpoint: its URL, and the URL as it may appear in logs and errors.
+struct Endpoint {
+    url: String,
+    safe_url: String,
+}
+
+impl Endpoint {
+    fn all(config: &BusConfig) -> Vec<Endpoint> {
+        std::iter::once(&config.url)
+            .chain(&config.failover_urls)
+            .map(|url| Endpoint {
+                url: url.clone(),
+                safe_url: liaison_core::redact_url(url),
+            })
+            .collect()
+    }
+}
+
+/// The order in which `count` endpoints are tried: from the first on connect (`failed` is
+/// `None`); after a connection to endpoint `failed` was lost, the endpoints after it,
+/// wrapping around, and `failed` itself last (it may have been the connection alone that
+/// broke).
+fn attempt_order(count: usize, failed: Option<usize>) -> impl Iterator<Item = usize> {
+    let start = failed.map_or(0, |failed| failed + 1);
+    (0..count).map(move |k| (start + k) % count)
+}
+
+/// Connects to the first endpoint that answers, in [`attempt_order`]; every failure is
+/// logged, and the last one returned when none answers.
+async fn connect_first(
+    config: &BusConfig,
+    endpoints: &[Endpoint],
+    failed: Option<usize>,
+) -> Result<(usize, Connection), BusError> {
+    let mut last_error = None;
+    for index in attempt_order(endpoints.len(), failed) {
+        let endpoint = &endpoints[index];
+        match open_connection(config, endpoint).await {
+            Ok(connection) => return Ok((index, connection)),
+            Err(error) => {
+                if endpoints.len() > 1 {
+                    tracing::warn!(url = %endpoint.safe_url, %error, "RabbitMQ endpoint unreachable, trying the next");
+                }
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(last_error.expect("the bus has at least one endpoint: `url`"))
+}
+
+async fn open_connection(config: &BusConfig, endpoint: &Endpoint) -> Result<Connection, BusError> {
+    let safe_url = &endpoint.safe_url;
     let properties = ConnectionProperties::default().with_connection_name("liaison".into());
     match tokio::time::timeout(
         config.connect_timeout,
-        Connection::connect(&config.url, properties),
+        Connection::connect(&endpoint.url, properties),
     )
     .await
     {
@@ -226,5 +300,69 @@ async fn open_connection(config: &BusConfig, safe_url: &str) -> Result<Connectio
             url: safe_url.to_owned(),
             after: config.connect_timeout,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(count: usize, failed: Option<usize>) -> Vec<usize> {
+        attempt_order(count, failed).collect()
+    }
+
+    #[test]
+    fn connecting_tries_the_endpoints_in_order() {
+        assert_eq!(order(1, None), [0]);
+        assert_eq!(order(3, None), [0, 1, 2]);
+    }
+
+    #[test]
+    fn reconnecting_starts_after_the_endpoint_that_failed_and_tries_it_last() {
+        assert_eq!(order(3, Some(0)), [1, 2, 0]);
+        assert_eq!(order(3, Some(1)), [2, 0, 1]);
+        assert_eq!(order(3, Some(2)), [0, 1, 2]);
+        // One endpoint: it is tried again.
+        assert_eq!(order(1, Some(0)), [0]);
+    }
+
+    #[test]
+    fn every_endpoint_is_tried_once_whichever_failed() {
+        for count in 1..6 {
+            for failed in (0..count).map(Some).chain([None]) {
+                let mut tried = order(count, failed);
+                tried.sort_unstable();
+                assert_eq!(tried, (0..count).collect::<Vec<_>>(), "{count} {failed:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn endpoints_are_the_url_then_the_failover_urls_with_passwords_masked() {
+        let config = BusConfig {
+            url: "amqp://liaison:s3cret@mq1:5672/prod".into(),
+            failover_urls: vec![
+                "amqp://liaison:s3cret@mq2:5672/prod".into(),
+                "amqps://liaison:s3cret@mq3:5671/prod".into(),
+            ],
+            ..BusConfig::default()
+        };
+        let endpoints = Endpoint::all(&config);
+        let urls: Vec<&str> = endpoints.iter().map(|e| e.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                config.url.as_str(),
+                &config.failover_urls[0],
+                &config.failover_urls[1]
+            ]
+        );
+        for endpoint in &endpoints {
+            assert!(
+                !endpoint.safe_url.contains("s3cret"),
+                "{}",
+                endpoint.safe_url
+            );
+        }
     }
 }

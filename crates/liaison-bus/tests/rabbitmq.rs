@@ -419,3 +419,48 @@ async fn a_closed_bus_reports_itself_down_and_opens_nothing() {
     assert!(!bus.is_connected());
     assert!(matches!(bus.publisher().await, Err(BusError::Closed)));
 }
+
+#[tokio::test]
+async fn an_unreachable_first_endpoint_is_passed_over_for_the_next() {
+    // A silent listener (hangs the handshake) and a closed port before the real broker:
+    // the bus gives each its connect timeout, then takes the one that answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = silent.local_addr().expect("local address");
+    let config = BusConfig {
+        url: format!("amqp://guest:topsecret@{address}/%2f"),
+        failover_urls: vec![
+            "amqp://guest:topsecret@127.0.0.1:1/%2f".to_owned(),
+            amqp_url(),
+        ],
+        connect_timeout: Duration::from_millis(500),
+        ..BusConfig::default()
+    };
+    let bus = Bus::connect(config)
+        .await
+        .expect("the third endpoint answers");
+    assert!(bus.is_connected());
+    assert_eq!(bus.endpoint_url(), liaison_core::redact_url(&amqp_url()));
+    let publisher = bus
+        .publisher()
+        .await
+        .expect("a channel on the live endpoint");
+    drop(publisher);
+    bus.close().await;
+
+    // None answers: the error is the last endpoint's, without its password.
+    let config = BusConfig {
+        url: format!("amqp://guest:topsecret@{address}/%2f"),
+        failover_urls: vec!["amqp://guest:topsecret@127.0.0.1:1/%2f".to_owned()],
+        connect_timeout: Duration::from_millis(500),
+        ..BusConfig::default()
+    };
+    let error = Bus::connect(config)
+        .await
+        .err()
+        .expect("no endpoint answers");
+    let message = error.to_string();
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert!(!message.contains("topsecret"), "{message}");
+}

@@ -1,4 +1,5 @@
-//! `liaison ledger verify|export|replay`: the auditor's commands. The checks themselves
+//! `liaison ledger verify|export|replay`: the auditor's commands, and `liaison ledger
+//! migrate`, the owner's (the schema up to date, for brokers that may not change it). The checks themselves
 //! live in `liaison-ledger` (`verify`, `replay`, `ExportDir`); this module picks the key,
 //! draws the progress bar and prints the verdict.
 
@@ -48,6 +49,10 @@ pub enum LedgerCommand {
     /// Rebuild delivery states from the entries alone and report any difference from the
     /// live tables.
     Replay,
+    /// Bring the database schema up to date (apply the migrations this version brings)
+    /// and exit. Run it as the database's owner before starting brokers that run as
+    /// `liaison_broker`, which apply none, and again after each upgrade.
+    Migrate,
 }
 
 pub async fn run(config: Config, command: LedgerCommand) -> anyhow::Result<()> {
@@ -78,6 +83,7 @@ pub async fn run(config: Config, command: LedgerCommand) -> anyhow::Result<()> {
         }
         LedgerCommand::Export { out } => export(&config, &out).await,
         LedgerCommand::Replay => replay(&config).await,
+        LedgerCommand::Migrate => migrate(&config).await,
     }
 }
 
@@ -295,6 +301,16 @@ async fn export(config: &Config, out: &Path) -> anyhow::Result<()> {
         manifest.root,
         key.vkey()
     );
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    // Opening the ledger applies what is missing (under sqlx's advisory lock, so that
+    // brokers starting meanwhile wait) and fails naming the first migration it could not.
+    let ledger = open(config).await?;
+    let entries = ledger.size().await?;
+    ledger.pool().close().await;
+    println!("the ledger's schema is up to date ({entries} entries)");
     Ok(())
 }
 

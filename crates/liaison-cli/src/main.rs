@@ -156,7 +156,8 @@ enum Command {
         #[command(subcommand)]
         command: ServicesCommand,
     },
-    /// The audit ledger: verify it (or an export, offline), export it, replay it.
+    /// The audit ledger: verify it (or an export, offline), export it, replay it; migrate
+    /// its schema (as the database owner).
     Ledger {
         #[command(flatten)]
         config: ConfigArg,

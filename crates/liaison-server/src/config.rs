@@ -30,6 +30,10 @@ pub struct Config {
     pub database_url: String,
     /// RabbitMQ the broker delivers through.
     pub amqp_url: String,
+    /// Other nodes of the same RabbitMQ cluster (same virtual host and user as
+    /// `amqp_url`). The broker connects to the first of `amqp_url` and these that answers;
+    /// when its connection is lost it tries the ones after the node that failed, in turn.
+    pub amqp_failover_urls: Vec<String>,
     /// HTTPS gateway (mutual TLS).
     pub listen: SocketAddr,
     /// Plain HTTP operations port: /healthz, /readyz.
@@ -275,6 +279,7 @@ impl Default for Config {
         Self {
             database_url: "postgres://postgres@127.0.0.1:5432/liaison".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            amqp_failover_urls: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             tls_dir: PathBuf::from(".liaison/pki"),
@@ -537,11 +542,13 @@ impl Config {
         }
     }
 
-    /// The bus's settings (`liaison-bus`), from `amqp_url`, `[bus]` and `[intake]`.
+    /// The bus's settings (`liaison-bus`), from `amqp_url`, `amqp_failover_urls`, `[bus]`
+    /// and `[intake]`.
     pub fn bus_config(&self) -> liaison_bus::BusConfig {
         // Every field named, so that a new setting of the bus cannot go unconfigured.
         liaison_bus::BusConfig {
             url: self.amqp_url.clone(),
+            failover_urls: self.amqp_failover_urls.clone(),
             connect_timeout: self.bus.connect_timeout,
             operation_timeout: self.bus.operation_timeout,
             delivery_limit: self.bus.delivery_limit,
@@ -622,6 +629,11 @@ impl Config {
         let mut shown = self.clone();
         shown.database_url = redact_url(&self.database_url);
         shown.amqp_url = redact_url(&self.amqp_url);
+        shown.amqp_failover_urls = self
+            .amqp_failover_urls
+            .iter()
+            .map(|url| redact_url(url))
+            .collect();
         shown
     }
 
@@ -1010,6 +1022,54 @@ mod tests {
         // What it prints is a configuration file (comments aside).
         let reread: Config = toml::from_str(&shown).unwrap();
         assert_eq!(reread.relay.max_attempts, 4);
+    }
+
+    #[test]
+    fn failover_urls_come_from_the_file_or_the_environment_and_are_masked() {
+        assert!(Config::default().bus_config().failover_urls.is_empty());
+        let (_dir, path) = file(
+            "amqp_url = \"amqp://broker:s3cret@mq1:5672/prod\"\namqp_failover_urls = [\"amqp://broker:s3cret@mq2:5672/prod\", \"amqp://broker:s3cret@mq3:5672/prod\"]\n",
+        );
+        let layered = Config::layered(Some(&path), []).unwrap();
+        let bus = layered.config.bus_config();
+        assert_eq!(bus.url, "amqp://broker:s3cret@mq1:5672/prod");
+        assert_eq!(
+            bus.failover_urls,
+            [
+                "amqp://broker:s3cret@mq2:5672/prod",
+                "amqp://broker:s3cret@mq3:5672/prod"
+            ]
+        );
+        let shown = layered.show();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("broker:***@mq3"), "{shown}");
+        let reread: Config = toml::from_str(&shown).unwrap();
+        assert_eq!(reread.amqp_failover_urls.len(), 2);
+
+        // In a variable, as a list.
+        let config = Config::load(
+            None,
+            env(&[(
+                "LIAISON_AMQP_FAILOVER_URLS",
+                "[\"amqp://broker:pw@mq2:5672/%2f\", \"amqp://broker:pw@mq3:5672/%2f\"]",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.amqp_failover_urls,
+            [
+                "amqp://broker:pw@mq2:5672/%2f",
+                "amqp://broker:pw@mq3:5672/%2f"
+            ]
+        );
+        // An older configuration without the key still loads: one endpoint.
+        let (_dir, path) = file("amqp_url = \"amqp://broker:pw@mq1:5672/prod\"\n");
+        assert!(
+            Config::load(Some(&path), [])
+                .unwrap()
+                .amqp_failover_urls
+                .is_empty()
+        );
     }
 
     #[test]
