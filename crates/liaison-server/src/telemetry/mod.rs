@@ -219,3 +219,45 @@ pub fn register_agencies<'a>(agencies: impl IntoIterator<Item = &'a liaison_core
     }
     metrics::counter!(RELAY_RETRIES).increment(0);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The metrics table of `docs/operations.md` ("Metrics"): name, kind, labels per row.
+    fn documented() -> Vec<(String, String, String)> {
+        let doc = include_str!("../../../../docs/operations.md");
+        let table = doc
+            .split("\n## Metrics\n")
+            .nth(1)
+            .expect("docs/operations.md has a Metrics section");
+        table
+            .lines()
+            .filter(|l| l.starts_with("| liaison_"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].to_owned(), cells[2].to_owned(), cells[3].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_operations_guide_lists_every_metric_as_exported() {
+        let listed: Vec<(String, String, String)> = METRICS
+            .iter()
+            .map(|m| {
+                let kind = match m.kind {
+                    Kind::Counter => "counter",
+                    Kind::Gauge => "gauge",
+                    Kind::Histogram => "histogram",
+                };
+                (m.name.to_owned(), kind.to_owned(), m.labels.join(", "))
+            })
+            .collect();
+        let mut documented = documented();
+        let mut listed_sorted = listed.clone();
+        documented.sort();
+        listed_sorted.sort();
+        assert_eq!(documented, listed_sorted);
+    }
+}
