@@ -236,7 +236,11 @@ mod tests {
             .filter(|l| l.starts_with("| liaison_"))
             .map(|l| {
                 let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-                (cells[1].to_owned(), cells[2].to_owned(), cells[3].to_owned())
+                (
+                    cells[1].to_owned(),
+                    cells[2].to_owned(),
+                    cells[3].to_owned(),
+                )
             })
             .collect()
     }
