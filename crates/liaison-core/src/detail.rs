@@ -98,7 +98,8 @@ pub struct Delivery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `delivery.dead_lettered`: why, who gave up (`relay` or `rabbitmq`), and the queue
-    /// RabbitMQ dead-lettered it from.
+    /// RabbitMQ dead-lettered it from. `delivery.redriven` from the console: `by` is the
+    /// administrator's agency (absent for a redrive from the command line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,12 +126,22 @@ impl Delivery {
     }
 }
 
+/// `message.revealed`: the masked fields of a message an administrator chose to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revealed {
+    /// The JSON pointers (into the CloudEvent) of the personal data shown.
+    pub fields: Vec<String>,
+    /// Where it was read: `console`.
+    pub via: String,
+}
+
 /// An entry's detail, read by its kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Detail {
     Accepted(Box<Accepted>),
     Rejected(Box<Rejected>),
     Delivery(Delivery),
+    Revealed(Revealed),
 }
 
 impl Entry {
@@ -145,6 +156,7 @@ impl Entry {
             | EntryKind::DeliveryAcknowledged
             | EntryKind::DeliveryDeadLettered
             | EntryKind::DeliveryRedriven => Detail::Delivery(serde_json::from_value(detail)?),
+            EntryKind::MessageRevealed => Detail::Revealed(serde_json::from_value(detail)?),
         })
     }
 

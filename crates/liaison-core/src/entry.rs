@@ -42,6 +42,11 @@ pub enum EntryKind {
     /// An operator sent a dead-lettered delivery again to its recipient's queue.
     #[serde(rename = "delivery.redriven")]
     DeliveryRedriven,
+    /// An administrator revealed a message's masked personal data in the console:
+    /// `agency` is the administrator, `message` the message, `detail.fields` the JSON
+    /// pointers shown. Personal information is read on purpose, and on the record.
+    #[serde(rename = "message.revealed")]
+    MessageRevealed,
 }
 
 impl EntryKind {
@@ -54,6 +59,7 @@ impl EntryKind {
             Self::DeliveryAcknowledged => "delivery.acknowledged",
             Self::DeliveryDeadLettered => "delivery.dead_lettered",
             Self::DeliveryRedriven => "delivery.redriven",
+            Self::MessageRevealed => "message.revealed",
         }
     }
 
@@ -66,6 +72,7 @@ impl EntryKind {
             Self::DeliveryAcknowledged,
             Self::DeliveryDeadLettered,
             Self::DeliveryRedriven,
+            Self::MessageRevealed,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -142,6 +149,7 @@ mod tests {
             EntryKind::DeliveryDispatched,
             EntryKind::DeliveryDeadLettered,
             EntryKind::DeliveryRedriven,
+            EntryKind::MessageRevealed,
         ] {
             assert_eq!(EntryKind::parse(kind.as_str()), Some(kind));
         }

@@ -7,6 +7,7 @@ mod checkpoints;
 mod clocks;
 mod committer;
 mod config;
+mod console;
 mod error;
 mod export;
 mod ledger;
@@ -30,6 +31,9 @@ pub use cases::{
 pub use checkpoints::{Checkpointer, StoredCheckpoint, StoredCosignature};
 pub use clocks::{ClockView, PendingClock};
 pub use config::LedgerConfig;
+pub use console::{
+    AgencyCases, CST_SECONDS, DailyCount, DeadDelivery, MessageHit, MessagePage, MessageSearch,
+};
 pub use error::LedgerError;
 pub use export::{
     EXPORT_FORMAT, ExportDir, ExportError, Exported, Manifest, PUBLIC_KEY_FILE, VKEY_FILE,
@@ -38,8 +42,8 @@ pub use export::{
 pub use ledger::Ledger;
 pub use model::{
     AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState, NewMessage,
-    NewRejection, PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry, StoredMessage,
-    TraceKey,
+    NewRejection, NewReveal, PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry,
+    StoredMessage, TraceKey,
 };
 pub use privileges::{APPEND_ONLY_TABLES, RolePrivileges};
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};

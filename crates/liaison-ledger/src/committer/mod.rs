@@ -20,7 +20,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::error::LedgerError;
-use crate::model::{AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, PendingDelivery};
+use crate::model::{
+    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewReveal, PendingDelivery,
+};
 
 /// What a caller asks the committer to record.
 pub(crate) enum Request {
@@ -32,6 +34,7 @@ pub(crate) enum Request {
         delivery_id: i64,
         agency: AgencyCode,
     },
+    Reveal(NewReveal),
 }
 
 /// The committer's answer to one request, given only after its batch committed.
@@ -42,6 +45,8 @@ pub(crate) enum Answer {
     Rejected(u64),
     DeliveriesRecorded,
     Acknowledged(bool),
+    /// The seq of the reveal entry.
+    Revealed(u64),
 }
 
 pub(crate) struct Job {
