@@ -280,3 +280,135 @@ async fn an_administrator_works_the_console_in_a_browser_and_others_get_403() {
     broker.shutdown(Duration::from_secs(5)).await;
     world.cleanup().await;
 }
+
+/// The console's pages on a ledger of at least 100,000 entries, timed from an
+/// administrator's HTTPS client (mutual TLS, one HTTP/2 connection): p50 and p99 per page.
+/// Run alone and in release mode; the figures are in docs/performance.md:
+/// `cargo test --release -p liaison-tests --test e2e console_pages -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a benchmark: fills a ledger of 100,000 entries (about a minute), run on demand"]
+async fn console_pages_on_a_ledger_of_100_000_entries() {
+    use futures::StreamExt;
+    use std::time::Instant;
+
+    const TARGET_ENTRIES: u64 = 100_000;
+    const SAMPLES: usize = 50;
+    let mut world = World::new().await;
+    world.config.admins = vec![code("gov")];
+    let broker = world.start().await;
+    let ledger = world.ledger().await;
+    let eco = world.client(&broker, "eco");
+    let procuratorate = world.client(&broker, "procuratorate");
+    let gov = world.client(&broker, "gov");
+
+    // Leads, each opening a case and delivered (two entries); every fourth answered with a
+    // receipt (two more); every fiftieth submission refused (one).
+    let started = Instant::now();
+    let mut round = 0u64;
+    let mut sample_lead = None;
+    while ledger.size().await.unwrap() < TARGET_ENTRIES {
+        let batch: Vec<u64> = (round * 2000..(round + 1) * 2000).collect();
+        round += 1;
+        let answers: Vec<(u64, serde_json::Value, u16)> = futures::stream::iter(batch)
+            .map(|i| {
+                let eco = &eco;
+                async move {
+                    let mut lead = lead_with_person(&format!("SD-BENCH-{i:06}"));
+                    if i % 50 == 49 {
+                        lead["data"]["urgency"] = json!("not-an-urgency");
+                    }
+                    let status = eco.submit(&lead).await.map(|a| a.status).unwrap_or(0);
+                    (i, lead, status)
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        let receipts: Vec<serde_json::Value> = answers
+            .iter()
+            .filter(|(i, _, status)| *status == 202 && i % 4 == 0)
+            .map(|(i, lead, _)| receipt_event(&format!("SD-BENCH-{i:06}"), id_of(lead)))
+            .collect();
+        futures::stream::iter(receipts)
+            .map(|receipt| {
+                let procuratorate = &procuratorate;
+                async move { procuratorate.submit(&receipt).await.map(|a| a.status) }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        if sample_lead.is_none() {
+            sample_lead = answers
+                .iter()
+                .find(|(i, _, status)| *status == 202 && i % 4 == 0)
+                .map(|(_, lead, _)| lead.clone());
+        }
+    }
+    let entries = ledger.size().await.unwrap();
+    println!(
+        "filled {entries} entries in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let lead = sample_lead.unwrap();
+    let caseref = lead["caseref"].as_str().unwrap().to_owned();
+    let latest = eventually("a checkpoint of the filled ledger", Duration::from_secs(30), async || {
+        let latest = ledger.latest_checkpoint().await.ok()??;
+        (latest.tree_size >= TARGET_ENTRIES).then_some(latest)
+    })
+    .await;
+    let first = ledger.checkpoints().await.unwrap()[0].tree_size;
+    let page_two = {
+        let page = gov.get("/console/search?sender=eco").await.unwrap();
+        let html = page.body.as_str().unwrap_or_default().to_owned();
+        let marker = "id=\"next-page\" href=\"";
+        let at = html.find(marker).expect("a second page");
+        html[at + marker.len()..]
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&amp;", "&")
+    };
+    let pages = [
+        ("overview", "/console/".to_owned()),
+        ("search by caseref", format!("/console/search?caseref={caseref}")),
+        ("search by sender, page 2", page_two),
+        (
+            "search by type and day",
+            format!(
+                "/console/search?type=pil.lead.v1&from={}",
+                time::OffsetDateTime::now_utc().date()
+            ),
+        ),
+        ("case", format!("/console/cases/{caseref}")),
+        ("message", format!("/console/messages/{}", id_of(&lead))),
+        ("rejections and dead letters", "/console/deadletters".to_owned()),
+        ("ledger with a proof", format!("/console/ledger?seq={}", latest.tree_size / 2)),
+        (
+            "ledger consistency",
+            format!("/console/ledger?from={first}&to={}", latest.tree_size),
+        ),
+    ];
+    println!("| page | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
+    let mut worst = 0.0f64;
+    for (name, path) in &pages {
+        let mut times = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            let began = Instant::now();
+            let answer = gov.get(path).await.unwrap();
+            times.push(began.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        }
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            at(0.5),
+            at(0.99),
+            times[times.len() - 1]
+        );
+        worst = worst.max(at(0.99));
+    }
+    println!("entries: {entries}; worst p99: {worst:.1} ms");
+    broker.shutdown(Duration::from_secs(5)).await;
+    world.cleanup().await;
+}

@@ -34,7 +34,7 @@ pub fn stacked_columns(days: &[String], counts: &BTreeMap<(String, String), u64>
             .sum()
     };
     let max = days.iter().map(total).max().unwrap_or(0).max(1);
-    let (width, height, left, bottom, top) = (560.0_f64, 220.0_f64, 36.0, 34.0, 10.0);
+    let (width, height, left, bottom, top) = (420.0_f64, 200.0_f64, 30.0, 30.0, 10.0);
     let plot = height - bottom - top;
     let slot = (width - left - 10.0) / days.len().max(1) as f64;
     let mut svg = format!(
@@ -85,7 +85,7 @@ pub fn stacked_columns(days: &[String], counts: &BTreeMap<(String, String), u64>
     }
     for (k, name) in series.iter().enumerate() {
         let (col, row) = (k % 3, k / 3);
-        let (x, y) = (left + 180.0 * col as f64, height + 18.0 * row as f64 - 6.0);
+        let (x, y) = (left + 130.0 * col as f64, height + 18.0 * row as f64 - 6.0);
         let _ = write!(
             svg,
             "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{y}\">{}</text>",
@@ -107,7 +107,7 @@ pub fn agency_bars(rows: &[(String, u64, u64)]) -> String {
         .max()
         .unwrap_or(0)
         .max(1);
-    let (width, left, row_height) = (560.0_f64, 120.0_f64, 26.0_f64);
+    let (width, left, row_height) = (420.0_f64, 100.0_f64, 30.0_f64);
     let height = row_height * rows.len().max(1) as f64 + 8.0;
     let span = width - left - 50.0;
     let mut svg = format!(
@@ -119,18 +119,18 @@ pub fn agency_bars(rows: &[(String, u64, u64)]) -> String {
             svg,
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
             left - 6.0,
-            y + 14.0,
+            y + 16.0,
             escape(agency)
         );
         for (k, (n, colour)) in [(*open, OPEN), (*overdue, OVERDUE)].iter().enumerate() {
             let w = span * *n as f64 / max as f64;
-            let yy = y + 10.0 * k as f64;
+            let yy = y + 12.0 * k as f64;
             let _ = write!(
                 svg,
-                "<rect x=\"{left}\" y=\"{yy}\" width=\"{w:.1}\" height=\"9\" fill=\"{colour}\"/>\
+                "<rect x=\"{left}\" y=\"{yy}\" width=\"{w:.1}\" height=\"11\" fill=\"{colour}\"/>\
                  <text x=\"{:.1}\" y=\"{}\">{n}</text>",
                 left + w + 4.0,
-                yy + 8.5
+                yy + 10.0
             );
         }
     }

@@ -905,9 +905,12 @@ async fn ledger(
             Err(e) => return console.unavailable(e),
         }
     }
+    // The consistency form offers the oldest and the newest checkpoint unless chosen.
+    let from = query.from.or(checkpoints.first().map(|c| c.tree_size));
+    let to = query.to.or(checkpoints.last().map(|c| c.tree_size));
     let data = json!({
         "checkpoints": listed,
-        "from": query.from, "to": query.to,
+        "from": from, "to": to,
         "consistency": consistency,
         "seq": query.seq.unwrap_or_default(),
         "pending": pending,
