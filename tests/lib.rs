@@ -3,6 +3,7 @@
 //! against them over real mutual TLS. Nothing here is mocked; if a service is down the
 //! test fails and says which one.
 
+pub mod browser;
 pub mod process;
 
 use std::path::{Path, PathBuf};

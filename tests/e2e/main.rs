@@ -8,6 +8,7 @@ mod cases;
 mod catalogue;
 mod clocks;
 mod config;
+mod console;
 mod crash;
 mod deadletter;
 mod forged_dead_letters;

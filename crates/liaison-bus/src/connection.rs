@@ -75,6 +75,13 @@ struct Shared {
     closed: AtomicBool,
 }
 
+/// A queue's ready messages and consumers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub messages: u32,
+    pub consumers: u32,
+}
+
 impl Bus {
     /// Connects to the first of `config.url` and `config.failover_urls` that answers,
     /// giving each `config.connect_timeout`.
@@ -141,6 +148,50 @@ impl Bus {
             self.shared.config.operation_timeout,
         )
         .await
+    }
+
+    /// How many messages are ready in each of `queues` and how many consumers it has, by a
+    /// passive declaration (which changes nothing). A queue that does not exist is `None`.
+    /// One channel for all of them; a missing queue closes it, so the next gets another.
+    pub async fn queue_depths(
+        &self,
+        queues: &[String],
+    ) -> Result<Vec<Option<QueueDepth>>, BusError> {
+        let limit = self.shared.config.operation_timeout;
+        let mut depths = Vec::with_capacity(queues.len());
+        let mut channel = self.open_channel("open channel for queue depths").await?;
+        for queue in queues {
+            if !channel.status().connected() {
+                channel = self.open_channel("open channel for queue depths").await?;
+            }
+            let options = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = within(
+                limit,
+                format!("inspect queue {queue}"),
+                channel.queue_declare(
+                    queue.as_str().into(),
+                    options,
+                    lapin::types::FieldTable::default(),
+                ),
+            )
+            .await;
+            depths.push(declared.ok().map(|q| QueueDepth {
+                messages: q.message_count(),
+                consumers: q.consumer_count(),
+            }));
+        }
+        if channel.status().connected() {
+            let _ = within(
+                limit,
+                "close queue depth channel",
+                channel.close(200, "queue depths read".into()),
+            )
+            .await;
+        }
+        Ok(depths)
     }
 
     /// Whether the connection is up right now (for readiness checks).

@@ -8,7 +8,7 @@ mod error;
 mod publisher;
 mod topology;
 
-pub use connection::{Bus, BusConfig};
+pub use connection::{Bus, BusConfig, QueueDepth};
 pub use consumer::{Consumer, Delivery};
 pub use dead::{
     DeadBy, DeadLetter, HEADER_DEAD_BY, HEADER_DEAD_REASON, HEADER_RECIPIENT, PROBLEM_CONTENT_TYPE,

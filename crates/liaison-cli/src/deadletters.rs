@@ -1,6 +1,8 @@
 //! `liaison deadletters list` and `liaison deadletters redrive`: what is in `liaison.dead`,
 //! and sending it again.
 //!
+//! Both are `liaison_server::workers::redrive`, which the console uses too.
+//!
 //! Listing takes the messages without acknowledging them and hands them back (closing the
 //! channel requeues them), so it never removes anything. Its recipients, reasons and
 //! delivery ids are what the messages say; only a redrive checks them against the ledger.
@@ -16,14 +18,10 @@
 //! id. A dead letter that matches no delivery is not redriven: it is reported with the
 //! reason and left in `liaison.dead` for an operator to inspect (and purge).
 
-use std::time::Duration;
-
 use clap::Subcommand;
-use liaison_bus::{Bus, DeadLetter, PublishOutcome, QUEUE_DEAD};
-use liaison_ledger::{DeliveryOutcome, Ledger};
-use liaison_server::workers::dead_letters::identify;
-use liaison_server::workers::outgoing;
-use serde::Serialize;
+use liaison_bus::Bus;
+use liaison_ledger::Ledger;
+pub use liaison_server::workers::redrive::{Listed, Redriven};
 use uuid::Uuid;
 
 #[derive(Subcommand)]
@@ -48,113 +46,18 @@ pub enum DeadLettersCommand {
     },
 }
 
-/// One listed dead letter.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Listed {
-    pub message_id: Option<Uuid>,
-    #[serde(rename = "type")]
-    pub type_: Option<String>,
-    pub recipient: Option<String>,
-    pub delivery: Option<i64>,
-    pub caseref: Option<String>,
-    pub queue: Option<String>,
-    pub reason: String,
-    pub dead_lettered_by: &'static str,
-}
-
-impl From<DeadLetter> for Listed {
-    fn from(d: DeadLetter) -> Self {
-        Listed {
-            message_id: d.message_id,
-            type_: d.type_,
-            recipient: d.recipient.map(|r| r.as_str().to_owned()),
-            delivery: d.delivery_id,
-            caseref: d.caseref,
-            queue: d.queue,
-            reason: d.reason,
-            dead_lettered_by: match d.by {
-                liaison_bus::DeadBy::Relay => "relay",
-                liaison_bus::DeadBy::RabbitMq => "rabbitmq",
-            },
-        }
-    }
-}
-
-/// How long to wait for the queue to hand over what it holds.
-const SETTLE: Duration = Duration::from_millis(500);
-
 /// The dead letters now in `liaison.dead`, up to `max`; all stay in the queue.
 pub async fn list(bus: &Bus, max: u16) -> anyhow::Result<Vec<Listed>> {
-    let mut consumer = bus.consume(QUEUE_DEAD, max.max(1)).await?;
-    let mut listed = Vec::new();
-    while listed.len() < usize::from(max) {
-        match consumer.next(SETTLE).await? {
-            Some(delivery) => listed.push(Listed::from(DeadLetter::from_delivery(&delivery))),
-            None => break,
-        }
-    }
-    // Dropping the consumer closes its channel: RabbitMQ requeues every delivery unacked.
-    drop(consumer);
-    Ok(listed)
+    Ok(liaison_server::workers::redrive::list(bus, max).await?)
 }
 
-/// What a redrive did.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct Redriven {
-    /// Message ids sent again, with their recipient (as the ledger recorded them).
-    pub sent: Vec<(Option<Uuid>, String)>,
-    /// Dead letters left where they are (no matching delivery, or the publish failed).
-    pub left: usize,
-    /// Of those, the ones that match no delivery in the ledger, with the reason.
-    pub unmatched: Vec<(Option<Uuid>, String)>,
-}
-
-/// Redrives the dead letters of `id` (or all with `None`).
+/// Redrives the dead letters of `id` (or all with `None`), reporting on standard error each
+/// one that matches no delivery.
 pub async fn redrive(bus: &Bus, ledger: &Ledger, id: Option<Uuid>) -> anyhow::Result<Redriven> {
-    let mut consumer = bus.consume(QUEUE_DEAD, 100).await?;
-    let publisher = bus.publisher().await?;
-    let mut report = Redriven::default();
-    let mut held = Vec::new();
-    while let Some(delivery) = consumer.next(SETTLE).await? {
-        let dead = DeadLetter::from_delivery(&delivery);
-        if id.is_some_and(|id| dead.message_id != Some(id)) {
-            // Held unacked until the end, so it is not handed to this consumer again.
-            held.push(delivery);
-            continue;
-        }
-        let recorded = match identify(ledger, &dead).await? {
-            Ok(recorded) => recorded,
-            Err(why) => {
-                eprintln!("✗ {:?} not redriven: {why}", dead.message_id);
-                report.left += 1;
-                report.unmatched.push((dead.message_id, why));
-                held.push(delivery);
-                continue;
-            }
-        };
-        let row = &recorded.delivery;
-        // The ledger's bytes and broker-built headers, to the recorded recipient.
-        let outcome = publisher.publish_all(&[outgoing(row)]).await.pop();
-        if outcome != Some(PublishOutcome::Confirmed) {
-            eprintln!(
-                "✗ {} for {} not redriven: {outcome:?}",
-                row.message_id, row.recipient
-            );
-            report.left += 1;
-            held.push(delivery);
-            continue;
-        }
-        ledger
-            .record_deliveries(vec![DeliveryOutcome::Redriven {
-                delivery_id: row.delivery_id,
-            }])
-            .await?;
-        delivery.ack().await?;
-        report
-            .sent
-            .push((Some(row.message_id), row.recipient.as_str().to_owned()));
+    let report = liaison_server::workers::redrive::redrive(bus, ledger, id, None).await?;
+    for (message, why) in &report.unmatched {
+        eprintln!("✗ {message:?} not redriven: {why}");
     }
-    drop(held);
     Ok(report)
 }
 

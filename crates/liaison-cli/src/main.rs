@@ -232,6 +232,10 @@ enum PkiCommand {
         /// key DIR/ledger-signing.vkey that auditors are given.
         #[arg(long, value_name = "NAME", env = "LIAISON_LEDGER__ORIGIN", default_value = liaison_server::config::DEMO_ORIGIN)]
         origin: String,
+        /// The password of the agencies' PKCS#12 files (`agencies/<code>.p12`, for
+        /// importing into a browser); default: a new random one, printed.
+        #[arg(long, value_name = "PASSWORD", env = "LIAISON_P12_PASSWORD")]
+        p12_password: Option<String>,
     },
     /// Write the C2SP verifier key of the PKI's ledger key for ORIGIN to
     /// DIR/ledger-signing.vkey and print it: for a PKI made before it existed, or after
@@ -432,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     out,
                     registry,
                     origin,
+                    p12_password,
                 },
         } => {
             let registry = registry_from(registry.as_deref())?;
@@ -452,6 +457,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "ledger verifier key for auditors ({}):\n{}",
                 layout.ledger_verifier_key().display(),
                 vkey.trim_end()
+            );
+            let (password, chosen) = match p12_password {
+                Some(password) => (password, true),
+                None => (liaison_pki::random_password()?, false),
+            };
+            let bundles = liaison_pki::write_agency_pkcs12s(&layout, &registry, &password)?;
+            println!(
+                "{} PKCS#12 files for browsers in {} (<agency>.p12), password {}",
+                bundles.len(),
+                layout.agencies_dir().display(),
+                if chosen {
+                    "as given".to_owned()
+                } else {
+                    format!("{password} (keep it; it is not stored)")
+                }
             );
         }
         Command::Pki {

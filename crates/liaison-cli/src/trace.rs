@@ -68,7 +68,16 @@ fn summary(e: &Entry) -> String {
         (EntryKind::DeliveryAcknowledged, _) => {
             "acknowledged by the agency (HTTPS inbox)".to_owned()
         }
-        (EntryKind::DeliveryRedriven, _) => "redriven from the dead-letter queue".to_owned(),
+        (EntryKind::DeliveryRedriven, Detail::Delivery(d)) => match d.by {
+            Some(by) => format!("redriven from the dead-letter queue by {by} (console)"),
+            None => "redriven from the dead-letter queue".to_owned(),
+        },
+        (_, Detail::Revealed(r)) => format!(
+            "personal data revealed to {} in the {}: {}",
+            e.agency.as_ref().map(|a| a.as_str()).unwrap_or("-"),
+            r.via,
+            r.fields.join(", ")
+        ),
         (_, Detail::Delivery(_)) => "delivered to the agency's queue".to_owned(),
     }
 }

@@ -181,6 +181,9 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<Answer> {
     let bytes = response.bytes().await.context("reading the answer")?;
     let body = if bytes.is_empty() {
         Value::Null
+    } else if content_type.starts_with("text/") {
+        // The console's pages (HTML), as text.
+        Value::String(String::from_utf8_lossy(&bytes).into_owned())
     } else {
         serde_json::from_slice(&bytes).context("answer is not JSON")?
     };

@@ -98,7 +98,8 @@ pub struct Delivery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `delivery.dead_lettered`: why, who gave up (`relay` or `rabbitmq`), and the queue
-    /// RabbitMQ dead-lettered it from.
+    /// RabbitMQ dead-lettered it from. `delivery.redriven` from the console: `by` is the
+    /// administrator's agency (absent for a redrive from the command line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +147,15 @@ pub struct RejectionSummary {
     pub interval_seconds: u64,
 }
 
+/// `message.revealed`: the masked fields of a message an administrator chose to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revealed {
+    /// The JSON pointers (into the CloudEvent) of the personal data shown.
+    pub fields: Vec<String>,
+    /// Where it was read: `console`.
+    pub via: String,
+}
+
 /// An entry's detail, read by its kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Detail {
@@ -153,6 +163,7 @@ pub enum Detail {
     Rejected(Box<Rejected>),
     Delivery(Delivery),
     RejectionSummary(Box<RejectionSummary>),
+    Revealed(Revealed),
 }
 
 impl Entry {
@@ -170,6 +181,7 @@ impl Entry {
             EntryKind::RejectionsSummarized => {
                 Detail::RejectionSummary(serde_json::from_value(detail)?)
             }
+            EntryKind::MessageRevealed => Detail::Revealed(serde_json::from_value(detail)?),
         })
     }
 

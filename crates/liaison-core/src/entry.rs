@@ -46,6 +46,11 @@ pub enum EntryKind {
     /// instead of recorded one by one.
     #[serde(rename = "message.rejections_summarized")]
     RejectionsSummarized,
+    /// An administrator revealed a message's masked personal data in the console:
+    /// `agency` is the administrator, `message` the message, `detail.fields` the JSON
+    /// pointers shown. Personal information is read on purpose, and on the record.
+    #[serde(rename = "message.revealed")]
+    MessageRevealed,
 }
 
 impl EntryKind {
@@ -59,6 +64,7 @@ impl EntryKind {
             Self::DeliveryDeadLettered => "delivery.dead_lettered",
             Self::DeliveryRedriven => "delivery.redriven",
             Self::RejectionsSummarized => "message.rejections_summarized",
+            Self::MessageRevealed => "message.revealed",
         }
     }
 
@@ -72,6 +78,7 @@ impl EntryKind {
             Self::DeliveryDeadLettered,
             Self::DeliveryRedriven,
             Self::RejectionsSummarized,
+            Self::MessageRevealed,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -148,6 +155,7 @@ mod tests {
             EntryKind::DeliveryDispatched,
             EntryKind::DeliveryDeadLettered,
             EntryKind::DeliveryRedriven,
+            EntryKind::MessageRevealed,
         ] {
             assert_eq!(EntryKind::parse(kind.as_str()), Some(kind));
         }

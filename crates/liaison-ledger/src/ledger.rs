@@ -180,6 +180,17 @@ impl Ledger {
         }
     }
 
+    /// Records that an administrator read the masked personal data of a message; returns
+    /// the seq of the `message.revealed` entry, committed before anything is shown.
+    pub async fn reveal(&self, reveal: crate::model::NewReveal) -> Result<u64, LedgerError> {
+        match self.submit(Request::Reveal(reveal)).await? {
+            Answer::Revealed(seq) => Ok(seq),
+            _ => Err(LedgerError::Internal(
+                "a reveal was answered as another request",
+            )),
+        }
+    }
+
     /// Leases up to `limit` pending deliveries due now, in one round trip, counting an
     /// attempt for each. "Now" is the ledger's clock, the same that dated the entries.
     pub async fn claim_deliveries(

@@ -7,6 +7,7 @@ mod checkpoints;
 mod clocks;
 mod committer;
 mod config;
+mod console;
 mod error;
 mod export;
 mod ledger;
@@ -31,6 +32,9 @@ pub use cases::{
 pub use checkpoints::{Checkpointer, StoredCheckpoint, StoredCosignature};
 pub use clocks::{ClockView, PendingClock};
 pub use config::LedgerConfig;
+pub use console::{
+    AgencyCases, CST_SECONDS, DailyCount, DeadDelivery, MessageHit, MessagePage, MessageSearch,
+};
 pub use error::LedgerError;
 pub use export::{
     EXPORT_FORMAT, ExportDir, ExportError, Exported, Manifest, PUBLIC_KEY_FILE, VKEY_FILE,
@@ -39,8 +43,8 @@ pub use export::{
 pub use ledger::Ledger;
 pub use model::{
     AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState, NewMessage,
-    NewRejection, NewRejectionSummary, PendingDelivery, RecordedDelivery, RejectionDetail,
-    StoredEntry, StoredMessage, TraceKey,
+    NewRejection, NewRejectionSummary, NewReveal, PendingDelivery, RecordedDelivery,
+    RejectionDetail, StoredEntry, StoredMessage, TraceKey,
 };
 pub use privileges::{APPEND_ONLY_TABLES, RolePrivileges};
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};

@@ -149,6 +149,17 @@ pub struct RecordedDelivery {
     pub sha256: [u8; 32],
 }
 
+/// An administrator's reading of a message's masked personal data, to be recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewReveal {
+    pub message_id: Uuid,
+    pub caseref: Option<String>,
+    /// The administrator's agency.
+    pub by: AgencyCode,
+    /// JSON pointers of the fields shown.
+    pub fields: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// RabbitMQ confirmed the message into the recipient's queue.
@@ -168,8 +179,12 @@ pub enum DeliveryOutcome {
         by: String,
         queue: Option<String>,
     },
-    /// An operator republished the dead delivery into its recipient's queue.
-    Redriven { delivery_id: i64 },
+    /// An operator republished the dead delivery into its recipient's queue; `by` is the
+    /// administrator's agency when it was done from the console.
+    Redriven {
+        delivery_id: i64,
+        by: Option<AgencyCode>,
+    },
 }
 
 impl DeliveryOutcome {
@@ -178,7 +193,7 @@ impl DeliveryOutcome {
             Self::Dispatched { delivery_id }
             | Self::Failed { delivery_id, .. }
             | Self::DeadLettered { delivery_id, .. }
-            | Self::Redriven { delivery_id } => *delivery_id,
+            | Self::Redriven { delivery_id, .. } => *delivery_id,
         }
     }
 }

@@ -132,6 +132,12 @@ impl PkiLayout {
         self.agencies_dir().join(format!("{code}.key"))
     }
 
+    /// The agency's certificate, key and the CA certificate as one password-protected
+    /// PKCS#12 file, for importing into a browser (the console).
+    pub fn agency_p12(&self, code: &AgencyCode) -> PathBuf {
+        self.agencies_dir().join(format!("{code}.p12"))
+    }
+
     /// Ed25519 private key, PKCS#8 DER as produced by ring.
     pub fn ledger_signing_key(&self) -> PathBuf {
         self.dir.join("ledger-signing.pk8")
@@ -224,11 +230,83 @@ pub enum PkiError {
     Origin { origin: String, reason: String },
     #[error("invalid verifier key {path}: {reason}")]
     InvalidVerifierKey { path: PathBuf, reason: String },
+    #[error("cannot write the PKCS#12 file of {agency}: {reason}")]
+    Pkcs12 { agency: AgencyCode, reason: String },
     #[error("not a usable certificate signing request: {source}")]
     InvalidCsr {
         #[source]
         source: rcgen::Error,
     },
+}
+
+/// The PKCS#12 bundle of agency `code`: its private key, its certificate and the CA
+/// certificate, encrypted and authenticated with `password` (PBES2: PBKDF2-HMAC-SHA-256
+/// and AES-256-CBC, HMAC-SHA-256 integrity), which browsers and `pk12util` import.
+pub fn agency_pkcs12(
+    layout: &PkiLayout,
+    code: &AgencyCode,
+    password: &str,
+) -> Result<Vec<u8>, PkiError> {
+    let failed = |reason: String| PkiError::Pkcs12 {
+        agency: code.clone(),
+        reason,
+    };
+    let read = |path: PathBuf| fs::read(&path).map_err(io_error("read", &path));
+    let cert = CertificateDer::from_pem_slice(&read(layout.agency_cert(code))?)
+        .map_err(|e| failed(format!("certificate: {e}")))?;
+    let ca = CertificateDer::from_pem_slice(&read(layout.ca_cert())?)
+        .map_err(|e| failed(format!("CA certificate: {e}")))?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&read(layout.agency_key(code))?)
+        .map_err(|e| failed(format!("private key: {e}")))?;
+    let key = p12_keystore::PrivateKey::from_der(key.secret_der())
+        .map_err(|e| failed(format!("private key: {e}")))?;
+    let chain = [cert.as_ref(), ca.as_ref()]
+        .into_iter()
+        .map(p12_keystore::Certificate::from_der)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| failed(format!("certificate: {e}")))?;
+    let local_key_id = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert);
+    let chain = p12_keystore::PrivateKeyChain::new(local_key_id.as_ref(), key, chain);
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry(
+        &format!("liaison {code}"),
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
+    );
+    store
+        .writer(password)
+        .write()
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// Writes `<agency>.p12` beside each agency certificate whose key is in the PKI (owner
+/// readable only); returns the files written.
+pub fn write_agency_pkcs12s(
+    layout: &PkiLayout,
+    registry: &Registry,
+    password: &str,
+) -> Result<Vec<PathBuf>, PkiError> {
+    let mut files = FileWriter::default();
+    for code in registry.codes() {
+        if !exists(&layout.agency_key(code))? {
+            continue;
+        }
+        let bundle = agency_pkcs12(layout, code, password)?;
+        files.secret(&layout.agency_p12(code), &bundle)?;
+    }
+    Ok(files.written)
+}
+
+/// A new random password for PKCS#12 files: 20 characters of an alphabet without
+/// look-alikes, about 100 bits.
+pub fn random_password() -> Result<String, PkiError> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 20];
+    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut bytes)
+        .map_err(|_| PkiError::Randomness)?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
 }
 
 /// Creates a new PKI in `out` (created if needed). Refuses a directory that already has a
@@ -1227,6 +1305,39 @@ mod tests {
             write_verifier_key(&layout, "with space"),
             Err(PkiError::Origin { .. })
         ));
+    }
+
+    #[test]
+    fn an_agency_pkcs12_holds_its_key_certificate_and_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(&["eco", "police"]);
+        init(dir.path(), &registry, &PkiOptions::default()).unwrap();
+        let layout = PkiLayout::new(dir.path());
+        let password = random_password().unwrap();
+        assert_eq!(password.len(), 20);
+        let written = write_agency_pkcs12s(&layout, &registry, &password).unwrap();
+        assert_eq!(written.len(), 2);
+        let eco = code("eco");
+        let bytes = fs::read(layout.agency_p12(&eco)).unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            &bytes,
+            &password,
+            p12_keystore::Pkcs12ImportPolicy::Strict,
+        )
+        .unwrap();
+        let (_, chain) = store.private_key_chain().expect("a key with its chain");
+        let cert = CertificateDer::from_pem_file(layout.agency_cert(&eco)).unwrap();
+        let ca = CertificateDer::from_pem_file(layout.ca_cert()).unwrap();
+        assert_eq!(chain.certs()[0].as_der(), cert.as_ref());
+        assert_eq!(chain.certs()[1].as_der(), ca.as_ref());
+        assert!(
+            p12_keystore::KeyStore::from_pkcs12(
+                &bytes,
+                "wrong",
+                p12_keystore::Pkcs12ImportPolicy::Strict
+            )
+            .is_err()
+        );
     }
 
     #[test]

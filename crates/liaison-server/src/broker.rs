@@ -188,6 +188,8 @@ impl Broker {
             admins: config.admins.clone().into(),
             auditors: config.auditors.clone().into(),
             witnesses: witnesses.into(),
+            bus: bus.clone(),
+            checkpoint_key: signer.verifier(),
         };
         let guard = Arc::new(Guard::new(&config.limits));
         let rate_limiter = guard.rate_limiter();

@@ -21,7 +21,8 @@ use tracing::{debug, warn};
 
 use crate::error::LedgerError;
 use crate::model::{
-    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewRejectionSummary, PendingDelivery,
+    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewRejectionSummary, NewReveal,
+    PendingDelivery,
 };
 
 /// What a caller asks the committer to record.
@@ -35,6 +36,7 @@ pub(crate) enum Request {
         delivery_id: i64,
         agency: AgencyCode,
     },
+    Reveal(NewReveal),
 }
 
 /// The committer's answer to one request, given only after its batch committed.
@@ -45,6 +47,8 @@ pub(crate) enum Answer {
     Rejected(u64),
     DeliveriesRecorded,
     Acknowledged(bool),
+    /// The seq of the reveal entry.
+    Revealed(u64),
 }
 
 pub(crate) struct Job {

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use super::cases::{CaseBook, CaseRefusal, CaseWrites};
 use super::{Answer, Request};
 use crate::model::{
-    AcceptOutcome, AcceptReceipt, Claimed, DeliveryOutcome, NewMessage, NewRejection, role_as_str,
+    AcceptOutcome, AcceptReceipt, Claimed, DeliveryOutcome, NewMessage, NewRejection, NewReveal,
+    role_as_str,
 };
 
 /// A rejection records at most this many schema errors; the rest are only counted.
@@ -196,6 +197,7 @@ pub(crate) fn plan(requests: &[Request], context: PlanContext) -> Plan {
                 delivery_id,
                 agency,
             } => Answer::Acknowledged(planner.acknowledge(*delivery_id, agency)),
+            Request::Reveal(reveal) => Answer::Revealed(planner.reveal(reveal)),
         })
         .collect();
     let mut writes = planner.writes;
@@ -447,9 +449,10 @@ impl Planner {
                     detail.queue = queue.clone();
                     EntryKind::DeliveryDeadLettered
                 }
-                DeliveryOutcome::Redriven { .. } => {
+                DeliveryOutcome::Redriven { by, .. } => {
                     row.state = DeliveryStatus::Dispatched;
                     row.dispatched_at = Some(at);
+                    detail.by = by.as_ref().map(|a| a.as_str().to_owned());
                     EntryKind::DeliveryRedriven
                 }
             };
@@ -464,6 +467,21 @@ impl Planner {
                 typed(&detail),
             );
         }
+    }
+
+    /// Records that an administrator read a message's masked fields.
+    fn reveal(&mut self, reveal: &NewReveal) -> u64 {
+        let detail = detail::Revealed {
+            fields: reveal.fields.iter().map(|f| bounded(f)).collect(),
+            via: "console".to_owned(),
+        };
+        self.push_entry(
+            EntryKind::MessageRevealed,
+            Some(reveal.message_id),
+            reveal.caseref.clone().filter(|c| is_well_formed_caseref(c)),
+            Some(&reveal.by),
+            typed(&detail),
+        )
     }
 
     fn acknowledge(&mut self, delivery_id: i64, agency: &AgencyCode) -> bool {
@@ -920,6 +938,12 @@ mod tests {
                 size: 10,
                 errors,
             }),
+            Request::Reveal(crate::model::NewReveal {
+                message_id: Uuid::now_v7(),
+                caseref: None,
+                by: agency("gov"),
+                fields: vec!["/data/suspected_party/name".into()],
+            }),
             Request::SummarizeRejections(crate::model::NewRejectionSummary {
                 sender: Some(agency("eco")),
                 summary: detail::RejectionSummary {
@@ -940,7 +964,10 @@ mod tests {
                     by: "rabbitmq".into(),
                     queue: Some("liaison.agency.court".into()),
                 },
-                DeliveryOutcome::Redriven { delivery_id: 11 },
+                DeliveryOutcome::Redriven {
+                    delivery_id: 11,
+                    by: None,
+                },
             ]),
             Request::Deliveries(vec![DeliveryOutcome::Dispatched { delivery_id: 9 }]),
             Request::Acknowledge {
@@ -990,7 +1017,7 @@ mod tests {
         }
         assert_eq!(
             kinds.len(),
-            8,
+            9,
             "every kind is written by this test: {kinds:?}"
         );
     }

@@ -44,6 +44,10 @@ pub struct Gateway {
     pub auditors: Arc<[String]>,
     /// The witnesses whose cosignatures are accepted (`witnesses`).
     pub witnesses: Arc<[liaison_core::cosignature::CosignatureVerifier]>,
+    /// RabbitMQ, for the console's queue depths and dead-letter redrives.
+    pub bus: liaison_bus::Bus,
+    /// The ledger's checkpoint key, which the console's pages verify checkpoints with.
+    pub checkpoint_key: liaison_core::checkpoint::CheckpointVerifier,
 }
 
 /// The agency named by the client certificate of this request.

@@ -4,6 +4,7 @@
 pub mod audit_routes;
 pub mod case_routes;
 pub mod connections;
+pub mod console;
 pub mod directory;
 pub mod extract;
 pub mod gateway;

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::http::gateway::{self, Gateway};
 use crate::http::openapi::{self, ApiDoc};
 use crate::http::problem::Problem;
-use crate::http::{audit_routes, case_routes, directory, report_routes};
+use crate::http::{audit_routes, case_routes, console, directory, report_routes};
 
 /// The gateway with its document, its fallback and client authentication in front of
 /// every route. Routes are added in [`routes`], never here.
@@ -43,7 +43,7 @@ pub fn router(gateway: Gateway) -> Router {
 /// `.route(..)`: it would serve a path the document does not describe, and
 /// `tests::every_served_route_is_documented` fails on it.
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(gateway::submit))
         .routes(routes!(gateway::preview))
         .routes(routes!(gateway::message))
@@ -63,7 +63,10 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(directory::agencies))
         .routes(routes!(gateway::schemas))
         .routes(routes!(gateway::schema))
-        .routes(routes!(openapi_json))
+        .routes(routes!(openapi_json));
+    // The administrators' console: HTML pages for people, not API operations, so served
+    // and deliberately left out of the document (the documented-routes test exempts them).
+    console::mount(api)
 }
 
 /// The complete document, rendered once at start-up: the catalogue it embeds is fixed for
@@ -193,6 +196,17 @@ mod tests {
     fn every_served_route_is_documented() {
         let (router, generated) = routes().split_for_parts();
         let served = served_operations(&router);
+        // The console's pages are HTML for administrators, not operations of the API: they
+        // are exempt, and only they. They are checked to be there so that the exemption
+        // cannot hide a route that the walk stopped seeing.
+        let (console, served): (BTreeSet<_>, BTreeSet<_>) = served
+            .into_iter()
+            .partition(|(_, path)| path == console::PREFIX || path.starts_with("/console/"));
+        assert!(
+            console.contains(&("GET".into(), "/console/".into()))
+                && console.contains(&("POST".into(), "/console/messages/{id}/reveal".into())),
+            "{console:?}"
+        );
         assert!(served.len() >= 11, "found only {served:?} in the router");
         assert!(served.contains(&("POST".into(), "/v1/messages".into())));
         let documented = documented_operations(&openapi::document(generated, &catalogue()));

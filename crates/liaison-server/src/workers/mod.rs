@@ -5,6 +5,7 @@ pub mod checkpointing;
 pub mod clock_watcher;
 pub mod dead_letters;
 pub mod intake;
+pub mod redrive;
 pub mod relay;
 pub mod reopen;
 
