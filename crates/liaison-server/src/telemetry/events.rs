@@ -76,31 +76,30 @@ impl Refused<'_> {
                 "submission refused and not recorded"
             ),
         }
-        metrics::counter!(SUBMISSIONS,
-            "channel" => self.channel.as_str(),
-            "type" => type_label(self.type_),
-            "outcome" => self.code.as_str())
-        .increment(1);
+        self.count();
     }
-}
 
-impl Refused<'_> {
     /// A refusal beyond its sender's budget: answered, and counted into the interval's
-    /// summary entry rather than recorded alone.
+    /// summary entry rather than recorded alone (so logged at debug level only: a flood
+    /// must not flood the logs either).
     pub fn emit_summarized(&self) {
+        let agency = self.sender.map(AgencyCode::as_str);
         tracing::debug!(
-            agency.code = self.sender.map(AgencyCode::as_str),
+            agency.code = agency,
             reject.code = self.code.as_str(),
             channel = self.channel.as_str(),
             "submission rejected; counted into the refusal summary"
         );
+        self.count();
+        metrics::counter!(REFUSALS_SUMMARIZED, "agency" => agency.unwrap_or("none").to_owned())
+            .increment(1);
+    }
+
+    fn count(&self) {
         metrics::counter!(SUBMISSIONS,
             "channel" => self.channel.as_str(),
             "type" => type_label(self.type_),
             "outcome" => self.code.as_str())
-        .increment(1);
-        metrics::counter!(REFUSALS_SUMMARIZED,
-            "agency" => self.sender.map_or("none", AgencyCode::as_str).to_owned())
         .increment(1);
     }
 }
