@@ -18,7 +18,7 @@ fn hash(value: &Value) -> [u8; 32] {
     bytes.try_into().expect("32 bytes")
 }
 
-fn liaison(world: &World, args: &[&str]) -> Output {
+pub(crate) fn liaison(world: &World, args: &[&str]) -> Output {
     Command::new(liaison_binary())
         .args(args)
         .env("LIAISON_DATABASE_URL", &world.config.database_url)
@@ -28,7 +28,7 @@ fn liaison(world: &World, args: &[&str]) -> Output {
         .expect("run liaison")
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

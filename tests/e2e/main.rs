@@ -23,6 +23,7 @@ mod policy;
 mod refusals;
 mod revocation;
 mod supervision;
+mod telemetry;
 mod trace;
 mod witness;
 mod world;

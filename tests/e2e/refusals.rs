@@ -217,3 +217,116 @@ async fn a_changed_outbox_recipient_opens_the_message_to_nobody_else() {
     broker.shutdown(Duration::from_secs(5)).await;
     world.cleanup().await;
 }
+
+/// Every entry of the ledger, parsed.
+async fn all_entries(ledger: &liaison_ledger::Ledger) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    loop {
+        let page = ledger
+            .entries(entries.len() as u64 + 1, 1000)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return entries;
+        }
+        entries.extend(
+            page.iter()
+                .map(|stored| Entry::from_canonical(&stored.entry).unwrap()),
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_flood_grows_the_ledger_by_the_budget_and_one_summary_per_interval() {
+    use liaison_core::{EntryKind, ManualClock};
+
+    let mut world = World::new().await;
+    world.config.limits.refusal_budget = 5;
+    world.config.limits.refusal_interval = Duration::from_secs(2);
+    let time = ManualClock::new(time::macros::datetime!(2026-12-01 09:00 UTC));
+    let broker = world
+        .start_with_clock(std::sync::Arc::new(time.clone()))
+        .await;
+    let ledger = world.ledger().await;
+    let eco = world.client(&broker, "eco");
+    let police = world.client(&broker, "police");
+    let before = all_entries(&ledger).await.len();
+
+    // 40 malformed submissions in one interval: every one answered 400, five recorded.
+    let mut digests = Vec::new();
+    for i in 0..40 {
+        let body = format!("{{not json {i}").into_bytes();
+        digests.push(hex::encode(liaison_core::audit::sha256(&body)));
+        let answer = eco.submit_bytes(body).await.unwrap();
+        assert_eq!(answer.status, 400, "{}", answer.body);
+        assert_eq!(answer.body["code"], "malformed_json");
+        assert_eq!(
+            answer.body.get("ledger_seq").is_some(),
+            i < 5,
+            "refusal {i}: {}",
+            answer.body
+        );
+    }
+    // Another agency's budget is its own.
+    let answer = police.submit_bytes(b"{".to_vec()).await.unwrap();
+    assert!(answer.body["ledger_seq"].is_u64(), "{}", answer.body);
+    let added = all_entries(&ledger).await.split_off(before);
+    let eco_rejections = |entries: &[Entry]| {
+        entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::MessageRejected && e.agency == Some(code("eco")))
+            .count()
+    };
+    assert_eq!(eco_rejections(&added), 5);
+    assert!(
+        added
+            .iter()
+            .all(|e| e.kind != EntryKind::RejectionsSummarized)
+    );
+
+    // The interval ends: its summary is recorded without any further request.
+    time.advance(time::Duration::seconds(2));
+    let summary = liaison_tests::eventually(
+        "the interval's summary",
+        Duration::from_secs(30),
+        async || {
+            all_entries(&ledger)
+                .await
+                .into_iter()
+                .find(|e| e.kind == EntryKind::RejectionsSummarized)
+        },
+    )
+    .await;
+    assert_eq!(summary.agency, Some(code("eco")));
+    assert_eq!(summary.detail["total"], 35);
+    assert_eq!(summary.detail["codes"], json!({ "malformed_json": 35 }));
+    assert_eq!(summary.detail["first_sha256"], digests[5]);
+    assert_eq!(summary.detail["last_sha256"], digests[39]);
+    assert_eq!(summary.detail["interval_start"], "2026-12-01T09:00:00Z");
+    assert_eq!(
+        (
+            summary.detail["budget"].as_u64(),
+            summary.detail["interval_seconds"].as_u64()
+        ),
+        (Some(5), Some(2))
+    );
+    let grown = all_entries(&ledger).await.len() - before;
+    assert_eq!(
+        grown,
+        5 + 1 + 1,
+        "eco's five, the police's one, one summary"
+    );
+
+    // A new interval, a new budget.
+    let answer = eco.submit_bytes(b"{".to_vec()).await.unwrap();
+    assert!(answer.body["ledger_seq"].is_u64(), "{}", answer.body);
+    broker.shutdown(Duration::from_secs(10)).await;
+    // The summary is an entry like any other: the whole ledger verifies.
+    let verified = crate::audit::liaison(&world, &["ledger", "verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        crate::audit::text(&verified)
+    );
+    world.cleanup().await;
+}

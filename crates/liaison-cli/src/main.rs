@@ -334,31 +334,32 @@ enum SchemasCommand {
     },
 }
 
-/// Logs go to stderr; `LIAISON_LOG` (an `EnvFilter`) overrides `default`.
-fn init_tracing(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LIAISON_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let json = std::env::var("LIAISON_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     liaison_server::tls::install_crypto_provider();
     let cli = Cli::parse();
     // The broker logs what it does; the interactive commands print their own story.
-    let default_filter = match cli.command {
-        Command::Serve { .. } => "warn,liaison=info",
-        _ => "warn",
+    let (default_filter, telemetry) = match &cli.command {
+        // A configuration that does not load is reported by `serve` itself.
+        Command::Serve { config, .. } => (
+            "warn,liaison=info",
+            config.load().map(|c| c.telemetry).unwrap_or_default(),
+        ),
+        _ => ("warn", Default::default()),
     };
-    init_tracing(default_filter);
+    // Logs go to stderr; `LIAISON_LOG` (an `EnvFilter`) overrides the default filter.
+    let json = std::env::var("LIAISON_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let _telemetry = match liaison_server::telemetry::subscriber::install_subscriber(
+        default_filter,
+        json,
+        &telemetry,
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -47,6 +47,18 @@ fn summary(e: &Entry) -> String {
             )
         }
         (_, Detail::Rejected(rejected)) => format!("rejected: {}", rejected.code),
+        (_, Detail::RejectionSummary(summary)) => {
+            let codes: Vec<String> = summary
+                .codes
+                .iter()
+                .map(|(code, n)| format!("{code} ×{n}"))
+                .collect();
+            format!(
+                "{} refusals over the budget, summarized: {}",
+                summary.total,
+                codes.join(", ")
+            )
+        }
         (EntryKind::DeliveryFailed, Detail::Delivery(d)) => {
             format!("delivery failed: {}", d.error.unwrap_or_default())
         }

@@ -85,7 +85,26 @@ impl AgencyClient {
 
     /// Posts raw CloudEvent bytes to `/v1/messages`.
     pub async fn submit_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<Answer> {
-        let request = self
+        self.post_event(bytes, None).await
+    }
+
+    pub async fn submit(&self, event: &Value) -> anyhow::Result<Answer> {
+        self.post_event(serde_json::to_vec(event)?, None).await
+    }
+
+    /// Posts `event` as part of the trace `traceparent` (W3C) names: the broker's spans and
+    /// the deliveries' AMQP `traceparent` headers continue it.
+    pub async fn submit_traced(&self, event: &Value, traceparent: &str) -> anyhow::Result<Answer> {
+        self.post_event(serde_json::to_vec(event)?, Some(traceparent))
+            .await
+    }
+
+    async fn post_event(
+        &self,
+        bytes: Vec<u8>,
+        traceparent: Option<&str>,
+    ) -> anyhow::Result<Answer> {
+        let mut request = self
             .http
             .post(format!("{}/v1/messages", self.base))
             .header(
@@ -93,11 +112,10 @@ impl AgencyClient {
                 "application/cloudevents+json; charset=utf-8",
             )
             .body(bytes);
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
         answer(request.send().await.context("POST /v1/messages")?).await
-    }
-
-    pub async fn submit(&self, event: &Value) -> anyhow::Result<Answer> {
-        self.submit_bytes(serde_json::to_vec(event)?).await
     }
 
     /// Asks `/v1/routes/preview` who would receive `event`; nothing is recorded.

@@ -125,12 +125,34 @@ impl Delivery {
     }
 }
 
+/// `message.rejections_summarized`: the refusals of one sender (the entry's `agency`; none
+/// for submissions without an identity) beyond its refusal budget in one interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionSummary {
+    /// Refusals summarized here, by rejection code; `total` is their sum.
+    pub codes: std::collections::BTreeMap<String, u64>,
+    pub total: u64,
+    /// When the interval began, and when its first and last summarized refusal came
+    /// (RFC 3339).
+    pub interval_start: String,
+    pub first_at: String,
+    pub last_at: String,
+    /// SHA-256 (hex) of the first and the last summarized submission's bytes.
+    pub first_sha256: String,
+    pub last_sha256: String,
+    /// The budget in force: refusals recorded one by one per interval before summarizing.
+    pub budget: u64,
+    /// The interval's length in seconds.
+    pub interval_seconds: u64,
+}
+
 /// An entry's detail, read by its kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Detail {
     Accepted(Box<Accepted>),
     Rejected(Box<Rejected>),
     Delivery(Delivery),
+    RejectionSummary(Box<RejectionSummary>),
 }
 
 impl Entry {
@@ -145,6 +167,9 @@ impl Entry {
             | EntryKind::DeliveryAcknowledged
             | EntryKind::DeliveryDeadLettered
             | EntryKind::DeliveryRedriven => Detail::Delivery(serde_json::from_value(detail)?),
+            EntryKind::RejectionsSummarized => {
+                Detail::RejectionSummary(serde_json::from_value(detail)?)
+            }
         })
     }
 

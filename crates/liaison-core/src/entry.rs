@@ -42,6 +42,10 @@ pub enum EntryKind {
     /// An operator sent a dead-lettered delivery again to its recipient's queue.
     #[serde(rename = "delivery.redriven")]
     DeliveryRedriven,
+    /// Refusals of one sender beyond its refusal budget in one interval, counted by code
+    /// instead of recorded one by one.
+    #[serde(rename = "message.rejections_summarized")]
+    RejectionsSummarized,
 }
 
 impl EntryKind {
@@ -54,6 +58,7 @@ impl EntryKind {
             Self::DeliveryAcknowledged => "delivery.acknowledged",
             Self::DeliveryDeadLettered => "delivery.dead_lettered",
             Self::DeliveryRedriven => "delivery.redriven",
+            Self::RejectionsSummarized => "message.rejections_summarized",
         }
     }
 
@@ -66,6 +71,7 @@ impl EntryKind {
             Self::DeliveryAcknowledged,
             Self::DeliveryDeadLettered,
             Self::DeliveryRedriven,
+            Self::RejectionsSummarized,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -42,6 +42,9 @@ pub struct Submission {
     pub bytes: Bytes,
     pub channel: Channel,
     pub received_at: OffsetDateTime,
+    /// The W3C `traceparent` of the transport that carried it (the HTTP request's header,
+    /// the AMQP message's), continued by the broker's spans before the CloudEvent's own.
+    pub traceparent: Option<String>,
 }
 
 /// The attributes of a CloudEvent that the broker acts on.

@@ -54,6 +54,7 @@ fn lead() -> NewMessage {
                 rule: "bench".into(),
             }],
         },
+        trace_context: None,
     }
 }
 

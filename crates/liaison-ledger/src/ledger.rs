@@ -16,8 +16,8 @@ use crate::committer::{Answer, Committer, Handoff, HandoffSlot, Job, Request};
 use crate::config::{LedgerConfig, redacted_url};
 use crate::error::LedgerError;
 use crate::model::{
-    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, PendingDelivery, RecordedDelivery,
-    StoredEntry, StoredMessage, TraceKey,
+    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewRejectionSummary, PendingDelivery,
+    RecordedDelivery, StoredEntry, StoredMessage, TraceKey,
 };
 use crate::{outbox, read};
 
@@ -127,6 +127,16 @@ impl Ledger {
             Answer::Rejected(seq) => Ok(seq),
             _ => Err(LedgerError::Internal(
                 "a rejection was answered as another request",
+            )),
+        }
+    }
+
+    /// Records the refusals of one sender beyond its budget as one entry; its seq.
+    pub async fn summarize_rejections(&self, s: NewRejectionSummary) -> Result<u64, LedgerError> {
+        match self.submit(Request::SummarizeRejections(s)).await? {
+            Answer::Rejected(seq) => Ok(seq),
+            _ => Err(LedgerError::Internal(
+                "a rejection summary was answered as another request",
             )),
         }
     }

@@ -18,6 +18,7 @@ mod read;
 pub mod replay;
 pub mod report;
 mod sql;
+pub mod telemetry;
 mod tree;
 pub mod verify;
 pub mod witnessed;
@@ -38,8 +39,8 @@ pub use export::{
 pub use ledger::Ledger;
 pub use model::{
     AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState, NewMessage,
-    NewRejection, PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry, StoredMessage,
-    TraceKey,
+    NewRejection, NewRejectionSummary, PendingDelivery, RecordedDelivery, RejectionDetail,
+    StoredEntry, StoredMessage, TraceKey,
 };
 pub use privileges::{APPEND_ONLY_TABLES, RolePrivileges};
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};

@@ -20,6 +20,9 @@ pub struct NewMessage {
     pub received_at: OffsetDateTime,
     pub route: Route,
     pub case: CaseIntent,
+    /// The traceparent of the broker's span that accepted it; each delivery's span is a
+    /// child of it (`messages.trace_context`).
+    pub trace_context: Option<String>,
 }
 
 /// What a message does to its case, as far as the message alone decides it. The committer
@@ -94,6 +97,15 @@ pub struct NewRejection {
     pub errors: Vec<RejectionDetail>,
 }
 
+/// The refusals of one sender over its refusal budget in one interval, to be recorded as
+/// one `message.rejections_summarized` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRejectionSummary {
+    /// `None`: submissions that carried no identity.
+    pub sender: Option<AgencyCode>,
+    pub summary: liaison_core::detail::RejectionSummary,
+}
+
 /// What a refused submission said it was about, when its sender is no party to that
 /// message or case (or could not be identified): kept as evidence of the attempt, without
 /// attaching the rejection to someone else's trace.
@@ -119,6 +131,8 @@ pub struct PendingDelivery {
     pub type_: String,
     pub seq: u64,
     pub caseref: Option<String>,
+    /// The trace the delivery continues: the accepting span's traceparent, or for messages
+    /// accepted before it was kept, the CloudEvent's own.
     pub traceparent: Option<String>,
     pub body: Bytes,
     /// 1 for the first attempt.

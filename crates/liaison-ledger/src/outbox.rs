@@ -35,7 +35,7 @@ pub(crate) async fn claim(
              RETURNING o.delivery_id, o.message_id, o.recipient, o.attempts \
          ) \
          SELECT c.delivery_id, c.message_id, c.recipient, c.attempts, \
-                m.type, m.seq, m.caseref, m.traceparent, m.body \
+                m.type, m.seq, m.caseref, COALESCE(m.trace_context, m.traceparent) AS traceparent, m.body \
          FROM claimed c JOIN messages m ON m.id = c.message_id \
          ORDER BY c.delivery_id",
     )
@@ -71,7 +71,7 @@ pub(crate) async fn recorded(
 ) -> Result<Option<RecordedDelivery>, LedgerError> {
     let row = sqlx::query(
         "SELECT o.delivery_id, o.message_id, o.recipient, o.attempts, o.state, \
-                m.type, m.seq, m.caseref, m.traceparent, m.body, m.sha256 \
+                m.type, m.seq, m.caseref, COALESCE(m.trace_context, m.traceparent) AS traceparent, m.body, m.sha256 \
          FROM outbox o JOIN messages m ON m.id = o.message_id \
          WHERE o.delivery_id = $1",
     )

@@ -252,6 +252,17 @@ impl ReportFold {
                 let code = entry.detail["code"].as_str().unwrap_or(NONE).to_owned();
                 *self.rejections.entry((agency, code)).or_default() += 1;
             }
+            // Refusals beyond the budget count like those recorded one by one.
+            EntryKind::RejectionsSummarized if counted => {
+                if let Some(codes) = entry.detail["codes"].as_object() {
+                    for (code, n) in codes {
+                        *self
+                            .rejections
+                            .entry((agency.clone(), code.clone()))
+                            .or_default() += n.as_u64().unwrap_or(0);
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -72,6 +72,7 @@ fn lead(sender: &str, n: usize) -> NewMessage {
                 rule: "audit-test".into(),
             }],
         },
+        trace_context: None,
     }
 }
 

@@ -64,6 +64,7 @@ fn message(sender: &str, caseref: &str, inreplyto: Option<Uuid>, to: &[&str]) ->
                 })
                 .collect(),
         },
+        trace_context: None,
     }
 }
 

@@ -58,6 +58,7 @@ fn message(id: Uuid, sender: &str, caseref: Option<&str>, body: &str, to: &[&str
         received_at: OffsetDateTime::now_utc(),
         case: Default::default(),
         route: route(to),
+        trace_context: None,
     }
 }
 

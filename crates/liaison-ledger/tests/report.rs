@@ -61,6 +61,7 @@ fn message(sender: &str, to: &[&str]) -> NewMessage {
                 })
                 .collect(),
         },
+        trace_context: None,
     }
 }
 

@@ -21,7 +21,8 @@ use crate::http::guard::{self, Guard};
 use crate::http::inbox::Inbox;
 use crate::http::ops::{self, Ops};
 use crate::http::routes;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Rules};
+use crate::refusal_budget::RefusalBudget;
 use crate::tls;
 use crate::tls::revocation::Revocation;
 use crate::workers::checkpointing;
@@ -84,6 +85,7 @@ pub struct Broker {
     bus: Bus,
     tasks: JoinSet<()>,
     watcher: Option<Arc<ClockWatcher>>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl Broker {
@@ -98,8 +100,11 @@ impl Broker {
         clock: Arc<dyn Clock>,
     ) -> Result<Broker, StartError> {
         tls::install_crypto_provider();
+        // Before any task runs, so that no event's metrics are lost.
+        crate::telemetry::prometheus();
         checkpointing::check_origin(&config)?;
         let registry = Arc::new(config.load_registry()?);
+        crate::telemetry::register_agencies(registry.codes());
         let policy = Arc::new(config.load_policy(&registry)?);
         let catalogue = Arc::new(
             config
@@ -155,15 +160,19 @@ impl Broker {
         bus.declare_topology(registry.codes()).await?;
 
         let pipeline = Arc::new(Pipeline::new(
-            catalogue,
-            registry,
-            policy,
-            lifecycle,
-            calendar,
+            Rules {
+                catalogue,
+                registry,
+                policy,
+                lifecycle,
+                calendar,
+            },
             ledger.clone(),
             ParseLimits {
                 max_depth: config.limits.max_depth,
             },
+            RefusalBudget::new(config.limits.refusal_budget, config.limits.refusal_interval),
+            clock.clone(),
         ));
         let inbox = Arc::new(Inbox::new(
             bus.clone(),
@@ -173,7 +182,7 @@ impl Broker {
         let gateway = Gateway {
             pipeline: pipeline.clone(),
             ledger: ledger.clone(),
-            inbox,
+            inbox: inbox.clone(),
             clock: clock.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             admins: config.admins.clone().into(),
@@ -300,6 +309,13 @@ impl Broker {
             bus: bus.clone(),
             revocation: revocation.clone(),
             ledger_role,
+            inbox,
+            flows: pipeline
+                .lifecycle()
+                .flows()
+                .iter()
+                .map(|f| f.name.clone())
+                .collect(),
         });
         let ops_cancel = cancel.clone();
         tasks.spawn(async move {
@@ -348,6 +364,21 @@ impl Broker {
         };
         tasks.spawn(relay.run(cancel.clone()));
 
+        // Refusal intervals close by the clock, with or without further refusals.
+        let summaries = (pipeline.clone(), cancel.clone());
+        let every = (config.limits.refusal_interval / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        tasks.spawn(async move {
+            let (pipeline, cancel) = summaries;
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => pipeline.record_refusal_summaries(false).await,
+                }
+            }
+        });
+
         tracing::info!(https.addr = %https_addr, ops.addr = %ops_addr, "liaison is serving");
         Ok(Broker {
             https_addr,
@@ -357,6 +388,7 @@ impl Broker {
             bus,
             tasks,
             watcher,
+            pipeline,
         })
     }
 
@@ -375,6 +407,8 @@ impl Broker {
         self.https.graceful_shutdown(Some(grace));
         self.cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
+        // What was summarized of the intervals still open is recorded before stopping.
+        self.pipeline.record_refusal_summaries(true).await;
         self.bus.close().await;
         tracing::info!("liaison stopped");
     }

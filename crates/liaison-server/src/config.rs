@@ -75,6 +75,28 @@ pub struct Config {
     pub inbox: InboxConfig,
     pub intake: IntakeConfig,
     pub clocks: ClocksConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Where spans go. Metrics are always on the operations port (`GET /metrics`); spans are
+/// exported only when an OTLP endpoint is set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OpenTelemetry collector's OTLP/HTTP traces endpoint
+    /// (`http://127.0.0.1:4318/v1/traces`); unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "liaison".into(),
+        }
+    }
 }
 
 /// The deadline watcher: the background task that sends the reminders, overdue notices and
@@ -181,6 +203,13 @@ pub struct Limits {
     /// HTTP/2); a waiting long poll is a request in progress.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Refusals of one sender recorded one by one per `refusal_interval`; beyond it they
+    /// are still answered, and counted by code into one `message.rejections_summarized`
+    /// entry per sender and interval, so a flood of bad requests cannot grow the ledger
+    /// without bound (docs/reliability.md).
+    pub refusal_budget: u64,
+    #[serde(with = "humantime_serde")]
+    pub refusal_interval: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -271,6 +300,7 @@ impl Default for Config {
             inbox: InboxConfig::default(),
             intake: IntakeConfig::default(),
             clocks: ClocksConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -292,6 +322,8 @@ impl Default for Limits {
             http2_max_concurrent_streams: 128,
             http2_max_pending_accept_reset_streams: 20,
             idle_timeout: Duration::from_secs(120),
+            refusal_budget: 100,
+            refusal_interval: Duration::from_secs(60),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! admission control, the OpenAPI document, the operations port), `workers/` are the
 //! background tasks (relay, dead letters, AMQP intake, checkpoints, the deadline watcher),
 //! `tls/` is mutual TLS with the development PKI and the revocation lists; `pipeline` is
-//! the one admission path both intake channels feed, and `broker` starts it all.
+//! the one admission path both intake channels feed, `telemetry` the metrics and trace
+//! context, and `broker` starts it all.
 
 pub mod broker;
 pub mod calendars;
@@ -12,6 +13,8 @@ pub mod config;
 pub mod defaults;
 pub mod http;
 pub mod pipeline;
+pub mod refusal_budget;
+pub mod telemetry;
 pub mod tls;
 pub mod workers;
 

@@ -6,22 +6,28 @@
 //! is answered, so "rejected" is as durable as "accepted".
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use liaison_core::audit::sha256;
 use liaison_core::clocks::StageRef;
 use liaison_core::envelope::is_well_formed_caseref;
 use liaison_core::{
-    AgencyCode, Channel, Envelope, HolidayCalendar, Lifecycle, Policy, Registry, RejectCode,
+    AgencyCode, Channel, Clock, Envelope, HolidayCalendar, Lifecycle, Policy, Registry, RejectCode,
     Submission,
 };
 use liaison_ledger::{
     AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, Ledger, LedgerError, NewMessage,
-    NewRejection, RejectionDetail,
+    NewRejection, NewRejectionSummary, RejectionDetail,
 };
 use liaison_schema::{Admission, Catalogue, ParseLimits, Violation};
 use uuid::Uuid;
 
+use tracing::Instrument;
+use tracing::field::Empty;
+
 use crate::http::problem::{Dependency, Problem};
+use crate::refusal_budget::{self, RefusalBudget, Verdict};
+use crate::telemetry::{events, trace};
 
 /// The answer to an accepted submission.
 #[derive(Clone, Debug)]
@@ -29,6 +35,8 @@ pub struct Accepted {
     pub receipt: AcceptReceipt,
     /// The same id and bytes were accepted before; this is that earlier answer.
     pub duplicate: bool,
+    /// The message's type.
+    pub type_: String,
 }
 
 pub struct Pipeline {
@@ -39,6 +47,8 @@ pub struct Pipeline {
     calendar: Arc<HolidayCalendar>,
     ledger: Ledger,
     limits: ParseLimits,
+    refusals: RefusalBudget,
+    clock: Arc<dyn Clock>,
 }
 
 /// What is known of a refused submission, for its ledger entry and its problem document.
@@ -94,6 +104,16 @@ impl Refusal {
     }
 }
 
+/// What submissions are checked against: the catalogue, the agencies, the routing policy,
+/// the case lifecycles and the holiday calendar their clocks count with.
+pub struct Rules {
+    pub catalogue: Arc<Catalogue>,
+    pub registry: Arc<Registry>,
+    pub policy: Arc<Policy>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub calendar: Arc<HolidayCalendar>,
+}
+
 /// A message that passed every check before the ledger.
 struct Checked {
     envelope: Envelope,
@@ -113,14 +133,19 @@ pub struct Preview {
 
 impl Pipeline {
     pub fn new(
-        catalogue: Arc<Catalogue>,
-        registry: Arc<Registry>,
-        policy: Arc<Policy>,
-        lifecycle: Arc<Lifecycle>,
-        calendar: Arc<HolidayCalendar>,
+        rules: Rules,
         ledger: Ledger,
         limits: ParseLimits,
+        refusals: RefusalBudget,
+        clock: Arc<dyn Clock>,
     ) -> Self {
+        let Rules {
+            catalogue,
+            registry,
+            policy,
+            lifecycle,
+            calendar,
+        } = rules;
         Self {
             catalogue,
             registry,
@@ -129,6 +154,46 @@ impl Pipeline {
             calendar,
             ledger,
             limits,
+            refusals,
+            clock,
+        }
+    }
+
+    /// Records the summaries of the refusal intervals that have ended (all of them with
+    /// `all`, at shutdown). A summary the ledger cannot take now is kept for the next call.
+    pub async fn record_refusal_summaries(&self, all: bool) {
+        let closed = if all {
+            self.refusals.drain()
+        } else {
+            self.refusals.close_due(self.clock.now())
+        };
+        for summary in closed {
+            self.record_summary(summary).await;
+        }
+    }
+
+    async fn record_summary(&self, (sender, summary): refusal_budget::Closed) {
+        let total = summary.total;
+        match self
+            .ledger
+            .summarize_rejections(NewRejectionSummary {
+                sender: sender.clone(),
+                summary,
+            })
+            .await
+        {
+            Ok(seq) => tracing::info!(
+                agency.code = sender.as_ref().map(AgencyCode::as_str),
+                refusals = total,
+                ledger.seq = seq,
+                "refusals over the budget recorded as one summary"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                agency.code = sender.as_ref().map(AgencyCode::as_str),
+                refusals = total,
+                "could not record a summary of refusals"
+            ),
         }
     }
 
@@ -166,23 +231,44 @@ impl Pipeline {
         self.admit(submission, Some(stage)).await
     }
 
+    /// Admits a submission in a span of its own (`message.submit`), the child of the trace
+    /// its transport or its CloudEvent names.
     async fn admit(
         &self,
         submission: Submission,
         stage: Option<StageRef>,
     ) -> Result<Accepted, Problem> {
-        match self.check_and_record(&submission, stage).await {
-            Ok(accepted) => Ok(accepted),
-            Err(refusal) => Err(self
-                .record_refusal(
-                    Some(&submission.sender),
-                    submission.channel,
-                    &submission.bytes,
-                    submission.bytes.len(),
-                    refusal,
-                )
-                .await),
+        let span = tracing::info_span!(
+            "message.submit",
+            agency.code = %submission.sender,
+            channel = submission.channel.as_str(),
+            message.id = Empty,
+            message.type = Empty,
+            case.ref = Empty,
+            ledger.seq = Empty,
+            trace.id = Empty,
+        );
+        let started = Instant::now();
+        let submit_trace = trace::start_child(&span, submission.traceparent.as_deref());
+        async {
+            match self
+                .check_and_record(&submission, stage, started, &submit_trace)
+                .await
+            {
+                Ok(accepted) => Ok(accepted),
+                Err(refusal) => Err(self
+                    .record_refusal(
+                        Some(&submission.sender),
+                        submission.channel,
+                        &submission.bytes,
+                        submission.bytes.len(),
+                        refusal,
+                    )
+                    .await),
+            }
         }
+        .instrument(span)
+        .await
     }
 
     /// Records a submission refused before its body could be read in full (too large, wrong
@@ -268,6 +354,8 @@ impl Pipeline {
         &self,
         submission: &Submission,
         stage: Option<StageRef>,
+        started: Instant,
+        submit_trace: &str,
     ) -> Result<Accepted, Refusal> {
         let Checked {
             envelope,
@@ -281,7 +369,36 @@ impl Pipeline {
             )
             .await?;
         case.clocks.stage = stage;
-        self.record(submission, envelope, route, case).await
+        let span = tracing::Span::current();
+        span.record("message.id", tracing::field::display(envelope.id));
+        span.record("message.type", envelope.type_.as_str());
+        // The recording span continues the request's trace; a CloudEvent that names a
+        // trace, posted without one, is recorded in the CloudEvent's.
+        let record_span = tracing::info_span!("message.record", trace.id = Empty);
+        let parent = match (&submission.traceparent, &envelope.traceparent) {
+            (None, Some(event_trace)) if trace::parse(event_trace).is_some() => event_trace,
+            _ => submit_trace,
+        };
+        let trace_context = trace::start_child(&record_span, Some(parent));
+        let accepted = self
+            .record(submission, envelope, route, case, trace_context)
+            .instrument(record_span)
+            .await?;
+        span.record("ledger.seq", accepted.receipt.seq);
+        if let Some(caseref) = &accepted.receipt.caseref {
+            span.record("case.ref", caseref.as_str());
+        }
+        events::Accepted {
+            sender: &submission.sender,
+            channel: submission.channel,
+            type_: &accepted.type_,
+            message_id: accepted.receipt.id,
+            seq: accepted.receipt.seq,
+            duplicate: accepted.duplicate,
+            elapsed: started.elapsed(),
+        }
+        .emit();
+        Ok(accepted)
     }
 
     /// Every check before the ledger, in the order a sender is told of faults: identity,
@@ -304,8 +421,8 @@ impl Pipeline {
             policy: &self.policy,
             limits: self.limits,
         };
-        let admitted = admission
-            .admit(sender, bytes)
+        let admitted = tracing::info_span!("message.validate")
+            .in_scope(|| admission.admit(sender, bytes))
             .map_err(|refused| self.refusal(*refused))?;
         let envelope = &admitted.envelope;
         let original = match envelope.inreplyto {
@@ -352,9 +469,11 @@ impl Pipeline {
         envelope: Envelope,
         route: liaison_core::Route,
         case: CaseIntent,
+        trace_context: String,
     ) -> Result<Accepted, Refusal> {
         let sender = &submission.sender;
         let id = envelope.id;
+        let type_ = envelope.type_.clone();
         let outcome = self
             .ledger
             .accept(NewMessage {
@@ -365,7 +484,9 @@ impl Pipeline {
                 received_at: submission.received_at,
                 route,
                 case,
+                trace_context: Some(trace_context),
             })
+            .instrument(tracing::info_span!("ledger.commit"))
             .await
             .map_err(|e| {
                 if e.is_transient() {
@@ -382,8 +503,16 @@ impl Pipeline {
                 .about(&envelope, &self.catalogue)
             })?;
         match outcome {
-            AcceptOutcome::Recorded(receipt) => Ok(Accepted { receipt, duplicate: false }),
-            AcceptOutcome::Duplicate(receipt) => Ok(Accepted { receipt, duplicate: true }),
+            AcceptOutcome::Recorded(receipt) => Ok(Accepted {
+                receipt,
+                duplicate: false,
+                type_,
+            }),
+            AcceptOutcome::Duplicate(receipt) => Ok(Accepted {
+                receipt,
+                duplicate: true,
+                type_,
+            }),
             AcceptOutcome::Refused { seq, code, detail } => {
                 let mut refusal = Refusal::new(code, detail).about(&envelope, &self.catalogue);
                 refusal.recorded = Some(seq);
@@ -466,12 +595,40 @@ impl Pipeline {
         let mut problem = Problem::new(refusal.code, refusal.detail.clone())
             .with_errors(refusal.violations.clone());
         problem.message_id = refusal.message_id;
+        let type_ = refusal.type_.clone();
+        let refused = |seq: Option<u64>| events::Refused {
+            sender,
+            channel,
+            type_: type_.as_deref(),
+            code: refusal.code,
+            seq,
+        };
         if let Some(seq) = refusal.recorded {
+            refused(Some(seq)).emit();
             problem.ledger_seq = Some(seq);
             return problem;
         }
         if refusal.code == RejectCode::Unavailable {
             tracing::warn!(agency.code = sender.map(AgencyCode::as_str), detail = %refusal.detail, "submission not recorded");
+            refused(None).emit();
+            return problem;
+        }
+        let digest = sha256(bytes);
+        let (verdict, closed) =
+            self.refusals
+                .note(sender, self.clock.now(), refusal.code, &hex::encode(digest));
+        if let Some(closed) = closed {
+            self.record_summary(closed).await;
+        }
+        if verdict == Verdict::Summarize {
+            events::Refused {
+                sender,
+                channel,
+                type_: type_.as_deref(),
+                code: refusal.code,
+                seq: None,
+            }
+            .emit_summarized();
             return problem;
         }
         let (message_id, caseref, claimed) = self
@@ -485,7 +642,7 @@ impl Pipeline {
             type_: refusal.type_,
             claimed,
             code: refusal.code,
-            bytes_sha256: sha256(bytes),
+            bytes_sha256: digest,
             size,
             errors: refusal
                 .violations
@@ -497,19 +654,16 @@ impl Pipeline {
                 })
                 .collect(),
         };
+        let code = refusal.code;
         match self.ledger.reject(rejection).await {
             Ok(seq) => {
-                tracing::info!(
-                    agency.code = sender.map(AgencyCode::as_str),
-                    reject.code = refusal.code.as_str(),
-                    ledger.seq = seq,
-                    "submission rejected"
-                );
+                refused(Some(seq)).emit();
                 problem.ledger_seq = Some(seq);
                 problem
             }
             Err(e) => {
-                tracing::warn!(error = %e, reject.code = refusal.code.as_str(), "could not record a rejection");
+                tracing::warn!(error = %e, reject.code = code.as_str(), "could not record a rejection");
+                refused(None).emit();
                 let mut unavailable = Problem::ledger(&e);
                 unavailable.message_id = problem.message_id;
                 unavailable

@@ -64,6 +64,7 @@ async fn measure(
                 received_at: OffsetDateTime::now_utc(),
                 case: Default::default(),
                 route: route.clone(),
+                trace_context: None,
             })
         })
         .collect::<anyhow::Result<_>>()?;

@@ -20,13 +20,16 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::error::LedgerError;
-use crate::model::{AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, PendingDelivery};
+use crate::model::{
+    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewRejectionSummary, PendingDelivery,
+};
 
 /// What a caller asks the committer to record.
 pub(crate) enum Request {
     /// Boxed: a message is several times the size of the other requests.
     Accept(Box<NewMessage>),
     Reject(NewRejection),
+    SummarizeRejections(NewRejectionSummary),
     Deliveries(Vec<DeliveryOutcome>),
     Acknowledge {
         delivery_id: i64,
@@ -129,12 +132,12 @@ impl Committer {
             {
                 Ok((plan, leased)) => {
                     self.batches_committed.fetch_add(1, Ordering::Relaxed);
-                    debug!(
-                        requests = range.len(),
-                        entries = plan.writes.entries.len(),
-                        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                        "batch committed"
-                    );
+                    crate::telemetry::BatchCommitted {
+                        requests: range.len(),
+                        entries: plan.writes.entries.len(),
+                        elapsed: started.elapsed(),
+                    }
+                    .emit();
                     if let (Some(handoff), false) = (&handoff, leased.is_empty()) {
                         // A full or closed channel only delays these rows until their lease ends.
                         if handoff.sender.try_send(leased).is_err() {

@@ -128,6 +128,7 @@ pub(crate) struct MessageRow {
     pub caseref: Option<String>,
     pub inreplyto: Option<Uuid>,
     pub traceparent: Option<String>,
+    pub trace_context: Option<String>,
     pub channel: &'static str,
     pub sha256: [u8; 32],
     pub body: Bytes,
@@ -180,6 +181,13 @@ pub(crate) fn plan(requests: &[Request], context: PlanContext) -> Plan {
         .map(|request| match request {
             Request::Accept(message) => Answer::Accepted(planner.accept(message)),
             Request::Reject(rejection) => Answer::Rejected(planner.reject(rejection)),
+            Request::SummarizeRejections(summary) => Answer::Rejected(planner.push_entry(
+                EntryKind::RejectionsSummarized,
+                None,
+                None,
+                summary.sender.as_ref(),
+                typed(&summary.summary),
+            )),
             Request::Deliveries(outcomes) => {
                 planner.deliveries(outcomes);
                 Answer::DeliveriesRecorded
@@ -268,6 +276,7 @@ impl Planner {
             caseref: caseref.clone(),
             inreplyto: envelope.inreplyto,
             traceparent: envelope.traceparent.clone(),
+            trace_context: message.trace_context.clone(),
             channel: message.channel.as_str(),
             sha256,
             body: message.bytes.clone(),
@@ -599,6 +608,7 @@ mod tests {
                     },
                 ],
             },
+            trace_context: None,
         }
     }
 
@@ -910,6 +920,14 @@ mod tests {
                 size: 10,
                 errors,
             }),
+            Request::SummarizeRejections(crate::model::NewRejectionSummary {
+                sender: Some(agency("eco")),
+                summary: detail::RejectionSummary {
+                    codes: [("malformed_json".to_owned(), 2)].into(),
+                    total: 2,
+                    ..Default::default()
+                },
+            }),
             Request::Deliveries(vec![
                 DeliveryOutcome::Failed {
                     delivery_id: 9,
@@ -938,11 +956,16 @@ mod tests {
             let text = match entry.kind {
                 EntryKind::MessageAccepted => section("`message.accepted` —"),
                 EntryKind::MessageRejected => section("`message.rejected` —"),
+                EntryKind::RejectionsSummarized => section("`message.rejections_summarized` —"),
                 _ => section("`delivery.*` —"),
             };
             let mut names = BTreeSet::new();
             member_names(&entry.detail, "", &mut names);
             for name in names {
+                // The keys of a summary's `codes` are reject codes (reject.rs), not members.
+                if name.starts_with("codes.") {
+                    continue;
+                }
                 let last = name.rsplit('.').next().unwrap_or(&name);
                 assert!(
                     text.contains(&format!("`{last}`"))
@@ -954,7 +977,9 @@ mod tests {
             }
             if !matches!(
                 entry.kind,
-                EntryKind::MessageAccepted | EntryKind::MessageRejected
+                EntryKind::MessageAccepted
+                    | EntryKind::MessageRejected
+                    | EntryKind::RejectionsSummarized
             ) {
                 assert!(
                     text.contains(&format!("`{}`", entry.kind.as_str())),
@@ -965,7 +990,7 @@ mod tests {
         }
         assert_eq!(
             kinds.len(),
-            7,
+            8,
             "every kind is written by this test: {kinds:?}"
         );
     }

@@ -444,10 +444,10 @@ WITH new_entries AS ( \
                          $6::text[], $7::bytea[], $8::bytea[]) \
 ), new_messages AS ( \
     INSERT INTO messages (id, seq, sender, type, caseref, inreplyto, traceparent, channel, \
-                          sha256, body, route, received_at) \
+                          sha256, body, route, received_at, trace_context) \
     SELECT * FROM UNNEST($9::uuid[], $10::bigint[], $11::text[], $12::text[], $13::text[], \
                          $14::uuid[], $15::text[], $16::text[], $17::bytea[], $18::bytea[], \
-                         $19::jsonb[], $20::timestamptz[]) \
+                         $19::jsonb[], $20::timestamptz[], $37::text[]) \
 ), new_nodes AS ( \
     INSERT INTO ledger_tree_nodes (level, idx, hash) \
     SELECT * FROM UNNEST($21::smallint[], $22::bigint[], $23::bytea[]) \
@@ -533,6 +533,8 @@ async fn write(
         .bind(writes.at)
         .bind(leased_until)
         .bind(attempts)
+        // messages.trace_context ($37)
+        .bind(column(messages, |m| m.trace_context.as_deref()))
         .fetch_all(&mut *conn)
         .await
         .map_err(LedgerError::query("writing a batch"))?;
@@ -556,7 +558,10 @@ async fn write(
                 type_: message.type_.clone(),
                 seq: message.seq,
                 caseref: message.caseref.clone(),
-                traceparent: message.traceparent.clone(),
+                traceparent: message
+                    .trace_context
+                    .clone()
+                    .or_else(|| message.traceparent.clone()),
                 body: message.body.clone(),
                 attempt: attempts,
             })

@@ -225,6 +225,10 @@ pub(crate) async fn submit(
         bytes,
         channel: Channel::Https,
         received_at: gateway.clock.now(),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     match pipeline.submit(submission).await {
         Ok(accepted) => {

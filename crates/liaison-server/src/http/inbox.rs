@@ -98,6 +98,15 @@ impl Inbox {
         }
     }
 
+    /// Deliveries leased to pulling clients of this instance, over every agency.
+    pub fn leases(&self) -> usize {
+        let agencies = self.agencies.lock().unwrap_or_else(|p| p.into_inner());
+        agencies
+            .values()
+            .map(|inbox| inbox.leased.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
     fn agency(&self, agency: &AgencyCode) -> Arc<AgencyInbox> {
         let mut agencies = self.agencies.lock().unwrap_or_else(|p| p.into_inner());
         agencies.entry(agency.clone()).or_default().clone()

@@ -153,6 +153,7 @@ impl ClockWatcher {
             bytes: Bytes::from(serde_json::to_vec(&event).expect("a JSON value serializes")),
             channel: Channel::Clock,
             received_at: now,
+            traceparent: None,
         };
         let stage_ref = StageRef {
             thread: clock.thread,

@@ -64,7 +64,12 @@ pub async fn park_exhausted(
         let reason = format!("gave up after {} attempts: {error}", row.attempt);
         match publisher.publish_dead(&outgoing(row), &reason).await {
             PublishOutcome::Confirmed => {
-                tracing::warn!(message.id = %row.message_id, agency.code = %row.recipient, %reason, "delivery dead-lettered");
+                crate::telemetry::events::DeadLettered {
+                    message_id: row.message_id,
+                    recipient: &row.recipient,
+                    attempts: row.attempt.max(0) as u32,
+                }
+                .emit();
                 result.push(DeliveryOutcome::DeadLettered {
                     delivery_id: row.delivery_id,
                     reason,

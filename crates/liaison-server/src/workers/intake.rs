@@ -167,12 +167,10 @@ impl Intake {
             bytes: delivery.body.clone(),
             channel: Channel::Amqp,
             received_at,
+            traceparent: delivery.traceparent.clone(),
         };
         match self.pipeline.submit(submission).await {
-            Ok(accepted) => {
-                tracing::debug!(agency.code = %sender, message.id = %accepted.receipt.id, ledger.seq = accepted.receipt.seq, "AMQP submission accepted");
-                Settle::Ack
-            }
+            Ok(_) => Settle::Ack,
             Err(problem) if problem.code == RejectCode::Unavailable => Settle::Requeue,
             Err(problem) => {
                 self.notify(&sender, &problem, publisher).await;

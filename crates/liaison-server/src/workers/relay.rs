@@ -21,6 +21,8 @@ use liaison_ledger::{DeliveryOutcome, Ledger, PendingDelivery};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelayConfig;
+use crate::telemetry::events::RelayRound;
+use crate::telemetry::trace;
 use crate::workers::outgoing;
 
 /// Rounds in flight at once: enough to keep claiming, publishing and committing busy
@@ -121,13 +123,29 @@ impl Relay {
         batch: Vec<PendingDelivery>,
     ) -> RoundEnd {
         let started = std::time::Instant::now();
+        // A span per delivery, the child of the span that accepted its message; the
+        // recipient's copy names it in its `traceparent` header.
+        let (spans, messages): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .map(|row| {
+                let span = tracing::info_span!(
+                    "message.relay",
+                    message.id = %row.message_id,
+                    agency.code = %row.recipient,
+                    case.ref = row.caseref.as_deref(),
+                    attempt = row.attempt,
+                    trace.id = tracing::field::Empty,
+                );
+                let mut message = outgoing(row);
+                message.traceparent = Some(trace::start_child(&span, row.traceparent.as_deref()));
+                (span, message)
+            })
+            .unzip();
         let outcomes = match publisher {
-            Ok(p) => {
-                p.publish_all(&batch.iter().map(outgoing).collect::<Vec<_>>())
-                    .await
-            }
+            Ok(p) => p.publish_all(&messages).await,
             Err(e) => vec![PublishOutcome::Failed(e.to_string()); batch.len()],
         };
+        drop(spans);
         let failed = outcomes
             .iter()
             .filter(|o| **o != PublishOutcome::Confirmed)
@@ -144,16 +162,20 @@ impl Relay {
             self.config.max_attempts,
         )
         .await;
+        let retried = recorded
+            .iter()
+            .filter(|o| matches!(o, DeliveryOutcome::Failed { .. }))
+            .count();
         if let Err(error) = self.ledger.record_deliveries(recorded).await {
             // The rows stay leased; when the lease ends they are published again.
             tracing::warn!(%error, deliveries = batch.len(), "relay could not record delivery outcomes");
         }
-        tracing::debug!(
-            deliveries = batch.len(),
-            failed,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "relay round recorded"
-        );
+        RelayRound {
+            deliveries: batch.len(),
+            retried,
+            elapsed: started.elapsed(),
+        }
+        .emit();
         RoundEnd { failed }
     }
 
