@@ -4,6 +4,7 @@
 //! test fails and says which one.
 
 pub mod browser;
+pub mod load;
 pub mod process;
 
 use std::path::{Path, PathBuf};

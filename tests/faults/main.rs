@@ -8,17 +8,13 @@
 //! else (`cargo test -p liaison-tests --test faults -- --ignored`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use liaison_bus::agency_queue;
 use liaison_core::AgencyCode;
-use liaison_devtools::demo::lead_event;
-use liaison_server::tls;
+use liaison_tests::World;
+use liaison_tests::load::Load;
 use liaison_tests::process::{self, BrokerProcess, ServicesRestored};
-use liaison_tests::{World, code};
-use tokio::sync::Mutex;
 use uuid::Uuid;
 
 /// Leads posted in all.
@@ -27,105 +23,6 @@ const MESSAGES: usize = 3_000;
 const CLIENTS: usize = 8;
 /// The whole test must end within this (it is well under the 5 minutes CI allows it).
 const BUDGET: Duration = Duration::from_secs(240);
-
-/// What the posting side knows: the leads that got `202`, with their recipients.
-#[derive(Default)]
-struct Posted {
-    accepted: HashMap<Uuid, Vec<AgencyCode>>,
-    /// Answers other than 202 that the client retried (503 while PostgreSQL was down,
-    /// connection errors while the broker was dead).
-    retried: usize,
-}
-
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    posted: Mutex<Posted>,
-    accepted: AtomicUsize,
-    next: AtomicUsize,
-}
-
-impl Client {
-    /// Posts lead `i` until it gets `202`; any other answer is retried with the same
-    /// bytes, as an agency system must.
-    async fn post(&self, i: usize, deadline: Instant) {
-        let lead = lead_event(&format!("SD-FAULT-{i:05}"));
-        let id = Uuid::parse_str(lead["id"].as_str().expect("id")).expect("uuid");
-        let bytes = serde_json::to_vec(&lead).expect("lead bytes");
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "lead {i} not accepted within the test's budget"
-            );
-            let answer = self
-                .http
-                .post(&self.url)
-                .header("content-type", "application/cloudevents+json")
-                .body(bytes.clone())
-                .send()
-                .await;
-            let retry = match answer {
-                Ok(response) if response.status().as_u16() == 202 => {
-                    let body: serde_json::Value = match response.json().await {
-                        Ok(body) => body,
-                        // The answer was lost on the way: ask again, the same id is idempotent.
-                        Err(_) => {
-                            self.posted.lock().await.retried += 1;
-                            continue;
-                        }
-                    };
-                    assert_eq!(body["id"].as_str(), Some(id.to_string().as_str()));
-                    let recipients = body["recipients"]
-                        .as_array()
-                        .expect("recipients")
-                        .iter()
-                        .map(|r| code(r["agency"].as_str().expect("agency")))
-                        .collect();
-                    self.posted.lock().await.accepted.insert(id, recipients);
-                    self.accepted.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    assert!(
-                        [503, 408, 429].contains(&status),
-                        "lead {i}: unexpected answer {status}: {}",
-                        response.text().await.unwrap_or_default()
-                    );
-                    true
-                }
-                Err(_) => true,
-            };
-            if retry {
-                self.posted.lock().await.retried += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-
-    async fn run(self: Arc<Self>, deadline: Instant) {
-        loop {
-            let i = self.next.fetch_add(1, Ordering::SeqCst);
-            if i >= MESSAGES {
-                return;
-            }
-            self.post(i, deadline).await;
-        }
-    }
-}
-
-/// Waits (bounded) until the client has `target` accepted leads.
-async fn until_accepted(client: &Client, target: usize, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while client.accepted.load(Ordering::SeqCst) < target.min(MESSAGES) {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: only {} of {target} leads accepted within 90 s",
-            client.accepted.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Waits (bounded) until `/readyz` answers `status` and its body mentions `needle`.
 async fn until_ready_says(ops_port: u16, status: u16, needle: &str) -> String {
@@ -171,26 +68,12 @@ async fn kills_and_restarts_lose_nothing_and_invent_nothing() {
     let (https_port, ops_port) = (process::free_port(), process::free_port());
     let mut broker = BrokerProcess::spawn(&world, &config_file, https_port, ops_port).await;
 
-    let tls = tls::agency_client_config(&world.layout(), &code("eco")).expect("eco TLS");
-    let client = Arc::new(Client {
-        http: reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("HTTPS client"),
-        url: format!("https://localhost:{https_port}/v1/messages"),
-        posted: Mutex::new(Posted::default()),
-        accepted: AtomicUsize::new(0),
-        next: AtomicUsize::new(0),
-    });
-    let mut posting = tokio::task::JoinSet::new();
-    for _ in 0..CLIENTS {
-        posting.spawn(client.clone().run(deadline));
-    }
+    let client = Load::new(&world, &[https_port], "SD-FAULT", MESSAGES);
+    let mut posting = client.start(CLIENTS, deadline);
 
     let mut kills = 0;
     let mut kill = async |broker: &mut BrokerProcess, at: usize| {
-        until_accepted(&client, at, "before a kill").await;
+        client.until_accepted(at, "before a kill").await;
         broker.kill();
         kills += 1;
         eprintln!("faults: broker killed (SIGKILL) at {at} accepted");
@@ -200,12 +83,16 @@ async fn kills_and_restarts_lose_nothing_and_invent_nothing() {
 
     // RabbitMQ goes away: leads are still accepted (recorded), /readyz says RabbitMQ is
     // down, and the relay delivers once it is back.
-    until_accepted(&client, 700, "before the RabbitMQ restart").await;
+    client
+        .until_accepted(700, "before the RabbitMQ restart")
+        .await;
     process::rabbitmq_stop_app();
     eprintln!("faults: RabbitMQ stopped");
     let readyz = until_ready_says(ops_port, 503, "rabbitmq").await;
-    let during = client.accepted.load(Ordering::SeqCst);
-    until_accepted(&client, during + 100, "while RabbitMQ is down").await;
+    let during = client.accepted();
+    client
+        .until_accepted(during + 100, "while RabbitMQ is down")
+        .await;
     process::rabbitmq_start_app();
     eprintln!("faults: RabbitMQ started; /readyz meanwhile said {readyz}");
     until_ready_says(ops_port, 200, "\"rabbitmq\":\"ok\"").await;
@@ -213,7 +100,9 @@ async fn kills_and_restarts_lose_nothing_and_invent_nothing() {
     kill(&mut broker, 1_200).await;
 
     // PostgreSQL goes away: nothing is accepted (503, retried), /readyz says so.
-    until_accepted(&client, 1_600, "before the PostgreSQL restart").await;
+    client
+        .until_accepted(1_600, "before the PostgreSQL restart")
+        .await;
     process::postgres_stop(&restore.postgres_version);
     eprintln!("faults: PostgreSQL stopped");
     let readyz = until_ready_says(ops_port, 503, "ledger").await;
@@ -226,7 +115,7 @@ async fn kills_and_restarts_lose_nothing_and_invent_nothing() {
     while let Some(done) = posting.join_next().await {
         done.expect("a posting task panicked");
     }
-    let posted = std::mem::take(&mut *client.posted.lock().await);
+    let posted = client.take_posted().await;
     assert_eq!(posted.accepted.len(), MESSAGES, "every lead got its 202");
 
     // Everything accepted is dispatched: no pending outbox row is left.

@@ -17,15 +17,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use liaison_bus::{Bus, BusConfig, agency_queue};
 use liaison_core::{AgencyCode, Registry};
 use liaison_devtools::demo::lead_event;
-use liaison_server::tls;
+use liaison_tests::load::Load;
 use liaison_tests::process::{self, BrokerProcess};
-use liaison_tests::{World, code, eventually, repo_root};
+use liaison_tests::{World, eventually, repo_root};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -167,111 +167,6 @@ impl Drop for Cluster {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// What the posting side knows: the leads that got `202`, with their recipients.
-#[derive(Default)]
-struct Posted {
-    accepted: HashMap<Uuid, Vec<AgencyCode>>,
-    /// When each lead got its `202`.
-    accepted_at: HashMap<Uuid, Instant>,
-    /// Leads answered `duplicate: true`: an earlier attempt was recorded, and its answer
-    /// lost (with a killed instance).
-    duplicate_answers: BTreeSet<Uuid>,
-    /// Attempts that got no `202` and were sent again (to the other instance when the
-    /// connection failed).
-    retried: usize,
-}
-
-/// An agency system posting over both instances, as behind a load balancer that sends a
-/// request whose connection failed to the other instance.
-struct Client {
-    http: reqwest::Client,
-    urls: [String; 2],
-    posted: Mutex<Posted>,
-    accepted: AtomicUsize,
-    next: AtomicUsize,
-}
-
-impl Client {
-    async fn post(&self, i: usize, deadline: Instant) {
-        let lead = lead_event(&format!("SD-SCALE-{i:05}"));
-        let id = Uuid::parse_str(lead["id"].as_str().expect("id")).expect("uuid");
-        let bytes = serde_json::to_vec(&lead).expect("lead bytes");
-        let mut instance = i % 2;
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "lead {i} not accepted within the test's budget"
-            );
-            let answer = self
-                .http
-                .post(&self.urls[instance])
-                .header("content-type", "application/cloudevents+json")
-                .body(bytes.clone())
-                .send()
-                .await;
-            match answer {
-                Ok(response) if response.status().as_u16() == 202 => {
-                    let Ok(body) = response.json::<serde_json::Value>().await else {
-                        // The answer was lost on the way: ask again, the same id is idempotent.
-                        self.posted.lock().await.retried += 1;
-                        continue;
-                    };
-                    assert_eq!(body["id"].as_str(), Some(id.to_string().as_str()));
-                    let recipients = body["recipients"]
-                        .as_array()
-                        .expect("recipients")
-                        .iter()
-                        .map(|r| code(r["agency"].as_str().expect("agency")))
-                        .collect();
-                    let mut posted = self.posted.lock().await;
-                    posted.accepted.insert(id, recipients);
-                    posted.accepted_at.insert(id, Instant::now());
-                    if body["duplicate"].as_bool() == Some(true) {
-                        posted.duplicate_answers.insert(id);
-                    }
-                    drop(posted);
-                    self.accepted.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    assert!(
-                        [503, 408, 429].contains(&status),
-                        "lead {i}: unexpected answer {status}: {}",
-                        response.text().await.unwrap_or_default()
-                    );
-                    self.posted.lock().await.retried += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(_) => {
-                    // The instance is gone or its answer was lost: the other one.
-                    self.posted.lock().await.retried += 1;
-                    instance = 1 - instance;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    }
-
-    async fn run(self: Arc<Self>, deadline: Instant) {
-        loop {
-            let i = self.next.fetch_add(1, Ordering::SeqCst);
-            if i >= MESSAGES {
-                return;
-            }
-            self.post(i, deadline).await;
-        }
-    }
-}
-
-/// Waits (bounded) until the client has `target` accepted leads.
-async fn until_accepted(client: &Client, target: usize, what: &str) {
-    eventually(what, Duration::from_secs(120), async || {
-        (client.accepted.load(Ordering::SeqCst) >= target.min(MESSAGES)).then_some(())
-    })
-    .await;
 }
 
 /// One delivery as a recipient's system saw it.
@@ -449,36 +344,16 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
         ));
     }
 
-    let tls = tls::agency_client_config(&world.layout(), &code("eco")).expect("eco TLS");
-    let client = Arc::new(Client {
-        http: reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("HTTPS client"),
-        urls: ports.map(|(https, _)| format!("https://localhost:{https}/v1/messages")),
-        posted: Mutex::new(Posted::default()),
-        accepted: AtomicUsize::new(0),
-        next: AtomicUsize::new(0),
-    });
+    let client = Load::new(&world, &ports.map(|(https, _)| https), "SD-SCALE", MESSAGES);
     let load_started = Instant::now();
     let deadline = load_started + BUDGET;
-    let mut posting = tokio::task::JoinSet::new();
-    for _ in 0..CLIENTS {
-        posting.spawn(client.clone().run(deadline));
-    }
+    let mut posting = client.start(CLIENTS, deadline);
 
     // Kill the RabbitMQ node leading most of the recipients' queues.
-    until_accepted(&client, 800, "before the RabbitMQ node is killed").await;
-    let recipients: BTreeSet<String> = client
-        .posted
-        .lock()
-        .await
-        .accepted
-        .values()
-        .flatten()
-        .map(agency_queue)
-        .collect();
+    client
+        .until_accepted(800, "before the RabbitMQ node is killed")
+        .await;
+    let recipients: BTreeSet<String> = client.recipients().await.iter().map(agency_queue).collect();
     // Each recipient queue has a member on every node, or losing one could lose it.
     let members = cluster.members(3);
     for queue in &recipients {
@@ -504,7 +379,7 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
         "scaleout: RabbitMQ node liaison{victim} (leader of {} of {} recipient queues, each with 3 members) killed at {} accepted",
         led[&victim],
         recipients.len(),
-        client.accepted.load(Ordering::SeqCst)
+        client.accepted()
     );
     let survivor = if victim == 3 { 1 } else { 3 };
     let new_leaders = eventually(
@@ -539,20 +414,22 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
     );
 
     // Then kill liaison instance B; A takes over its leased deliveries when the lease ends.
-    let at = client.accepted.load(Ordering::SeqCst);
-    until_accepted(&client, at + 800, "before the liaison instance is killed").await;
+    let at = client.accepted();
+    client
+        .until_accepted(at + 800, "before the liaison instance is killed")
+        .await;
     let instance_killed = Instant::now();
     instance_b.kill();
     eprintln!(
         "scaleout: liaison instance B killed (SIGKILL) at {} accepted",
-        client.accepted.load(Ordering::SeqCst)
+        client.accepted()
     );
 
     while let Some(done) = posting.join_next().await {
         done.expect("a posting task panicked");
     }
     let load_time = load_started.elapsed();
-    let posted = std::mem::take(&mut *client.posted.lock().await);
+    let posted = client.take_posted().await;
     assert_eq!(posted.accepted.len(), MESSAGES, "every lead got its 202");
     let expected: BTreeSet<(Uuid, AgencyCode)> = posted
         .accepted
