@@ -101,6 +101,10 @@ enum Command {
         /// flight, instead of one HTTP/2 connection each.
         #[arg(long)]
         http1: bool,
+        /// Instead of the throughput run: post this many leads and report what they cost
+        /// on disk (each table, the WAL) and in a RabbitMQ queue (docs/capacity.md).
+        #[arg(long, value_name = "MESSAGES")]
+        capacity: Option<usize>,
     },
     /// Development PKI.
     Pki {
@@ -395,7 +399,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             message_bytes,
             agencies,
             http1,
+            capacity,
         } => {
+            if let Some(messages) = capacity {
+                let report =
+                    liaison_devtools::bench::capacity(&config.load()?, messages, message_bytes)
+                        .await?;
+                print!("{}", report.text());
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                return Ok(());
+            }
             let mut options = liaison_devtools::bench::BenchOptions {
                 message_bytes,
                 extra_agencies: agencies,

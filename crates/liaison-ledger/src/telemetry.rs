@@ -76,3 +76,47 @@ impl Ledger {
         })
     }
 }
+
+/// What one table of the ledger's database holds: rows (PostgreSQL's estimate after
+/// `ANALYZE`) and bytes on disk with its indexes and TOAST.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TableUse {
+    pub table: String,
+    pub rows: i64,
+    pub bytes: i64,
+}
+
+impl Ledger {
+    /// The disk use of every table of the ledger's schema, for capacity planning.
+    pub async fn table_use(&self) -> Result<Vec<TableUse>, LedgerError> {
+        let pool = self.pool();
+        sqlx::query("ANALYZE")
+            .execute(pool)
+            .await
+            .map_err(LedgerError::query("analyzing the tables"))?;
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT c.relname::text, greatest(c.reltuples, 0)::bigint, \
+                    pg_total_relation_size(c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+             ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(LedgerError::query("reading table sizes"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(table, rows, bytes)| TableUse { table, rows, bytes })
+            .collect())
+    }
+
+    /// The server's write-ahead log position, in bytes since the cluster began: the
+    /// difference between two readings is the WAL written in between (by every database
+    /// of the cluster).
+    pub async fn wal_position(&self) -> Result<i64, LedgerError> {
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+            .fetch_one(self.pool())
+            .await
+            .map_err(LedgerError::query("reading the WAL position"))
+    }
+}

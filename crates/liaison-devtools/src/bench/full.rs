@@ -281,6 +281,28 @@ pub async fn saturate(
     })
 }
 
+/// Posts `messages` leads and waits for their answers only: nobody consumes them.
+pub async fn post_only(
+    world: &BenchWorld,
+    broker: &Broker,
+    leads: Leads,
+    messages: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let clients = clients(world, broker, Http::Http2, concurrency).await?;
+    let started: Started = Arc::default();
+    let prepared = prepare(&clients, leads, messages, "SD-WAITING-");
+    let answers: Vec<anyhow::Result<f64>> = futures::stream::iter(prepared)
+        .map(|(client, id, bytes)| {
+            let started = started.clone();
+            async move { post(&client, id, bytes, &started).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    answers.into_iter().try_for_each(|a| a.map(drop))
+}
+
 /// An open-loop run: a lead every 1/rate seconds regardless of how fast answers come.
 pub async fn fixed_rate(
     world: &BenchWorld,

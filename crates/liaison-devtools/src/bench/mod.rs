@@ -12,6 +12,7 @@
 //! Everything runs in a private RabbitMQ virtual host and a private database, removed at the
 //! end, so a running demo or broker is not disturbed.
 
+mod capacity;
 mod full;
 mod ledger;
 mod raw;
@@ -21,6 +22,7 @@ mod setup;
 use std::time::Duration;
 
 use anyhow::Context;
+pub use capacity::{CapacityReport, run as capacity};
 pub use full::Http;
 pub use report::Report;
 
