@@ -182,15 +182,7 @@ async fn verify_database(
         .verify(&key, reference.as_ref(), &mut |n| bar.set_position(n))
         .await?;
     bar.finish_and_clear();
-    let checkpoints: Vec<CheckpointRecord> = ledger
-        .checkpoints()
-        .await?
-        .into_iter()
-        .map(|c| CheckpointRecord {
-            tree_size: c.tree_size,
-            note: c.note,
-        })
-        .collect();
+    let checkpoints = ledger.checkpoint_records().await?;
     let cosigned = witnessed(&checkpoints, &ledger.cosignatures(None).await?, witnesses);
     verdict(&report, started)?;
     cosigned

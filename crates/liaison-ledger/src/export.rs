@@ -197,6 +197,19 @@ fn json_line<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl Ledger {
+    /// The signed checkpoints as the verifier reads them, oldest first.
+    pub async fn checkpoint_records(&self) -> Result<Vec<CheckpointRecord>, LedgerError> {
+        Ok(self
+            .checkpoints()
+            .await?
+            .into_iter()
+            .map(|c| CheckpointRecord {
+                tree_size: c.tree_size,
+                note: c.note,
+            })
+            .collect())
+    }
+
     /// Writes an export of everything committed so far into `dir` (created; must be empty).
     /// `progress` sees the number of entries written so far.
     ///
@@ -359,15 +372,7 @@ impl Ledger {
         reference: Option<&ExportDir>,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<VerifyReport, ExportError> {
-        let checkpoints: Vec<CheckpointRecord> = self
-            .checkpoints()
-            .await?
-            .into_iter()
-            .map(|c| CheckpointRecord {
-                tree_size: c.tree_size,
-                note: c.note,
-            })
-            .collect();
+        let checkpoints = self.checkpoint_records().await?;
         let mut verifier = Verifier::new(key, &checkpoints).with_tree_nodes();
         if let Some(reference) = reference {
             for c in reference.checkpoints()? {
