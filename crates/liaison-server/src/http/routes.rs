@@ -10,6 +10,7 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::{Router, body::Bytes};
 use liaison_core::RejectCode;
+use tracing::Instrument;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,8 +33,47 @@ pub fn router(gateway: Gateway) -> Router {
             gateway.clone(),
             gateway::authenticate,
         ))
+        .layer(middleware::from_fn(trace_request))
         .with_state(gateway)
 }
+
+/// A span per HTTPS request (`http.request`), the child of the request's W3C
+/// `traceparent` when it has one. The request goes on with the span's own traceparent in
+/// that header, so what the handler does (a submission's spans) is the request span's
+/// child.
+async fn trace_request(
+    mut request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(
+            || request.uri().path().to_owned(),
+            |m| m.as_str().to_owned(),
+        );
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = %request.method(),
+        http.route = route,
+        http.status_code = tracing::field::Empty,
+        trace.id = tracing::field::Empty,
+    );
+    let parent = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let own = crate::telemetry::trace::start_child(&span, parent.as_deref());
+    if let Ok(value) = axum::http::HeaderValue::from_str(&own) {
+        request.headers_mut().insert(TRACEPARENT, value);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.status_code", response.status().as_u16());
+    response
+}
+
+const TRACEPARENT: &str = "traceparent";
 
 /// Every route of the gateway.
 ///
