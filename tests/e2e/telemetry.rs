@@ -216,13 +216,25 @@ async fn a_delivery_continues_the_trace_of_the_request_that_posted_it() {
     );
     delivery.ack().await.unwrap();
 
-    // The spans went to the collector: the trace, and the very span the header names.
+    // The spans went to the collector: the trace, the very span the header names, and a
+    // span of each step: the request, the submission, its recording, the delivery.
     let trace_id = trace::trace_id(posted).unwrap().to_bytes();
     let span_id = trace::span_id(&header).unwrap().to_bytes();
     eventually(
         "the broker's spans exported over OTLP",
         Duration::from_secs(30),
-        async || (collector.received(&trace_id) && collector.received(&span_id)).then_some(()),
+        async || {
+            let steps = [
+                &b"http.request"[..],
+                b"message.submit",
+                b"message.record",
+                b"message.relay",
+            ];
+            (collector.received(&trace_id)
+                && collector.received(&span_id)
+                && steps.iter().all(|name| collector.received(name)))
+            .then_some(())
+        },
     )
     .await;
 
