@@ -427,6 +427,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 options.ledger_appends /= 10;
                 options.full_messages /= 10;
                 options.latency_duration /= 4;
+                options.alone_messages /= 5;
             }
             let report = liaison_devtools::bench::run(&options, &config.load()?).await?;
             print!("{}", report.text());

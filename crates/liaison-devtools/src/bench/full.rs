@@ -256,7 +256,9 @@ pub async fn saturate(
     let clients = clients(world, broker, http, concurrency).await?;
     let started: Started = Arc::default();
     let consumer = consume(world, messages, started.clone()).await?;
-    let prepared = prepare(&clients, leads, messages, "SD-BENCH-");
+    // Case references of their own per run, so that runs of one benchmark open new cases.
+    let prefix = format!("SD-BENCH-C{concurrency}-");
+    let prepared = prepare(&clients, leads, messages, &prefix);
     let begin = Instant::now();
     let accepted: Vec<anyhow::Result<f64>> = futures::stream::iter(prepared)
         .map(|(client, id, bytes)| {

@@ -36,6 +36,8 @@ pub struct BenchOptions {
     pub full_messages: usize,
     pub full_concurrency: usize,
     pub latency_duration: Duration,
+    /// Leads posted one after another, for the latency of a lone request.
+    pub alone_messages: usize,
     /// Size to pad each lead to, in bytes; 0 keeps the natural size (about 950 bytes).
     pub message_bytes: usize,
     /// Synthetic agencies added to the registry (each gets its quorum queue and certificate).
@@ -54,6 +56,7 @@ impl Default for BenchOptions {
             full_messages: 10_000,
             full_concurrency: 256,
             latency_duration: Duration::from_secs(8),
+            alone_messages: 500,
             message_bytes: 0,
             extra_agencies: 0,
             http: full::Http::Http2,
@@ -133,10 +136,29 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
         }
         Err(_) => None,
     };
+    // A lone request: it should wait for one commit, not for a batch to fill.
+    let one_in_flight = match &saturation {
+        Ok(_) => {
+            eprintln!(
+                "one in flight: {} leads, one after another…",
+                options.alone_messages
+            );
+            Some(agencies.run(full::saturate(
+                world,
+                &broker,
+                leads,
+                options.http,
+                options.alone_messages,
+                1,
+            )))
+        }
+        Err(_) => None,
+    };
     broker.shutdown(Duration::from_secs(5)).await;
     let saturation = saturation?;
     let latency = latency.transpose()?;
-    Ok(Report::new(world, raw, ledger, saturation, latency, body).await)
+    let one_in_flight = one_in_flight.transpose()?;
+    Ok(Report::new(world, raw, ledger, saturation, latency, one_in_flight, body).await)
 }
 
 /// The agencies' side of the full path — HTTPS clients and the consuming agency — on a

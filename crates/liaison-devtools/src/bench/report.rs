@@ -52,6 +52,8 @@ pub struct Report {
     pub ledger: LedgerResult,
     pub full_path: PathResult,
     pub latency_at_half_rate: Option<PathResult>,
+    /// The full path with one request in flight: what a lone request waits.
+    pub one_in_flight: Option<PathResult>,
     /// Full-path throughput divided by the raw floor measured in the same run.
     pub ratio: f64,
 }
@@ -73,6 +75,7 @@ impl Report {
         ledger: LedgerResult,
         full_path: PathResult,
         latency: Option<PathResult>,
+        one_in_flight: Option<PathResult>,
         message_bytes: usize,
     ) -> Self {
         let machine = Machine {
@@ -93,6 +96,7 @@ impl Report {
             ledger,
             full_path,
             latency_at_half_rate: latency,
+            one_in_flight,
             ratio,
         }
     }
@@ -121,6 +125,9 @@ impl Report {
         out.push_str(&path_line("full path, saturated", &self.full_path));
         if let Some(l) = &self.latency_at_half_rate {
             out.push_str(&path_line("full path, half rate", l));
+        }
+        if let Some(l) = &self.one_in_flight {
+            out.push_str(&path_line("full path, 1 in flight", l));
         }
         out.push_str(&format!(
             "\nratio full path / raw floor: {:.2}\n",
