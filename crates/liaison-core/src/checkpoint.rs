@@ -216,6 +216,37 @@ pub(crate) fn parse_vkey(text: &str, algorithm: u8) -> Result<(String, [u8; 32])
     Ok((name.to_owned(), public_key))
 }
 
+/// The public side of a signed-note key: its name, Ed25519 public key and key id (for the
+/// key's algorithm byte). Checkpoint and cosignature verifiers both hold one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NoteKey {
+    pub name: String,
+    pub public_key: [u8; 32],
+    pub key_id: [u8; 4],
+}
+
+impl NoteKey {
+    pub(crate) fn new(
+        name: String,
+        public_key: [u8; 32],
+        algorithm: u8,
+    ) -> Result<Self, CheckpointError> {
+        check_key_name(&name)?;
+        let key_id = key_id_of(&name, algorithm, &public_key);
+        Ok(Self {
+            name,
+            public_key,
+            key_id,
+        })
+    }
+
+    /// Reads a C2SP verifier key of `algorithm`, checking its key id.
+    pub(crate) fn from_vkey(text: &str, algorithm: u8) -> Result<Self, CheckpointError> {
+        let (name, public_key) = parse_vkey(text, algorithm)?;
+        Self::new(name, public_key, algorithm)
+    }
+}
+
 /// Signs checkpoints with the ledger key. The key name is the origin.
 pub struct CheckpointSigner {
     name: String,
@@ -245,9 +276,11 @@ impl CheckpointSigner {
     /// text to publish).
     pub fn verifier(&self) -> CheckpointVerifier {
         CheckpointVerifier {
-            name: self.name.clone(),
-            public_key: self.public_key(),
-            key_id: self.key_id,
+            key: NoteKey {
+                name: self.name.clone(),
+                public_key: self.public_key(),
+                key_id: self.key_id,
+            },
         }
     }
 
@@ -274,46 +307,36 @@ impl CheckpointSigner {
 /// Checks checkpoint notes against the ledger's public key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointVerifier {
-    name: String,
-    public_key: [u8; 32],
-    key_id: [u8; 4],
+    key: NoteKey,
 }
 
 impl CheckpointVerifier {
     pub fn new(name: impl Into<String>, public_key: [u8; 32]) -> Result<Self, CheckpointError> {
-        let name = name.into();
-        check_key_name(&name)?;
-        let key_id = key_id(&name, &public_key);
-        Ok(Self {
-            name,
-            public_key,
-            key_id,
-        })
+        NoteKey::new(name.into(), public_key, ED25519_ALGORITHM).map(|key| Self { key })
     }
 
     /// Reads a C2SP verifier key, `name+keyid+base64(0x01 ‖ public key)` (surrounding
     /// whitespace ignored). The key id must be the one the name and key give.
     pub fn from_vkey(text: &str) -> Result<Self, CheckpointError> {
-        let (name, public_key) = parse_vkey(text, ED25519_ALGORITHM)?;
-        Self::new(name, public_key)
+        NoteKey::from_vkey(text, ED25519_ALGORITHM).map(|key| Self { key })
     }
 
     /// The C2SP verifier key: `name+keyid+base64(0x01 ‖ public key)`, the key id in 8
     /// lowercase hex digits.
     pub fn vkey(&self) -> String {
-        format_vkey(&self.name, ED25519_ALGORITHM, &self.public_key)
+        format_vkey(&self.key.name, ED25519_ALGORITHM, &self.key.public_key)
     }
 
     pub fn origin(&self) -> &str {
-        &self.name
+        &self.key.name
     }
 
     pub fn public_key(&self) -> [u8; 32] {
-        self.public_key
+        self.key.public_key
     }
 
     pub fn key_id(&self) -> [u8; 4] {
-        self.key_id
+        self.key.key_id
     }
 
     /// The signed text of a note (final newline included) once this key's signature on it
@@ -330,24 +353,24 @@ impl CheckpointVerifier {
             else {
                 return Err(malformed(format!("{line:?} is not a signature line")));
             };
-            if name != self.name {
+            if name != self.key.name {
                 continue;
             }
             let blob = STANDARD
                 .decode(blob)
                 .map_err(|_| malformed("a signature is not base64"))?;
-            if blob.len() < 4 || blob[..4] != self.key_id {
+            if blob.len() < 4 || blob[..4] != self.key.key_id {
                 continue;
             }
             ours = true;
-            UnparsedPublicKey::new(&ED25519, &self.public_key)
+            UnparsedPublicKey::new(&ED25519, &self.key.public_key)
                 .verify(body.as_bytes(), &blob[4..])
-                .map_err(|_| CheckpointError::BadSignature(self.name.clone()))?;
+                .map_err(|_| CheckpointError::BadSignature(self.key.name.clone()))?;
         }
         if ours {
             Ok(body)
         } else {
-            Err(CheckpointError::NoSignature(self.name.clone()))
+            Err(CheckpointError::NoSignature(self.key.name.clone()))
         }
     }
 
@@ -355,9 +378,9 @@ impl CheckpointVerifier {
     /// is this key's name.
     pub fn open(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
         let checkpoint = parse_body(self.verify_note(note)?)?;
-        if checkpoint.origin != self.name {
+        if checkpoint.origin != self.key.name {
             return Err(CheckpointError::Origin {
-                expected: self.name.clone(),
+                expected: self.key.name.clone(),
                 found: checkpoint.origin,
             });
         }

@@ -22,8 +22,7 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use time::OffsetDateTime;
 
 use crate::checkpoint::{
-    CheckpointError, SIGNATURE_PREFIX, check_key_name, format_vkey, key_id_of, parse_vkey,
-    split_note,
+    CheckpointError, NoteKey, SIGNATURE_PREFIX, check_key_name, format_vkey, key_id_of, split_note,
 };
 
 /// The key id algorithm byte of Ed25519 cosignatures.
@@ -90,31 +89,21 @@ impl Cosigner {
 /// Checks one witness's cosignatures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CosignatureVerifier {
-    name: String,
-    public_key: [u8; 32],
-    key_id: [u8; 4],
+    key: NoteKey,
 }
 
 impl CosignatureVerifier {
     pub fn new(name: impl Into<String>, public_key: [u8; 32]) -> Result<Self, CheckpointError> {
-        let name = name.into();
-        check_key_name(&name)?;
-        let key_id = key_id(&name, &public_key);
-        Ok(Self {
-            name,
-            public_key,
-            key_id,
-        })
+        NoteKey::new(name.into(), public_key, COSIGNATURE_ALGORITHM).map(|key| Self { key })
     }
 
     /// Reads a verifier key `name+keyid+base64(0x04 ‖ public key)`, checking its key id.
     pub fn from_verifier_key(vkey: &str) -> Result<Self, CheckpointError> {
-        let (name, public_key) = parse_vkey(vkey, COSIGNATURE_ALGORITHM)?;
-        Self::new(name, public_key)
+        NoteKey::from_vkey(vkey, COSIGNATURE_ALGORITHM).map(|key| Self { key })
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.key.name
     }
 
     /// This witness's cosignature in `note` (a checkpoint with its signature lines, or a
@@ -132,13 +121,13 @@ impl CosignatureVerifier {
             let Ok(blob) = STANDARD.decode(blob) else {
                 continue;
             };
-            if name != self.name || blob.len() != 4 + 8 + 64 || blob[..4] != self.key_id {
+            if name != self.key.name || blob.len() != 4 + 8 + 64 || blob[..4] != self.key.key_id {
                 continue;
             }
             let timestamp = u64::from_be_bytes(blob[4..12].try_into().expect("8 bytes"));
-            UnparsedPublicKey::new(&ED25519, &self.public_key)
+            UnparsedPublicKey::new(&ED25519, &self.key.public_key)
                 .verify(signed_message(body, timestamp).as_bytes(), &blob[12..])
-                .map_err(|_| CheckpointError::BadSignature(self.name.clone()))?;
+                .map_err(|_| CheckpointError::BadSignature(self.key.name.clone()))?;
             return i64::try_from(timestamp)
                 .ok()
                 .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
@@ -146,7 +135,7 @@ impl CosignatureVerifier {
                     CheckpointError::Malformed("a cosignature time out of range".into())
                 });
         }
-        Err(CheckpointError::NoSignature(self.name.clone()))
+        Err(CheckpointError::NoSignature(self.key.name.clone()))
     }
 }
 
