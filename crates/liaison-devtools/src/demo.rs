@@ -138,6 +138,10 @@ pub async fn run(mut config: Config, once: bool, render: Renderers) -> anyhow::R
     }
     // A demonstration: it may sign checkpoints under the shared demo origin.
     config.demo = true;
+    // The county government administers the demo: its certificate opens the console.
+    if config.admins.is_empty() {
+        config.admins = vec![code("gov")];
+    }
     // A day of every legal clock lasts a second, so that the filing review's reminders
     // come while the demo watches.
     config.clocks.trial_day = Some(Duration::from_secs(1));
@@ -174,10 +178,19 @@ pub async fn run(mut config: Config, once: bool, render: Renderers) -> anyhow::R
     }
     if !once && result.is_ok() {
         println!(
-            "\nliaison keeps serving: https://localhost:{} (client certificates in {}), ops http://{}. Ctrl-C stops it.",
-            broker.https_addr.port(),
-            config.tls_dir.display(),
-            broker.ops_addr
+            "\nliaison keeps serving: https://localhost:{port} (client certificates in {dir}), \
+             ops http://{ops} (/healthz, /readyz, /metrics).\n\
+             The administrators' console: https://localhost:{port}/console/ with {admins}'s \
+             certificate, {dir}/agencies/<code>.p12 (README, \"Opening the console\"). Ctrl-C stops it.",
+            port = broker.https_addr.port(),
+            dir = config.tls_dir.display(),
+            ops = broker.ops_addr,
+            admins = config
+                .admins
+                .iter()
+                .map(AgencyCode::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         tokio::signal::ctrl_c().await.ok();
     }
