@@ -131,21 +131,67 @@ impl FromRequestParts<Gateway> for Console {
             }),
             other => {
                 let who = other.map(|a| a.to_string()).unwrap_or_default();
-                let page = Console {
-                    admin: AgencyCode::new(if who.is_empty() { "unknown" } else { &who })
-                        .unwrap_or_else(|_| unreachable_agency()),
+                Err(render_page(
                     lang,
                     remember,
-                };
-                Err(page.render_status(StatusCode::FORBIDDEN, "forbidden.html", json!({})))
+                    &who,
+                    StatusCode::FORBIDDEN,
+                    "forbidden.html",
+                    Value::from_serialize(json!({})),
+                ))
             }
         }
     }
 }
 
-/// A syntactically valid code for a page shown to a caller with none (never an agency's).
-fn unreachable_agency() -> AgencyCode {
-    AgencyCode::new("unknown").unwrap_or_else(|_| unreachable!("\"unknown\" is a valid code"))
+/// A console page in `lang` for `who` (the caller's agency), remembering the language
+/// in a cookie when it was just chosen.
+fn render_page(
+    lang: Lang,
+    remember: bool,
+    who: &str,
+    status: StatusCode,
+    template: &str,
+    data: Value,
+) -> Response {
+    let page = Value::from_serialize(json!({
+        "lang": lang.code(),
+        "other_lang": lang.other().code(),
+        "admin": who,
+    }));
+    let context = minijinja::context! { ..data, ..page };
+    let rendered = templates::ENVIRONMENT
+        .get_template(template)
+        .and_then(|t| t.render(context));
+    let mut response = match rendered {
+        Ok(html) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("console template {template}: {e:#}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "console template error").into_response()
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self'; img-src 'self' data:; script-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    if remember
+        && let Ok(cookie) = HeaderValue::from_str(&format!(
+            "{LANG_COOKIE}={}; Path=/console; Secure; SameSite=Strict",
+            lang.code()
+        ))
+    {
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 impl Console {
@@ -163,44 +209,14 @@ impl Console {
     }
 
     fn render_value(&self, status: StatusCode, template: &str, data: Value) -> Response {
-        let page = Value::from_serialize(json!({
-            "lang": self.lang.code(),
-            "other_lang": self.lang.other().code(),
-            "admin": self.admin.as_str(),
-        }));
-        let context = minijinja::context! { ..data, ..page };
-        let rendered = templates::ENVIRONMENT
-            .get_template(template)
-            .and_then(|t| t.render(context));
-        let mut response = match rendered {
-            Ok(html) => (
-                status,
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                html,
-            )
-                .into_response(),
-            Err(e) => {
-                tracing::error!("console template {template}: {e:#}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "console template error").into_response()
-            }
-        };
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; style-src 'self'; img-src 'self' data:; script-src 'self'; form-action 'self'; frame-ancestors 'none'",
-            ),
-        );
-        if self.remember
-            && let Ok(cookie) = HeaderValue::from_str(&format!(
-                "{LANG_COOKIE}={}; Path=/console; Secure; SameSite=Strict",
-                self.lang.code()
-            ))
-        {
-            headers.insert(header::SET_COOKIE, cookie);
-        }
-        response
+        render_page(
+            self.lang,
+            self.remember,
+            self.admin.as_str(),
+            status,
+            template,
+            data,
+        )
     }
 
     fn error(&self, status: StatusCode, detail: impl std::fmt::Display) -> Response {
