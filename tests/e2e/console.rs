@@ -59,6 +59,11 @@ async fn an_administrator_works_the_console_in_a_browser_and_others_get_403() {
     let receipt = receipt_event(caseref, id_of(&lead));
     assert_eq!(procuratorate.submit(&receipt).await.unwrap().status, 202);
 
+    // A refused submission, for the rejections list.
+    let mut refused = lead_event("SD-CONSOLE-REFUSED");
+    refused["data"]["urgency"] = json!("whenever");
+    assert_eq!(eco.submit(&refused).await.unwrap().status, 422);
+
     // A second case whose delivery dies: the procuratorate's queue is gone.
     world.delete_agency_queue("procuratorate");
     let dead_case = "SD-CONSOLE-DEAD";
@@ -153,6 +158,11 @@ async fn an_administrator_works_the_console_in_a_browser_and_others_get_403() {
     admin.goto(&format!("{origin}/console/deadletters")).await;
     let dead = admin.text("#dead").await;
     assert!(dead.contains(&id_of(&doomed).to_string()), "{dead}");
+    let rejections = admin.text("#rejections").await;
+    assert!(
+        rejections.contains("payload_invalid") && rejections.contains("/data/urgency"),
+        "{rejections}"
+    );
     admin.fit_page().await;
     admin.screenshot(&shots, "zh-deadletters").await;
     admin.click("button.redrive").await;
