@@ -116,17 +116,31 @@ impl Ledger {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<AgencyCases>, LedgerError> {
-        let open = sqlx::query(
-            "SELECT p.agency, count(*) AS n \
-             FROM cases c \
-             JOIN (SELECT DISTINCT caseref FROM case_threads WHERE NOT closed) o \
-               ON o.caseref = c.caseref \
-             CROSS JOIN LATERAL unnest(c.parties) AS p(agency) \
-             GROUP BY p.agency",
-        )
-        .fetch_all(self.pool())
-        .await
-        .map_err(LedgerError::query("counting open cases"))?;
+        // Two plain scans joined here: every open case is counted anyway, and a join in
+        // SQL is planned from statistics that lag behind a ledger that grows in bulk
+        // (it then probes `cases` once per open matter, several times slower).
+        let open_cases: std::collections::HashSet<String> =
+            sqlx::query_scalar("SELECT DISTINCT caseref FROM case_threads WHERE NOT closed")
+                .fetch_all(self.pool())
+                .await
+                .map_err(LedgerError::query("reading open matters"))?
+                .into_iter()
+                .collect();
+        let parties = sqlx::query("SELECT caseref, parties FROM cases")
+            .fetch_all(self.pool())
+            .await
+            .map_err(LedgerError::query("reading case parties"))?;
+        let mut open_per_agency = std::collections::BTreeMap::<String, u64>::new();
+        for row in &parties {
+            let caseref: String = row.try_get("caseref").map_err(corrupt("case"))?;
+            if !open_cases.contains(&caseref) {
+                continue;
+            }
+            let agencies: Vec<String> = row.try_get("parties").map_err(corrupt("case"))?;
+            for agency in agencies {
+                *open_per_agency.entry(agency).or_default() += 1;
+            }
+        }
         let overdue = sqlx::query(
             "SELECT o.agency, count(DISTINCT k.caseref) AS n \
              FROM case_clocks k CROSS JOIN LATERAL unnest(k.owed_by) AS o(agency) \
@@ -139,22 +153,26 @@ impl Ledger {
         .map_err(LedgerError::query("counting overdue cases"))?;
         let read = corrupt("case count");
         let mut by_agency = std::collections::BTreeMap::<String, AgencyCases>::new();
-        for (rows, open) in [(&open, true), (&overdue, false)] {
-            for row in rows.iter() {
-                let agency: String = row.try_get("agency").map_err(&read)?;
-                let n = row.try_get::<i64, _>("n").map_err(&read)?.max(0) as u64;
-                let slot = by_agency
-                    .entry(agency.clone())
-                    .or_insert_with(|| AgencyCases {
-                        agency,
-                        ..AgencyCases::default()
-                    });
-                if open {
-                    slot.open = n;
-                } else {
-                    slot.overdue = n;
-                }
-            }
+        for (agency, open) in open_per_agency {
+            by_agency.insert(
+                agency.clone(),
+                AgencyCases {
+                    agency,
+                    open,
+                    overdue: 0,
+                },
+            );
+        }
+        for row in overdue.iter() {
+            let agency: String = row.try_get("agency").map_err(&read)?;
+            let n = row.try_get::<i64, _>("n").map_err(&read)?.max(0) as u64;
+            by_agency
+                .entry(agency.clone())
+                .or_insert_with(|| AgencyCases {
+                    agency,
+                    ..AgencyCases::default()
+                })
+                .overdue = n;
         }
         Ok(by_agency.into_values().collect())
     }

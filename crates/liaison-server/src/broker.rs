@@ -190,6 +190,7 @@ impl Broker {
             witnesses: witnesses.into(),
             bus: bus.clone(),
             checkpoint_key: signer.verifier(),
+            console: Arc::default(),
         };
         let guard = Arc::new(Guard::new(&config.limits));
         let rate_limiter = guard.rate_limiter();

@@ -48,6 +48,8 @@ pub struct Gateway {
     pub bus: liaison_bus::Bus,
     /// The ledger's checkpoint key, which the console's pages verify checkpoints with.
     pub checkpoint_key: liaison_core::checkpoint::CheckpointVerifier,
+    /// What the console keeps between pages (the overview's aggregates).
+    pub console: Arc<crate::http::console::ConsoleState>,
 }
 
 /// The agency named by the client certificate of this request.

@@ -74,6 +74,10 @@ pub fn stacked_columns(days: &[String], counts: &BTreeMap<(String, String), u64>
                 escape(name)
             );
         }
+        // Every other day labelled (and the last), so that labels never overlap.
+        if !(days.len() - 1 - i).is_multiple_of(2) {
+            continue;
+        }
         let label = day.get(5..).unwrap_or(day);
         let _ = write!(
             svg,

@@ -20,6 +20,7 @@ pub mod mask;
 pub(crate) mod templates;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -130,21 +131,67 @@ impl FromRequestParts<Gateway> for Console {
             }),
             other => {
                 let who = other.map(|a| a.to_string()).unwrap_or_default();
-                let page = Console {
-                    admin: AgencyCode::new(if who.is_empty() { "unknown" } else { &who })
-                        .unwrap_or_else(|_| unreachable_agency()),
+                Err(render_page(
                     lang,
                     remember,
-                };
-                Err(page.render_status(StatusCode::FORBIDDEN, "forbidden.html", json!({})))
+                    &who,
+                    StatusCode::FORBIDDEN,
+                    "forbidden.html",
+                    Value::from_serialize(json!({})),
+                ))
             }
         }
     }
 }
 
-/// A syntactically valid code for a page shown to a caller with none (never an agency's).
-fn unreachable_agency() -> AgencyCode {
-    AgencyCode::new("unknown").unwrap_or_else(|_| unreachable!("\"unknown\" is a valid code"))
+/// A console page in `lang` for `who` (the caller's agency), remembering the language
+/// in a cookie when it was just chosen.
+fn render_page(
+    lang: Lang,
+    remember: bool,
+    who: &str,
+    status: StatusCode,
+    template: &str,
+    data: Value,
+) -> Response {
+    let page = Value::from_serialize(json!({
+        "lang": lang.code(),
+        "other_lang": lang.other().code(),
+        "admin": who,
+    }));
+    let context = minijinja::context! { ..data, ..page };
+    let rendered = templates::ENVIRONMENT
+        .get_template(template)
+        .and_then(|t| t.render(context));
+    let mut response = match rendered {
+        Ok(html) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("console template {template}: {e:#}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "console template error").into_response()
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self'; img-src 'self' data:; script-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    if remember
+        && let Ok(cookie) = HeaderValue::from_str(&format!(
+            "{LANG_COOKIE}={}; Path=/console; Secure; SameSite=Strict",
+            lang.code()
+        ))
+    {
+        headers.insert(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 impl Console {
@@ -162,44 +209,14 @@ impl Console {
     }
 
     fn render_value(&self, status: StatusCode, template: &str, data: Value) -> Response {
-        let page = Value::from_serialize(json!({
-            "lang": self.lang.code(),
-            "other_lang": self.lang.other().code(),
-            "admin": self.admin.as_str(),
-        }));
-        let context = minijinja::context! { ..data, ..page };
-        let rendered = templates::ENVIRONMENT
-            .get_template(template)
-            .and_then(|t| t.render(context));
-        let mut response = match rendered {
-            Ok(html) => (
-                status,
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                html,
-            )
-                .into_response(),
-            Err(e) => {
-                tracing::error!("console template {template}: {e:#}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "console template error").into_response()
-            }
-        };
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; style-src 'self'; img-src 'self' data:; script-src 'self'; form-action 'self'; frame-ancestors 'none'",
-            ),
-        );
-        if self.remember
-            && let Ok(cookie) = HeaderValue::from_str(&format!(
-                "{LANG_COOKIE}={}; Path=/console; Secure; SameSite=Strict",
-                self.lang.code()
-            ))
-        {
-            headers.insert(header::SET_COOKIE, cookie);
-        }
-        response
+        render_page(
+            self.lang,
+            self.remember,
+            self.admin.as_str(),
+            status,
+            template,
+            data,
+        )
     }
 
     fn error(&self, status: StatusCode, detail: impl std::fmt::Display) -> Response {
@@ -301,28 +318,23 @@ async fn overview(console: Console, State(gateway): State<Gateway>) -> Response 
         .chain([(String::new(), liaison_bus::QUEUE_DEAD.to_owned())])
         .collect();
     let queue_names: Vec<String> = queues.iter().map(|(_, q)| q.clone()).collect();
-    let (per_day, cases, rejections, dead, latest, depths) = tokio::join!(
-        ledger.messages_per_day(midnight(first_day)),
-        ledger.cases_per_agency(now),
+    let (aggregates, rejections, dead, latest, depths) = tokio::join!(
+        aggregates(&gateway, now),
         ledger.rejections_by_code(week_start),
         ledger.dead_count(),
         ledger.latest_checkpoint(),
         gateway.bus.queue_depths(&queue_names),
     );
-    let (per_day, cases, rejections, dead, latest) =
-        match (per_day, cases, rejections, dead, latest) {
-            (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
-            (Err(e), ..)
-            | (_, Err(e), ..)
-            | (_, _, Err(e), ..)
-            | (.., Err(e), _)
-            | (.., Err(e)) => {
-                return console.unavailable(e);
-            }
-        };
+    let (aggregates, rejections, dead, latest) = match (aggregates, rejections, dead, latest) {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+            return console.unavailable(e);
+        }
+    };
+    let (per_day, cases) = (&aggregates.per_day, &aggregates.cases);
     let lifecycle = gateway.pipeline.lifecycle();
     let mut counts = BTreeMap::new();
-    for row in &per_day {
+    for row in per_day {
         *counts
             .entry((row.day.to_string(), flow_of(lifecycle, &row.type_)))
             .or_insert(0) += row.messages;
@@ -374,6 +386,7 @@ async fn overview(console: Console, State(gateway): State<Gateway>) -> Response 
         "queues": queues,
         "checkpoint": checkpoint,
         "verified_at": show(now),
+        "aggregates_at": show(aggregates.at),
     });
     let charts = minijinja::context! {
         per_day_chart => Value::from_safe_string(chart::stacked_columns(&days, &counts)),
@@ -384,6 +397,72 @@ async fn overview(console: Console, State(gateway): State<Gateway>) -> Response 
         "overview.html",
         minijinja::context! { ..charts, ..Value::from_serialize(&data) },
     )
+}
+
+/// The overview's two aggregates over a whole period (messages per day, cases per
+/// agency): their cost grows with the ledger, so a large ledger's are computed at most
+/// every [`AGGREGATES_MAX_AGE`] and in the background, and pages show them with their
+/// time. A small ledger's (computed within [`AGGREGATES_INLINE`]) are computed for each
+/// page.
+#[derive(Default)]
+pub struct ConsoleState {
+    aggregates: tokio::sync::RwLock<Option<Arc<Aggregates>>>,
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+pub(crate) struct Aggregates {
+    at: OffsetDateTime,
+    took: std::time::Duration,
+    per_day: Vec<liaison_ledger::DailyCount>,
+    cases: Vec<liaison_ledger::AgencyCases>,
+}
+
+const AGGREGATES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+const AGGREGATES_INLINE: std::time::Duration = std::time::Duration::from_millis(50);
+
+async fn compute_aggregates(
+    gateway: &Gateway,
+    now: OffsetDateTime,
+) -> Result<Arc<Aggregates>, liaison_ledger::LedgerError> {
+    let began = std::time::Instant::now();
+    let first_day = today(now) - Duration::days(CHART_DAYS - 1);
+    let (per_day, cases) = tokio::join!(
+        gateway.ledger.messages_per_day(midnight(first_day)),
+        gateway.ledger.cases_per_agency(now),
+    );
+    let fresh = Arc::new(Aggregates {
+        at: now,
+        took: began.elapsed(),
+        per_day: per_day?,
+        cases: cases?,
+    });
+    *gateway.console.aggregates.write().await = Some(fresh.clone());
+    Ok(fresh)
+}
+
+async fn aggregates(
+    gateway: &Gateway,
+    now: OffsetDateTime,
+) -> Result<Arc<Aggregates>, liaison_ledger::LedgerError> {
+    use std::sync::atomic::Ordering;
+    let cached = gateway.console.aggregates.read().await.clone();
+    match cached {
+        Some(cached) if cached.took > AGGREGATES_INLINE => {
+            let age = (now - cached.at).unsigned_abs();
+            if age > AGGREGATES_MAX_AGE && !gateway.console.refreshing.swap(true, Ordering::AcqRel)
+            {
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = compute_aggregates(&gateway, gateway.clock.now()).await {
+                        tracing::warn!("console: overview aggregates: {e}");
+                    }
+                    gateway.console.refreshing.store(false, Ordering::Release);
+                });
+            }
+            Ok(cached)
+        }
+        _ => compute_aggregates(gateway, now).await,
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
