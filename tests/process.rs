@@ -23,6 +23,26 @@ pub fn liaison_binary() -> PathBuf {
     path
 }
 
+/// Runs `liaison ARGS` against the world's database and TLS folder, quietly, to the end.
+pub fn liaison(world: &World, args: &[&str]) -> std::process::Output {
+    Command::new(liaison_binary())
+        .args(args)
+        .env("LIAISON_DATABASE_URL", &world.config.database_url)
+        .env("LIAISON_TLS_DIR", &world.config.tls_dir)
+        .env("LIAISON_LOG", "off")
+        .output()
+        .expect("run liaison")
+}
+
+/// What a command printed, standard output then standard error.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -3,37 +3,19 @@
 //! verifies the ledger, exports it, and after a payload byte is changed in PostgreSQL
 //! (triggers off) names the entry — also when checked against the export made before.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use liaison_core::checkpoint::CheckpointVerifier;
 use liaison_core::merkle;
 use liaison_devtools::demo::lead_event;
 use liaison_tests::World;
-use liaison_tests::process::liaison_binary;
+use liaison_tests::process::{liaison, liaison_binary, text};
 use serde_json::Value;
 
 fn hash(value: &Value) -> [u8; 32] {
     let bytes = hex::decode(value.as_str().expect("hex string")).expect("hex");
     bytes.try_into().expect("32 bytes")
-}
-
-pub(crate) fn liaison(world: &World, args: &[&str]) -> Output {
-    Command::new(liaison_binary())
-        .args(args)
-        .env("LIAISON_DATABASE_URL", &world.config.database_url)
-        .env("LIAISON_TLS_DIR", &world.config.tls_dir)
-        .env("LIAISON_LOG", "off")
-        .output()
-        .expect("run liaison")
-}
-
-pub(crate) fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[tokio::test]

@@ -322,11 +322,11 @@ async fn a_refusal_flood_grows_the_ledger_by_the_budget_and_one_summary_per_inte
     assert!(answer.body["ledger_seq"].is_u64(), "{}", answer.body);
     broker.shutdown(Duration::from_secs(10)).await;
     // The summary is an entry like any other: the whole ledger verifies.
-    let verified = crate::audit::liaison(&world, &["ledger", "verify"]);
+    let verified = liaison_tests::process::liaison(&world, &["ledger", "verify"]);
     assert!(
         verified.status.success(),
         "{}",
-        crate::audit::text(&verified)
+        liaison_tests::process::text(&verified)
     );
     world.cleanup().await;
 }

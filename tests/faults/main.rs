@@ -187,18 +187,8 @@ async fn kills_and_restarts_lose_nothing_and_invent_nothing() {
     let invented = delivered.difference(&expected).count();
     let duplicates = total_deliveries - delivered.len();
 
-    let verify = std::process::Command::new(process::liaison_binary())
-        .args(["ledger", "verify"])
-        .env("LIAISON_DATABASE_URL", &world.config.database_url)
-        .env("LIAISON_TLS_DIR", &world.config.tls_dir)
-        .env("LIAISON_LOG", "off")
-        .output()
-        .expect("run liaison ledger verify");
-    let verify_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    let verify = process::liaison(&world, &["ledger", "verify"]);
+    let verify_text = process::text(&verify);
 
     println!(
         "fault test: accepted {} leads ({} recipient deliveries expected), delivered {total_deliveries} \

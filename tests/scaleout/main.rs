@@ -91,8 +91,8 @@ impl Cluster {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// The node (1-based) leading each quorum queue, asked of node `via`.
-    fn leaders(&self, via: usize) -> BTreeMap<String, usize> {
+    /// One column of `rabbitmqctl list_queues` for each queue, asked of node `via`.
+    fn queue_column(&self, via: usize, column: &str) -> Vec<(String, String)> {
         self.ctl(
             via,
             &[
@@ -100,43 +100,39 @@ impl Cluster {
                 "--quiet",
                 "--no-table-headers",
                 "name",
-                "leader",
+                column,
             ],
         )
         .lines()
         .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let queue = fields.next()?.to_owned();
-            let node = fields.next()?;
-            let n = node
-                .strip_prefix("liaison")?
-                .split('@')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((queue, n))
+            let (queue, value) = line.split_once('\t')?;
+            Some((queue.to_owned(), value.trim().to_owned()))
         })
         .collect()
     }
 
+    /// The node (1-based) leading each quorum queue, asked of node `via`.
+    fn leaders(&self, via: usize) -> BTreeMap<String, usize> {
+        self.queue_column(via, "leader")
+            .into_iter()
+            .filter_map(|(queue, node)| {
+                let n = node
+                    .strip_prefix("liaison")?
+                    .split('@')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((queue, n))
+            })
+            .collect()
+    }
+
     /// How many members (replicas, one per node) each quorum queue has, asked of node `via`.
     fn members(&self, via: usize) -> BTreeMap<String, usize> {
-        self.ctl(
-            via,
-            &[
-                "list_queues",
-                "--quiet",
-                "--no-table-headers",
-                "name",
-                "members",
-            ],
-        )
-        .lines()
-        .filter_map(|line| {
-            let (queue, members) = line.split_once('\t')?;
-            Some((queue.to_owned(), members.matches('@').count()))
-        })
-        .collect()
+        self.queue_column(via, "members")
+            .into_iter()
+            .map(|(queue, members)| (queue, members.matches('@').count()))
+            .collect()
     }
 
     /// SIGKILL node `n`'s Erlang VM.
@@ -567,18 +563,8 @@ async fn a_cluster_node_and_an_instance_die_and_nothing_is_lost_or_invented() {
         .max()
         .unwrap_or_default();
 
-    let verify = Command::new(process::liaison_binary())
-        .args(["ledger", "verify"])
-        .env("LIAISON_DATABASE_URL", &world.config.database_url)
-        .env("LIAISON_TLS_DIR", &world.config.tls_dir)
-        .env("LIAISON_LOG", "off")
-        .output()
-        .expect("run liaison ledger verify");
-    let verify_text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    let verify = process::liaison(&world, &["ledger", "verify"]);
+    let verify_text = process::text(&verify);
 
     println!(
         "scale-out test: 3 RabbitMQ nodes, 2 liaison instances on one database; accepted {} leads \

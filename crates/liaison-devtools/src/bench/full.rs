@@ -260,15 +260,7 @@ pub async fn saturate(
     let prefix = format!("SD-BENCH-C{concurrency}-");
     let prepared = prepare(&clients, leads, messages, &prefix);
     let begin = Instant::now();
-    let accepted: Vec<anyhow::Result<f64>> = futures::stream::iter(prepared)
-        .map(|(client, id, bytes)| {
-            let started = started.clone();
-            async move { post(&client, id, bytes, &started).await }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let accepted: Vec<f64> = accepted.into_iter().collect::<anyhow::Result<_>>()?;
+    let accepted = post_all(prepared, concurrency, &started).await?;
     let (delivered, end) = consumer.await.context("consumer task")??;
     let seconds = end.duration_since(begin).as_secs_f64();
     Ok(PathResult {
@@ -292,17 +284,24 @@ pub async fn post_only(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let clients = clients(world, broker, Http::Http2, concurrency).await?;
-    let started: Started = Arc::default();
     let prepared = prepare(&clients, leads, messages, "SD-WAITING-");
+    post_all(prepared, concurrency, &Started::default())
+        .await
+        .map(drop)
+}
+
+/// Posts every prepared lead, `concurrency` at once; each one's accept latency in ms.
+async fn post_all(
+    prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)>,
+    concurrency: usize,
+    started: &Started,
+) -> anyhow::Result<Vec<f64>> {
     let answers: Vec<anyhow::Result<f64>> = futures::stream::iter(prepared)
-        .map(|(client, id, bytes)| {
-            let started = started.clone();
-            async move { post(&client, id, bytes, &started).await }
-        })
+        .map(|(client, id, bytes)| async move { post(&client, id, bytes, started).await })
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    answers.into_iter().try_for_each(|a| a.map(drop))
+    answers.into_iter().collect()
 }
 
 /// An open-loop run: a lead every 1/rate seconds regardless of how fast answers come.
