@@ -39,6 +39,10 @@ GRANT SELECT, INSERT, UPDATE ON cases, case_threads, case_messages, case_counter
 -- The broker checks at start that every migration is applied; it never applies one itself
 -- under this role (applying needs the owner).
 GRANT SELECT ON _sqlx_migrations TO liaison_broker;
+-- Full verifications (`liaison ledger verify`), shown on the console's overview: the
+-- broker reads them; whoever verifies records its result.
+GRANT SELECT ON ledger_verifications TO liaison_broker;
+GRANT SELECT, INSERT ON ledger_verifications TO liaison_auditor;
 
 GRANT SELECT ON ledger_entries, messages, ledger_tree_nodes, ledger_checkpoints, outbox,
     checkpoint_cosignatures,

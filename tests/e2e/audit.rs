@@ -131,6 +131,15 @@ async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() 
     let ok = liaison(&world, &["ledger", "verify"]);
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(text(&ok).contains("✓"), "{}", text(&ok));
+    // The verification is kept for the console's overview.
+    let ledger = world.ledger().await;
+    let kept = ledger
+        .latest_verification()
+        .await
+        .unwrap()
+        .expect("recorded");
+    assert!(kept.ok && kept.findings == 0, "{kept:?}");
+    assert_eq!(kept.entries as u64, ledger.size().await.unwrap());
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("before");
     let exported = liaison(
@@ -167,6 +176,15 @@ async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() 
         text(&bad).contains(&format!("first bad seq: {seq}")),
         "{}",
         text(&bad)
+    );
+    let kept = ledger
+        .latest_verification()
+        .await
+        .unwrap()
+        .expect("recorded");
+    assert!(
+        !kept.ok && kept.findings > 0,
+        "a failed verification is kept too: {kept:?}"
     );
     let against = liaison(
         &world,

@@ -120,3 +120,50 @@ impl Ledger {
             .map_err(LedgerError::query("reading the WAL position"))
     }
 }
+
+/// One full verification of the database ledger, as `liaison ledger verify` recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub verified_at: OffsetDateTime,
+    pub entries: i64,
+    pub ok: bool,
+    pub findings: i64,
+}
+
+impl Ledger {
+    /// Records the outcome of a full verification, for the console to show when the ledger
+    /// was last verified and with what result.
+    pub async fn record_verification(&self, v: &Verification) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO ledger_verifications (verified_at, entries, ok, findings) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(v.verified_at)
+        .bind(v.entries)
+        .bind(v.ok)
+        .bind(v.findings)
+        .execute(self.pool())
+        .await
+        .map_err(LedgerError::query("recording a verification"))?;
+        Ok(())
+    }
+
+    /// The latest full verification recorded, if any.
+    pub async fn latest_verification(&self) -> Result<Option<Verification>, LedgerError> {
+        let row: Option<(OffsetDateTime, i64, bool, i64)> = sqlx::query_as(
+            "SELECT verified_at, entries, ok, findings FROM ledger_verifications \
+             ORDER BY verified_at DESC LIMIT 1",
+        )
+        .fetch_optional(self.pool())
+        .await
+        .map_err(LedgerError::query("reading the latest verification"))?;
+        Ok(
+            row.map(|(verified_at, entries, ok, findings)| Verification {
+                verified_at,
+                entries,
+                ok,
+                findings,
+            }),
+        )
+    }
+}

@@ -380,11 +380,19 @@ async fn overview(console: Console, State(gateway): State<Gateway>) -> Response 
         }
         None => serde_json::Value::Null,
     };
+    let full_verification = match ledger.latest_verification().await {
+        Ok(Some(v)) => json!({
+            "at": show(v.verified_at), "entries": v.entries, "ok": v.ok, "findings": v.findings,
+        }),
+        Ok(None) => serde_json::Value::Null,
+        Err(e) => return console.unavailable(e),
+    };
     let data = json!({
         "rejections": rejections.iter().map(|(code, n)| json!({"code": code, "count": n})).collect::<Vec<_>>(),
         "dead_count": dead,
         "queues": queues,
         "checkpoint": checkpoint,
+        "full_verification": full_verification,
         "verified_at": show(now),
         "aggregates_at": show(aggregates.at),
     });
