@@ -346,27 +346,18 @@ enum SchemasCommand {
 async fn main() -> ExitCode {
     liaison_server::tls::install_crypto_provider();
     let cli = Cli::parse();
-    // The broker logs what it does; the interactive commands print their own story.
-    let (default_filter, telemetry) = match &cli.command {
-        // A configuration that does not load is reported by `serve` itself.
-        Command::Serve { config, .. } => (
-            "warn,liaison=info",
-            config.load().map(|c| c.telemetry).unwrap_or_default(),
-        ),
-        _ => ("warn", Default::default()),
-    };
-    // Logs go to stderr; `LIAISON_LOG` (an `EnvFilter`) overrides the default filter.
-    let json = std::env::var("LIAISON_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let _telemetry = match liaison_server::telemetry::subscriber::install_subscriber(
-        default_filter,
-        json,
-        &telemetry,
-    ) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    // `serve` installs the subscriber itself, once its configuration (which may name an
+    // OTLP endpoint) is loaded; the interactive commands log warnings only and print their
+    // own story.
+    let _telemetry = match &cli.command {
+        Command::Serve { .. } => None,
+        _ => match install_tracing("warn", &Default::default()) {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -375,6 +366,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr (`LIAISON_LOG`, an `EnvFilter`, overrides `default_filter`; JSON lines
+/// with `LIAISON_LOG_FORMAT=json`); spans are exported as `telemetry` says.
+fn install_tracing(
+    default_filter: &str,
+    telemetry: &liaison_server::config::TelemetryConfig,
+) -> anyhow::Result<liaison_server::telemetry::subscriber::TelemetryGuard> {
+    let json = std::env::var("LIAISON_LOG_FORMAT").is_ok_and(|f| f == "json");
+    liaison_server::telemetry::subscriber::install_subscriber(default_filter, json, telemetry)
+        .map_err(anyhow::Error::msg)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -387,7 +389,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", config.layered()?.show());
                 return Ok(());
             }
-            liaison_server::run(config.load()?, shutdown_signal()).await?;
+            let config = config.load()?;
+            let _telemetry = install_tracing("warn,liaison=info", &config.telemetry)?;
+            liaison_server::run(config, shutdown_signal()).await?;
         }
         Command::Config {
             command: ConfigCommand::Show { config },
