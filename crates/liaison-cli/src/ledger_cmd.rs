@@ -38,6 +38,26 @@ pub enum LedgerCommand {
         /// every cosignature it made must verify over its checkpoint. Repeatable.
         #[arg(long, value_name = "VKEY")]
         witness: Vec<String>,
+        /// An archive written by `liaison ledger archive`: the archived range is verified
+        /// from the archives given (together they must make it up exactly) against the leaf
+        /// hashes and tree nodes the database kept. Without any, verification starts from
+        /// the stored tree at the end of the archived range. Repeatable.
+        #[arg(long, value_name = "DIR")]
+        archive: Vec<PathBuf>,
+    },
+    /// Move the entries and message bodies before a cutoff out of the database into an
+    /// archive directory (whole partitions of [ledger] partition_entries seqs; never the
+    /// last entry, nor a message with a delivery not yet acknowledged). The archive is
+    /// written, verified from the disk, and given a signed checkpoint of exactly its last
+    /// seq before anything is removed. Run as the owner of the ledger tables.
+    Archive {
+        /// A seq (entries before it) or an RFC 3339 time or date (entries recorded before
+        /// it), e.g. 2027-01-01 or 2027-01-01T00:00:00+08:00.
+        #[arg(long, value_name = "SEQ|DATE")]
+        before: String,
+        /// A new directory for the archive; keep it with the earlier ones.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Write everything committed so far to a new directory, for offline verification.
     /// Refused when the key it would carry (the PKI's verifier key, else its public key
@@ -62,6 +82,7 @@ pub async fn run(config: Config, command: LedgerCommand) -> anyhow::Result<()> {
             against,
             public_key,
             witness,
+            archive: _,
         } => {
             let witnesses = witness_keys(&witness)?;
             verify_offline(&dir, against.as_deref(), public_key.as_deref(), &witnesses)
@@ -71,16 +92,21 @@ pub async fn run(config: Config, command: LedgerCommand) -> anyhow::Result<()> {
             against,
             public_key,
             witness,
+            archive,
         } => {
             let witnesses = witness_keys(&witness)?;
             verify_database(
                 &config,
-                against.as_deref(),
-                public_key.as_deref(),
+                VerifySources {
+                    against: against.as_deref(),
+                    public_key: public_key.as_deref(),
+                    archives: &archive,
+                },
                 &witnesses,
             )
             .await
         }
+        LedgerCommand::Archive { before, out } => archive(&config, &before, &out).await,
         LedgerCommand::Export { out } => export(&config, &out).await,
         LedgerCommand::Replay => replay(&config).await,
         LedgerCommand::Migrate => migrate(&config).await,
@@ -164,24 +190,48 @@ fn witnessed(
     Ok(())
 }
 
+/// What a database verification reads besides the database.
+struct VerifySources<'a> {
+    against: Option<&'a Path>,
+    public_key: Option<&'a Path>,
+    archives: &'a [PathBuf],
+}
+
 async fn verify_database(
     config: &Config,
-    against: Option<&Path>,
-    public_key: Option<&Path>,
+    sources: VerifySources<'_>,
     witnesses: &[CosignatureVerifier],
 ) -> anyhow::Result<()> {
-    let key = match public_key {
+    let key = match sources.public_key {
         Some(path) => read_key(path, &config.ledger.origin)?,
         None => pki_key(config)?,
     };
-    let reference = open_reference(against)?;
+    let reference = open_reference(sources.against)?;
+    let archives = sources
+        .archives
+        .iter()
+        .map(|dir| ExportDir::open(dir).with_context(|| format!("archive {}", dir.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let ledger = open(config).await?;
     let bar = progress_bar(ledger.size().await?, "verifying the ledger");
     let started = Instant::now();
     let report = ledger
-        .verify(&key, reference.as_ref(), &mut |n| bar.set_position(n))
+        .verify(&key, reference.as_ref(), &archives, &mut |n| {
+            bar.set_position(n)
+        })
         .await?;
     bar.finish_and_clear();
+    if report.skipped_through > 0 {
+        println!(
+            "note: entries 1..={} are archived and were not read (the tree kept for them was); give their archives with --archive DIR to verify them too",
+            report.skipped_through
+        );
+    } else if !archives.is_empty() {
+        println!(
+            "✓ the archived range was read from {} archive(s)",
+            archives.len()
+        );
+    }
     let checkpoints = ledger.checkpoint_records().await?;
     let cosigned = witnessed(&checkpoints, &ledger.cosignatures(None).await?, witnesses);
     // Kept for the console's overview; a role that may not write it only loses that.
@@ -304,6 +354,56 @@ async fn export(config: &Config, out: &Path) -> anyhow::Result<()> {
         out.display(),
         manifest.root,
         key.vkey()
+    );
+    Ok(())
+}
+
+/// `--before`: a seq, or an RFC 3339 time or date (midnight UTC).
+fn parse_cutoff(text: &str) -> anyhow::Result<liaison_ledger::ArchiveCutoff> {
+    use liaison_ledger::ArchiveCutoff;
+    if let Ok(seq) = text.parse::<u64>() {
+        return Ok(ArchiveCutoff::Seq(seq));
+    }
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    if let Ok(at) = time::OffsetDateTime::parse(text, rfc3339) {
+        return Ok(ArchiveCutoff::Time(at));
+    }
+    let date = time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "--before {text:?}: expected a seq, a date (2027-01-01) or an RFC 3339 time"
+        )
+    })?;
+    Ok(ArchiveCutoff::Time(date.midnight().assume_utc()))
+}
+
+async fn archive(config: &Config, before: &str, out: &Path) -> anyhow::Result<()> {
+    let cutoff = parse_cutoff(before)?;
+    let key = pki_key(config)?;
+    let signer = liaison_server::workers::checkpointing::signer(config)
+        .map_err(|e| anyhow::anyhow!("the ledger signing key: {e}"))?;
+    let ledger = open(config).await?;
+    let bar = progress_bar(ledger.size().await?, "archiving");
+    let archived = ledger
+        .archive(cutoff, out, &signer, &key, &mut |n| bar.set_position(n))
+        .await;
+    bar.finish_and_clear();
+    let archived = archived?;
+    let record = &archived.record;
+    if archived.signed_checkpoint {
+        println!("signed the checkpoint of tree size {}", record.last_seq);
+    }
+    println!(
+        "archived entries {}..={} ({} message bodies) to {}; verified, root {}; {} partition(s) of each table dropped",
+        record.first_seq,
+        record.last_seq,
+        record.messages,
+        out.display(),
+        hex::encode(record.root_hash),
+        archived.partitions
     );
     Ok(())
 }

@@ -367,6 +367,11 @@ impl CompactRange {
         self.size
     }
 
+    /// The hashes of [`CompactRange::frontier`], left to right.
+    pub fn hashes(&self) -> &[Hash] {
+        &self.hashes
+    }
+
     /// Appends a leaf hash; `completed` sees every interior node (level ≥ 1) this completes,
     /// bottom-up — the nodes a store keeps.
     pub fn push(&mut self, leaf: Hash, mut completed: impl FnMut(NodeId, Hash)) {

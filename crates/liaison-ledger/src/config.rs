@@ -10,6 +10,9 @@ pub struct LedgerConfig {
     pub batch_max: usize,
     /// Bounds connecting, acquiring a pooled connection and [`crate::Ledger::ping`].
     pub connect_timeout: Duration,
+    /// Seqs per partition of `ledger_entries` and `messages`: the unit archival moves out
+    /// (fixed by the first broker that opens the database; later values are ignored).
+    pub partition_entries: u64,
 }
 
 impl LedgerConfig {
@@ -28,6 +31,7 @@ impl Default for LedgerConfig {
             max_connections: 8,
             batch_max: 1000,
             connect_timeout: Duration::from_secs(5),
+            partition_entries: 1 << 20,
         }
     }
 }

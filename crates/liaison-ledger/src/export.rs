@@ -85,6 +85,9 @@ pub enum ExportError {
         example: u64,
         reason: String,
     },
+    /// The archives given do not make up the archived range exactly.
+    #[error("the archives given do not cover the archived range: {0}")]
+    Archives(String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -105,8 +108,18 @@ pub struct Manifest {
     pub entries: u64,
     pub messages: u64,
     pub checkpoints: u64,
-    /// Hex root hash of all entries.
+    /// Hex root hash of all entries (for an archive: of the whole tree through its last
+    /// entry).
     pub root: String,
+    /// An archive of a later range (`liaison ledger archive`): the seq of its first entry
+    /// (line 1 of `entries.jsonl`); absent when the export starts at seq 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
+    /// With `first_seq`: the tree of the `first_seq - 1` entries before, as the hex hashes of
+    /// its maximal complete subtrees, largest first (RFC 9162 §2.1.1's decomposition), so
+    /// that the roots of the archive's checkpoints can be recomputed from its own entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontier: Option<Vec<String>>,
     #[serde(with = "time::serde::rfc3339")]
     pub exported_at: time::OffsetDateTime,
 }
@@ -223,11 +236,32 @@ impl Ledger {
     ) -> Result<Exported, ExportError> {
         // Entries up to the size read now: later commits are left for the next export.
         let size = self.size().await?;
+        let archived = self.archived_through().await?;
+        if archived > 0 {
+            return Err(ExportError::Unexportable(format!(
+                "entries 1..={archived} are archived: their archives and an export of the \
+                 rest (`liaison ledger archive` writes the next one) make the whole ledger"
+            )));
+        }
+        self.export_range(dir, key, 0, size, progress).await
+    }
+
+    /// Writes an export of entries `after + 1 ..= through` (an archive when `after > 0`: its
+    /// manifest carries the tree before it, see [`Manifest::frontier`]).
+    pub(crate) async fn export_range(
+        &self,
+        dir: &Path,
+        key: &CheckpointVerifier,
+        after: u64,
+        through: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Exported, ExportError> {
+        let size = through;
         let checkpoints: Vec<_> = self
             .checkpoints()
             .await?
             .into_iter()
-            .filter(|c| c.tree_size <= size)
+            .filter(|c| c.tree_size > after && c.tree_size <= size)
             .collect();
         let mut unverified = Vec::new();
         let mut first_refusal = None;
@@ -263,7 +297,17 @@ impl Ledger {
         }
         let mut entries = Writer::create(dir, "entries.jsonl")?;
         let mut messages = Writer::create(dir, "messages.jsonl")?;
-        let mut range = CompactRange::new();
+        let mut range = if after == 0 {
+            CompactRange::new()
+        } else {
+            let mut conn = self
+                .pool()
+                .acquire()
+                .await
+                .map_err(LedgerError::query("acquiring a connection"))?;
+            crate::tree::load_range(&mut conn, after).await?
+        };
+        let frontier = (after > 0).then(|| range.hashes().iter().map(hex::encode).collect());
         let mut message_count = 0;
         while range.size() < size {
             let from = range.size();
@@ -334,7 +378,7 @@ impl Ledger {
         file.finish()?;
         let mut file = Writer::create(dir, COSIGNATURES_FILE)?;
         for c in self.cosignatures(None).await? {
-            if c.tree_size <= size {
+            if c.tree_size > after && c.tree_size <= size {
                 file.line(&json_line(&c))?;
             }
         }
@@ -347,10 +391,12 @@ impl Ledger {
         let manifest = Manifest {
             format: EXPORT_FORMAT.to_owned(),
             origin: key.origin().to_owned(),
-            entries: size,
+            entries: size - after,
             messages: message_count,
             checkpoints: checkpoints.len() as u64,
             root: hex::encode(range.root()),
+            first_seq: (after > 0).then_some(after + 1),
+            frontier,
             exported_at: self.clock_now(),
         };
         let manifest_path = dir.join("manifest.json");
@@ -364,12 +410,16 @@ impl Ledger {
 
     /// Verifies the live ledger (see [`crate::verify`]): entries, stored leaf hashes and
     /// tree nodes, message bodies, every copied column and outbox row, and checkpoints;
-    /// with `reference`, also that an earlier export is a prefix of it. `progress` sees the
-    /// number of entries checked so far.
+    /// with `reference`, also that an earlier export is a prefix of it. The archived range,
+    /// if any, is read from `archives` (which must make it up exactly), checked against the
+    /// leaf hashes and tree nodes kept for it; with no archives given, verification starts
+    /// from the stored tree at its end ([`VerifyReport::skipped_through`]). `progress` sees
+    /// the number of entries checked so far.
     pub async fn verify(
         &self,
         key: &CheckpointVerifier,
         reference: Option<&ExportDir>,
+        archives: &[ExportDir],
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<VerifyReport, ExportError> {
         let checkpoints = self.checkpoint_records().await?;
@@ -380,7 +430,19 @@ impl Ledger {
             }
             verifier = verifier.with_reference(Box::new(reference.leaves()?));
         }
-        let mut last: i64 = 0;
+        let archived = self.archived_through().await?;
+        if archived > 0 && archives.is_empty() {
+            let mut conn = self
+                .pool()
+                .acquire()
+                .await
+                .map_err(LedgerError::query("acquiring a connection"))?;
+            verifier.resume(crate::tree::load_range(&mut conn, archived).await?);
+        } else if archived > 0 || !archives.is_empty() {
+            self.verify_archives(&mut verifier, key, archives, archived, progress)
+                .await?;
+        }
+        let mut last: i64 = seq_to_db(archived)?;
         loop {
             let rows = sqlx::query(
                 "SELECT seq, recorded_at, kind, message_id, caseref, agency, entry, leaf_hash \
@@ -455,6 +517,95 @@ impl Ledger {
             );
         }
         Ok(verifier.finish())
+    }
+
+    /// Feeds the archived range from its archives, oldest first, checking each entry's
+    /// leaf hash against the one kept and the tree nodes it completes against the stored
+    /// ones.
+    async fn verify_archives(
+        &self,
+        verifier: &mut Verifier,
+        key: &CheckpointVerifier,
+        archives: &[ExportDir],
+        archived: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), ExportError> {
+        let mut ordered: Vec<&ExportDir> = archives.iter().collect();
+        ordered.sort_by_key(|a| a.offset());
+        let mut through = 0;
+        for archive in &ordered {
+            if archive.offset() != through {
+                return Err(ExportError::Archives(format!(
+                    "{} starts at seq {}, the one before ends at {through}",
+                    archive.dir.display(),
+                    archive.offset() + 1
+                )));
+            }
+            through += archive.manifest.entries;
+        }
+        if through != archived {
+            return Err(ExportError::Archives(format!(
+                "they end at seq {through}, the database archived through {archived}"
+            )));
+        }
+        for archive in ordered {
+            for c in archive.checkpoints()? {
+                verifier.add_checkpoint(key, &c);
+            }
+            let mut entries = archive.entries()?.peekable();
+            let mut messages = archive.messages()?.peekable();
+            while entries.peek().is_some() {
+                let mut page = Vec::with_capacity(PAGE as usize);
+                for entry in entries.by_ref().take(PAGE as usize) {
+                    page.push(entry?);
+                }
+                let (Some(first), Some(last_seq)) =
+                    (page.first().map(|e| e.seq), page.last().map(|e| e.seq))
+                else {
+                    break;
+                };
+                let kept = self.archived_leaves(first, last_seq).await?;
+                for entry in &mut page {
+                    // A leaf hash not kept is a mismatch with nothing, not a crash.
+                    entry.stored_leaf_hash = Some(kept.get(&entry.seq).copied().unwrap_or([0; 32]));
+                }
+                let mut page_messages = Vec::new();
+                while let Some(m) = messages.next_if(|m| m.as_ref().map_or(true, |m| m.seq <= last_seq)) {
+                    page_messages.push(m?);
+                }
+                feed(verifier, page, page_messages);
+                verifier.messages_done_through(last_seq);
+                let computed = verifier.take_completed_nodes();
+                let stored = self.stored_tree_nodes(&computed).await?;
+                verifier.compare_tree_nodes(&computed, &stored);
+                progress(verifier.entries_seen());
+            }
+            for m in messages {
+                verifier.message(m?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The leaf hashes kept for archived seqs `first ..= last`.
+    async fn archived_leaves(&self, first: u64, last: u64) -> Result<HashMap<u64, Hash>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT seq, leaf_hash FROM ledger_archived_leaves WHERE seq >= $1 AND seq <= $2",
+        )
+        .bind(seq_to_db(first)?)
+        .bind(seq_to_db(last)?)
+        .fetch_all(self.pool())
+        .await
+        .map_err(LedgerError::query("reading archived leaf hashes"))?;
+        rows.iter()
+            .map(|row| {
+                let leaf: Vec<u8> = row.try_get("leaf_hash").map_err(read)?;
+                Ok((
+                    seq_from_db(row.try_get("seq").map_err(read)?)?,
+                    <Hash>::try_from(leaf.as_slice()).unwrap_or([0; 32]),
+                ))
+            })
+            .collect()
     }
 
     /// The stored interior nodes among `computed`'s ids.
@@ -643,15 +794,51 @@ impl ExportDir {
             .collect()
     }
 
-    /// Entries in seq order: line N is seq N.
+    /// The seqs before the export's first entry (0 unless it is an archive of a later range).
+    pub fn offset(&self) -> u64 {
+        self.manifest.first_seq.map_or(0, |first| first.saturating_sub(1))
+    }
+
+    /// The tree before the first entry, for an archive of a later range.
+    pub fn frontier(&self) -> Result<Option<CompactRange>, ExportError> {
+        let offset = self.offset();
+        if offset == 0 {
+            return Ok(None);
+        }
+        let path = self.dir.join("manifest.json");
+        let bad = |reason: &str| ExportError::Format {
+            path: path.clone(),
+            line: 1,
+            reason: reason.to_owned(),
+        };
+        let hashes = self
+            .manifest
+            .frontier
+            .as_ref()
+            .ok_or_else(|| bad("first_seq without frontier"))?
+            .iter()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|b| <Hash>::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| bad("frontier: not 32 bytes of hex"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        CompactRange::from_parts(offset, hashes)
+            .map(Some)
+            .ok_or_else(|| bad("frontier: wrong number of hashes for first_seq"))
+    }
+
+    /// Entries in seq order: line N is seq N (after [`ExportDir::offset`]).
     pub fn entries(
         &self,
     ) -> Result<impl Iterator<Item = Result<EntryRecord, ExportError>> + use<>, ExportError> {
         let lines = lines(&self.dir.join("entries.jsonl"))?;
-        Ok(lines.map(|line| {
-            let (seq, bytes) = line?;
+        let offset = self.offset();
+        Ok(lines.map(move |line| {
+            let (line, bytes) = line?;
             Ok(EntryRecord {
-                seq,
+                seq: line + offset,
                 bytes,
                 ..EntryRecord::default()
             })
@@ -663,8 +850,9 @@ impl ExportDir {
         &self,
     ) -> Result<impl Iterator<Item = Result<(u64, Hash), String>> + Send + use<>, ExportError> {
         let lines = lines(&self.dir.join("entries.jsonl"))?;
-        Ok(lines.map(|line| {
-            line.map(|(seq, bytes)| (seq, audit::leaf_hash(&bytes)))
+        let offset = self.offset();
+        Ok(lines.map(move |line| {
+            line.map(|(seq, bytes)| (seq + offset, audit::leaf_hash(&bytes)))
                 .map_err(|e| e.to_string())
         }))
     }
@@ -709,6 +897,9 @@ impl ExportDir {
         progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyReport, ExportError> {
         let mut verifier = Verifier::new(key, &self.checkpoints()?);
+        if let Some(frontier) = self.frontier()? {
+            verifier.resume(frontier);
+        }
         if let Some(reference) = reference {
             for c in reference.checkpoints()? {
                 verifier.add_checkpoint(key, &c);

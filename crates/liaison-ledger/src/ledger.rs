@@ -82,6 +82,15 @@ impl Ledger {
             migrator.run(&pool).await?;
         }
         crate::tree::ensure_complete(&pool).await?;
+        let partition_entries = config.partition_entries.max(1);
+        let batch_max = config.batch_max.max(1) as u64;
+        let size = crate::proofs::live_size(&pool).await?;
+        let partitioned_through = crate::archive::extend_partitions(
+            &pool,
+            size + 2 * batch_max + partition_entries,
+            partition_entries,
+        )
+        .await?;
         info!(url, "ledger open");
 
         let outbox_notify = Arc::new(Notify::new());
@@ -94,6 +103,8 @@ impl Ledger {
             outbox_notify: Arc::clone(&outbox_notify),
             batches_committed: Arc::clone(&batches_committed),
             handoff: Arc::clone(&handoff),
+            partition_entries,
+            partitioned_through,
         }
         .spawn();
         let inner = Inner {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod admin;
+mod archive;
 mod case_replay;
 mod cases;
 mod checkpoints;
@@ -25,6 +26,7 @@ pub mod verify;
 pub mod witnessed;
 
 pub use admin::{drop_database, ensure_database};
+pub use archive::{ArchiveCutoff, ArchiveError, ArchiveRecord, Archived};
 pub use case_replay::{CaseDifference, CaseReplay, CaseReplayReport};
 pub use cases::{
     CaseFilter, CaseHead, CaseMessage, CasePage, CaseParty, CaseSummary, CaseThread, CaseView,

@@ -112,11 +112,15 @@ impl Ledger {
         &self,
         seq: u64,
     ) -> Result<Option<Result<(StoredCheckpoint, InclusionProof), u64>>, LedgerError> {
-        let row = sqlx::query("SELECT kind, entry, leaf_hash FROM ledger_entries WHERE seq = $1")
-            .bind(seq_to_db(seq)?)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(LedgerError::query("reading an entry"))?;
+        // An archived entry is proved from its kept leaf hash; its bytes are in the archive.
+        let row = sqlx::query(
+            "SELECT kind, entry, leaf_hash FROM ledger_entries WHERE seq = $1 \
+             UNION ALL SELECT NULL, NULL, leaf_hash FROM ledger_archived_leaves WHERE seq = $1",
+        )
+        .bind(seq_to_db(seq)?)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(LedgerError::query("reading an entry"))?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -138,8 +142,14 @@ impl Ledger {
             checkpoint,
             InclusionProof {
                 seq,
-                kind: row.try_get("kind").map_err(read)?,
-                entry: row.try_get("entry").map_err(read)?,
+                kind: row
+                    .try_get::<Option<String>, _>("kind")
+                    .map_err(read)?
+                    .unwrap_or_default(),
+                entry: row
+                    .try_get::<Option<Vec<u8>>, _>("entry")
+                    .map_err(read)?
+                    .unwrap_or_default(),
                 leaf_index: seq - 1,
                 tree_size: size,
                 leaf_hash: hash_from_db(row.try_get("leaf_hash").map_err(read)?)?,
@@ -186,24 +196,37 @@ impl Ledger {
         merkle::root(&nodes, size).map_err(missing_node)
     }
 
-    /// How many entries the ledger holds (its last seq).
+    /// How many entries the ledger holds (its last seq), archived ones included.
     pub async fn size(&self) -> Result<u64, LedgerError> {
-        seq_from_db(
-            sqlx::query_scalar("SELECT coalesce(max(seq), 0)::bigint FROM ledger_entries")
-                .fetch_one(self.pool())
-                .await
-                .map_err(LedgerError::query("reading the ledger size"))?,
-        )
+        live_size(self.pool()).await
     }
 
-    /// Whether the ledger holds an entry with this seq (for validating requests).
+    /// Whether the ledger holds an entry with this seq, in the database or archived (for
+    /// validating requests).
     pub async fn has_seq(&self, seq: u64) -> Result<bool, LedgerError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE seq = $1)")
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE seq = $1) \
+                 OR EXISTS (SELECT 1 FROM ledger_archived_leaves WHERE seq = $1)",
+        )
             .bind(seq_to_db(seq)?)
             .fetch_one(self.pool())
             .await
             .map_err(LedgerError::query("looking up a seq"))
     }
+}
+
+/// The ledger's last seq: its newest entry, or the end of the archived range when (as never
+/// happens through `liaison ledger archive`, which keeps the head) no entry is left.
+pub(crate) async fn live_size(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
+    seq_from_db(
+        sqlx::query_scalar(
+            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM ledger_entries), \
+                             (SELECT coalesce(max(last_seq), 0) FROM ledger_archives))::bigint",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(LedgerError::query("reading the ledger size"))?,
+    )
 }
 
 fn proof_error(e: merkle::ProofError<NodeId>) -> LedgerError {

@@ -1,5 +1,5 @@
 //! The stored Merkle tree: complete-subtree hashes in `ledger_tree_nodes` (level ≥ 1) and
-//! leaf hashes in `ledger_entries` (level 0). Appends extend it inside the committer's
+//! leaf hashes in `ledger_entries` (level 0; `ledger_archived_leaves` once archived). Appends extend it inside the committer's
 //! transaction; proofs and tree heads read the `O(log n)` nodes they need in one query.
 
 use std::collections::HashMap;
@@ -25,11 +25,15 @@ pub(crate) async fn fetch_nodes(
             .iter()
             .map(|id| seq_to_db(id.index + 1))
             .collect::<Result<Vec<_>, _>>()?;
-        let rows = sqlx::query("SELECT seq, leaf_hash FROM ledger_entries WHERE seq = ANY($1)")
-            .bind(seqs)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(LedgerError::query("reading leaf hashes"))?;
+        // Archived leaves are kept apart from their (archived) entries.
+        let rows = sqlx::query(
+            "SELECT seq, leaf_hash FROM ledger_entries WHERE seq = ANY($1) \
+             UNION ALL SELECT seq, leaf_hash FROM ledger_archived_leaves WHERE seq = ANY($1)",
+        )
+        .bind(seqs)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(LedgerError::query("reading leaf hashes"))?;
         for row in rows {
             let seq = seq_from_db(row.try_get("seq").map_err(corrupt)?)?;
             let hash = hash_from_db(row.try_get("leaf_hash").map_err(corrupt)?)?;

@@ -449,6 +449,10 @@ pub struct VerifyReport {
     pub mismatched_checkpoints: Vec<u64>,
     /// The largest checkpoint whose root matches: the entries up to it are the ones signed.
     pub verified_through: u64,
+    /// Entries `1..=skipped_through` were not read: the verification started from the
+    /// tree they make (an archive's recorded frontier, or an archived range whose archive
+    /// was not given); 0 when it started at seq 1.
+    pub skipped_through: u64,
 }
 
 /// Findings kept in a report; the rest are only counted.
@@ -662,6 +666,28 @@ impl Verifier {
             verifier.add_checkpoint(key, record);
         }
         verifier
+    }
+
+    /// Starts after the entries `range` covers, as if they had been fed: for an archive of a
+    /// later range, or a ledger whose first entries are archived. The checkpoint of exactly
+    /// that size, if any, is compared with the range's root now; smaller ones cannot be.
+    pub fn resume(&mut self, range: CompactRange) {
+        let size = range.size();
+        self.last_seq = size;
+        self.max_seq = size;
+        self.last_embedded = size;
+        self.max_embedded = size;
+        self.report.skipped_through = size;
+        if let Some(claimed) = self.checkpoints.get(&size).copied() {
+            if claimed == range.root() {
+                self.last_good_checkpoint = size;
+                self.report.verified_through = size;
+            } else {
+                self.report.mismatched_checkpoints.push(size);
+                self.pending_roots.push((size, 0));
+            }
+        }
+        self.range = range;
     }
 
     /// Adds a checkpoint, e.g. one of an earlier export.

@@ -166,7 +166,7 @@ impl Populated {
 
     async fn verify(&self, reference: Option<&ExportDir>) -> VerifyReport {
         self.ledger
-            .verify(&self.key(), reference, &mut |_| {})
+            .verify(&self.key(), reference, &[], &mut |_| {})
             .await
             .unwrap()
     }

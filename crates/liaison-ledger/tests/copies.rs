@@ -136,7 +136,7 @@ impl Fixture {
 
     async fn verify(&self) -> VerifyReport {
         self.ledger
-            .verify(&self.key(), None, &mut |_| {})
+            .verify(&self.key(), None, &[], &mut |_| {})
             .await
             .unwrap()
     }

@@ -399,6 +399,9 @@ pub struct LedgerSettings {
     /// Bounds connecting, acquiring a pooled connection and the readiness ping.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Seqs per partition of the ledger's tables: the unit `liaison ledger archive` moves
+    /// out. Fixed by the first broker that opens the database.
+    pub partition_entries: u64,
 }
 
 impl Default for LedgerSettings {
@@ -411,6 +414,7 @@ impl Default for LedgerSettings {
             max_connections: ledger.max_connections,
             batch_max: ledger.batch_max,
             connect_timeout: ledger.connect_timeout,
+            partition_entries: ledger.partition_entries,
         }
     }
 }
@@ -539,6 +543,7 @@ impl Config {
             max_connections: self.ledger.max_connections,
             batch_max: self.ledger.batch_max,
             connect_timeout: self.ledger.connect_timeout,
+            partition_entries: self.ledger.partition_entries,
         }
     }
 

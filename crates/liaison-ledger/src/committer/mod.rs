@@ -77,6 +77,10 @@ pub(crate) struct Committer {
     pub outbox_notify: Arc<Notify>,
     pub batches_committed: Arc<AtomicU64>,
     pub handoff: HandoffSlot,
+    /// Seqs per partition, and the last seq the partitions created so far cover: the
+    /// committer creates the next ones before its batches could reach past them.
+    pub partition_entries: u64,
+    pub partitioned_through: u64,
 }
 
 impl Committer {
@@ -90,7 +94,7 @@ impl Committer {
         sender
     }
 
-    async fn run(self, mut receiver: mpsc::Receiver<Job>, batch_max: usize) {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Job>, batch_max: usize) {
         let mut jobs = Vec::with_capacity(batch_max);
         // The Merkle tree's right edge after the last commit; read back only when lost.
         let mut frontier = None;
@@ -99,8 +103,28 @@ impl Committer {
             let (requests, replies): (Vec<Request>, Vec<_>) =
                 jobs.drain(..).map(|job| (job.request, job.reply)).unzip();
             self.commit(&requests, replies, &mut frontier).await;
+            if let Some(size) = frontier.as_ref().map(CompactRange::size) {
+                self.extend_partitions(size, batch_max as u64).await;
+            }
         }
         debug!("ledger committer stopped: no ledger handle is left");
+    }
+
+    /// Creates the next partitions once the ledger (`size` entries) is within two batches
+    /// of the last one. A failure only logs: rows past the partitions land in the default
+    /// partition, which keeps them (they are then never archived).
+    async fn extend_partitions(&mut self, size: u64, batch_max: u64) {
+        if size + 2 * batch_max < self.partitioned_through {
+            return;
+        }
+        let through = size + 2 * batch_max + self.partition_entries;
+        match crate::archive::extend_partitions(&self.pool, through, self.partition_entries).await
+        {
+            Ok(covered) => self.partitioned_through = covered,
+            Err(error) => {
+                warn!(%error, "could not create the next ledger partitions; trying again after the next batch")
+            }
+        }
     }
 
     /// Commits the batch and answers every request of it. When PostgreSQL refuses the data
