@@ -258,7 +258,7 @@ impl Ledger {
                 .unwrap_or_else(|_| out.to_path_buf())
                 .display()
                 .to_string(),
-            archived_at: self.clock_now(),
+            archived_at: micros(self.clock_now()),
         };
         let partitions = self.drop_archived(&record).await?;
         Ok(Archived {
@@ -279,10 +279,7 @@ impl Ledger {
             return Ok(false);
         }
         let root = self.root_at(size).await?;
-        let now = self.clock_now().to_offset(time::UtcOffset::UTC);
-        let signed_at = now
-            .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now);
+        let signed_at = micros(self.clock_now().to_offset(time::UtcOffset::UTC));
         let note = signer.sign(size, root, signed_at);
         sqlx::query(
             "INSERT INTO ledger_checkpoints (tree_size, root_hash, signed_at, note) \
@@ -365,4 +362,10 @@ impl Ledger {
             .map_err(LedgerError::query("committing the archive"))?;
         Ok(u64::try_from(dropped).unwrap_or(0))
     }
+}
+
+/// PostgreSQL keeps microseconds: what is recorded is what is read back.
+fn micros(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at)
 }

@@ -17,9 +17,13 @@ use crate::tree;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InclusionProof {
     pub seq: u64,
+    /// Empty for an archived entry.
     pub kind: String,
+    /// Empty for an archived entry: its bytes are in its archive, its leaf hash is kept.
     #[serde(skip)]
     pub entry: Vec<u8>,
+    /// The entry was archived (`liaison ledger archive`).
+    pub archived: bool,
     /// `seq - 1`.
     pub leaf_index: u64,
     pub tree_size: u64,
@@ -92,6 +96,7 @@ impl Ledger {
                 seq,
                 kind,
                 entry,
+                archived: false,
                 leaf_index: seq - 1,
                 tree_size: size,
                 leaf_hash,
@@ -125,6 +130,8 @@ impl Ledger {
             return Ok(None);
         };
         let read = |e: sqlx::Error| LedgerError::Corrupt(format!("ledger entry: {e}"));
+        let kind: Option<String> = row.try_get("kind").map_err(read)?;
+        let entry: Option<Vec<u8>> = row.try_get("entry").map_err(read)?;
         let checkpoint = match self.latest_checkpoint().await? {
             Some(c) if c.tree_size >= seq => c,
             other => return Ok(Some(Err(other.map_or(0, |c| c.tree_size)))),
@@ -142,14 +149,9 @@ impl Ledger {
             checkpoint,
             InclusionProof {
                 seq,
-                kind: row
-                    .try_get::<Option<String>, _>("kind")
-                    .map_err(read)?
-                    .unwrap_or_default(),
-                entry: row
-                    .try_get::<Option<Vec<u8>>, _>("entry")
-                    .map_err(read)?
-                    .unwrap_or_default(),
+                archived: entry.is_none(),
+                kind: kind.unwrap_or_default(),
+                entry: entry.unwrap_or_default(),
                 leaf_index: seq - 1,
                 tree_size: size,
                 leaf_hash: hash_from_db(row.try_get("leaf_hash").map_err(read)?)?,

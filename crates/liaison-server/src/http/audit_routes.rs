@@ -39,10 +39,17 @@ pub struct ProofBody {
 #[derive(Serialize, ToSchema)]
 pub struct EntryProof {
     seq: u64,
+    /// Absent for an archived entry
+    #[serde(skip_serializing_if = "String::is_empty")]
     kind: String,
     /// The entry's canonical bytes, standard base64: SHA-256(0x00 ‖ these bytes) is
-    /// `leaf_hash`
-    entry: String,
+    /// `leaf_hash`. Absent for an archived entry, whose bytes are in its archive
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry: Option<String>,
+    /// The entry was archived (`liaison ledger archive`): the proof is of its kept leaf
+    /// hash, which the entry's line in the archive hashes to
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    archived: bool,
     leaf_index: u64,
     tree_size: u64,
     /// Lowercase hex
@@ -60,7 +67,8 @@ impl From<InclusionProof> for EntryProof {
         EntryProof {
             seq: p.seq,
             kind: p.kind,
-            entry: STANDARD.encode(&p.entry),
+            entry: (!p.archived).then(|| STANDARD.encode(&p.entry)),
+            archived: p.archived,
             leaf_index: p.leaf_index,
             tree_size: p.tree_size,
             leaf_hash: hex::encode(p.leaf_hash),
@@ -208,6 +216,11 @@ pub async fn entry_proof(
     if let Reader::Agency(agency) = &reader
         && !gateway.admins.contains(agency)
     {
+        // Whose an archived entry is cannot be told without its bytes: administrators and
+        // auditors only.
+        if proof.archived {
+            return Err(not_found());
+        }
         let entry = Entry::from_canonical(&proof.entry)
             .map_err(|e| Problem::ledger(&LedgerError::Corrupt(e.to_string())))?;
         let own = entry.agency.as_ref() == Some(agency);
