@@ -2,6 +2,7 @@
 //! PostgreSQL. Each test builds its own isolated [`liaison_tests::World`].
 
 mod answers;
+mod archive;
 mod audit;
 mod auth;
 mod cases;

@@ -102,7 +102,7 @@ async fn hostile_case_references_get_a_clean_refusal_recorded_without_them() {
         liaison_pki::read_ledger_public_key(&world.layout()).unwrap(),
     )
     .unwrap();
-    let report = ledger.verify(&key, None, &mut |_| {}).await.unwrap();
+    let report = ledger.verify(&key, None, &[], &mut |_| {}).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.findings);
 
     broker.shutdown(Duration::from_secs(5)).await;

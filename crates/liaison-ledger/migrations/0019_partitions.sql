@@ -122,6 +122,7 @@ DECLARE
     n BIGINT;
     k BIGINT;
     floor_seq BIGINT;
+    created INTEGER := 0;
 BEGIN
     PERFORM pg_advisory_xact_lock(7419230561);
     INSERT INTO ledger_partitioning (partition_entries) VALUES (wanted_entries)
@@ -133,10 +134,13 @@ BEGIN
         (SELECT coalesce(max(last_seq), 0) FROM ledger_archives)
     ) INTO floor_seq;
     k := (floor_seq + n - 1) / n;
-    WHILE k * n < through LOOP
+    -- At most 16 partitions a call (each takes locks until the transaction ends): the
+    -- committer calls again after its next batch when it needs more.
+    WHILE k * n < through AND created < 16 LOOP
         IF to_regclass(format('ledger_entries_%s', k)) IS NULL THEN
             EXECUTE format('CREATE TABLE %I PARTITION OF ledger_entries FOR VALUES FROM (%s) TO (%s)',
                 'ledger_entries_' || k, k * n + 1, (k + 1) * n + 1);
+            created := created + 1;
         END IF;
         IF to_regclass(format('messages_%s', k)) IS NULL THEN
             EXECUTE format('CREATE TABLE %I PARTITION OF messages FOR VALUES FROM (%s) TO (%s)',

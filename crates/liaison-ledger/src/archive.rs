@@ -149,12 +149,17 @@ impl Ledger {
                 .bind(at)
                 .fetch_one(self.pool())
                 .await
-                .map_err(LedgerError::query("finding the first entry after the cutoff"))?;
+                .map_err(LedgerError::query(
+                    "finding the first entry after the cutoff",
+                ))?;
                 first.map_or(Ok(size + 1), seq_from_db)?
             }
         };
         let mut limit = before.saturating_sub(1).min(size.saturating_sub(1));
-        let mut why = format!("entries before the cutoff end at {}", before.saturating_sub(1));
+        let mut why = format!(
+            "entries before the cutoff end at {}",
+            before.saturating_sub(1)
+        );
         if size.saturating_sub(1) < before.saturating_sub(1) {
             why = format!("the last entry ({size}) stays in the database");
         }
@@ -241,13 +246,12 @@ impl Ledger {
                 hex::encode(root)
             )));
         }
-        let manifest = std::fs::read(out.join("manifest.json")).map_err(|source| {
-            ExportError::Io {
+        let manifest =
+            std::fs::read(out.join("manifest.json")).map_err(|source| ExportError::Io {
                 action: "read",
                 path: out.join("manifest.json"),
                 source,
-            }
-        })?;
+            })?;
         let record = ArchiveRecord {
             first_seq: after + 1,
             last_seq: through,
@@ -333,7 +337,9 @@ impl Ledger {
         .bind(last)
         .execute(&mut *tx)
         .await
-        .map_err(LedgerError::query("removing the archived messages' settled deliveries"))?;
+        .map_err(LedgerError::query(
+            "removing the archived messages' settled deliveries",
+        ))?;
         sqlx::query(
             "INSERT INTO ledger_archives \
              (first_seq, last_seq, root_hash, messages, manifest_sha256, location, archived_at) \

@@ -43,6 +43,11 @@ pub enum LedgerError {
     Corrupt(String),
     #[error("the ledger committer has stopped")]
     Closed,
+    /// What was asked reads every entry from seq 1, and the first ones are archived.
+    #[error(
+        "cannot {what}: entries 1..={through} are archived (liaison ledger archive) and it reads every entry from seq 1"
+    )]
+    Archived { what: &'static str, through: u64 },
     /// A bug: the committer answered with something the request did not ask for.
     #[error("internal ledger error: {0}")]
     Internal(&'static str),

@@ -570,7 +570,9 @@ impl Ledger {
                     entry.stored_leaf_hash = Some(kept.get(&entry.seq).copied().unwrap_or([0; 32]));
                 }
                 let mut page_messages = Vec::new();
-                while let Some(m) = messages.next_if(|m| m.as_ref().map_or(true, |m| m.seq <= last_seq)) {
+                while let Some(m) =
+                    messages.next_if(|m| m.as_ref().map_or(true, |m| m.seq <= last_seq))
+                {
                     page_messages.push(m?);
                 }
                 feed(verifier, page, page_messages);
@@ -588,7 +590,11 @@ impl Ledger {
     }
 
     /// The leaf hashes kept for archived seqs `first ..= last`.
-    async fn archived_leaves(&self, first: u64, last: u64) -> Result<HashMap<u64, Hash>, LedgerError> {
+    async fn archived_leaves(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> Result<HashMap<u64, Hash>, LedgerError> {
         let rows = sqlx::query(
             "SELECT seq, leaf_hash FROM ledger_archived_leaves WHERE seq >= $1 AND seq <= $2",
         )
@@ -796,7 +802,9 @@ impl ExportDir {
 
     /// The seqs before the export's first entry (0 unless it is an archive of a later range).
     pub fn offset(&self) -> u64 {
-        self.manifest.first_seq.map_or(0, |first| first.saturating_sub(1))
+        self.manifest
+            .first_seq
+            .map_or(0, |first| first.saturating_sub(1))
     }
 
     /// The tree before the first entry, for an archive of a later range.

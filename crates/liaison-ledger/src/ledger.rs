@@ -277,6 +277,7 @@ impl Ledger {
         &self,
         progress: &mut dyn FnMut(u64),
     ) -> Result<crate::CaseReplayReport, LedgerError> {
+        self.refuse_if_archived("replay the cases").await?;
         let mut conn = self
             .inner
             .pool
@@ -298,7 +299,17 @@ impl Ledger {
 
     /// Replaces the case tables with the fold of the ledger's entries.
     pub async fn rebuild_cases(&self) -> Result<crate::CaseReplayReport, LedgerError> {
+        self.refuse_if_archived("rebuild the cases").await?;
         crate::case_replay::rebuild(&self.inner.pool).await
+    }
+
+    /// Refuses what would fold every entry from seq 1 once some are archived: it would
+    /// see answers without their questions and deliveries without their messages.
+    pub(crate) async fn refuse_if_archived(&self, what: &'static str) -> Result<(), LedgerError> {
+        match self.archived_through().await? {
+            0 => Ok(()),
+            through => Err(LedgerError::Archived { what, through }),
+        }
     }
 
     /// Whether `agency` sent or was routed an accepted message of case `caseref`.

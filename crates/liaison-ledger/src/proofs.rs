@@ -210,10 +210,10 @@ impl Ledger {
             "SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE seq = $1) \
                  OR EXISTS (SELECT 1 FROM ledger_archived_leaves WHERE seq = $1)",
         )
-            .bind(seq_to_db(seq)?)
-            .fetch_one(self.pool())
-            .await
-            .map_err(LedgerError::query("looking up a seq"))
+        .bind(seq_to_db(seq)?)
+        .fetch_one(self.pool())
+        .await
+        .map_err(LedgerError::query("looking up a seq"))
     }
 }
 

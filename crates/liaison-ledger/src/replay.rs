@@ -224,6 +224,7 @@ impl Ledger {
         &self,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<ReplayReport, LedgerError> {
+        self.refuse_if_archived("replay the deliveries").await?;
         let mut replayer = Replayer::default();
         let mut last = 0u64;
         loop {

@@ -130,7 +130,13 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
     // partitions: 120 settled entries make 3 partitions of 32.
     let first = archive_dir(dirs.path(), "archive-1");
     let archived = ledger
-        .archive(ArchiveCutoff::Seq(1_000), &first, &signer, &key, &mut |_| {})
+        .archive(
+            ArchiveCutoff::Seq(1_000),
+            &first,
+            &signer,
+            &key,
+            &mut |_| {},
+        )
         .await
         .unwrap();
     assert_eq!(archived.record.first_seq, 1);
@@ -142,7 +148,10 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
     );
     assert!(pending_seq > archived.record.last_seq);
     assert_eq!(ledger.archived_through().await.unwrap(), 96);
-    assert_eq!(ledger.archives().await.unwrap(), vec![archived.record.clone()]);
+    assert_eq!(
+        ledger.archives().await.unwrap(),
+        vec![archived.record.clone()]
+    );
 
     // The range is gone from the hot tables, its partitions dropped; the rest stays.
     assert_eq!(
@@ -194,6 +203,16 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
             .export(&dirs.path().join("export"), &key, &mut |_| {})
             .await,
         Err(ExportError::Unexportable(_))
+    ));
+
+    // What folds every entry from seq 1 says it cannot, rather than misreport.
+    assert!(matches!(
+        ledger.replay(&mut |_| {}).await,
+        Err(liaison_ledger::LedgerError::Archived { through: 96, .. })
+    ));
+    assert!(matches!(
+        ledger.rebuild_cases().await,
+        Err(liaison_ledger::LedgerError::Archived { through: 96, .. })
     ));
 
     // A changed line of the archive is found, at its seq.
@@ -286,7 +305,13 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
     ledger.checkpoint(&signer).await.unwrap();
     let second = archive_dir(dirs.path(), "archive-2");
     let next = ledger
-        .archive(ArchiveCutoff::Seq(1_000), &second, &signer, &key, &mut |_| {})
+        .archive(
+            ArchiveCutoff::Seq(1_000),
+            &second,
+            &signer,
+            &key,
+            &mut |_| {},
+        )
         .await
         .unwrap();
     assert_eq!(next.record.first_seq, 97);
@@ -304,9 +329,7 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
     assert_eq!(whole.entries, ledger.size().await.unwrap());
     // One archive missing: refused, not a partial verdict.
     assert!(matches!(
-        ledger
-            .verify(&key, None, &both[1..], &mut |_| {})
-            .await,
+        ledger.verify(&key, None, &both[1..], &mut |_| {}).await,
         Err(ExportError::Archives(_))
     ));
 }
