@@ -1,5 +1,6 @@
 //! How to reach the database and how large a group commit may grow.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -10,6 +11,11 @@ pub struct LedgerConfig {
     pub batch_max: usize,
     /// Bounds connecting, acquiring a pooled connection and [`crate::Ledger::ping`].
     pub connect_timeout: Duration,
+    /// The directory of key-encryption keys (`<id>.kek`) that seal message bodies; with
+    /// no directory or no key in it, bodies are stored in clear and cannot be erased.
+    pub kek_dir: Option<PathBuf>,
+    /// The KEK that wraps new data keys; may be left out when `kek_dir` holds one key.
+    pub active_kek: Option<String>,
 }
 
 impl LedgerConfig {
@@ -28,6 +34,8 @@ impl Default for LedgerConfig {
             max_connections: 8,
             batch_max: 1000,
             connect_timeout: Duration::from_secs(5),
+            kek_dir: None,
+            active_kek: None,
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum LedgerError {
     Corrupt(String),
     #[error("the ledger committer has stopped")]
     Closed,
+    /// The key-encryption keys of sealed bodies are missing, unreadable or wrong.
+    #[error("{0}")]
+    Keys(#[from] crate::keys::KeyError),
     /// A bug: the committer answered with something the request did not ask for.
     #[error("internal ledger error: {0}")]
     Internal(&'static str),
@@ -77,7 +80,7 @@ impl LedgerError {
             Self::Commit(cause) => !cause.is_refused_data(),
             _ => !matches!(
                 self,
-                Self::Migrate(_) | Self::Corrupt(_) | Self::Internal(_)
+                Self::Migrate(_) | Self::Corrupt(_) | Self::Internal(_) | Self::Keys(_)
             ),
         }
     }

@@ -10,6 +10,7 @@ mod config;
 mod console;
 mod error;
 mod export;
+pub mod keys;
 mod ledger;
 mod model;
 mod outbox;
@@ -18,6 +19,7 @@ mod proofs;
 mod read;
 pub mod replay;
 pub mod report;
+mod retention;
 mod sql;
 pub mod telemetry;
 mod tree;
@@ -36,16 +38,18 @@ pub use console::{
     AgencyCases, CST_SECONDS, DailyCount, DeadDelivery, MessageHit, MessagePage, MessageSearch,
 };
 pub use error::LedgerError;
+pub use keys::{KeyError, Keyring};
 pub use export::{
     EXPORT_FORMAT, ExportDir, ExportError, Exported, Manifest, PUBLIC_KEY_FILE, VKEY_FILE,
     parse_key_file, parse_public_key,
 };
 pub use ledger::Ledger;
 pub use model::{
-    AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState, NewMessage,
+    AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState, ErasureOutcome, NewErasure, NewMessage,
     NewRejection, NewRejectionSummary, NewReveal, PendingDelivery, RecordedDelivery,
     RejectionDetail, StoredEntry, StoredMessage, TraceKey,
 };
 pub use privileges::{APPEND_ONLY_TABLES, RolePrivileges};
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};
 pub use report::{Report, ReportFormat, ReportPeriod};
+pub use retention::ErasureProposal;

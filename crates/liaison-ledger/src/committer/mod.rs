@@ -21,8 +21,8 @@ use tracing::{debug, warn};
 
 use crate::error::LedgerError;
 use crate::model::{
-    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewRejectionSummary, NewReveal,
-    PendingDelivery,
+    AcceptOutcome, DeliveryOutcome, ErasureOutcome, NewErasure, NewMessage, NewRejection,
+    NewRejectionSummary, NewReveal, PendingDelivery,
 };
 
 /// What a caller asks the committer to record.
@@ -37,6 +37,7 @@ pub(crate) enum Request {
         agency: AgencyCode,
     },
     Reveal(NewReveal),
+    Erase(NewErasure),
 }
 
 /// The committer's answer to one request, given only after its batch committed.
@@ -49,6 +50,7 @@ pub(crate) enum Answer {
     Acknowledged(bool),
     /// The seq of the reveal entry.
     Revealed(u64),
+    Erased(ErasureOutcome),
 }
 
 pub(crate) struct Job {
@@ -77,6 +79,8 @@ pub(crate) struct Committer {
     pub outbox_notify: Arc<Notify>,
     pub batches_committed: Arc<AtomicU64>,
     pub handoff: HandoffSlot,
+    /// Seals each accepted body; `None`: bodies are stored in clear.
+    pub keyring: Option<Arc<crate::keys::Keyring>>,
 }
 
 impl Committer {
@@ -129,6 +133,7 @@ impl Committer {
                 &self.pool,
                 self.clock.as_ref(),
                 &requests[range.clone()],
+                self.keyring.as_deref(),
                 lease,
                 frontier,
             )
