@@ -81,7 +81,10 @@ fn summary(e: &Entry) -> String {
         (_, Detail::Erased(x)) => format!(
             "personal data of {} message(s) erased by {} ({}): {}",
             x.messages.len(),
-            e.agency.as_ref().map(|a| a.as_str()).unwrap_or("an operator"),
+            e.agency
+                .as_ref()
+                .map(|a| a.as_str())
+                .unwrap_or("an operator"),
             x.via,
             x.basis
         ),

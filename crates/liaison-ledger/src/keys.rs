@@ -410,13 +410,19 @@ mod tests {
         let sealed = keys.seal(a, b"one").unwrap();
         assert!(matches!(
             keys.open(b, &sealed.body, "k1", &sealed.wrapped),
-            Err(KeyError::Decrypt { what: "its wrapped data key", .. })
+            Err(KeyError::Decrypt {
+                what: "its wrapped data key",
+                ..
+            })
         ));
         let mut body = sealed.body.clone();
         body[NONCE_LEN] ^= 1;
         assert!(matches!(
             keys.open(a, &body, "k1", &sealed.wrapped),
-            Err(KeyError::Decrypt { what: "its body", .. })
+            Err(KeyError::Decrypt {
+                what: "its body",
+                ..
+            })
         ));
         assert!(keys.open(a, &sealed.body, "k2", &sealed.wrapped).is_err());
         assert!(matches!(
@@ -436,7 +442,11 @@ mod tests {
         // Only the new KEK is left: the old wrapping no longer opens, the new one does,
         // and the body bytes are the ones sealed before the rotation.
         let only_k2 = Keyring::new(vec![("k2".into(), [2; 32])], "k2").unwrap();
-        assert!(only_k2.open(id, &sealed.body, "k1", &sealed.wrapped).is_err());
+        assert!(
+            only_k2
+                .open(id, &sealed.body, "k1", &sealed.wrapped)
+                .is_err()
+        );
         assert_eq!(
             only_k2.open(id, &sealed.body, "k2", &rewrapped).unwrap(),
             b"kept"
@@ -459,7 +469,10 @@ mod tests {
             Err(KeyError::NoActive { count: 2, .. })
         ));
         let two = Keyring::load(&kek_dir, Some("k2")).unwrap().unwrap();
-        assert_eq!((two.active(), two.ids()), ("k2", vec!["k1".into(), "k2".into()]));
+        assert_eq!(
+            (two.active(), two.ids()),
+            ("k2", vec!["k1".into(), "k2".into()])
+        );
         assert!(Keyring::load(&kek_dir, Some("k3")).is_err());
         assert!(!format!("{two:?}").contains(&hex::encode([2u8; 4])));
         std::fs::write(kek_dir.join("bad.kek"), "zz").unwrap();
@@ -470,7 +483,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(kek_dir.join("k1.kek")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(kek_dir.join("k1.kek"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

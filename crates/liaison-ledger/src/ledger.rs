@@ -15,11 +15,11 @@ use uuid::Uuid;
 use crate::committer::{Answer, Committer, Handoff, HandoffSlot, Job, Request};
 use crate::config::{LedgerConfig, redacted_url};
 use crate::error::LedgerError;
+use crate::keys::{KeyError, Keyring};
 use crate::model::{
     AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewRejectionSummary, PendingDelivery,
     RecordedDelivery, StoredEntry, StoredMessage, TraceKey,
 };
-use crate::keys::{KeyError, Keyring};
 use crate::{outbox, read};
 
 /// The append-only ledger. Cheap to clone; the committer stops with the last clone.

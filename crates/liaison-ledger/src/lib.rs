@@ -38,16 +38,16 @@ pub use console::{
     AgencyCases, CST_SECONDS, DailyCount, DeadDelivery, MessageHit, MessagePage, MessageSearch,
 };
 pub use error::LedgerError;
-pub use keys::{KeyError, Keyring};
 pub use export::{
     EXPORT_FORMAT, ExportDir, ExportError, Exported, Manifest, PUBLIC_KEY_FILE, VKEY_FILE,
     parse_key_file, parse_public_key,
 };
+pub use keys::{KeyError, Keyring};
 pub use ledger::Ledger;
 pub use model::{
-    AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState, ErasureOutcome, NewErasure, NewMessage,
-    NewRejection, NewRejectionSummary, NewReveal, PendingDelivery, RecordedDelivery,
-    RejectionDetail, StoredEntry, StoredMessage, TraceKey,
+    AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState,
+    ErasureOutcome, NewErasure, NewMessage, NewRejection, NewRejectionSummary, NewReveal,
+    PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry, StoredMessage, TraceKey,
 };
 pub use privileges::{APPEND_ONLY_TABLES, RolePrivileges};
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};

@@ -917,7 +917,10 @@ fn write_first_kek(layout: &PkiLayout, files: &mut FileWriter) -> Result<(), Pki
     let mut key = [0u8; 32];
     ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut key)
         .map_err(|_| PkiError::Randomness)?;
-    files.secret(&dir.join("k1.kek"), format!("{}\n", hex::encode(key)).as_bytes())
+    files.secret(
+        &dir.join("k1.kek"),
+        format!("{}\n", hex::encode(key)).as_bytes(),
+    )
 }
 
 fn create_dir(path: &Path) -> Result<(), PkiError> {

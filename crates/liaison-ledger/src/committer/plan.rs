@@ -893,7 +893,11 @@ mod tests {
         let mut ctx = context(20);
         ctx.case_keys.insert(
             "SD-1".into(),
-            vec![key(3, true, None), key(5, false, Some(9)), key(7, true, None)],
+            vec![
+                key(3, true, None),
+                key(5, false, Some(9)),
+                key(7, true, None),
+            ],
         );
         ctx.case_keys
             .insert("SD-2".into(), vec![key(4, true, None), key(6, false, None)]);
@@ -905,7 +909,10 @@ mod tests {
                 via: "api".into(),
             })
         };
-        let plan = plan(&[erase("SD-1"), erase("SD-1"), erase("SD-2"), erase("SD-9")], ctx);
+        let plan = plan(
+            &[erase("SD-1"), erase("SD-1"), erase("SD-2"), erase("SD-9")],
+            ctx,
+        );
         let erased = vec![
             detail::ErasedMessage {
                 message: Uuid::from_u128(3),
