@@ -1010,6 +1010,7 @@ mod tests {
         let layout = PkiLayout::new(dir.path());
         let mut expected: Vec<PathBuf> = layout.core_files().into();
         expected.push(layout.ledger_verifier_key());
+        expected.push(layout.kek_dir().join("k1.kek"));
         for agency in ["eco", "police"] {
             expected.push(layout.agency_cert(&code(agency)));
             expected.push(layout.agency_key(&code(agency)));
@@ -1091,6 +1092,7 @@ mod tests {
             layout.ca_key(),
             layout.server_key(),
             layout.ledger_signing_key(),
+            layout.kek_dir().join("k1.kek"),
             layout.agency_key(&code("eco")),
         ] {
             let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
@@ -1113,6 +1115,7 @@ mod tests {
                 "agencies",
                 "ca",
                 "ca.pem",
+                "kek",
                 "ledger-signing.pk8",
                 "ledger-signing.pub",
                 "ledger-signing.vkey",
