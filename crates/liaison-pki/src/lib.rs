@@ -580,7 +580,7 @@ fn create(
     files.secret(&layout.server_key(), server_key.as_bytes())?;
     files.public(&layout.server_cert(), server_cert.as_bytes())?;
     files.secret(&layout.ledger_signing_key(), &ledger_key.pkcs8)?;
-    write_first_kek(&layout, &mut files)?;
+    write_first_kek(layout, &mut files)?;
     files.public(
         &layout.ledger_public_key(),
         hex::encode(ledger_key.public).as_bytes(),

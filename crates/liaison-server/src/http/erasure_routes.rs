@@ -44,15 +44,14 @@ pub struct ErasureBody {
     messages: Vec<ErasedMessageBody>,
 }
 
-fn admin_only(gateway: &Gateway, caller: &liaison_core::AgencyCode) -> Result<(), Problem> {
-    if gateway.admins.contains(caller) {
-        Ok(())
-    } else {
-        Err(Problem::new(
+/// The refusal of a caller that is not an administrator.
+fn not_admin(gateway: &Gateway, caller: &liaison_core::AgencyCode) -> Option<Problem> {
+    (!gateway.admins.contains(caller)).then(|| {
+        Problem::new(
             RejectCode::Forbidden,
             format!("erasure is for administrators; {caller} is not one (configuration `admins`)"),
-        ))
-    }
+        )
+    })
 }
 
 /// Erases the personal data of a case
@@ -84,7 +83,9 @@ pub(crate) async fn erase(
     Path(caseref): Path<String>,
     Json(request): Json<ErasureRequest>,
 ) -> Result<(StatusCode, Json<ErasureBody>), Problem> {
-    admin_only(&gateway, &caller)?;
+    if let Some(refused) = not_admin(&gateway, &caller) {
+        return Err(refused);
+    }
     let basis = request.basis.trim();
     if basis.is_empty() {
         return Err(Problem::new(
@@ -176,7 +177,9 @@ pub(crate) async fn proposals(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,
 ) -> Result<Json<ProposalsBody>, Problem> {
-    admin_only(&gateway, &caller)?;
+    if let Some(refused) = not_admin(&gateway, &caller) {
+        return Err(refused);
+    }
     let proposals = gateway
         .ledger
         .erasure_proposals(&gateway.retention, gateway.clock.now(), PROPOSALS_LIMIT)
