@@ -33,6 +33,9 @@ GRANT SELECT, INSERT ON ledger_entries, messages, ledger_tree_nodes, ledger_chec
 -- The relay's working state.
 GRANT SELECT, INSERT, UPDATE ON outbox TO liaison_broker;
 GRANT USAGE, SELECT ON SEQUENCE outbox_delivery_id_seq TO liaison_broker;
+-- The wrapped data keys of sealed message bodies: erasure destroys them (UPDATE to NULL),
+-- rotation re-wraps them. Never DELETE: an erased key's row records the erasure's seq.
+GRANT SELECT, INSERT, UPDATE ON message_keys TO liaison_broker;
 -- The case projection, kept by the committer (every change derives from a ledger entry).
 GRANT SELECT, INSERT, UPDATE ON cases, case_threads, case_messages, case_counters, case_clocks
     TO liaison_broker;
@@ -46,5 +49,6 @@ GRANT SELECT, INSERT ON ledger_verifications TO liaison_auditor;
 
 GRANT SELECT ON ledger_entries, messages, ledger_tree_nodes, ledger_checkpoints, outbox,
     checkpoint_cosignatures,
-    cases, case_threads, case_messages, case_counters, case_clocks, _sqlx_migrations
+    cases, case_threads, case_messages, case_counters, case_clocks, _sqlx_migrations,
+    message_keys
     TO liaison_auditor;

@@ -12,6 +12,7 @@ mod config;
 mod console;
 mod crash;
 mod deadletter;
+mod erasure;
 mod forged_dead_letters;
 mod gateway_limits;
 mod hostile;

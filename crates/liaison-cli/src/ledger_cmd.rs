@@ -284,6 +284,18 @@ fn verify_offline(
 /// Prints the report; an error (exit status 1) when anything is wrong.
 fn verdict(report: &VerifyReport, started: Instant) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
+    for erased in &report.erased {
+        println!(
+            "erased: the body of message {} (seq {}) was erased by entry {}",
+            erased.message, erased.seq, erased.by
+        );
+    }
+    if !report.erased.is_empty() {
+        println!(
+            "{} message bodies erased on the record (case.erased entries); their digests stay in their entries",
+            report.erased.len()
+        );
+    }
     if report.is_ok() {
         println!(
             "✓ {} entries, {} message bodies, {} checkpoints verified in {seconds:.1}s; root {}",

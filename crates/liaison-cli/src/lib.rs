@@ -6,6 +6,7 @@ pub mod amqp_defs;
 pub mod calendar_cmd;
 pub mod cases_cmd;
 pub mod deadletters;
+pub mod erasure_cmd;
 pub mod ledger_cmd;
 pub mod policy_cmd;
 pub mod report_cmd;

@@ -130,6 +130,21 @@ enum Command {
         #[command(subcommand)]
         command: liaison_cli::witness_cmd::WitnessCommand,
     },
+    /// Erase a case's personal data (PIPL Art. 47): records a `case.erased` entry and
+    /// destroys the data keys of its messages; or list the cases due for it.
+    Erase {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        args: liaison_cli::erasure_cmd::EraseArgs,
+    },
+    /// The key-encryption keys that seal message bodies: new, rotate, status.
+    Keys {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: liaison_cli::erasure_cmd::KeysCommand,
+    },
     /// Cases: show one, list them, or replay them from the ledger's entries.
     Cases {
         #[command(flatten)]
@@ -639,6 +654,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cases { config, command } => {
             let config = config.load()?;
             liaison_cli::cases_cmd::run(&config, command).await?;
+        }
+        Command::Erase { config, args } => {
+            let config = config.load()?;
+            liaison_cli::erasure_cmd::erase(&config, args).await?;
+        }
+        Command::Keys { config, command } => {
+            let config = config.load()?;
+            liaison_cli::erasure_cmd::keys(&config, command).await?;
         }
         Command::Trace { config, key, json } => {
             let config = config.load()?;

@@ -78,6 +78,16 @@ fn summary(e: &Entry) -> String {
             r.via,
             r.fields.join(", ")
         ),
+        (_, Detail::Erased(x)) => format!(
+            "personal data of {} message(s) erased by {} ({}): {}",
+            x.messages.len(),
+            e.agency
+                .as_ref()
+                .map(|a| a.as_str())
+                .unwrap_or("an operator"),
+            x.via,
+            x.basis
+        ),
         (_, Detail::Delivery(_)) => "delivered to the agency's queue".to_owned(),
     }
 }

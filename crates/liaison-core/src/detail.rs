@@ -156,6 +156,25 @@ pub struct Revealed {
     pub via: String,
 }
 
+/// `case.erased`: which messages of the case were erased, on what legal basis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erased {
+    /// The legal basis the administrator gave (PIPL Art. 47: retention over, purpose
+    /// achieved, consent withdrawn, …), as written.
+    pub basis: String,
+    /// The messages whose data keys were destroyed, in seq order.
+    pub messages: Vec<ErasedMessage>,
+    /// Where it was asked: `api` (or the console) or `cli`.
+    pub via: String,
+}
+
+/// One erased message: its id and the seq of its `message.accepted` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasedMessage {
+    pub message: Uuid,
+    pub seq: u64,
+}
+
 /// An entry's detail, read by its kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Detail {
@@ -164,6 +183,7 @@ pub enum Detail {
     Delivery(Delivery),
     RejectionSummary(Box<RejectionSummary>),
     Revealed(Revealed),
+    Erased(Erased),
 }
 
 impl Entry {
@@ -182,6 +202,7 @@ impl Entry {
                 Detail::RejectionSummary(serde_json::from_value(detail)?)
             }
             EntryKind::MessageRevealed => Detail::Revealed(serde_json::from_value(detail)?),
+            EntryKind::CaseErased => Detail::Erased(serde_json::from_value(detail)?),
         })
     }
 

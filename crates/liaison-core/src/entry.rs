@@ -51,6 +51,12 @@ pub enum EntryKind {
     /// pointers shown. Personal information is read on purpose, and on the record.
     #[serde(rename = "message.revealed")]
     MessageRevealed,
+    /// An administrator erased the personal data of a case (PIPL Art. 47): the data keys
+    /// of the messages `detail.messages` lists were destroyed in the same transaction, so
+    /// their bodies can no longer be read; their entries and digests stay verifiable.
+    /// `agency` is the administrator (`null` from the command line), `caseref` the case.
+    #[serde(rename = "case.erased")]
+    CaseErased,
 }
 
 impl EntryKind {
@@ -65,6 +71,7 @@ impl EntryKind {
             Self::DeliveryRedriven => "delivery.redriven",
             Self::RejectionsSummarized => "message.rejections_summarized",
             Self::MessageRevealed => "message.revealed",
+            Self::CaseErased => "case.erased",
         }
     }
 
@@ -79,6 +86,7 @@ impl EntryKind {
             Self::DeliveryRedriven,
             Self::RejectionsSummarized,
             Self::MessageRevealed,
+            Self::CaseErased,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

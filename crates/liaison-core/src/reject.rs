@@ -80,10 +80,16 @@ pub enum RejectCode {
     /// expected, not UTF-8, an unknown value) or is out of range (a tree size of 0, a range
     /// whose ends are reversed, a date that is none); `detail` says which.
     InvalidParameter,
+    /// The message's personal data was erased (PIPL Art. 47): its body can no longer be
+    /// read; `ledger_seq` is the `case.erased` entry.
+    Erased,
+    /// The case cannot be erased: some of its bodies are stored in clear (before bodies
+    /// were sealed), or the broker has no key-encryption key.
+    NotErasable,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 30] = [
+    pub const ALL: [RejectCode; 32] = [
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
@@ -114,6 +120,8 @@ impl RejectCode {
         Self::InvalidTransition,
         Self::WindowClosed,
         Self::InvalidParameter,
+        Self::Erased,
+        Self::NotErasable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -148,6 +156,8 @@ impl RejectCode {
             Self::InvalidTransition => "invalid_transition",
             Self::WindowClosed => "window_closed",
             Self::InvalidParameter => "invalid_parameter",
+            Self::Erased => "erased",
+            Self::NotErasable => "not_erasable",
         }
     }
 
@@ -177,6 +187,8 @@ impl RejectCode {
             Self::CaserefMismatch | Self::CaserefUnknown | Self::WindowClosed => 422,
             Self::NotAParty => 403,
             Self::InvalidTransition => 409,
+            Self::Erased => 410,
+            Self::NotErasable => 409,
         }
     }
 
@@ -215,6 +227,8 @@ impl RejectCode {
             Self::InvalidParameter => {
                 "A parameter of the request is out of range or cannot be read"
             }
+            Self::Erased => "The message's personal data was erased",
+            Self::NotErasable => "This case cannot be erased",
         }
     }
 

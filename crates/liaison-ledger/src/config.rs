@@ -1,5 +1,6 @@
 //! How to reach the database and how large a group commit may grow.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -13,6 +14,11 @@ pub struct LedgerConfig {
     /// Seqs per partition of `ledger_entries` and `messages`: the unit archival moves out
     /// (fixed by the first broker that opens the database; later values are ignored).
     pub partition_entries: u64,
+    /// The directory of key-encryption keys (`<id>.kek`) that seal message bodies; with
+    /// no directory or no key in it, bodies are stored in clear and cannot be erased.
+    pub kek_dir: Option<PathBuf>,
+    /// The KEK that wraps new data keys; may be left out when `kek_dir` holds one key.
+    pub active_kek: Option<String>,
 }
 
 impl LedgerConfig {
@@ -32,6 +38,8 @@ impl Default for LedgerConfig {
             batch_max: 1000,
             connect_timeout: Duration::from_secs(5),
             partition_entries: 1 << 20,
+            kek_dir: None,
+            active_kek: None,
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum LedgerError {
         "cannot {what}: entries 1..={through} are archived (liaison ledger archive) and it reads every entry from seq 1"
     )]
     Archived { what: &'static str, through: u64 },
+    /// The key-encryption keys of sealed bodies are missing, unreadable or wrong.
+    #[error("{0}")]
+    Keys(#[from] crate::keys::KeyError),
     /// A bug: the committer answered with something the request did not ask for.
     #[error("internal ledger error: {0}")]
     Internal(&'static str),
@@ -82,7 +85,7 @@ impl LedgerError {
             Self::Commit(cause) => !cause.is_refused_data(),
             _ => !matches!(
                 self,
-                Self::Migrate(_) | Self::Corrupt(_) | Self::Internal(_)
+                Self::Migrate(_) | Self::Corrupt(_) | Self::Internal(_) | Self::Keys(_)
             ),
         }
     }

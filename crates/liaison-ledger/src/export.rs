@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `manifest.json` | format, origin (the checkpoint key name), counts, root of all entries |
 //! | `entries.jsonl` | line N is the canonical bytes of entry seq N, exactly as hashed |
-//! | `messages.jsonl` | one JSON object per accepted message, by seq: `id`, `seq`, `sha256` (hex), `body` (standard base64 of the exact bytes) |
+//! | `messages.jsonl` | one JSON object per accepted message, by seq: `id`, `seq`, `sha256` (hex), `body` (standard base64 of the exact bytes), or instead of `body` `erased_by` (the seq of the `case.erased` entry) |
 //! | `checkpoints.jsonl` | one JSON object per checkpoint, by size: `tree_size`, `note` (the C2SP text) |
 //! | `ledger-key.pub` | the Ed25519 public key, hex (as `liaison pki init` writes it) |
 //! | `ledger-key.vkey` | the C2SP verifier key, `origin+keyid+base64(0x01 ‖ key)`, one line |
@@ -129,7 +129,11 @@ struct MessageLine {
     id: Uuid,
     seq: u64,
     sha256: String,
-    body: String,
+    /// The plaintext (bodies are exported opened), absent once erased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    erased_by: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -345,7 +349,9 @@ impl Ledger {
             }
             let through = range.size();
             let rows = sqlx::query(
-                "SELECT id, seq, sha256, body FROM messages WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+                "SELECT m.id, m.seq, m.sha256, m.body, k.kek_id, k.wrapped, k.erased_seq \
+                 FROM messages m LEFT JOIN message_keys k ON k.message_id = m.id \
+                 WHERE m.seq > $1 AND m.seq <= $2 ORDER BY m.seq",
             )
             .bind(seq_to_db(from)?)
             .bind(seq_to_db(through)?)
@@ -353,12 +359,24 @@ impl Ledger {
             .await
             .map_err(LedgerError::query("reading messages to export"))?;
             for row in &rows {
-                let body: Vec<u8> = row.try_get("body").map_err(read)?;
+                let id: Uuid = row.try_get("id").map_err(read)?;
+                let opened = crate::keys::open_stored(
+                    self.keyring(),
+                    id,
+                    row.try_get("body").map_err(read)?,
+                    crate::keys::KeyColumns::from_row(row).map_err(read)?,
+                )
+                .map_err(LedgerError::from)?;
+                let (body, erased_by) = match opened {
+                    crate::keys::Opened::Body(body) => (Some(STANDARD.encode(&body)), None),
+                    crate::keys::Opened::Erased(seq) => (None, Some(seq)),
+                };
                 let line = MessageLine {
-                    id: row.try_get("id").map_err(read)?,
+                    id,
                     seq: seq_from_db(row.try_get("seq").map_err(read)?)?,
                     sha256: hex::encode(hash_from_db(row.try_get("sha256").map_err(read)?)?),
-                    body: STANDARD.encode(&body),
+                    body,
+                    erased_by,
                 };
                 messages.line(&json_line(&line))?;
                 message_count += 1;
@@ -636,9 +654,10 @@ impl Ledger {
         through: Option<i64>,
     ) -> Result<Vec<MessageRecord>, LedgerError> {
         let rows = sqlx::query(
-            "SELECT id, seq, sha256, body, sender, type, caseref, inreplyto, traceparent, \
-                    channel, route FROM messages \
-             WHERE seq > $1 AND ($2::bigint IS NULL OR seq <= $2) ORDER BY seq",
+            "SELECT m.id, m.seq, m.sha256, m.body, m.sender, m.type, m.caseref, m.inreplyto, \
+                    m.traceparent, m.channel, m.route, k.kek_id, k.wrapped, k.erased_seq \
+             FROM messages m LEFT JOIN message_keys k ON k.message_id = m.id \
+             WHERE m.seq > $1 AND ($2::bigint IS NULL OR m.seq <= $2) ORDER BY m.seq",
         )
         .bind(after)
         .bind(through)
@@ -672,10 +691,25 @@ impl Ledger {
             .map(|row| {
                 let digest: Vec<u8> = row.try_get("sha256").map_err(read)?;
                 let id: Uuid = row.try_get("id").map_err(read)?;
+                let stored: Vec<u8> = row.try_get("body").map_err(read)?;
+                // A sealed body that does not open is an altered one: its stored bytes
+                // then fail the digest like a changed clear body.
+                let (body, erased_by) = match crate::keys::open_stored(
+                    self.keyring(),
+                    id,
+                    stored.clone(),
+                    crate::keys::KeyColumns::from_row(row).map_err(read)?,
+                ) {
+                    Ok(crate::keys::Opened::Body(body)) => (body, None),
+                    Ok(crate::keys::Opened::Erased(seq)) => (Vec::new(), Some(seq)),
+                    Err(crate::keys::KeyError::Decrypt { .. }) => (stored, None),
+                    Err(e) => return Err(e.into()),
+                };
                 Ok(MessageRecord {
                     id,
                     seq: seq_from_db(row.try_get("seq").map_err(read)?)?,
-                    body: row.try_get("body").map_err(read)?,
+                    body,
+                    erased_by,
                     stored_sha256: Some(<Hash>::try_from(digest.as_slice()).unwrap_or([0; 32])),
                     columns: Some(MessageColumns {
                         sender: row.try_get("sender").map_err(read)?,
@@ -880,7 +914,7 @@ impl ExportDir {
             let m: MessageLine =
                 serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
             let body = STANDARD
-                .decode(&m.body)
+                .decode(m.body.as_deref().unwrap_or_default())
                 .map_err(|e| format(format!("body: {e}")))?;
             let digest = hex::decode(&m.sha256)
                 .ok()
@@ -891,6 +925,7 @@ impl ExportDir {
                 seq: m.seq,
                 body,
                 stored_sha256: Some(digest),
+                erased_by: m.erased_by,
                 ..MessageRecord::default()
             })
         }))

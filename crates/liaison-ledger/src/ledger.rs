@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::committer::{Answer, Committer, Handoff, HandoffSlot, Job, Request};
 use crate::config::{LedgerConfig, redacted_url};
 use crate::error::LedgerError;
+use crate::keys::{KeyError, Keyring};
 use crate::model::{
     AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewRejectionSummary, PendingDelivery,
     RecordedDelivery, StoredEntry, StoredMessage, TraceKey,
@@ -35,6 +36,7 @@ struct Inner {
     batches_committed: Arc<AtomicU64>,
     handoff: HandoffSlot,
     query_timeout: Duration,
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl Ledger {
@@ -42,6 +44,15 @@ impl Ledger {
     /// date and starts the committer. Must run inside a tokio runtime.
     pub async fn open(config: LedgerConfig, clock: Arc<dyn Clock>) -> Result<Ledger, LedgerError> {
         let url = redacted_url(&config.database_url);
+        let keyring = match &config.kek_dir {
+            Some(dir) => Keyring::load(dir, config.active_kek.as_deref())?.map(Arc::new),
+            None => None,
+        };
+        if keyring.is_none() {
+            tracing::warn!(
+                "no key-encryption key configured ([erasure] kek_dir): message bodies are stored in clear and cannot be erased"
+            );
+        }
         let options = PgConnectOptions::from_str(&config.database_url)
             .map_err(|source| LedgerError::Connect {
                 url: url.clone(),
@@ -105,6 +116,7 @@ impl Ledger {
             handoff: Arc::clone(&handoff),
             partition_entries,
             partitioned_through,
+            keyring: keyring.clone(),
         }
         .spawn();
         let inner = Inner {
@@ -115,6 +127,7 @@ impl Ledger {
             batches_committed,
             handoff,
             query_timeout: config.connect_timeout,
+            keyring,
         };
         Ok(Ledger {
             inner: Arc::new(inner),
@@ -202,6 +215,93 @@ impl Ledger {
         }
     }
 
+    /// Records the erasure of case `caseref`'s personal data (a `case.erased` entry) and
+    /// destroys its messages' data keys in the same transaction. Refused with
+    /// [`KeyError::Unconfigured`] when this ledger seals nothing.
+    pub async fn erase(
+        &self,
+        erasure: crate::model::NewErasure,
+    ) -> Result<crate::model::ErasureOutcome, LedgerError> {
+        if self.inner.keyring.is_none() {
+            return Err(KeyError::Unconfigured.into());
+        }
+        match self.submit(Request::Erase(erasure)).await? {
+            Answer::Erased(outcome) => Ok(outcome),
+            _ => Err(LedgerError::Internal(
+                "an erasure was answered as another request",
+            )),
+        }
+    }
+
+    /// The key-encryption keys this ledger seals with and opens with; `None`: bodies are
+    /// stored in clear.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.inner.keyring.as_deref()
+    }
+
+    /// Re-wraps every data key not wrapped by the active KEK under it, `page` keys a
+    /// statement; bodies are untouched. Each key is replaced only if it is still the one
+    /// read, so a concurrent erasure is never undone. Returns how many were re-wrapped;
+    /// `progress` is told the running count.
+    pub async fn rotate_keys(
+        &self,
+        page: i64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, LedgerError> {
+        let keyring = self.keyring().ok_or(KeyError::Unconfigured)?;
+        let active = keyring.active().to_owned();
+        let mut done = 0u64;
+        let mut after = Uuid::nil();
+        loop {
+            let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+                "SELECT message_id, kek_id, wrapped FROM message_keys \
+                 WHERE kek_id IS NOT NULL AND kek_id <> $1 AND message_id > $2 \
+                 ORDER BY message_id LIMIT $3",
+            )
+            .bind(&active)
+            .bind(after)
+            .bind(page)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(LedgerError::query("reading data keys to re-wrap"))?;
+            let Some(last) = rows.last() else {
+                return Ok(done);
+            };
+            after = last.0;
+            let mut ids = Vec::with_capacity(rows.len());
+            let mut old = Vec::with_capacity(rows.len());
+            let mut new = Vec::with_capacity(rows.len());
+            for (id, kek, wrapped) in &rows {
+                new.push(keyring.rewrap(*id, kek, wrapped)?);
+                ids.push(*id);
+                old.push(wrapped.clone());
+            }
+            let changed = sqlx::query(
+                "UPDATE message_keys AS k SET kek_id = $1, wrapped = u.new \
+                 FROM UNNEST($2::uuid[], $3::bytea[], $4::bytea[]) AS u(id, old, new) \
+                 WHERE k.message_id = u.id AND k.wrapped = u.old",
+            )
+            .bind(&active)
+            .bind(&ids)
+            .bind(&old)
+            .bind(&new)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(LedgerError::query("re-wrapping data keys"))?;
+            done += changed.rows_affected();
+            progress(done);
+        }
+    }
+
+    /// How many data keys each KEK wraps, and how many keys were destroyed by erasures
+    /// (under `None`).
+    pub async fn key_usage(&self) -> Result<Vec<(Option<String>, i64)>, LedgerError> {
+        sqlx::query_as("SELECT kek_id, count(*) FROM message_keys GROUP BY kek_id ORDER BY kek_id")
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(LedgerError::query("counting data keys"))
+    }
+
     /// Leases up to `limit` pending deliveries due now, in one round trip, counting an
     /// attempt for each. "Now" is the ledger's clock, the same that dated the entries.
     pub async fn claim_deliveries(
@@ -209,7 +309,14 @@ impl Ledger {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<PendingDelivery>, LedgerError> {
-        outbox::claim(&self.inner.pool, self.inner.clock.now(), limit, lease).await
+        outbox::claim(
+            &self.inner.pool,
+            self.keyring(),
+            self.inner.clock.now(),
+            limit,
+            lease,
+        )
+        .await
     }
 
     /// Hands the deliveries of every later commit of this ledger handle straight to the
@@ -233,7 +340,7 @@ impl Ledger {
         &self,
         delivery_id: i64,
     ) -> Result<Option<RecordedDelivery>, LedgerError> {
-        outbox::recorded(&self.inner.pool, delivery_id).await
+        outbox::recorded(&self.inner.pool, self.keyring(), delivery_id).await
     }
 
     /// Notified after each commit that created outbox rows.
@@ -247,7 +354,7 @@ impl Ledger {
     }
 
     pub async fn message(&self, id: Uuid) -> Result<Option<StoredMessage>, LedgerError> {
-        read::message(&self.inner.pool, id).await
+        read::message(&self.inner.pool, self.keyring(), id).await
     }
 
     /// Case `caseref` with its threads, parties and messages.

@@ -11,6 +11,7 @@ mod config;
 mod console;
 mod error;
 mod export;
+pub mod keys;
 mod ledger;
 mod model;
 mod outbox;
@@ -19,6 +20,7 @@ mod proofs;
 mod read;
 pub mod replay;
 pub mod report;
+mod retention;
 mod sql;
 pub mod telemetry;
 mod tree;
@@ -42,12 +44,14 @@ pub use export::{
     EXPORT_FORMAT, ExportDir, ExportError, Exported, Manifest, PUBLIC_KEY_FILE, VKEY_FILE,
     parse_key_file, parse_public_key,
 };
+pub use keys::{KeyError, Keyring};
 pub use ledger::Ledger;
 pub use model::{
-    AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState, NewMessage,
-    NewRejection, NewRejectionSummary, NewReveal, PendingDelivery, RecordedDelivery,
-    RejectionDetail, StoredEntry, StoredMessage, TraceKey,
+    AcceptOutcome, AcceptReceipt, CaseIntent, Claimed, DeliveryOutcome, DeliveryState,
+    ErasureOutcome, NewErasure, NewMessage, NewRejection, NewRejectionSummary, NewReveal,
+    PendingDelivery, RecordedDelivery, RejectionDetail, StoredEntry, StoredMessage, TraceKey,
 };
 pub use privileges::{APPEND_ONLY_TABLES, RolePrivileges};
 pub use proofs::{ConsistencyProof, InclusionProof, MessageProofs};
 pub use report::{Report, ReportFormat, ReportPeriod};
+pub use retention::ErasureProposal;

@@ -147,6 +147,9 @@ pub struct RecordedDelivery {
     /// `pending`, `dispatched`, `acknowledged` or `dead`.
     pub state: String,
     pub sha256: [u8; 32],
+    /// The seq of the `case.erased` entry that destroyed the body's key (the body is then
+    /// empty): such a delivery is never sent again.
+    pub erased_by: Option<u64>,
 }
 
 /// An administrator's reading of a message's masked personal data, to be recorded.
@@ -158,6 +161,36 @@ pub struct NewReveal {
     pub by: AgencyCode,
     /// JSON pointers of the fields shown.
     pub fields: Vec<String>,
+}
+
+/// An administrator's erasure of a case's personal data (PIPL Art. 47), to be recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewErasure {
+    pub caseref: String,
+    /// The legal basis, as the administrator wrote it.
+    pub basis: String,
+    /// The administrator's agency; `None` from the command line.
+    pub by: Option<AgencyCode>,
+    /// `api` or `cli`.
+    pub via: String,
+}
+
+/// What an erasure request came to, once committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ErasureOutcome {
+    /// The `case.erased` entry `seq` records it; the data keys of `messages` are destroyed.
+    Erased {
+        seq: u64,
+        messages: Vec<liaison_core::detail::ErasedMessage>,
+    },
+    /// Every message of the case was erased before, by these entries; nothing recorded.
+    AlreadyErased { seqs: Vec<u64> },
+    /// The ledger holds no accepted message of the case; nothing recorded.
+    UnknownCase,
+    /// Some of the case's bodies are stored in clear (before the ledger sealed bodies, or by
+    /// a broker without a key-encryption key): they cannot be erased, so nothing is.
+    StoredInClear { messages: Vec<Uuid> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,7 +244,10 @@ pub struct StoredMessage {
     pub type_: String,
     pub caseref: Option<String>,
     pub inreplyto: Option<Uuid>,
+    /// The bytes the sender posted; empty when the message was erased.
     pub body: Bytes,
+    /// The seq of the `case.erased` entry that destroyed the body's key, if one did.
+    pub erased_by: Option<u64>,
     pub received_at: OffsetDateTime,
     pub deliveries: Vec<DeliveryState>,
 }

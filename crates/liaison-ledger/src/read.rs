@@ -7,6 +7,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::error::LedgerError;
+use crate::keys::{KeyColumns, Keyring, Opened, open_stored};
 use crate::model::{DeliveryState, StoredEntry, StoredMessage, TraceKey, role_from_str};
 use crate::sql::{agency_from_db, hash_from_db, seq_from_db, seq_to_db};
 
@@ -103,10 +104,15 @@ pub(crate) async fn original(
     }))
 }
 
-pub(crate) async fn message(pool: &PgPool, id: Uuid) -> Result<Option<StoredMessage>, LedgerError> {
+pub(crate) async fn message(
+    pool: &PgPool,
+    keyring: Option<&Keyring>,
+    id: Uuid,
+) -> Result<Option<StoredMessage>, LedgerError> {
     let row = sqlx::query(
-        "SELECT m.seq, m.body, m.received_at, e.entry \
-         FROM messages m LEFT JOIN ledger_entries e ON e.seq = m.seq WHERE m.id = $1",
+        "SELECT m.seq, m.body, m.received_at, e.entry, k.kek_id, k.wrapped, k.erased_seq \
+         FROM messages m LEFT JOIN ledger_entries e ON e.seq = m.seq \
+         LEFT JOIN message_keys k ON k.message_id = m.id WHERE m.id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -115,6 +121,16 @@ pub(crate) async fn message(pool: &PgPool, id: Uuid) -> Result<Option<StoredMess
     let Some(row) = row else { return Ok(None) };
     let read = corrupt("messages row");
     let parties = row_parties(&row, id)?;
+    let stored: Vec<u8> = row.try_get("body").map_err(&read)?;
+    let (body, erased_by) = match open_stored(
+        keyring,
+        id,
+        stored,
+        KeyColumns::from_row(&row).map_err(&read)?,
+    )? {
+        Opened::Body(body) => (Bytes::from(body), None),
+        Opened::Erased(seq) => (Bytes::new(), Some(seq)),
+    };
     let deliveries = sqlx::query(
         "SELECT delivery_id, recipient, role, state, attempts, dispatched_at, acknowledged_at, last_error \
          FROM outbox WHERE message_id = $1 ORDER BY delivery_id",
@@ -135,7 +151,8 @@ pub(crate) async fn message(pool: &PgPool, id: Uuid) -> Result<Option<StoredMess
         caseref: parties.caseref,
         inreplyto: parties.inreplyto,
         recipients: parties.recipients,
-        body: Bytes::from(row.try_get::<Vec<u8>, _>("body").map_err(&read)?),
+        body,
+        erased_by,
         received_at: row.try_get("received_at").map_err(&read)?,
         deliveries,
     }))

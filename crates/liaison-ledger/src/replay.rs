@@ -3,7 +3,8 @@
 //! Delivery states: every `message.accepted` entry names its recipients, so each
 //! (message, recipient) pair must have a delivery; `delivery.*` entries carry the delivery
 //! id and move it on: `dispatched`, `acknowledged`, `dead_lettered` → `dead`, `redriven`
-//! → `dispatched` (republished with a confirm); `failed` leaves it pending. Kinds the
+//! → `dispatched` (republished with a confirm); `failed` leaves it pending; `case.erased`
+//! makes its messages' pending deliveries `dead` (withdrawn, never sent). Kinds the
 //! replay does not know are counted and otherwise ignored, so new kinds never break it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -112,6 +113,22 @@ impl Replayer {
         self.report.entries += 1;
         if let Some(caseref) = head.caseref {
             *self.report.cases.entry(caseref).or_default() += 1;
+        }
+        if head.kind == "case.erased" {
+            // The erasure withdrew its messages' deliveries not yet sent.
+            let erased: std::collections::HashSet<Uuid> = head.detail["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["message"].as_str().and_then(|s| s.parse().ok()))
+                .collect();
+            for delivery in self.by_pair.values_mut() {
+                if erased.contains(&delivery.message) && delivery.state == "pending" {
+                    delivery.state = "dead".into();
+                    delivery.seq = head.seq;
+                }
+            }
+            return Ok(());
         }
         let Some(message) = head.message else {
             if !head.kind.starts_with("message.") {

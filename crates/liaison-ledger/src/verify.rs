@@ -78,6 +78,9 @@ pub struct MessageRecord {
     pub body: Vec<u8>,
     /// The digest the store keeps beside the body, if any.
     pub stored_sha256: Option<Hash>,
+    /// The store says the body was erased, by the `case.erased` entry of this seq (the
+    /// body is then empty): checked against the erasure entries, not hashed.
+    pub erased_by: Option<u64>,
     /// The copied columns of the `messages` row (the database has them; an export not).
     pub columns: Option<MessageColumns>,
     /// The message's outbox rows (the database has them; an export not).
@@ -130,6 +133,8 @@ pub enum Finding {
     PayloadMismatch { seq: u64, message: Uuid },
     /// An accepted entry has no message body.
     PayloadMissing { seq: u64, message: Option<Uuid> },
+    /// A body is missing as erased, but no `case.erased` entry names its message.
+    ErasedWithoutEntry { seq: u64, message: Uuid },
     /// A message body points at an entry that is not its acceptance.
     MessageWithoutEntry { seq: u64, message: Uuid },
     /// A checkpoint does not verify (forged, altered, other key, unreadable).
@@ -244,6 +249,7 @@ impl Finding {
             | Self::LeafHashMismatch { seq }
             | Self::PayloadMismatch { seq, .. }
             | Self::PayloadMissing { seq, .. }
+            | Self::ErasedWithoutEntry { seq, .. }
             | Self::MessageWithoutEntry { seq, .. }
             | Self::CopiedColumn { seq, .. }
             | Self::Delivery { seq, .. }
@@ -337,6 +343,10 @@ impl fmt::Display for Finding {
                 Some(m) => write!(f, "seq {seq}: the body of accepted message {m} is missing"),
                 None => write!(f, "seq {seq}: an accepted entry names no message"),
             },
+            Self::ErasedWithoutEntry { seq, message } => write!(
+                f,
+                "seq {seq}: the body of accepted message {message} is gone as erased, but no case.erased entry names it"
+            ),
             Self::MessageWithoutEntry { seq, message } => write!(
                 f,
                 "seq {seq}: message {message} points at an entry that does not accept it"
@@ -433,7 +443,10 @@ impl fmt::Display for Finding {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     pub entries: u64,
+    /// Message bodies verified against their digests (erased ones not included).
     pub messages: u64,
+    /// Bodies erased by a `case.erased` entry that names them: not failures.
+    pub erased: Vec<ErasedBody>,
     pub checkpoints: u64,
     /// The root of all entries verified.
     pub root: Hash,
@@ -453,6 +466,16 @@ pub struct VerifyReport {
     /// tree they make (an archive's recorded frontier, or an archived range whose archive
     /// was not given); 0 when it started at seq 1.
     pub skipped_through: u64,
+}
+
+/// A body the ledger erased on the record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErasedBody {
+    pub message: Uuid,
+    /// The seq of its `message.accepted` entry.
+    pub seq: u64,
+    /// The seq of the `case.erased` entry that names it.
+    pub by: u64,
 }
 
 /// Findings kept in a report; the rest are only counted.
@@ -558,6 +581,9 @@ struct EntryDetail {
     inreplyto: Option<Value>,
     #[serde(default)]
     recipients: Option<Value>,
+    /// `case.erased`: the messages erased.
+    #[serde(default)]
+    messages: Option<Value>,
 }
 
 /// What an accepted entry says about its message, kept until the message is fed.
@@ -623,6 +649,13 @@ pub struct Verifier {
     accepted: BTreeMap<u64, Accepted>,
     /// Messages fed before their accepted entry (which comes later in a moved row).
     early: BTreeMap<u64, MessageRecord>,
+    /// The messages `case.erased` entries name, with the first such entry's seq.
+    erasures: HashMap<Uuid, u64>,
+    /// Bodies the store says are erased: (message, its seq), checked at the end against
+    /// `erasures` (the erasure entry comes after the acceptance).
+    /// With the seq of the erasure the store names, which may lie beyond what is read
+    /// here (an archive of a range closed before the erasure).
+    erased_claims: Vec<(Uuid, u64, Option<u64>)>,
     /// Interior tree nodes completed since last taken, when the store keeps them.
     completed_nodes: Option<Vec<(NodeId, Hash)>>,
     /// The ranges of the stored tree nodes found wrong so far.
@@ -655,6 +688,8 @@ impl Verifier {
             roots_reported_since: None,
             accepted: BTreeMap::new(),
             early: BTreeMap::new(),
+            erasures: HashMap::new(),
+            erased_claims: Vec::new(),
             completed_nodes: None,
             wrong_nodes: Vec::new(),
             beyond: None,
@@ -873,6 +908,17 @@ impl Verifier {
                     if let Some(message) = self.early.remove(&head.seq) {
                         self.message(message);
                     }
+                } else if head.kind == "case.erased" {
+                    let named = head
+                        .detail
+                        .as_ref()
+                        .and_then(|d| d.messages.as_ref())
+                        .and_then(Value::as_array);
+                    for m in named.into_iter().flatten() {
+                        if let Some(id) = as_str(m.get("message")).and_then(|s| s.parse().ok()) {
+                            self.erasures.entry(id).or_insert(head.seq);
+                        }
+                    }
                 }
             }
             Err(e) => self.find(Finding::Unreadable {
@@ -1071,15 +1117,18 @@ impl Verifier {
                     Some(&route.to_string()),
                 );
             }
-            let traceparent = serde_json::from_slice::<BodyHead>(&record.body)
-                .ok()
-                .and_then(|b| b.traceparent);
-            self.mismatch(
-                seq,
-                "messages.traceparent",
-                columns.traceparent.as_deref(),
-                as_str(traceparent.as_ref()),
-            );
+            // An erased body cannot say what its traceparent was.
+            if record.erased_by.is_none() {
+                let traceparent = serde_json::from_slice::<BodyHead>(&record.body)
+                    .ok()
+                    .and_then(|b| b.traceparent);
+                self.mismatch(
+                    seq,
+                    "messages.traceparent",
+                    columns.traceparent.as_deref(),
+                    as_str(traceparent.as_ref()),
+                );
+            }
         }
         if let Some(deliveries) = &record.deliveries {
             self.compare_deliveries(record, detail, deliveries);
@@ -1185,6 +1234,9 @@ impl Verifier {
     /// A message body; its accepted entry should have been fed already (if it comes later,
     /// in a moved row, the body waits for it).
     pub fn message(&mut self, record: MessageRecord) {
+        if record.erased_by.is_some() {
+            return self.erased_message(record);
+        }
         let digest = audit::sha256(&record.body);
         if record.stored_sha256.is_some_and(|stored| stored != digest) {
             self.report.messages += 1;
@@ -1226,6 +1278,42 @@ impl Verifier {
         }
     }
 
+    /// A message whose body the store says was erased: matched with its accepted entry
+    /// like any other (its stored digest too), its copied columns compared, and kept to be
+    /// checked against the erasure entries at the end.
+    fn erased_message(&mut self, record: MessageRecord) {
+        match self.accepted.remove(&record.seq) {
+            Some(accepted) if accepted.message == Some(record.id) => {
+                let recorded = as_str(accepted.detail.as_ref().and_then(|d| d.sha256.as_ref()));
+                if let Some(stored) = record.stored_sha256
+                    && recorded != Some(hex::encode(stored).as_str())
+                {
+                    self.report.messages += 1;
+                    self.find(Finding::PayloadMismatch {
+                        seq: record.seq,
+                        message: record.id,
+                    });
+                    return;
+                }
+                self.compare_message(&record, &accepted);
+                self.erased_claims
+                    .push((record.id, record.seq, record.erased_by));
+            }
+            None if record.seq > self.max_embedded || self.offset != 0 => {
+                self.early.insert(record.seq, record);
+            }
+            _ => {
+                self.report.messages += 1;
+                if !self.is_missing(record.seq) && !self.leaf_faults.contains(&record.seq) {
+                    self.find(Finding::MessageWithoutEntry {
+                        seq: record.seq,
+                        message: record.id,
+                    });
+                }
+            }
+        }
+    }
+
     /// Every accepted entry up to `seq` should have had its message by now.
     pub fn messages_done_through(&mut self, seq: u64) {
         let rest = self.accepted.split_off(&(seq + 1));
@@ -1249,6 +1337,20 @@ impl Verifier {
             }
         }
         self.messages_done_through(u64::MAX - 1);
+        let read_through = self.range.size();
+        for (message, seq, claimed) in std::mem::take(&mut self.erased_claims) {
+            match (self.erasures.get(&message), claimed) {
+                (Some(&by), _) if by > seq => {
+                    self.report.erased.push(ErasedBody { message, seq, by })
+                }
+                // Erased by an entry after the last one read here: an archive closed before
+                // the erasure. Verifying the whole ledger (database and archives) checks it.
+                (None, Some(by)) if by > read_through => {
+                    self.report.erased.push(ErasedBody { message, seq, by })
+                }
+                _ => self.find(Finding::ErasedWithoutEntry { seq, message }),
+            }
+        }
         self.resolve_roots();
         // Checkpoints beyond the leaves: up to the highest seq seen, entries are missing in
         // between (already found), so their roots cannot match; beyond it, the last

@@ -14,8 +14,8 @@ use liaison_core::{
 };
 use liaison_ledger::verify::Location;
 use liaison_ledger::{
-    AcceptOutcome, ArchiveCutoff, ArchiveError, DeliveryOutcome, ExportDir, ExportError, Ledger,
-    NewMessage,
+    AcceptOutcome, ArchiveCutoff, ArchiveError, DeliveryOutcome, ErasureOutcome, ExportDir,
+    ExportError, Ledger, NewErasure, NewMessage,
 };
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
@@ -110,21 +110,44 @@ fn archive_dir(root: &Path, name: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
     let db = TestDb::create().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let keks = dirs.path().join("kek");
+    std::fs::create_dir(&keks).unwrap();
+    liaison_ledger::keys::generate_kek(&keks, "k1").unwrap();
     let mut config = db.config();
     config.partition_entries = PARTITION;
     config.batch_max = 64;
+    config.kek_dir = Some(keks);
     let ledger = Ledger::open(config, Arc::new(SystemClock)).await.unwrap();
     let signer = signer();
     let key = CheckpointVerifier::new(ORIGIN, signer.public_key()).unwrap();
-    let dirs = tempfile::tempdir().unwrap();
 
     // 40 leads delivered and acknowledged (3 entries each), then one still pending.
     let settled = send(&ledger, 0, 40, true).await;
     let pending = send(&ledger, 100, 1, false).await;
+    let pending_seq = ledger.size().await.unwrap();
+    assert_eq!(pending_seq, 121);
+    // A case erased before its range is archived: the archive holds no body of it, and
+    // names the later erasure entry that destroyed them.
+    let erasure = ledger
+        .erase(NewErasure {
+            caseref: "SD-ARCHIVE-1".into(),
+            basis: "PIPL Art. 47: retention period ended".into(),
+            by: None,
+            via: "cli".into(),
+        })
+        .await
+        .unwrap();
+    let ErasureOutcome::Erased {
+        seq: erased_by,
+        messages: erased,
+    } = erasure
+    else {
+        panic!("not erased: {erasure:?}");
+    };
+    assert_eq!((erased_by, erased.len()), (122, 8));
     ledger.checkpoint(&signer).await.unwrap();
     let size = ledger.size().await.unwrap();
-    assert_eq!(size, 121);
-    let pending_seq = size; // the pending lead's acceptance is the last entry
 
     // Nothing may be archived past the pending delivery's message, nor past whole
     // partitions: 120 settled entries make 3 partitions of 32.
@@ -185,6 +208,19 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
     let report = archive.verify(&key, None, &mut |_| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.findings);
     assert_eq!((report.entries, report.verified_through), (96, 96));
+    assert_eq!((report.messages, report.erased.len()), (32, 8));
+    assert!(report.erased.iter().all(|e| e.by == erased_by));
+    let lines = std::fs::read_to_string(first.join("messages.jsonl")).unwrap();
+    for e in &erased {
+        let line = lines
+            .lines()
+            .find(|l| l.contains(&e.message.to_string()))
+            .unwrap();
+        assert!(
+            line.contains(&format!("\"erased_by\":{erased_by}")) && !line.contains("\"body\""),
+            "{line}"
+        );
+    }
 
     // The database alone: from the stored tree at the archive's end.
     let alone = ledger.verify(&key, None, &[], &mut |_| {}).await.unwrap();
@@ -197,6 +233,8 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
         .unwrap();
     assert!(whole.is_ok(), "{:?}", whole.findings);
     assert_eq!((whole.skipped_through, whole.entries), (0, size));
+    // The erasure entry itself was read this time, and names each erased body.
+    assert_eq!(whole.erased.len(), 8);
     // A plain export would silently lack the range: refused.
     assert!(matches!(
         ledger

@@ -120,6 +120,12 @@ impl PkiLayout {
         self.dir.join("server.key")
     }
 
+    /// The key-encryption keys that seal message bodies (`<id>.kek`, 64 hex digits),
+    /// liaison's default `[erasure] kek_dir`.
+    pub fn kek_dir(&self) -> PathBuf {
+        self.dir.join("kek")
+    }
+
     pub fn agencies_dir(&self) -> PathBuf {
         self.dir.join("agencies")
     }
@@ -352,6 +358,11 @@ pub fn ensure(
         let vkey = verifier_key(&options.origin, public_key)?;
         files.public(&layout.ledger_verifier_key(), vkey.as_bytes())?;
     }
+    // PKIs made before bodies were sealed get their first key-encryption key now (a
+    // directory that exists is left alone, keys or not).
+    if !exists(&layout.kek_dir())? {
+        write_first_kek(&layout, &mut files)?;
+    }
     let ca = load_ca(&layout)?;
     create_dir(&layout.agencies_dir())?;
     let (not_before, not_after) = validity_from_now(options.validity_days);
@@ -569,6 +580,7 @@ fn create(
     files.secret(&layout.server_key(), server_key.as_bytes())?;
     files.public(&layout.server_cert(), server_cert.as_bytes())?;
     files.secret(&layout.ledger_signing_key(), &ledger_key.pkcs8)?;
+    write_first_kek(layout, &mut files)?;
     files.public(
         &layout.ledger_public_key(),
         hex::encode(ledger_key.public).as_bytes(),
@@ -892,6 +904,25 @@ fn set_mode(_path: &Path, _mode: u32) -> Result<(), PkiError> {
     Ok(())
 }
 
+/// `kek/k1.kek`: 32 random bytes in hex, the first key-encryption key of message bodies.
+fn write_first_kek(layout: &PkiLayout, files: &mut FileWriter) -> Result<(), PkiError> {
+    let dir = layout.kek_dir();
+    create_dir(&dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_error("restrict", &dir))?;
+    }
+    let mut key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut key)
+        .map_err(|_| PkiError::Randomness)?;
+    files.secret(
+        &dir.join("k1.kek"),
+        format!("{}\n", hex::encode(key)).as_bytes(),
+    )
+}
+
 fn create_dir(path: &Path) -> Result<(), PkiError> {
     fs::create_dir_all(path).map_err(io_error("create directory", path))
 }
@@ -979,6 +1010,7 @@ mod tests {
         let layout = PkiLayout::new(dir.path());
         let mut expected: Vec<PathBuf> = layout.core_files().into();
         expected.push(layout.ledger_verifier_key());
+        expected.push(layout.kek_dir().join("k1.kek"));
         for agency in ["eco", "police"] {
             expected.push(layout.agency_cert(&code(agency)));
             expected.push(layout.agency_key(&code(agency)));
@@ -1060,6 +1092,7 @@ mod tests {
             layout.ca_key(),
             layout.server_key(),
             layout.ledger_signing_key(),
+            layout.kek_dir().join("k1.kek"),
             layout.agency_key(&code("eco")),
         ] {
             let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
@@ -1082,6 +1115,7 @@ mod tests {
                 "agencies",
                 "ca",
                 "ca.pem",
+                "kek",
                 "ledger-signing.pk8",
                 "ledger-signing.pub",
                 "ledger-signing.vkey",

@@ -191,6 +191,7 @@ impl Broker {
             bus: bus.clone(),
             checkpoint_key: signer.verifier(),
             console: Arc::default(),
+            retention: Arc::new(config.retention.periods_seconds()),
         };
         let guard = Arc::new(Guard::new(&config.limits));
         let rate_limiter = guard.rate_limiter();
@@ -346,6 +347,15 @@ impl Broker {
             user_prefix: config.intake.user_prefix.clone(),
         };
         tasks.spawn(recorder.run(cancel.clone()));
+
+        tasks.spawn(
+            crate::workers::retention::RetentionWorker {
+                ledger: ledger.clone(),
+                clock: clock.clone(),
+                config: config.retention.clone(),
+            }
+            .run(cancel.clone()),
+        );
 
         let watcher = config.clocks.watch.then(|| {
             Arc::new(ClockWatcher::new(

@@ -76,6 +76,57 @@ pub struct Config {
     pub intake: IntakeConfig,
     pub clocks: ClocksConfig,
     pub telemetry: TelemetryConfig,
+    pub erasure: ErasureConfig,
+    pub retention: RetentionConfig,
+}
+
+/// Sealed message bodies, so that a case's personal data can be erased (`docs/operations.md`,
+/// "Erasure"). Each body is encrypted under a data key of its own, wrapped by the active
+/// key-encryption key (KEK); erasing a case destroys its data keys.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErasureConfig {
+    /// The directory of KEK files `<id>.kek` (64 hex digits; `liaison keys new`). Unset:
+    /// `<tls_dir>/kek`, where `liaison pki init` writes `k1.kek`. With no key there,
+    /// bodies are stored in clear, erasure is refused and the broker warns at start.
+    pub kek_dir: Option<PathBuf>,
+    /// The KEK that wraps new data keys; may be left out when the directory holds one.
+    pub active_kek: Option<String>,
+}
+
+/// How long the messages of each type are kept before their case is proposed for erasure.
+/// A worker lists the cases due (`GET /v1/erasure-proposals`, `liaison erase --proposals`);
+/// it never erases: an administrator does, with the legal basis.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Message type → retention period (`"1825d"`, `"5y"`). A case is due when every
+    /// message of it not yet erased is past its type's period; a case holding a type
+    /// without a period is never due.
+    pub periods: std::collections::BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// How often the worker looks for due cases (and sets the metric); zero: never (the
+    /// route and the command still list them).
+    #[serde(with = "humantime_serde")]
+    pub scan_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            periods: Default::default(),
+            scan_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// (message type, seconds) of every period.
+    pub fn periods_seconds(&self) -> Vec<(String, i64)> {
+        self.periods
+            .iter()
+            .map(|(t, d)| (t.clone(), i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+            .collect()
+    }
 }
 
 /// Where spans go. Metrics are always on the operations port (`GET /metrics`); spans are
@@ -301,6 +352,8 @@ impl Default for Config {
             intake: IntakeConfig::default(),
             clocks: ClocksConfig::default(),
             telemetry: TelemetryConfig::default(),
+            erasure: ErasureConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -544,7 +597,17 @@ impl Config {
             batch_max: self.ledger.batch_max,
             connect_timeout: self.ledger.connect_timeout,
             partition_entries: self.ledger.partition_entries,
+            kek_dir: Some(self.kek_dir()),
+            active_kek: self.erasure.active_kek.clone(),
         }
+    }
+
+    /// Where the key-encryption keys are: `[erasure] kek_dir`, or `<tls_dir>/kek`.
+    pub fn kek_dir(&self) -> PathBuf {
+        self.erasure
+            .kek_dir
+            .clone()
+            .unwrap_or_else(|| self.tls_dir.join("kek"))
     }
 
     /// The bus's settings (`liaison-bus`), from `amqp_url`, `amqp_failover_urls`, `[bus]`
@@ -818,6 +881,8 @@ fn unset_means(keys: &[String]) -> String {
         ["schemas"] => format!(": built-in {}", defaults::SCHEMAS_PATH),
         ["calendar_dir"] => ": the years built into the binary".to_owned(),
         ["revocation", "crl"] => ": <tls_dir>/crl.pem when it exists".to_owned(),
+        ["erasure", "kek_dir"] => ": <tls_dir>/kek".to_owned(),
+        ["erasure", "active_kek"] => ": the one key of kek_dir".to_owned(),
         _ => String::new(),
     }
 }

@@ -21,8 +21,8 @@ use tracing::{debug, warn};
 
 use crate::error::LedgerError;
 use crate::model::{
-    AcceptOutcome, DeliveryOutcome, NewMessage, NewRejection, NewRejectionSummary, NewReveal,
-    PendingDelivery,
+    AcceptOutcome, DeliveryOutcome, ErasureOutcome, NewErasure, NewMessage, NewRejection,
+    NewRejectionSummary, NewReveal, PendingDelivery,
 };
 
 /// What a caller asks the committer to record.
@@ -37,6 +37,7 @@ pub(crate) enum Request {
         agency: AgencyCode,
     },
     Reveal(NewReveal),
+    Erase(NewErasure),
 }
 
 /// The committer's answer to one request, given only after its batch committed.
@@ -49,6 +50,7 @@ pub(crate) enum Answer {
     Acknowledged(bool),
     /// The seq of the reveal entry.
     Revealed(u64),
+    Erased(ErasureOutcome),
 }
 
 pub(crate) struct Job {
@@ -81,6 +83,8 @@ pub(crate) struct Committer {
     /// committer creates the next ones before its batches could reach past them.
     pub partition_entries: u64,
     pub partitioned_through: u64,
+    /// Seals each accepted body; `None`: bodies are stored in clear.
+    pub keyring: Option<Arc<crate::keys::Keyring>>,
 }
 
 impl Committer {
@@ -152,6 +156,7 @@ impl Committer {
                 &self.pool,
                 self.clock.as_ref(),
                 &requests[range.clone()],
+                self.keyring.as_deref(),
                 lease,
                 frontier,
             )

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::cases::{CaseBook, CaseRefusal, CaseWrites};
 use super::{Answer, Request};
 use crate::model::{
-    AcceptOutcome, AcceptReceipt, Claimed, DeliveryOutcome, NewMessage, NewRejection, NewReveal,
-    role_as_str,
+    AcceptOutcome, AcceptReceipt, Claimed, DeliveryOutcome, ErasureOutcome, NewErasure, NewMessage,
+    NewRejection, NewReveal, role_as_str,
 };
 
 /// A rejection records at most this many schema errors; the rest are only counted.
@@ -108,6 +108,21 @@ pub(crate) struct PlanContext {
     pub known: HashMap<Uuid, KnownMessage>,
     pub outbox: HashMap<i64, OutboxRow>,
     pub cases: CaseBook,
+    /// The batch's accepted bodies, sealed (empty when bodies are stored in clear).
+    pub sealed: HashMap<Uuid, crate::keys::Sealed>,
+    /// The messages of the cases the batch erases, by case reference.
+    pub case_keys: HashMap<String, Vec<CaseKey>>,
+}
+
+/// A message of a case to erase, as the batch found it.
+#[derive(Clone, Debug)]
+pub(crate) struct CaseKey {
+    pub message_id: Uuid,
+    pub seq: u64,
+    /// Its body is sealed and its data key still there.
+    pub sealed: bool,
+    /// The `case.erased` entry that destroyed its key.
+    pub erased_seq: Option<u64>,
 }
 
 pub(crate) struct EntryRow {
@@ -132,7 +147,12 @@ pub(crate) struct MessageRow {
     pub trace_context: Option<String>,
     pub channel: &'static str,
     pub sha256: [u8; 32],
+    /// The bytes posted, for handing straight to the relay.
     pub body: Bytes,
+    /// What `messages.body` stores: the sealed body, or the posted bytes in clear.
+    pub stored: Bytes,
+    /// The wrapped data key of a sealed body: (KEK id, wrapped key).
+    pub key: Option<(String, Vec<u8>)>,
     pub route: Value,
     pub received_at: OffsetDateTime,
 }
@@ -152,6 +172,8 @@ pub(crate) struct BatchWrites {
     pub new_deliveries: Vec<NewDelivery>,
     pub delivery_updates: Vec<OutboxRow>,
     pub cases: CaseWrites,
+    /// Data keys to destroy: (message, seq of the `case.erased` entry).
+    pub erasures: Vec<(Uuid, u64)>,
 }
 
 pub(crate) struct Plan {
@@ -167,6 +189,8 @@ pub(crate) fn plan(requests: &[Request], context: PlanContext) -> Plan {
         known: context.known,
         outbox: context.outbox,
         cases: context.cases,
+        sealed: context.sealed,
+        case_keys: context.case_keys,
         changed: BTreeSet::new(),
         writes: BatchWrites {
             at: context.at,
@@ -175,6 +199,7 @@ pub(crate) fn plan(requests: &[Request], context: PlanContext) -> Plan {
             new_deliveries: Vec::new(),
             delivery_updates: Vec::new(),
             cases: CaseWrites::default(),
+            erasures: Vec::new(),
         },
     };
     let answers = requests
@@ -198,6 +223,7 @@ pub(crate) fn plan(requests: &[Request], context: PlanContext) -> Plan {
                 agency,
             } => Answer::Acknowledged(planner.acknowledge(*delivery_id, agency)),
             Request::Reveal(reveal) => Answer::Revealed(planner.reveal(reveal)),
+            Request::Erase(erasure) => Answer::Erased(planner.erase(erasure)),
         })
         .collect();
     let mut writes = planner.writes;
@@ -218,6 +244,8 @@ struct Planner {
     known: HashMap<Uuid, KnownMessage>,
     outbox: HashMap<i64, OutboxRow>,
     cases: CaseBook,
+    sealed: HashMap<Uuid, crate::keys::Sealed>,
+    case_keys: HashMap<String, Vec<CaseKey>>,
     changed: BTreeSet<i64>,
     writes: BatchWrites,
 }
@@ -270,6 +298,13 @@ impl Planner {
             self.cases.record(placement, message, seq, self.at);
         }
 
+        let (stored, key) = match self.sealed.remove(&envelope.id) {
+            Some(sealed) => (
+                Bytes::from(sealed.body),
+                Some((sealed.kek_id, sealed.wrapped)),
+            ),
+            None => (message.bytes.clone(), None),
+        };
         self.writes.messages.push(MessageRow {
             id: envelope.id,
             seq,
@@ -282,6 +317,8 @@ impl Planner {
             channel: message.channel.as_str(),
             sha256,
             body: message.bytes.clone(),
+            stored,
+            key,
             // The same shape as `Route`'s serde form, so it reads back as a `Route`.
             route: json!({ "recipients": recipients_json(recipients) }),
             received_at: message.received_at,
@@ -484,6 +521,59 @@ impl Planner {
         )
     }
 
+    /// Records the erasure of a case's personal data and marks its data keys for
+    /// destruction in the same transaction. All or nothing: a case with a body stored in
+    /// clear is not erased at all.
+    fn erase(&mut self, erasure: &NewErasure) -> ErasureOutcome {
+        let Some(keys) = self.case_keys.get_mut(&erasure.caseref) else {
+            return ErasureOutcome::UnknownCase;
+        };
+        let clear: Vec<Uuid> = keys
+            .iter()
+            .filter(|k| !k.sealed && k.erased_seq.is_none())
+            .map(|k| k.message_id)
+            .collect();
+        if !clear.is_empty() {
+            return ErasureOutcome::StoredInClear { messages: clear };
+        }
+        let messages: Vec<detail::ErasedMessage> = keys
+            .iter()
+            .filter(|k| k.erased_seq.is_none())
+            .map(|k| detail::ErasedMessage {
+                message: k.message_id,
+                seq: k.seq,
+            })
+            .collect();
+        if messages.is_empty() {
+            let seqs: BTreeSet<u64> = keys.iter().filter_map(|k| k.erased_seq).collect();
+            return ErasureOutcome::AlreadyErased {
+                seqs: seqs.into_iter().collect(),
+            };
+        }
+        let seq = self.next_seq;
+        for key in keys.iter_mut().filter(|k| k.erased_seq.is_none()) {
+            key.erased_seq = Some(seq);
+            key.sealed = false;
+        }
+        let detail = detail::Erased {
+            basis: bounded(&erasure.basis),
+            messages: messages.clone(),
+            via: erasure.via.clone(),
+        };
+        let pushed = self.push_entry(
+            EntryKind::CaseErased,
+            None,
+            Some(erasure.caseref.clone()),
+            erasure.by.as_ref(),
+            typed(&detail),
+        );
+        debug_assert_eq!(pushed, seq);
+        self.writes
+            .erasures
+            .extend(messages.iter().map(|m| (m.message, seq)));
+        ErasureOutcome::Erased { seq, messages }
+    }
+
     fn acknowledge(&mut self, delivery_id: i64, agency: &AgencyCode) -> bool {
         let at = self.at;
         let Some(row) = self.outbox.get_mut(&delivery_id) else {
@@ -637,6 +727,8 @@ mod tests {
             known: HashMap::new(),
             outbox: HashMap::new(),
             cases: CaseBook::default(),
+            sealed: HashMap::new(),
+            case_keys: HashMap::new(),
         }
     }
 
@@ -791,6 +883,91 @@ mod tests {
     }
 
     #[test]
+    fn an_erasure_is_all_or_nothing_and_recorded_once() {
+        let key = |n: u64, sealed: bool, erased_seq: Option<u64>| CaseKey {
+            message_id: Uuid::from_u128(n.into()),
+            seq: n,
+            sealed,
+            erased_seq,
+        };
+        let mut ctx = context(20);
+        ctx.case_keys.insert(
+            "SD-1".into(),
+            vec![
+                key(3, true, None),
+                key(5, false, Some(9)),
+                key(7, true, None),
+            ],
+        );
+        ctx.case_keys
+            .insert("SD-2".into(), vec![key(4, true, None), key(6, false, None)]);
+        let erase = |caseref: &str| {
+            Request::Erase(NewErasure {
+                caseref: caseref.into(),
+                basis: "PIPL Art. 47(1)".into(),
+                by: Some(agency("gov")),
+                via: "api".into(),
+            })
+        };
+        let plan = plan(
+            &[erase("SD-1"), erase("SD-1"), erase("SD-2"), erase("SD-9")],
+            ctx,
+        );
+        let erased = vec![
+            detail::ErasedMessage {
+                message: Uuid::from_u128(3),
+                seq: 3,
+            },
+            detail::ErasedMessage {
+                message: Uuid::from_u128(7),
+                seq: 7,
+            },
+        ];
+        assert_eq!(
+            plan.answers,
+            vec![
+                Answer::Erased(ErasureOutcome::Erased {
+                    seq: 20,
+                    messages: erased,
+                }),
+                Answer::Erased(ErasureOutcome::AlreadyErased { seqs: vec![9, 20] }),
+                Answer::Erased(ErasureOutcome::StoredInClear {
+                    messages: vec![Uuid::from_u128(6)]
+                }),
+                Answer::Erased(ErasureOutcome::UnknownCase),
+            ]
+        );
+        assert_eq!(plan.writes.entries.len(), 1);
+        let entry = Entry::from_canonical(&plan.writes.entries[0].bytes).unwrap();
+        assert_eq!(entry.kind, EntryKind::CaseErased);
+        assert_eq!(
+            (entry.message, entry.caseref.as_deref(), entry.agency),
+            (None, Some("SD-1"), Some(agency("gov")))
+        );
+        assert_eq!(entry.detail["basis"], json!("PIPL Art. 47(1)"));
+        assert_eq!(entry.detail["messages"][1]["seq"], json!(7));
+        assert_eq!(
+            plan.writes.erasures,
+            vec![(Uuid::from_u128(3), 20), (Uuid::from_u128(7), 20)]
+        );
+    }
+
+    #[test]
+    fn a_sealed_body_is_stored_sealed_and_handed_to_the_relay_in_clear() {
+        let id = Uuid::now_v7();
+        let keys = crate::keys::Keyring::new(vec![("k1".into(), [7; 32])], "k1").unwrap();
+        let mut ctx = context(1);
+        ctx.sealed.insert(id, keys.seal(id, b"{}").unwrap());
+        let plan = plan(&[Request::Accept(Box::new(message(id, "eco", b"{}")))], ctx);
+        let row = &plan.writes.messages[0];
+        assert_eq!(&row.body[..], b"{}");
+        assert_ne!(row.stored, row.body);
+        let (kek, wrapped) = row.key.clone().unwrap();
+        assert_eq!(keys.open(id, &row.stored, &kek, &wrapped).unwrap(), b"{}");
+        assert_eq!(row.sha256, audit::sha256(b"{}"));
+    }
+
+    #[test]
     fn a_delivery_touched_twice_is_written_once_in_its_final_state() {
         let mut ctx = context(1);
         let mut pending = dispatched_row(9, "court");
@@ -912,6 +1089,15 @@ mod tests {
         let mut pulled = dispatched_row(12, "court");
         pulled.state = DeliveryStatus::Pending;
         ctx.outbox.insert(12, pulled);
+        ctx.case_keys.insert(
+            "SD-ERASED-1".into(),
+            vec![CaseKey {
+                message_id: Uuid::now_v7(),
+                seq: 3,
+                sealed: true,
+                erased_seq: None,
+            }],
+        );
         let mut answer = message(Uuid::now_v7(), "eco", b"{}");
         answer.envelope.inreplyto = Some(Uuid::now_v7());
         let errors = (0..25)
@@ -974,6 +1160,12 @@ mod tests {
                 delivery_id: 12,
                 agency: agency("court"),
             },
+            Request::Erase(NewErasure {
+                caseref: "SD-ERASED-1".into(),
+                basis: "retention period over".into(),
+                by: Some(agency("gov")),
+                via: "api".into(),
+            }),
         ];
         let plan = plan(&requests, ctx);
         let mut kinds = BTreeSet::new();
@@ -984,6 +1176,7 @@ mod tests {
                 EntryKind::MessageAccepted => section("`message.accepted` —"),
                 EntryKind::MessageRejected => section("`message.rejected` —"),
                 EntryKind::RejectionsSummarized => section("`message.rejections_summarized` —"),
+                EntryKind::CaseErased => section("`case.erased` —"),
                 _ => section("`delivery.*` —"),
             };
             let mut names = BTreeSet::new();
@@ -1017,7 +1210,7 @@ mod tests {
         }
         assert_eq!(
             kinds.len(),
-            9,
+            10,
             "every kind is written by this test: {kinds:?}"
         );
     }

@@ -53,9 +53,12 @@ pub(crate) async fn commit_batch(
     pool: &PgPool,
     clock: &dyn Clock,
     requests: &[Request],
+    keyring: Option<&crate::keys::Keyring>,
     handoff_lease: Option<Duration>,
     frontier: &mut Option<CompactRange>,
 ) -> Result<(Plan, Vec<PendingDelivery>), LedgerError> {
+    // Sealed before the sequencing lock is taken: encryption never holds up other batches.
+    let sealed = seal_bodies(requests, keyring)?;
     let cached = frontier.take();
     let mut tx = pool
         .begin_with(BEGIN_SEQUENCED)
@@ -67,12 +70,15 @@ pub(crate) async fn commit_batch(
     let outbox = lock_outbox_rows(&mut tx, requests).await?;
     let at = entry_time(clock);
     let cases = read_cases(&mut tx, requests, at).await?;
+    let case_keys = read_case_keys(&mut tx, requests).await?;
     let context = PlanContext {
         first_seq: last_seq + 1,
         at,
         known,
         outbox,
         cases,
+        sealed,
+        case_keys,
     };
     let plan = plan::plan(requests, context);
 
@@ -88,11 +94,107 @@ pub(crate) async fn commit_batch(
 
     let leased = write(&mut tx, &plan.writes, &nodes, handoff_lease).await?;
     write_cases(&mut tx, &plan.writes.cases).await?;
+    write_erasures(&mut tx, &plan.writes.erasures).await?;
     tx.commit()
         .await
         .map_err(LedgerError::query("committing a batch"))?;
     *frontier = Some(range);
     Ok((plan, leased))
+}
+
+/// Each accepted body of the batch sealed under a data key of its own (none without a
+/// keyring). A resubmission is sealed too, and its seal dropped by the plan.
+fn seal_bodies(
+    requests: &[Request],
+    keyring: Option<&crate::keys::Keyring>,
+) -> Result<HashMap<Uuid, crate::keys::Sealed>, LedgerError> {
+    let Some(keyring) = keyring else {
+        return Ok(HashMap::new());
+    };
+    requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::Accept(m) => Some(m),
+            _ => None,
+        })
+        .map(|m| Ok((m.envelope.id, keyring.seal(m.envelope.id, &m.bytes)?)))
+        .collect()
+}
+
+/// For each case the batch erases: its accepted messages, in seq order, with whether each
+/// body is sealed and the seq of the erasure that already destroyed its key. Skipped (no
+/// round trip) for a batch without erasures, which is nearly every batch.
+async fn read_case_keys(
+    conn: &mut PgConnection,
+    requests: &[Request],
+) -> Result<HashMap<String, Vec<plan::CaseKey>>, LedgerError> {
+    let caserefs: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::Erase(e) => Some(e.caseref.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut keys: HashMap<String, Vec<plan::CaseKey>> = HashMap::new();
+    if caserefs.is_empty() {
+        return Ok(keys);
+    }
+    let rows = sqlx::query(
+        "SELECT e.caseref, m.id, m.seq, k.wrapped IS NOT NULL AS sealed, k.erased_seq \
+         FROM ledger_entries e JOIN messages m ON m.seq = e.seq \
+         LEFT JOIN message_keys k ON k.message_id = m.id \
+         WHERE e.caseref = ANY($1) AND e.kind = 'message.accepted' \
+         ORDER BY m.seq",
+    )
+    .bind(&caserefs)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(LedgerError::query("reading the keys of the cases to erase"))?;
+    let read = |e: sqlx::Error| LedgerError::Corrupt(format!("message key row: {e}"));
+    for row in &rows {
+        let erased: Option<i64> = row.try_get("erased_seq").map_err(read)?;
+        keys.entry(row.try_get("caseref").map_err(read)?)
+            .or_default()
+            .push(plan::CaseKey {
+                message_id: row.try_get("id").map_err(read)?,
+                seq: seq_from_db(row.try_get("seq").map_err(read)?)?,
+                sealed: row.try_get("sealed").map_err(read)?,
+                erased_seq: erased.map(seq_from_db).transpose()?,
+            });
+    }
+    Ok(keys)
+}
+
+/// Destroys the data keys the batch's erasures name (the `case.erased` entries of the same
+/// transaction record it) and withdraws their messages' deliveries not yet sent: they
+/// become `dead`, and are never published (`liaison ledger replay` derives the same from
+/// the entry).
+async fn write_erasures(
+    conn: &mut PgConnection,
+    erasures: &[(Uuid, u64)],
+) -> Result<(), LedgerError> {
+    if erasures.is_empty() {
+        return Ok(());
+    }
+    let seqs = erasures
+        .iter()
+        .map(|(_, seq)| seq_to_db(*seq))
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(
+        "WITH erased AS ( \
+             UPDATE message_keys AS k SET kek_id = NULL, wrapped = NULL, erased_seq = u.seq \
+             FROM UNNEST($1::uuid[], $2::bigint[]) AS u(id, seq) \
+             WHERE k.message_id = u.id AND k.wrapped IS NOT NULL \
+         ) \
+         UPDATE outbox SET state = 'dead', leased_until = NULL, last_error = 'erased' \
+         WHERE message_id = ANY($1) AND state = 'pending'",
+    )
+    .bind(column(erasures, |(id, _)| *id))
+    .bind(seqs)
+    .execute(&mut *conn)
+    .await
+    .map_err(LedgerError::query("destroying the erased messages' keys"))?;
+    Ok(())
 }
 
 /// Entry times are stored in PostgreSQL, which keeps microseconds: truncating first makes
@@ -454,6 +556,9 @@ WITH new_entries AS ( \
     SELECT * FROM UNNEST($9::uuid[], $10::bigint[], $11::text[], $12::text[], $13::text[], \
                          $14::uuid[], $15::text[], $16::text[], $17::bytea[], $18::bytea[], \
                          $19::jsonb[], $20::timestamptz[], $37::text[]) \
+), new_keys AS ( \
+    INSERT INTO message_keys (message_id, kek_id, wrapped) \
+    SELECT * FROM UNNEST($38::uuid[], $39::text[], $40::bytea[]) \
 ), new_nodes AS ( \
     INSERT INTO ledger_tree_nodes (level, idx, hash) \
     SELECT * FROM UNNEST($21::smallint[], $22::bigint[], $23::bytea[]) \
@@ -495,6 +600,14 @@ async fn write(
         .iter()
         .map(|(id, _)| seq_to_db(id.index))
         .collect::<Result<Vec<_>, _>>()?;
+    let keyed: Vec<(Uuid, &str, &[u8])> = messages
+        .iter()
+        .filter_map(|m| {
+            m.key
+                .as_ref()
+                .map(|(kek, wrapped)| (m.id, kek.as_str(), wrapped.as_slice()))
+        })
+        .collect();
     let leased_until = handoff_lease.map(|lease| writes.at + lease);
     let attempts: i32 = if handoff_lease.is_some() { 1 } else { 0 };
     let rows = sqlx::query(WRITE_BATCH)
@@ -517,7 +630,7 @@ async fn write(
         .bind(column(messages, |m| m.traceparent.as_deref()))
         .bind(column(messages, |m| m.channel))
         .bind(column(messages, |m| &m.sha256[..]))
-        .bind(column(messages, |m| &m.body[..]))
+        .bind(column(messages, |m| &m.stored[..]))
         .bind(column(messages, |m| m.route.clone()))
         .bind(column(messages, |m| m.received_at))
         // ledger_tree_nodes
@@ -541,6 +654,10 @@ async fn write(
         .bind(attempts)
         // messages.trace_context ($37)
         .bind(column(messages, |m| m.trace_context.as_deref()))
+        // message_keys ($38–$40): the sealed messages' wrapped data keys
+        .bind(column(&keyed, |(id, _, _)| *id))
+        .bind(column(&keyed, |(_, kek, _)| *kek))
+        .bind(column(&keyed, |(_, _, wrapped)| *wrapped))
         .fetch_all(&mut *conn)
         .await
         .map_err(LedgerError::query("writing a batch"))?;
@@ -646,6 +763,7 @@ mod tests {
             new_deliveries: Vec::new(),
             delivery_updates: locked.into_values().collect(),
             cases: CaseWrites::default(),
+            erasures: Vec::new(),
         };
         write(&mut conn, &writes, &[], None)
             .await

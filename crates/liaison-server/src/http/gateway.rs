@@ -50,6 +50,8 @@ pub struct Gateway {
     pub checkpoint_key: liaison_core::checkpoint::CheckpointVerifier,
     /// What the console keeps between pages (the overview's aggregates).
     pub console: Arc<crate::http::console::ConsoleState>,
+    /// `[retention]`: (message type, seconds), for the erasure proposals.
+    pub retention: Arc<Vec<(String, i64)>>,
 }
 
 /// The agency named by the client certificate of this request.
@@ -457,6 +459,7 @@ pub(crate) async fn visible_message(
     responses(
         (status = 200, description = "The message as recorded", body = MessageBody),
         (status = 404, response = Problem),
+        (status = 410, response = Problem),
     ),
     security(("agencyCertificate" = [])),
 )]
@@ -466,6 +469,18 @@ pub(crate) async fn message(
     Path(id): Path<String>,
 ) -> Result<Json<MessageBody>, Problem> {
     let stored = visible_message(&gateway, &caller, &id).await?;
+    if let Some(seq) = stored.erased_by {
+        let mut problem = Problem::new(
+            RejectCode::Erased,
+            format!(
+                "the personal data of message {} was erased by ledger entry {seq}; its entries and proofs remain (GET /v1/messages/{}/proof)",
+                stored.id, stored.id
+            ),
+        );
+        problem.message_id = Some(stored.id);
+        problem.ledger_seq = Some(seq);
+        return Err(problem);
+    }
     let event = std::str::from_utf8(&stored.body)
         .ok()
         .and_then(|s| RawValue::from_string(s.to_owned()).ok())

@@ -6,6 +6,7 @@ pub mod case_routes;
 pub mod connections;
 pub mod console;
 pub mod directory;
+pub mod erasure_routes;
 pub mod extract;
 pub mod gateway;
 pub mod guard;

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use crate::http::gateway::{self, Gateway};
 use crate::http::openapi::{self, ApiDoc};
 use crate::http::problem::Problem;
-use crate::http::{audit_routes, case_routes, console, directory, report_routes};
+use crate::http::{audit_routes, case_routes, console, directory, erasure_routes, report_routes};
 
 /// The gateway with its document, its fallback and client authentication in front of
 /// every route. Routes are added in [`routes`], never here.
@@ -97,6 +97,8 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(gateway::trace))
         .routes(routes!(case_routes::list))
         .routes(routes!(case_routes::case))
+        .routes(routes!(erasure_routes::erase))
+        .routes(routes!(erasure_routes::proposals))
         .routes(routes!(report_routes::report))
         .routes(routes!(gateway::pull))
         .routes(routes!(gateway::ack))

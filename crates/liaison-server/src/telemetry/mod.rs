@@ -62,6 +62,7 @@ pub const CHECKPOINT_AGE: &str = "liaison_checkpoint_age_seconds";
 pub const LEDGER_SIZE: &str = "liaison_ledger_size";
 pub const RABBITMQ_UP: &str = "liaison_rabbitmq_up";
 pub const POSTGRES_UP: &str = "liaison_postgres_up";
+pub const ERASURE_PROPOSALS: &str = "liaison_erasure_proposals";
 
 /// Every metric the broker exports. `docs/operations.md` lists the same table (a test
 /// compares them), and the dashboards and alert rules of `deploy/` name only these.
@@ -167,6 +168,12 @@ pub const METRICS: &[Metric] = &[
         Kind::Gauge,
         &[],
         "1 when PostgreSQL answers this instance, else 0",
+    ),
+    metric(
+        ERASURE_PROPOSALS,
+        Kind::Gauge,
+        &[],
+        "Cases past the retention periods of [retention], proposed for erasure, as last counted",
     ),
 ];
 

@@ -8,6 +8,7 @@ pub mod intake;
 pub mod redrive;
 pub mod relay;
 pub mod reopen;
+pub mod retention;
 
 use liaison_bus::Outgoing;
 use liaison_ledger::PendingDelivery;

@@ -124,6 +124,16 @@ pub async fn redrive(
                 continue;
             }
         };
+        if let Some(seq) = recorded.erased_by {
+            // Its personal data was erased: it is never sent again, and this copy of it
+            // is removed from liaison.dead.
+            delivery.ack().await?;
+            report.unmatched.push((
+                dead.message_id,
+                format!("its personal data was erased by ledger entry {seq}; removed, not sent"),
+            ));
+            continue;
+        }
         let row = &recorded.delivery;
         // The ledger's bytes and broker-built headers, to the recorded recipient.
         let outcome = publisher.publish_all(&[outgoing(row)]).await.pop();
