@@ -42,6 +42,11 @@ GRANT SELECT, INSERT, UPDATE ON cases, case_threads, case_messages, case_counter
 -- The broker checks at start that every migration is applied; it never applies one itself
 -- under this role (applying needs the owner).
 GRANT SELECT ON _sqlx_migrations TO liaison_broker;
+-- Archived ranges (`liaison ledger archive`, run as the owner): the broker reads what it
+-- kept of them — leaf hashes for proofs, message ids for duplicate detection — and creates
+-- the next partitions only through liaison_extend_partitions, which runs as the owner.
+GRANT SELECT ON ledger_archives, ledger_archived_leaves, archived_messages, ledger_partitioning
+    TO liaison_broker, liaison_auditor;
 -- Full verifications (`liaison ledger verify`), shown on the console's overview: the
 -- broker reads them; whoever verifies records its result.
 GRANT SELECT ON ledger_verifications TO liaison_broker;

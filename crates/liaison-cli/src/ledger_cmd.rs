@@ -47,7 +47,7 @@ pub enum LedgerCommand {
     },
     /// Move the entries and message bodies before a cutoff out of the database into an
     /// archive directory (whole partitions of [ledger] partition_entries seqs; never the
-    /// last entry, nor a message with a delivery not yet acknowledged). The archive is
+    /// last entry, nor a message with a delivery still to publish or dead). The archive is
     /// written, verified from the disk, and given a signed checkpoint of exactly its last
     /// seq before anything is removed. Run as the owner of the ledger tables.
     Archive {

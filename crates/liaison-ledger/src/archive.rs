@@ -123,8 +123,9 @@ impl Ledger {
 
     /// The last seq an archive before `cutoff` could end at, and what keeps it from
     /// reaching further: whole partitions only, never the last entry (the ledger's head
-    /// stays in the database), never a message with a delivery still pending, in flight or
-    /// dead (its body is still needed), never a row of the default partitions.
+    /// stays in the database), never a message with a delivery still to publish or dead
+    /// (the relay or a redrive still needs its body), never a row of the default
+    /// partitions. A dispatched delivery is settled: RabbitMQ holds its copy.
     async fn archivable_through(&self, cutoff: ArchiveCutoff) -> Result<u64, ArchiveError> {
         let after = self.archived_through().await?;
         let size = self.size().await?;
@@ -165,7 +166,7 @@ impl Ledger {
         }
         let unsettled: Option<i64> = sqlx::query_scalar(
             "SELECT min(m.seq) FROM outbox o JOIN messages m ON m.id = o.message_id \
-             WHERE o.state <> 'acknowledged' AND m.seq > $1",
+             WHERE o.state IN ('pending', 'dead') AND m.seq > $1",
         )
         .bind(seq_to_db(after)?)
         .fetch_one(self.pool())
@@ -176,7 +177,7 @@ impl Ledger {
         {
             limit = seq - 1;
             why = format!(
-                "the message of entry {seq} has a delivery not yet acknowledged (pending, in flight or dead)"
+                "the message of entry {seq} has a delivery still to publish or dead (redrive or settle it first)"
             );
         }
         let defaulted: Option<i64> = sqlx::query_scalar(

@@ -95,11 +95,13 @@ impl Ledger {
             .await
             .map_err(LedgerError::query("analyzing the tables"))?;
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT c.relname::text, greatest(c.reltuples, 0)::bigint, \
-                    pg_total_relation_size(c.oid) \
+            // A partitioned table counts as the sum of its partitions.
+            "SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text AS name, \
+                    sum(greatest(c.reltuples, 0))::bigint, \
+                    sum(pg_total_relation_size(c.oid))::bigint \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
-             ORDER BY 1",
+             WHERE n.nspname = current_schema() AND c.relkind = 'r' \
+             GROUP BY 1 ORDER BY 1",
         )
         .fetch_all(pool)
         .await

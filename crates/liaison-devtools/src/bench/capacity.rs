@@ -27,6 +27,24 @@ pub struct CapacityReport {
     pub queue_disk_bytes: Option<i64>,
     pub queue_memory_bytes: i64,
     pub seconds: f64,
+    /// Archiving the first half of the ledger, and verifying it all from the database
+    /// plus the archive.
+    pub archive: ArchiveFigures,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ArchiveFigures {
+    pub entries: u64,
+    pub messages: u64,
+    /// Writing, reading back and verifying the archive, then dropping the partitions.
+    pub seconds: f64,
+    /// What `ledger_entries` and `messages` shrank by.
+    pub bytes_freed: i64,
+    /// The archive directory's size.
+    pub archive_bytes: u64,
+    /// `verify` of the whole ledger (database and archive).
+    pub verify_entries: u64,
+    pub verify_seconds: f64,
 }
 
 impl CapacityReport {
@@ -63,6 +81,21 @@ impl CapacityReport {
             ),
             self.queue_memory_bytes,
             self.queue_memory_bytes as f64 / self.queued.max(1) as f64,
+        ));
+        let a = &self.archive;
+        out.push_str(&format!(
+            "\nArchive of the first {} entries ({} message bodies): {:.2} s ({:.0} entries/s), \
+             {} bytes of ledger_entries and messages freed, archive {} bytes; \
+             verify of all {} entries from the database and the archive: {:.2} s ({:.0} entries/s)\n",
+            a.entries,
+            a.messages,
+            a.seconds,
+            a.entries as f64 / a.seconds.max(1e-9),
+            a.bytes_freed,
+            a.archive_bytes,
+            a.verify_entries,
+            a.verify_seconds,
+            a.verify_entries as f64 / a.verify_seconds.max(1e-9),
         ));
         out
     }
@@ -169,11 +202,14 @@ async fn measure(
         pad_to: message_bytes,
     };
     let size = leads.size()?;
-    let broker = liaison_server::Broker::start(world.config.clone())
+    // About eight partitions, so that half the ledger is whole partitions to archive.
+    let mut config = world.config.clone();
+    config.ledger.partition_entries = (messages as u64 / 4).max(16);
+    let broker = liaison_server::Broker::start(config.clone())
         .await
         .context("starting the broker")?;
     let ledger = Ledger::open(
-        world.config.ledger_config(),
+        config.ledger_config(),
         std::sync::Arc::new(liaison_core::SystemClock),
     )
     .await?;
@@ -207,6 +243,7 @@ async fn measure(
         .zip(quorum_disk())
         .map(|(before, after)| after - before);
     broker.shutdown(Duration::from_secs(5)).await;
+    let archive = archive_half(&config, &ledger).await?;
     Ok(CapacityReport {
         messages,
         message_bytes: size,
@@ -217,5 +254,65 @@ async fn measure(
         queue_disk_bytes,
         queue_memory_bytes,
         seconds,
+        archive,
+    })
+}
+
+/// Archives the first half of the ledger into a temporary directory, then verifies the
+/// whole ledger from the database and that archive.
+async fn archive_half(
+    config: &liaison_server::Config,
+    ledger: &Ledger,
+) -> anyhow::Result<ArchiveFigures> {
+    let signer = liaison_server::workers::checkpointing::signer(config)
+        .map_err(|e| anyhow::anyhow!("the ledger signing key: {e}"))?;
+    let key = liaison_pki::read_verifier_key(&liaison_pki::PkiLayout::new(config.tls_dir.clone()))?
+        .context("the ledger's verifier key")?;
+    let hot = |tables: &[TableUse]| -> i64 {
+        tables
+            .iter()
+            .filter(|t| t.table == "ledger_entries" || t.table == "messages")
+            .map(|t| t.bytes)
+            .sum()
+    };
+    let before = hot(&ledger.table_use().await?);
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("archive");
+    let half = ledger.size().await? / 2;
+    eprintln!("capacity: archiving the entries before {half}…");
+    let started = Instant::now();
+    let archived = ledger
+        .archive(
+            liaison_ledger::ArchiveCutoff::Seq(half),
+            &out,
+            &signer,
+            &key,
+            &mut |_| {},
+        )
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes_freed = before - hot(&ledger.table_use().await?);
+    let archive_bytes = std::fs::read_dir(&out)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let archives = [liaison_ledger::ExportDir::open(&out)?];
+    let started = Instant::now();
+    let report = ledger.verify(&key, None, &archives, &mut |_| {}).await?;
+    let verify_seconds = started.elapsed().as_secs_f64();
+    if !report.is_ok() {
+        bail!(
+            "the ledger does not verify after the archive: {:?}",
+            report.findings.first()
+        );
+    }
+    Ok(ArchiveFigures {
+        entries: archived.record.last_seq - archived.record.first_seq + 1,
+        messages: archived.record.messages,
+        seconds,
+        bytes_freed,
+        archive_bytes,
+        verify_entries: report.entries,
+        verify_seconds,
     })
 }

@@ -23,6 +23,8 @@ pub struct RetentionWorker {
 
 impl RetentionWorker {
     pub async fn run(self, cancel: CancellationToken) {
+        // Present from the start, 0 until a scan finds a case (and with no periods set).
+        metrics::gauge!(telemetry::ERASURE_PROPOSALS).set(0.0);
         let periods = self.config.periods_seconds();
         if periods.is_empty() || self.config.scan_interval.is_zero() {
             return;
