@@ -9,9 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::join_all;
 use liaison_core::checkpoint::{CheckpointSigner, CheckpointVerifier};
-use liaison_core::{
-    AgencyCode, Channel, Envelope, Recipient, RecipientRole, Route, SystemClock, audit, merkle,
-};
+use liaison_core::{SystemClock, audit, merkle};
 use liaison_ledger::verify::Location;
 use liaison_ledger::{
     AcceptOutcome, ArchiveCutoff, ArchiveError, DeliveryOutcome, ErasureOutcome, ExportDir,
@@ -19,47 +17,19 @@ use liaison_ledger::{
 };
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
-use time::OffsetDateTime;
-use uuid::Uuid;
 
 mod common;
-use common::TestDb;
+use common::{TestDb, agency};
 
 const ORIGIN: &str = "liaison.test/archive";
 const PARTITION: u64 = 32;
 
-fn agency(code: &str) -> AgencyCode {
-    AgencyCode::new(code).unwrap()
-}
-
 fn lead(n: usize) -> NewMessage {
-    let id = Uuid::now_v7();
-    NewMessage {
-        envelope: Envelope {
-            id,
-            source: agency("eco").urn(),
-            type_: "pil.lead.v1".into(),
-            time: OffsetDateTime::now_utc(),
-            subject: None,
-            caseref: Some(format!("SD-ARCHIVE-{}", n % 5)),
-            inreplyto: None,
-            recipients: None,
-            traceparent: None,
-        },
-        sender: agency("eco"),
-        channel: Channel::Https,
-        bytes: Bytes::from(format!(r#"{{"id":"{id}","n":{n},"summary":"线索 {n}"}}"#)),
-        received_at: OffsetDateTime::now_utc(),
-        case: Default::default(),
-        route: Route {
-            recipients: vec![Recipient {
-                agency: agency("procuratorate"),
-                role: RecipientRole::To,
-                rule: "archive-test".into(),
-            }],
-        },
-        trace_context: None,
-    }
+    let mut lead = common::message("eco", &["procuratorate"], "archive-test");
+    let id = lead.envelope.id;
+    lead.envelope.caseref = Some(format!("SD-ARCHIVE-{}", n % 5));
+    lead.bytes = Bytes::from(format!(r#"{{"id":"{id}","n":{n},"summary":"线索 {n}"}}"#));
+    lead
 }
 
 /// Accepts `count` leads and, with `settle`, dispatches and acknowledges every delivery.

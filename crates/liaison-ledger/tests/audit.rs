@@ -8,9 +8,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use liaison_core::checkpoint::{CheckpointSigner, CheckpointVerifier};
 use liaison_core::merkle::{self, CompactRange};
-use liaison_core::{
-    AgencyCode, Channel, Envelope, Recipient, RecipientRole, RejectCode, Route, SystemClock, audit,
-};
+use liaison_core::{Channel, RejectCode, SystemClock, audit};
 use liaison_ledger::replay::ReplayDifference;
 use liaison_ledger::verify::{Finding, Location, VerifyReport};
 use liaison_ledger::{
@@ -21,13 +19,12 @@ use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 const ORIGIN: &str = "liaison.test/audit";
 
 mod common;
-use common::server_url;
+use common::{agency, server_url};
 
 /// A populated ledger in a database of its own, dropped at the end.
 struct Populated {
@@ -41,39 +38,13 @@ struct Populated {
     checkpoints: Vec<u64>,
 }
 
-fn agency(code: &str) -> AgencyCode {
-    AgencyCode::new(code).unwrap()
-}
-
 fn lead(sender: &str, n: usize) -> NewMessage {
-    let id = Uuid::now_v7();
-    NewMessage {
-        envelope: Envelope {
-            id,
-            source: agency(sender).urn(),
-            type_: "pil.lead.v1".into(),
-            time: OffsetDateTime::now_utc(),
-            subject: None,
-            // Each sender its own cases: a case takes messages from its parties only.
-            caseref: Some(format!("SD-AUDIT-{sender}-{}", n % 7)),
-            inreplyto: None,
-            recipients: None,
-            traceparent: None,
-        },
-        sender: agency(sender),
-        channel: Channel::Https,
-        bytes: Bytes::from(format!(r#"{{"id":"{id}","n":{n},"summary":"线索 {n}"}}"#)),
-        received_at: OffsetDateTime::now_utc(),
-        case: Default::default(),
-        route: Route {
-            recipients: vec![Recipient {
-                agency: agency("procuratorate"),
-                role: RecipientRole::To,
-                rule: "audit-test".into(),
-            }],
-        },
-        trace_context: None,
-    }
+    let mut lead = common::message(sender, &["procuratorate"], "audit-test");
+    let id = lead.envelope.id;
+    // Each sender its own cases: a case takes messages from its parties only.
+    lead.envelope.caseref = Some(format!("SD-AUDIT-{sender}-{}", n % 7));
+    lead.bytes = Bytes::from(format!(r#"{{"id":"{id}","n":{n},"summary":"线索 {n}"}}"#));
+    lead
 }
 
 fn rejection(n: usize) -> NewRejection {

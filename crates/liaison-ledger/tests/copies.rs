@@ -7,15 +7,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use liaison_core::SystemClock;
 use liaison_core::checkpoint::{CheckpointSigner, CheckpointVerifier};
-use liaison_core::{AgencyCode, Channel, Envelope, Recipient, RecipientRole, Route, SystemClock};
 use liaison_ledger::verify::{Finding, Location, VerifyReport};
 use liaison_ledger::{AcceptOutcome, DeliveryOutcome, ExportDir, Ledger, LedgerConfig, NewMessage};
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 const ORIGIN: &str = "liaison.test/copies";
@@ -23,49 +22,17 @@ const ORIGIN: &str = "liaison.test/copies";
 mod common;
 use common::server_url;
 
-fn agency(code: &str) -> AgencyCode {
-    AgencyCode::new(code).unwrap()
-}
-
 fn message(sender: &str, caseref: &str, inreplyto: Option<Uuid>, to: &[&str]) -> NewMessage {
-    let id = Uuid::now_v7();
+    let mut message = common::message(sender, to, "copies-test");
+    let id = message.envelope.id;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    NewMessage {
-        envelope: Envelope {
-            id,
-            source: agency(sender).urn(),
-            type_: "pil.lead.v1".into(),
-            time: OffsetDateTime::now_utc(),
-            subject: None,
-            caseref: Some(caseref.into()),
-            inreplyto,
-            recipients: None,
-            traceparent: Some(traceparent.into()),
-        },
-        sender: agency(sender),
-        channel: Channel::Https,
-        bytes: Bytes::from(format!(
-            r#"{{"id":"{id}","caseref":"{caseref}","traceparent":"{traceparent}"}}"#
-        )),
-        received_at: OffsetDateTime::now_utc(),
-        case: Default::default(),
-        route: Route {
-            recipients: to
-                .iter()
-                .enumerate()
-                .map(|(i, a)| Recipient {
-                    agency: agency(a),
-                    role: if i == 0 {
-                        RecipientRole::To
-                    } else {
-                        RecipientRole::Cc
-                    },
-                    rule: "copies-test".into(),
-                })
-                .collect(),
-        },
-        trace_context: None,
-    }
+    message.envelope.caseref = Some(caseref.into());
+    message.envelope.inreplyto = inreplyto;
+    message.envelope.traceparent = Some(traceparent.into());
+    message.bytes = Bytes::from(format!(
+        r#"{{"id":"{id}","caseref":"{caseref}","traceparent":"{traceparent}"}}"#
+    ));
+    message
 }
 
 struct Fixture {

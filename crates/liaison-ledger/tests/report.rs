@@ -4,65 +4,24 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use liaison_core::{
-    AgencyCode, Channel, Entry, Envelope, ManualClock, Recipient, RecipientRole, RejectCode, Route,
-    audit,
-};
+use liaison_core::{Channel, Entry, ManualClock, RejectCode, audit};
 use liaison_ledger::{
     AcceptOutcome, ExportDir, Ledger, NewMessage, NewRejection, Report, ReportPeriod,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
 mod common;
-use common::TestDb;
+use common::{TestDb, agency};
 
 fn at(text: &str) -> OffsetDateTime {
     OffsetDateTime::parse(text, &Rfc3339).unwrap()
 }
 
-fn agency(code: &str) -> AgencyCode {
-    AgencyCode::new(code).unwrap()
-}
-
 fn message(sender: &str, to: &[&str]) -> NewMessage {
-    let id = Uuid::now_v7();
-    NewMessage {
-        envelope: Envelope {
-            id,
-            source: agency(sender).urn(),
-            type_: "case.notification.v1".into(),
-            time: OffsetDateTime::now_utc(),
-            subject: None,
-            caseref: None,
-            inreplyto: None,
-            recipients: None,
-            traceparent: None,
-        },
-        sender: agency(sender),
-        channel: Channel::Https,
-        bytes: Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
-        received_at: OffsetDateTime::now_utc(),
-        case: Default::default(),
-        route: Route {
-            recipients: to
-                .iter()
-                .enumerate()
-                .map(|(i, a)| Recipient {
-                    agency: agency(a),
-                    role: if i == 0 {
-                        RecipientRole::To
-                    } else {
-                        RecipientRole::Cc
-                    },
-                    rule: "report-test".into(),
-                })
-                .collect(),
-        },
-        trace_context: None,
-    }
+    let mut message = common::message(sender, to, "report-test");
+    message.envelope.type_ = "case.notification.v1".into();
+    message
 }
 
 fn rejection(sender: &str, code: RejectCode) -> NewRejection {

@@ -5,10 +5,14 @@
 
 use std::sync::Arc;
 
-use liaison_core::{Clock, SystemClock};
-use liaison_ledger::{Ledger, LedgerConfig};
+use bytes::Bytes;
+use liaison_core::{
+    AgencyCode, Channel, Clock, Envelope, Recipient, RecipientRole, Route, SystemClock,
+};
+use liaison_ledger::{Ledger, LedgerConfig, NewMessage};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 const DATABASE_ENV: &str = "LIAISON_TEST_DATABASE_URL";
@@ -92,5 +96,55 @@ impl Drop for TestDb {
             let _ = runtime.block_on(liaison_ledger::drop_database(&url));
         });
         let _ = dropping.join();
+    }
+}
+
+pub fn agency(code: &str) -> AgencyCode {
+    AgencyCode::new(code).unwrap()
+}
+
+/// The route the policy would give: the first of `to` as addressee, the rest copied.
+pub fn route(to: &[&str], rule: &str) -> Route {
+    Route {
+        recipients: to
+            .iter()
+            .enumerate()
+            .map(|(i, code)| Recipient {
+                agency: agency(code),
+                role: if i == 0 {
+                    RecipientRole::To
+                } else {
+                    RecipientRole::Cc
+                },
+                rule: rule.into(),
+            })
+            .collect(),
+    }
+}
+
+/// A message as the gateway hands it to the ledger, for a test to adjust: a new
+/// `pil.lead.v1` from `sender` over HTTPS, routed to `to` by `rule`, in no case, its body
+/// `{"id": …}`.
+pub fn message(sender: &str, to: &[&str], rule: &str) -> NewMessage {
+    let id = Uuid::now_v7();
+    NewMessage {
+        envelope: Envelope {
+            id,
+            source: agency(sender).urn(),
+            type_: "pil.lead.v1".into(),
+            time: OffsetDateTime::now_utc(),
+            subject: None,
+            caseref: None,
+            inreplyto: None,
+            recipients: None,
+            traceparent: None,
+        },
+        sender: agency(sender),
+        channel: Channel::Https,
+        bytes: Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
+        received_at: OffsetDateTime::now_utc(),
+        case: Default::default(),
+        route: route(to, rule),
+        trace_context: None,
     }
 }
