@@ -123,10 +123,11 @@ impl Report {
             m.agencies,
             self.full_path.http.name(),
             self.full_path.connections,
-            if self.full_path.http == super::full::Http::Http2 {
-                "connections"
-            } else {
-                "clients"
+            match (self.full_path.http, self.full_path.connections) {
+                (super::full::Http::Http2, 1) => "connection",
+                (super::full::Http::Http2, _) => "connections",
+                (super::full::Http::Http1, 1) => "client",
+                (super::full::Http::Http1, _) => "clients",
             }
         );
         out.push_str(&format!(
