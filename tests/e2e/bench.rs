@@ -27,11 +27,11 @@ fn a_quick_bench_runs_its_load_generator_apart_and_reports_cpu_per_process() {
         "{text}"
     );
     assert!(
-        text.contains("full path, 64 in flight, 1 connection:"),
+        text.contains("full path, 64 in flight, 1 HTTP/2 connection:"),
         "{text}"
     );
     assert!(
-        text.contains("full path, 64 in flight, 8 connections:"),
+        text.contains("full path, 64 in flight, 8 HTTP/2 connections:"),
         "{text}"
     );
     let report: serde_json::Value =

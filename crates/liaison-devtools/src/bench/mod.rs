@@ -191,20 +191,22 @@ async fn full_path(
     let mut by_connections = Vec::new();
     for connections in COMPARE_CONNECTIONS {
         eprintln!(
-            "connections: {} leads, {COMPARE_CONCURRENCY} in flight over {connections}…",
+            "connections: {} leads, {COMPARE_CONCURRENCY} in flight over {connections} HTTP/2…",
             options.compare_messages
         );
-        by_connections.push(
-            load::run(&run(
+        // Always HTTP/2: with HTTP/1.1 each request in flight has a connection of its own.
+        let compared = full::Run {
+            http: full::Http::Http2,
+            ..run(
                 connections,
                 COMPARE_CONCURRENCY,
                 full::Pace::Saturate {
                     messages: options.compare_messages,
                 },
                 &format!("SD-BENCH-N{connections}-"),
-            ))
-            .await?,
-        );
+            )
+        };
+        by_connections.push(load::run(&compared).await?);
     }
     Ok(report::FullPathRuns {
         saturated,

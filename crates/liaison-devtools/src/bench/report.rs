@@ -151,9 +151,10 @@ impl Report {
         }
         for r in &self.by_connections {
             let name = format!(
-                "full path, {} in flight, {} connection{}",
+                "full path, {} in flight, {} {} connection{}",
                 r.concurrency.unwrap_or(0),
                 r.connections,
+                r.http.name(),
                 if r.connections == 1 { "" } else { "s" }
             );
             out.push_str(&path_line(&name, r));
@@ -278,11 +279,11 @@ mod tests {
         );
         assert!(text.contains("    CPU µs per message: bench process (lapin) 50, RabbitMQ 150, PostgreSQL (server total) 0; total 200\n"), "{text}");
         assert!(
-            text.contains("full path, 64 in flight, 1 connection:      500 msg/s"),
+            text.contains("full path, 64 in flight, 1 HTTP/2 connection:      500 msg/s"),
             "{text}"
         );
         assert!(
-            text.contains("full path, 64 in flight, 8 connections:      900 msg/s"),
+            text.contains("full path, 64 in flight, 8 HTTP/2 connections:      900 msg/s"),
             "{text}"
         );
         assert!(text.contains("    CPU µs per message: broker 500, load generator 250, RabbitMQ 125, PostgreSQL (server total) 125; total 1000\n"), "{text}");
