@@ -5,6 +5,7 @@ mod answers;
 mod archive;
 mod audit;
 mod auth;
+mod bench;
 mod cases;
 mod catalogue;
 mod clocks;

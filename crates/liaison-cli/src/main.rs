@@ -98,13 +98,26 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         agencies: usize,
         /// The agencies post over HTTP/1.1 keep-alive connections, one per request in
-        /// flight, instead of one HTTP/2 connection each.
+        /// flight, instead of HTTP/2 connections.
         #[arg(long)]
         http1: bool,
+        /// HTTP/2 connections the agencies' requests share, dealt to eight agencies in turn
+        /// (8: one each; 1: one agency posts everything). With --http1, the clients.
+        #[arg(long, value_name = "N", default_value_t = 8,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        connections: u16,
         /// Instead of the throughput run: post this many leads and report what they cost
         /// on disk (each table, the WAL) and in a RabbitMQ queue (docs/capacity.md).
         #[arg(long, value_name = "MESSAGES")]
         capacity: Option<usize>,
+    },
+    /// The benchmark's load generator (the agencies' clients and the consuming agency),
+    /// which `liaison bench` starts as a separate process and talks to over stdin/stdout.
+    #[command(name = "bench-load", hide = true)]
+    BenchLoad {
+        /// The run, as JSON.
+        #[arg(long)]
+        run: String,
     },
     /// Development PKI.
     Pki {
@@ -418,6 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             message_bytes,
             agencies,
             http1,
+            connections,
             capacity,
         } => {
             if let Some(messages) = capacity {
@@ -439,6 +453,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     liaison_devtools::bench::Http::Http2
                 },
+                connections: usize::from(connections),
                 ..liaison_devtools::bench::BenchOptions::default()
             };
             if quick {
@@ -447,6 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 options.full_messages /= 10;
                 options.latency_duration /= 4;
                 options.alone_messages /= 5;
+                options.compare_messages /= 10;
             }
             let report = liaison_devtools::bench::run(&options, &config.load()?).await?;
             print!("{}", report.text());
@@ -455,6 +471,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
+        Command::BenchLoad { run } => liaison_devtools::bench::serve_load(&run).await?,
         Command::Demo { config, once } => {
             liaison_devtools::demo::run(
                 config.load()?,

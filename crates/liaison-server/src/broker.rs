@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::connections::{ConnectionAcceptor, ConnectionCounts};
-use crate::http::gateway::Gateway;
+use crate::http::gateway::{Gateway, GatewayState};
 use crate::http::guard::{self, Guard};
 use crate::http::inbox::Inbox;
 use crate::http::ops::{self, Ops};
@@ -179,7 +179,7 @@ impl Broker {
             ledger.clone(),
             config.inbox.clone(),
         ));
-        let gateway = Gateway {
+        let gateway = Gateway::new(GatewayState {
             pipeline: pipeline.clone(),
             ledger: ledger.clone(),
             inbox: inbox.clone(),
@@ -192,7 +192,7 @@ impl Broker {
             checkpoint_key: signer.verifier(),
             console: Arc::default(),
             retention: Arc::new(config.retention.periods_seconds()),
-        };
+        });
         let guard = Arc::new(Guard::new(&config.limits));
         let rate_limiter = guard.rate_limiter();
         let app = routes::router(gateway)

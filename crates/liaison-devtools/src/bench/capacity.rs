@@ -9,7 +9,7 @@ use liaison_ledger::Ledger;
 use liaison_ledger::telemetry::TableUse;
 use serde::Serialize;
 
-use super::full::{self, Http, Leads};
+use super::full::{self, Leads, Target};
 use super::setup::BenchWorld;
 
 #[derive(Clone, Debug, Serialize)]
@@ -217,7 +217,7 @@ async fn measure(
     let wal_before = ledger.wal_position().await?;
     let started = Instant::now();
     eprintln!("capacity: {messages} leads over HTTPS, consumed by the procuratorate…");
-    full::saturate(world, &broker, leads, Http::Http2, messages, 64).await?;
+    full::saturate(&Target::of(world, &broker), leads, messages, 64).await?;
     until_dispatched(&ledger).await?;
     let seconds = started.elapsed().as_secs_f64();
     let wal_bytes = ledger.wal_position().await? - wal_before;
@@ -228,7 +228,7 @@ async fn measure(
     let queued = (messages / 10).max(100);
     eprintln!("capacity: {queued} more leads left waiting in the procuratorate's queue…");
     let disk_before = quorum_disk();
-    full::post_only(world, &broker, leads, queued, 64).await?;
+    full::post_only(&Target::of(world, &broker), leads, queued, 64).await?;
     until_dispatched(&ledger).await?;
     // RabbitMQ's queue statistics lag by a few seconds.
     let deadline = Instant::now() + Duration::from_secs(60);

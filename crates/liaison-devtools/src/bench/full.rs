@@ -2,6 +2,7 @@
 //! commits, relays with confirms; a consumer takes them from the procuratorate's queue.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,14 +14,16 @@ use liaison_bus::agency_queue;
 use liaison_core::AgencyCode;
 use liaison_pki::PkiLayout;
 use liaison_server::Broker;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::cpu::CpuUse;
 use super::report::Percentiles;
 use super::setup::BenchWorld;
 use liaison_client::AgencyClient;
 
-/// Agencies that post leads in the benchmark, each over its own keep-alive HTTP/2 connection.
+/// Agencies that post leads in the benchmark; the clients (one HTTP/2 connection each) are
+/// dealt to them in turn.
 const SENDERS: [&str; 8] = [
     "eco",
     "market",
@@ -32,10 +35,12 @@ const SENDERS: [&str; 8] = [
     "forestry",
 ];
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PathResult {
     /// How the agencies' clients spoke to the gateway.
     pub http: Http,
+    /// Clients posting: with HTTP/2, the connections the requests are multiplexed on.
+    pub connections: usize,
     pub messages: usize,
     pub concurrency: Option<usize>,
     pub offered_rate: Option<f64>,
@@ -43,11 +48,15 @@ pub struct PathResult {
     pub throughput: f64,
     pub accepted_ms: Percentiles,
     pub delivered_ms: Percentiles,
+    /// CPU each process spent while the phase was measured (filled in by the bench, which
+    /// watches the processes; absent when measured in-process).
+    #[serde(default)]
+    pub cpu: Option<CpuUse>,
 }
 
 /// The leads the benchmark posts: the demo's realistic lead, its harm description
 /// lengthened with more of the same prose when a larger message is asked for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Leads {
     /// Serialised size to reach at least; 0 keeps the natural size (about 950 bytes).
     pub pad_to: usize,
@@ -96,11 +105,13 @@ impl Leads {
 type Started = Arc<Mutex<HashMap<Uuid, Instant>>>;
 
 /// How the agencies' clients speak to the gateway; reported by its protocol name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Http {
     /// HTTP/1.1 keep-alive: a connection per request in flight.
+    #[serde(rename = "HTTP/1.1")]
     Http1,
-    /// HTTP/2: one connection per agency, the requests multiplexed on it.
+    /// HTTP/2: one connection per client, the requests multiplexed on it.
+    #[serde(rename = "HTTP/2")]
     Http2,
 }
 
@@ -113,37 +124,53 @@ impl Http {
     }
 }
 
-impl Serialize for Http {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
+/// Where the load goes: the gateway, the PKI the agencies' certificates come from, and the
+/// RabbitMQ virtual host the procuratorate consumes from. All a separate process needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Target {
+    /// The gateway's base URL, `https://localhost:<port>`.
+    pub base_url: String,
+    pub tls_dir: PathBuf,
+    pub amqp_url: String,
+}
+
+impl Target {
+    pub fn of(world: &BenchWorld, broker: &Broker) -> Self {
+        Self {
+            base_url: format!("https://localhost:{}", broker.https_addr.port()),
+            tls_dir: world.config.tls_dir.clone(),
+            amqp_url: world.config.amqp_url.clone(),
+        }
     }
 }
 
-/// One client per sending agency, each with the connections `concurrency` requests in
-/// flight will use already open: keep-alive clients pay their TLS handshakes once, before
-/// any message, and the measurement should not include them. (Requests started together
-/// on a client that has not yet learned, through ALPN, that its connection speaks HTTP/2
-/// would also each open a connection of their own.)
+/// `count` clients, dealt to the sending agencies in turn (eight: one each), each with the
+/// connections its share of `concurrency` requests in flight will use already open:
+/// keep-alive clients pay their TLS handshakes once, before any message, and the
+/// measurement should not include them. Over HTTP/2 a client is one connection. (Requests
+/// started together on a client that has not yet learned, through ALPN, that its
+/// connection speaks HTTP/2 would also each open a connection of their own.)
 async fn clients(
-    world: &BenchWorld,
-    broker: &Broker,
+    target: &Target,
     http: Http,
+    count: usize,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Arc<AgencyClient>>> {
     let layout = PkiLayout {
-        dir: world.config.tls_dir.clone(),
+        dir: target.tls_dir.clone(),
     };
-    let base = format!("https://localhost:{}", broker.https_addr.port());
+    let base = &target.base_url;
+    let count = count.max(1);
     let connections = match http {
-        Http::Http1 => concurrency.div_ceil(SENDERS.len()),
+        Http::Http1 => concurrency.div_ceil(count),
         Http::Http2 => 1,
     };
-    let mut clients = Vec::with_capacity(SENDERS.len());
-    for sender in SENDERS {
-        let agency = AgencyCode::new(sender)?;
+    let mut clients = Vec::with_capacity(count);
+    for sender in SENDERS.iter().cycle().take(count) {
+        let agency = AgencyCode::new(*sender)?;
         let client = match http {
-            Http::Http1 => AgencyClient::new_http1(&layout, &agency, &base)?,
-            Http::Http2 => AgencyClient::new(&layout, &agency, &base)?,
+            Http::Http1 => AgencyClient::new_http1(&layout, &agency, base)?,
+            Http::Http2 => AgencyClient::new(&layout, &agency, base)?,
         };
         let answers =
             futures::future::join_all((0..connections).map(|_| client.get("/v1/schemas"))).await;
@@ -165,12 +192,11 @@ async fn clients(
 /// Consumes `expect` messages from the procuratorate's queue and returns each one's
 /// time from post to consumption.
 async fn consume(
-    world: &BenchWorld,
+    target: &Target,
     expect: usize,
     started: Started,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<(Vec<f64>, Instant)>>> {
-    let connection =
-        Connection::connect(&world.config.amqp_url, ConnectionProperties::default()).await?;
+    let connection = Connection::connect(&target.amqp_url, ConnectionProperties::default()).await?;
     let queue = agency_queue(&AgencyCode::new("procuratorate")?);
     let (channel, mut consumer) = super::raw::consumer(&connection, &queue).await?;
     Ok(tokio::spawn(async move {
@@ -244,46 +270,132 @@ fn prepare(
         .collect()
 }
 
-/// As fast as `concurrency` requests in flight allow.
+/// How the leads are offered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Pace {
+    /// `messages` leads as fast as the requests in flight allow.
+    Saturate { messages: usize },
+    /// A lead every 1/rate seconds for `seconds`, regardless of how fast answers come.
+    FixedRate { rate: f64, seconds: f64 },
+}
+
+/// One full-path run of the load generator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Run {
+    pub target: Target,
+    pub leads: Leads,
+    pub http: Http,
+    /// Clients (HTTP/2 connections) the requests are spread over.
+    pub connections: usize,
+    /// Requests in flight at most (saturated runs).
+    pub concurrency: usize,
+    pub pace: Pace,
+    /// Case references of their own per run, so that each run opens new cases.
+    pub caseref_prefix: String,
+}
+
+/// A run with its connections open, its consumer listening and its leads made: what is
+/// left is what is measured.
+pub struct Ready {
+    run: Run,
+    messages: usize,
+    prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)>,
+    started: Started,
+    consumer: tokio::task::JoinHandle<anyhow::Result<(Vec<f64>, Instant)>>,
+}
+
+impl Run {
+    pub fn messages(&self) -> usize {
+        match self.pace {
+            Pace::Saturate { messages } => messages,
+            Pace::FixedRate { rate, seconds } => ((rate * seconds) as usize).max(1),
+        }
+    }
+
+    pub async fn prepare(self) -> anyhow::Result<Ready> {
+        let clients = clients(&self.target, self.http, self.connections, self.concurrency).await?;
+        let messages = self.messages();
+        let started: Started = Arc::default();
+        let consumer = consume(&self.target, messages, started.clone()).await?;
+        let prepared = prepare(&clients, self.leads, messages, &self.caseref_prefix);
+        Ok(Ready {
+            run: self,
+            messages,
+            prepared,
+            started,
+            consumer,
+        })
+    }
+}
+
+impl Ready {
+    /// Posts every lead and waits until the procuratorate has consumed them all.
+    pub async fn go(self) -> anyhow::Result<PathResult> {
+        let Ready {
+            run,
+            messages,
+            prepared,
+            started,
+            consumer,
+        } = self;
+        let begin = Instant::now();
+        let (accepted, concurrency, offered_rate) = match run.pace {
+            Pace::Saturate { .. } => (
+                post_all(prepared, run.concurrency, &started).await?,
+                Some(run.concurrency),
+                None,
+            ),
+            Pace::FixedRate { rate, .. } => {
+                (paced(prepared, rate, &started).await?, None, Some(rate))
+            }
+        };
+        let (delivered, end) = consumer.await.context("consumer task")??;
+        let seconds = end.duration_since(begin).as_secs_f64();
+        Ok(PathResult {
+            http: run.http,
+            connections: run.connections,
+            messages,
+            concurrency,
+            offered_rate,
+            seconds,
+            throughput: messages as f64 / seconds,
+            accepted_ms: Percentiles::of(accepted),
+            delivered_ms: Percentiles::of(delivered),
+            cpu: None,
+        })
+    }
+}
+
+/// As fast as `concurrency` requests in flight allow, from this process.
 pub async fn saturate(
-    world: &BenchWorld,
-    broker: &Broker,
+    target: &Target,
     leads: Leads,
-    http: Http,
     messages: usize,
     concurrency: usize,
 ) -> anyhow::Result<PathResult> {
-    let clients = clients(world, broker, http, concurrency).await?;
-    let started: Started = Arc::default();
-    let consumer = consume(world, messages, started.clone()).await?;
-    // Case references of their own per run, so that runs of one benchmark open new cases.
-    let prefix = format!("SD-BENCH-C{concurrency}-");
-    let prepared = prepare(&clients, leads, messages, &prefix);
-    let begin = Instant::now();
-    let accepted = post_all(prepared, concurrency, &started).await?;
-    let (delivered, end) = consumer.await.context("consumer task")??;
-    let seconds = end.duration_since(begin).as_secs_f64();
-    Ok(PathResult {
-        http,
-        messages,
-        concurrency: Some(concurrency),
-        offered_rate: None,
-        seconds,
-        throughput: messages as f64 / seconds,
-        accepted_ms: Percentiles::of(accepted),
-        delivered_ms: Percentiles::of(delivered),
-    })
+    Run {
+        target: target.clone(),
+        leads,
+        http: Http::Http2,
+        connections: SENDERS.len(),
+        concurrency,
+        pace: Pace::Saturate { messages },
+        caseref_prefix: format!("SD-BENCH-C{concurrency}-"),
+    }
+    .prepare()
+    .await?
+    .go()
+    .await
 }
 
 /// Posts `messages` leads and waits for their answers only: nobody consumes them.
 pub async fn post_only(
-    world: &BenchWorld,
-    broker: &Broker,
+    target: &Target,
     leads: Leads,
     messages: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let clients = clients(world, broker, Http::Http2, concurrency).await?;
+    let clients = clients(target, Http::Http2, SENDERS.len(), concurrency).await?;
     let prepared = prepare(&clients, leads, messages, "SD-WAITING-");
     post_all(prepared, concurrency, &Started::default())
         .await
@@ -305,43 +417,22 @@ async fn post_all(
 }
 
 /// An open-loop run: a lead every 1/rate seconds regardless of how fast answers come.
-pub async fn fixed_rate(
-    world: &BenchWorld,
-    broker: &Broker,
-    leads: Leads,
-    http: Http,
-    concurrency: usize,
+async fn paced(
+    prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)>,
     rate: f64,
-    duration: Duration,
-) -> anyhow::Result<PathResult> {
-    let clients = clients(world, broker, http, concurrency).await?;
-    let messages = ((rate * duration.as_secs_f64()) as usize).max(1);
-    let started: Started = Arc::default();
-    let consumer = consume(world, messages, started.clone()).await?;
-    let prepared = prepare(&clients, leads, messages, "SD-BENCH-R");
+    started: &Started,
+) -> anyhow::Result<Vec<f64>> {
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let begin = Instant::now();
+    let mut accepted = Vec::with_capacity(prepared.len());
     let mut tasks = tokio::task::JoinSet::new();
     for (client, id, bytes) in prepared {
         ticker.tick().await;
         let started = started.clone();
         tasks.spawn(async move { post(&client, id, bytes, &started).await });
     }
-    let mut accepted = Vec::with_capacity(messages);
     while let Some(joined) = tasks.join_next().await {
         accepted.push(joined.context("posting task")??);
     }
-    let (delivered, end) = consumer.await.context("consumer task")??;
-    let seconds = end.duration_since(begin).as_secs_f64();
-    Ok(PathResult {
-        http,
-        messages,
-        concurrency: None,
-        offered_rate: Some(rate),
-        seconds,
-        throughput: messages as f64 / seconds,
-        accepted_ms: Percentiles::of(accepted),
-        delivered_ms: Percentiles::of(delivered),
-    })
+    Ok(accepted)
 }

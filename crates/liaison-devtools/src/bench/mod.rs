@@ -7,14 +7,22 @@
 //! 3. **full path** — concurrent HTTPS clients with client certificates and keep-alive post
 //!    realistic leads; each is validated, committed, relayed with confirms and consumed from
 //!    the procuratorate's queue;
-//! 4. **latency** — the full path again at half the rate step 3 reached.
+//! 4. **latency** — the full path again at half the rate step 3 reached, and with one
+//!    request in flight;
+//! 5. **connections** — 64 requests in flight over one HTTP/2 connection, then over eight.
+//!
+//! The broker runs in this process; the agencies' clients and the consuming agency run in a
+//! separate one, the load generator ([`load`]). For each phase the CPU time of this process,
+//! the load generator, RabbitMQ and the PostgreSQL server is read from `/proc` ([`cpu`]).
 //!
 //! Everything runs in a private RabbitMQ virtual host and a private database, removed at the
 //! end, so a running demo or broker is not disturbed.
 
 mod capacity;
+mod cpu;
 mod full;
 mod ledger;
+mod load;
 mod raw;
 mod report;
 mod setup;
@@ -24,6 +32,7 @@ use std::time::Duration;
 use anyhow::Context;
 pub use capacity::{CapacityReport, run as capacity};
 pub use full::Http;
+pub use load::serve as serve_load;
 pub use report::Report;
 
 /// How much work each phase does.
@@ -44,6 +53,10 @@ pub struct BenchOptions {
     pub extra_agencies: usize,
     /// How the agencies' clients connect.
     pub http: full::Http,
+    /// Clients (HTTP/2 connections) the agencies post over, dealt to eight agencies in turn.
+    pub connections: usize,
+    /// Leads posted in each run of the connections comparison.
+    pub compare_messages: usize,
 }
 
 impl Default for BenchOptions {
@@ -60,6 +73,8 @@ impl Default for BenchOptions {
             message_bytes: 0,
             extra_agencies: 0,
             http: full::Http::Http2,
+            connections: 8,
+            compare_messages: 3_000,
         }
     }
 }
@@ -73,6 +88,11 @@ pub async fn run(options: &BenchOptions, base: &liaison_server::Config) -> anyho
     world.remove().await;
     result
 }
+
+/// Requests in flight in the connections comparison.
+const COMPARE_CONCURRENCY: usize = 64;
+/// The connections it compares.
+const COMPARE_CONNECTIONS: [usize; 2] = [1, 8];
 
 async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Result<Report> {
     let leads = full::Leads {
@@ -101,100 +121,97 @@ async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Re
         options.ledger_concurrency,
     )
     .await?;
-    eprintln!(
-        "full path: {} leads over HTTPS, {} in flight…",
-        options.full_messages, options.full_concurrency
-    );
     let broker = liaison_server::Broker::start(world.config.clone())
         .await
         .context("starting the broker")?;
-    let agencies = LoadGenerator::new()?;
-    let saturation = agencies.run(full::saturate(
-        world,
-        &broker,
-        leads,
-        options.http,
-        options.full_messages,
-        options.full_concurrency,
-    ));
-    let latency = match &saturation {
-        Ok(s) => {
-            let rate = (s.throughput / 2.0).max(1.0);
-            eprintln!(
-                "latency: {:.0} leads/s offered for {:?}…",
-                rate, options.latency_duration
-            );
-            Some(agencies.run(full::fixed_rate(
-                world,
-                &broker,
-                leads,
-                options.http,
-                options.full_concurrency,
-                rate,
-                options.latency_duration,
-            )))
-        }
-        Err(_) => None,
-    };
-    // A lone request: it should wait for one commit, not for a batch to fill.
-    let one_in_flight = match &saturation {
-        Ok(_) => {
-            eprintln!(
-                "one in flight: {} leads, one after another…",
-                options.alone_messages
-            );
-            Some(agencies.run(full::saturate(
-                world,
-                &broker,
-                leads,
-                options.http,
-                options.alone_messages,
-                1,
-            )))
-        }
-        Err(_) => None,
-    };
+    let runs = full_path(options, world, &broker, leads).await;
     broker.shutdown(Duration::from_secs(5)).await;
-    let saturation = saturation?;
-    let latency = latency.transpose()?;
-    let one_in_flight = one_in_flight.transpose()?;
-    Ok(Report::new(world, raw, ledger, saturation, latency, one_in_flight, body).await)
+    let runs = runs?;
+    Ok(Report::new(world, raw, ledger, runs, body).await)
 }
 
-/// The agencies' side of the full path — HTTPS clients and the consuming agency — on a
-/// runtime of its own, as separate programs would be: the broker's tasks are not queued
-/// behind the load generator's, and the operating system shares the cores between them.
-struct LoadGenerator {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl LoadGenerator {
-    fn new() -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("bench-agencies")
-            .enable_all()
-            .build()
-            .context("starting the load generator's runtime")?;
-        Ok(Self {
-            runtime: Some(runtime),
-        })
+/// The full-path runs, each by a load generator of its own.
+async fn full_path(
+    options: &BenchOptions,
+    world: &setup::BenchWorld,
+    broker: &liaison_server::Broker,
+    leads: full::Leads,
+) -> anyhow::Result<report::FullPathRuns> {
+    let run = |connections: usize, concurrency: usize, pace: full::Pace, prefix: &str| full::Run {
+        target: full::Target::of(world, broker),
+        leads,
+        http: options.http,
+        connections,
+        concurrency,
+        pace,
+        caseref_prefix: prefix.to_owned(),
+    };
+    eprintln!(
+        "full path: {} leads over HTTPS, {} in flight, {} connections…",
+        options.full_messages, options.full_concurrency, options.connections
+    );
+    let saturated = load::run(&run(
+        options.connections,
+        options.full_concurrency,
+        full::Pace::Saturate {
+            messages: options.full_messages,
+        },
+        &format!("SD-BENCH-C{}-", options.full_concurrency),
+    ))
+    .await?;
+    let rate = (saturated.throughput / 2.0).max(1.0);
+    eprintln!(
+        "latency: {:.0} leads/s offered for {:?}…",
+        rate, options.latency_duration
+    );
+    let half_rate = load::run(&run(
+        options.connections,
+        options.full_concurrency,
+        full::Pace::FixedRate {
+            rate,
+            seconds: options.latency_duration.as_secs_f64(),
+        },
+        "SD-BENCH-R",
+    ))
+    .await?;
+    // A lone request: it should wait for one commit, not for a batch to fill.
+    eprintln!(
+        "one in flight: {} leads, one after another…",
+        options.alone_messages
+    );
+    let one_in_flight = load::run(&run(
+        options.connections,
+        1,
+        full::Pace::Saturate {
+            messages: options.alone_messages,
+        },
+        "SD-BENCH-C1-",
+    ))
+    .await?;
+    let mut by_connections = Vec::new();
+    for connections in COMPARE_CONNECTIONS {
+        eprintln!(
+            "connections: {} leads, {COMPARE_CONCURRENCY} in flight over {connections} HTTP/2…",
+            options.compare_messages
+        );
+        // Always HTTP/2: with HTTP/1.1 each request in flight has a connection of its own.
+        let compared = full::Run {
+            http: full::Http::Http2,
+            ..run(
+                connections,
+                COMPARE_CONCURRENCY,
+                full::Pace::Saturate {
+                    messages: options.compare_messages,
+                },
+                &format!("SD-BENCH-N{connections}-"),
+            )
+        };
+        by_connections.push(load::run(&compared).await?);
     }
-
-    /// Runs `work` to completion on the load generator's runtime; the caller's worker
-    /// thread is handed over to the broker's other tasks meanwhile.
-    fn run<T>(&self, work: impl std::future::Future<Output = T>) -> T {
-        let runtime = self.runtime.as_ref().expect("taken only on drop");
-        tokio::task::block_in_place(|| runtime.block_on(work))
-    }
-}
-
-impl Drop for LoadGenerator {
-    fn drop(&mut self) {
-        // Dropped inside the broker's runtime, where waiting for threads is not allowed;
-        // whatever it still runs (idle connections) is only ever dropped.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
+    Ok(report::FullPathRuns {
+        saturated,
+        half_rate,
+        one_in_flight,
+        by_connections,
+    })
 }

@@ -14,12 +14,17 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde::Serialize;
 
+use super::cpu::{CpuUse, Snapshot};
+
 #[derive(Clone, Debug, Serialize)]
 pub struct RawResult {
     pub messages: usize,
     pub window: usize,
     pub seconds: f64,
     pub throughput: f64,
+    /// CPU of each process while publishing and consuming; the lapin client is this
+    /// process (`liaison_s`), there is no load generator.
+    pub cpu: CpuUse,
 }
 
 pub async fn run(
@@ -72,6 +77,7 @@ pub async fn run(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let body = vec![b'x'; size];
+    let cpu_before = Snapshot::take(None);
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     for _ in 0..messages {
@@ -97,6 +103,7 @@ pub async fn run(
     }
     let consumer = counting.await??;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = CpuUse::between(&cpu_before, &Snapshot::take(None), messages);
 
     // Cancel and wait before deleting the queue: a consumer dropped while the queue goes
     // away races RabbitMQ's own cancel, and lapin takes the late cancel-ok for a protocol
@@ -114,6 +121,7 @@ pub async fn run(
         window,
         seconds,
         throughput: messages as f64 / seconds,
+        cpu,
     })
 }
 

@@ -1,13 +1,13 @@
 //! The benchmark's result: text for people, JSON for records.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::full::PathResult;
 use super::ledger::LedgerResult;
 use super::raw::RawResult;
 use super::setup::BenchWorld;
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
     pub p95: f64,
@@ -54,8 +54,18 @@ pub struct Report {
     pub latency_at_half_rate: Option<PathResult>,
     /// The full path with one request in flight: what a lone request waits.
     pub one_in_flight: Option<PathResult>,
+    /// The same requests in flight over one HTTP/2 connection, then over eight.
+    pub by_connections: Vec<PathResult>,
     /// Full-path throughput divided by the raw floor measured in the same run.
     pub ratio: f64,
+}
+
+/// The full-path runs of one bench.
+pub struct FullPathRuns {
+    pub saturated: PathResult,
+    pub half_rate: PathResult,
+    pub one_in_flight: PathResult,
+    pub by_connections: Vec<PathResult>,
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {
@@ -73,9 +83,7 @@ impl Report {
         world: &BenchWorld,
         raw_floor: RawResult,
         ledger: LedgerResult,
-        full_path: PathResult,
-        latency: Option<PathResult>,
-        one_in_flight: Option<PathResult>,
+        runs: FullPathRuns,
         message_bytes: usize,
     ) -> Self {
         let machine = Machine {
@@ -88,15 +96,16 @@ impl Report {
             rabbitmq: command_output("rabbitmqctl", &["version"]),
             os: command_output("uname", &["-sr"]),
         };
-        let ratio = full_path.throughput / raw_floor.throughput;
+        let ratio = runs.saturated.throughput / raw_floor.throughput;
         Self {
             machine,
             message_bytes,
             raw_floor,
             ledger,
-            full_path,
-            latency_at_half_rate: latency,
-            one_in_flight,
+            full_path: runs.saturated,
+            latency_at_half_rate: Some(runs.half_rate),
+            one_in_flight: Some(runs.one_in_flight),
+            by_connections: runs.by_connections,
             ratio,
         }
     }
@@ -104,7 +113,7 @@ impl Report {
     pub fn text(&self) -> String {
         let m = &self.machine;
         let mut out = format!(
-            "liaison {} bench — {} cores, PostgreSQL {}, RabbitMQ {}, {}\nmessage size {} bytes, {} agencies, posting over {}\n\n",
+            "liaison {} bench — {} cores, PostgreSQL {}, RabbitMQ {}, {}\nmessage size {} bytes, {} agencies, posting over {} ({} {}), from a separate load generator process\n\n",
             m.liaison,
             m.cores,
             m.postgresql,
@@ -112,11 +121,22 @@ impl Report {
             m.os,
             self.message_bytes,
             m.agencies,
-            self.full_path.http.name()
+            self.full_path.http.name(),
+            self.full_path.connections,
+            match (self.full_path.http, self.full_path.connections) {
+                (super::full::Http::Http2, 1) => "connection",
+                (super::full::Http::Http2, _) => "connections",
+                (super::full::Http::Http1, 1) => "client",
+                (super::full::Http::Http1, _) => "clients",
+            }
         );
         out.push_str(&format!(
             "raw floor (lapin, quorum queue, {} confirms in flight, consumed): {:>8.0} msg/s\n",
             self.raw_floor.window, self.raw_floor.throughput
+        ));
+        out.push_str(&format!(
+            "    {}\n",
+            self.raw_floor.cpu.line("bench process (lapin)")
         ));
         out.push_str(&format!(
             "ledger appends (group commit, {} callers):              {:>8.0} entries/s in {} transactions\n",
@@ -128,6 +148,16 @@ impl Report {
         }
         if let Some(l) = &self.one_in_flight {
             out.push_str(&path_line("full path, 1 in flight", l));
+        }
+        for r in &self.by_connections {
+            let name = format!(
+                "full path, {} in flight, {} {} connection{}",
+                r.concurrency.unwrap_or(0),
+                r.connections,
+                r.http.name(),
+                if r.connections == 1 { "" } else { "s" }
+            );
+            out.push_str(&path_line(&name, r));
         }
         out.push_str(&format!(
             "\nratio full path / raw floor: {:.2}\n",
@@ -148,7 +178,11 @@ fn path_line(name: &str, r: &PathResult) -> String {
         r.delivered_ms.p50,
         r.delivered_ms.p95,
         r.delivered_ms.p99
-    )
+    ) + &r
+        .cpu
+        .as_ref()
+        .map(|c| format!("    {}\n", c.line("broker")))
+        .unwrap_or_default()
 }
 
 async fn postgres_version(url: &str) -> String {
@@ -168,7 +202,92 @@ async fn postgres_version(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Percentiles;
+    use super::*;
+    use crate::bench::cpu::CpuUse;
+    use crate::bench::full::Http;
+
+    fn path(connections: usize, concurrency: usize, throughput: f64) -> PathResult {
+        PathResult {
+            http: Http::Http2,
+            connections,
+            messages: 1000,
+            concurrency: Some(concurrency),
+            offered_rate: None,
+            seconds: 1000.0 / throughput,
+            throughput,
+            accepted_ms: Percentiles {
+                p50: 10.0,
+                p95: 20.0,
+                p99: 30.0,
+                max: 40.0,
+            },
+            delivered_ms: Percentiles::default(),
+            cpu: Some(CpuUse {
+                liaison_s: Some(0.5),
+                load_generator_s: Some(0.25),
+                rabbitmq_s: Some(0.125),
+                postgresql_s: Some(0.125),
+                messages: 1000,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_text_names_connections_and_cpu_per_process() {
+        let report = Report {
+            machine: Machine {
+                cores: 2,
+                agencies: 20,
+                liaison: "0.0.0",
+                postgresql: "17".into(),
+                rabbitmq: "4.1".into(),
+                os: "Linux".into(),
+            },
+            message_bytes: 950,
+            raw_floor: RawResult {
+                messages: 2000,
+                window: 1000,
+                seconds: 1.0,
+                throughput: 2000.0,
+                cpu: CpuUse {
+                    liaison_s: Some(0.1),
+                    load_generator_s: None,
+                    rabbitmq_s: Some(0.3),
+                    postgresql_s: Some(0.0),
+                    messages: 2000,
+                },
+            },
+            ledger: LedgerResult {
+                appends: 2000,
+                concurrency: 1000,
+                seconds: 0.5,
+                throughput: 4000.0,
+                transactions: 10,
+            },
+            full_path: path(8, 256, 1000.0),
+            latency_at_half_rate: None,
+            one_in_flight: None,
+            by_connections: vec![path(1, 64, 500.0), path(8, 64, 900.0)],
+            ratio: 0.5,
+        };
+        let text = report.text();
+        assert!(
+            text.contains(
+                "posting over HTTP/2 (8 connections), from a separate load generator process"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("    CPU µs per message: bench process (lapin) 50, RabbitMQ 150, PostgreSQL (server total) 0; total 200\n"), "{text}");
+        assert!(
+            text.contains("full path, 64 in flight, 1 HTTP/2 connection:      500 msg/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("full path, 64 in flight, 8 HTTP/2 connections:      900 msg/s"),
+            "{text}"
+        );
+        assert!(text.contains("    CPU µs per message: broker 500, load generator 250, RabbitMQ 125, PostgreSQL (server total) 125; total 1000\n"), "{text}");
+    }
 
     #[test]
     fn percentiles_pick_nearest_rank() {

@@ -1,0 +1,64 @@
+//! `liaison bench --quick`: the broker in the bench's process, the agencies' clients and
+//! the consuming agency in a load-generator process of their own, and every phase's CPU
+//! per process.
+
+use std::process::Command;
+
+use liaison_tests::process::liaison_binary;
+
+#[test]
+fn a_quick_bench_runs_its_load_generator_apart_and_reports_cpu_per_process() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let json = dir.path().join("bench.json");
+    let output = Command::new(liaison_binary())
+        .args(["bench", "--quick", "--json"])
+        .arg(&json)
+        .env("LIAISON_LOG", "off")
+        .output()
+        .expect("run liaison bench");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("from a separate load generator process"),
+        "{text}"
+    );
+    assert!(
+        text.contains("full path, 64 in flight, 1 HTTP/2 connection:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("full path, 64 in flight, 8 HTTP/2 connections:"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report")).expect("JSON");
+    let connections: Vec<u64> = report["by_connections"]
+        .as_array()
+        .expect("by_connections")
+        .iter()
+        .map(|r| r["connections"].as_u64().expect("connections"))
+        .collect();
+    assert_eq!(connections, [1, 8]);
+    for run in [&report["full_path"], &report["by_connections"][0]] {
+        let cpu = &run["cpu"];
+        // The broker and the load generator are both busy for the whole window.
+        assert!(
+            cpu["liaison_s"].as_f64().expect("broker CPU") > 0.0,
+            "{run}"
+        );
+        assert!(
+            cpu["load_generator_s"]
+                .as_f64()
+                .expect("load generator CPU")
+                > 0.0,
+            "{run}"
+        );
+        assert!(cpu["rabbitmq_s"].is_number(), "{run}");
+        assert!(cpu["postgresql_s"].is_number(), "{run}");
+    }
+    assert!(report["raw_floor"]["cpu"]["load_generator_s"].is_null());
+}
