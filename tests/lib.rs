@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod load;
 pub mod process;
+pub mod proofs;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -5,17 +5,12 @@
 
 use std::time::Duration;
 
+use liaison_core::audit;
 use liaison_core::checkpoint::CheckpointVerifier;
-use liaison_core::{audit, merkle};
 use liaison_devtools::demo::lead_event;
 use liaison_tests::World;
 use liaison_tests::process::{liaison, text};
-use serde_json::Value;
-
-fn hash(value: &Value) -> [u8; 32] {
-    let bytes = hex::decode(value.as_str().expect("hex string")).expect("hex");
-    bytes.try_into().expect("32 bytes")
-}
+use liaison_tests::proofs::{check_inclusion, hash};
 
 // Worker threads: the binary runs (blocking this test's thread) while the broker in this
 // process keeps committing.
@@ -108,20 +103,8 @@ async fn the_binary_archives_a_range_verifies_it_and_the_gateway_proves_an_archi
     let checkpoint = key
         .open(proof.body["checkpoint"]["note"].as_str().unwrap())
         .expect("signed by the ledger key");
-    let path: Vec<[u8; 32]> = proof.body["audit_path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(hash)
-        .collect();
-    merkle::verify_inclusion(
-        &hash(&proof.body["leaf_hash"]),
-        4,
-        checkpoint.size,
-        &path,
-        &checkpoint.root,
-    )
-    .expect("the archived entry is in the signed tree");
+    assert_eq!(proof.body["leaf_index"], 4);
+    check_inclusion(&proof.body, checkpoint.size, &checkpoint.root);
     // The refused sender cannot be told apart from anyone else without the entry's bytes.
     assert_eq!(eco.get("/v1/entries/5/proof").await.unwrap().status, 404);
 

@@ -11,12 +11,8 @@ use liaison_core::merkle;
 use liaison_devtools::demo::lead_event;
 use liaison_tests::World;
 use liaison_tests::process::{liaison, liaison_binary, text};
+use liaison_tests::proofs::{check_inclusion, hash};
 use serde_json::Value;
-
-fn hash(value: &Value) -> [u8; 32] {
-    let bytes = hex::decode(value.as_str().expect("hex string")).expect("hex");
-    bytes.try_into().expect("32 bytes")
-}
 
 #[tokio::test]
 async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() {
@@ -54,20 +50,7 @@ async fn an_agency_proves_its_message_and_the_binary_names_a_tampered_payload() 
             .any(|e| e["seq"] == seq && e["kind"] == "message.accepted")
     );
     for entry in entries {
-        let path: Vec<[u8; 32]> = entry["audit_path"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(hash)
-            .collect();
-        merkle::verify_inclusion(
-            &hash(&entry["leaf_hash"]),
-            entry["leaf_index"].as_u64().unwrap(),
-            checkpoint.size,
-            &path,
-            &checkpoint.root,
-        )
-        .unwrap_or_else(|e| panic!("entry {}: {e}", entry["seq"]));
+        check_inclusion(entry, checkpoint.size, &checkpoint.root);
     }
     // Not the sender's or a recipient's: not found.
     let stranger = world.client(&broker, "agri");

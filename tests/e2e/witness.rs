@@ -13,11 +13,11 @@ use liaison_cli::witness_cmd::{self, ForkDetected, RunArgs};
 use liaison_client::AgencyClient;
 use liaison_core::audit::{Hash, leaf_hash};
 use liaison_core::cosignature::CosignatureVerifier;
-use liaison_core::merkle;
 use liaison_devtools::demo::lead_event;
 use liaison_pki::PkiLayout;
 use liaison_server::Broker;
 use liaison_tests::World;
+use liaison_tests::proofs::{self, hash};
 use serde_json::{Value, json};
 
 const AUDITOR: &str = "audit-bureau";
@@ -57,28 +57,11 @@ async fn checkpoint_covering(client: &AgencyClient, seq: u64) -> Value {
     .await
 }
 
-fn hash(hex_text: &Value) -> Hash {
-    Hash::try_from(hex::decode(hex_text.as_str().unwrap()).unwrap().as_slice()).unwrap()
-}
-
 /// Checks an inclusion proof body against the bytes it carries and its checkpoint's root.
 fn check_inclusion(proof: &Value, root: &Hash) {
     let bytes = STANDARD.decode(proof["entry"].as_str().unwrap()).unwrap();
     assert_eq!(leaf_hash(&bytes), hash(&proof["leaf_hash"]), "{proof}");
-    let path: Vec<Hash> = proof["audit_path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(hash)
-        .collect();
-    merkle::verify_inclusion(
-        &leaf_hash(&bytes),
-        proof["leaf_index"].as_u64().unwrap(),
-        proof["tree_size"].as_u64().unwrap(),
-        &path,
-        root,
-    )
-    .unwrap();
+    proofs::check_inclusion(proof, proof["tree_size"].as_u64().unwrap(), root);
 }
 
 #[tokio::test]

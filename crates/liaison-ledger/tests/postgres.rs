@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use liaison_core::{
-    AgencyCode, Channel, Clock, Entry, EntryKind, Envelope, ManualClock, Recipient, RecipientRole,
-    RejectCode, Route, SystemClock, audit,
-};
+use liaison_core::{Channel, Clock, Entry, EntryKind, ManualClock, RejectCode, SystemClock, audit};
 use liaison_ledger::{
     AcceptOutcome, AcceptReceipt, DeliveryOutcome, Ledger, LedgerConfig, LedgerError, NewMessage,
     NewRejection, RejectionDetail, TraceKey,
@@ -20,46 +17,16 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod common;
-use common::{TestDb, admin_connection};
-
-fn agency(code: &str) -> AgencyCode {
-    AgencyCode::new(code).unwrap()
-}
-
-fn route(to: &[&str]) -> Route {
-    Route {
-        recipients: to
-            .iter()
-            .map(|code| Recipient {
-                agency: agency(code),
-                role: RecipientRole::To,
-                rule: "test-rule".into(),
-            })
-            .collect(),
-    }
-}
+use common::{TestDb, admin_connection, agency};
 
 fn message(id: Uuid, sender: &str, caseref: Option<&str>, body: &str, to: &[&str]) -> NewMessage {
-    NewMessage {
-        envelope: Envelope {
-            id,
-            source: agency(sender).urn(),
-            type_: "pil.lead.v1".into(),
-            time: OffsetDateTime::now_utc(),
-            subject: None,
-            caseref: caseref.map(str::to_owned),
-            inreplyto: None,
-            recipients: None,
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-        },
-        sender: agency(sender),
-        channel: Channel::Https,
-        bytes: Bytes::from(body.to_owned()),
-        received_at: OffsetDateTime::now_utc(),
-        case: Default::default(),
-        route: route(to),
-        trace_context: None,
-    }
+    let mut message = common::message(sender, to, "test-rule");
+    message.envelope.id = id;
+    message.envelope.caseref = caseref.map(str::to_owned);
+    message.envelope.traceparent =
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+    message.bytes = Bytes::from(body.to_owned());
+    message
 }
 
 fn lead(sender: &str, to: &[&str]) -> NewMessage {
