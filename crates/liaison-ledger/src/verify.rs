@@ -1260,21 +1260,24 @@ impl Verifier {
                 }
                 self.compare_message(&record, &accepted);
             }
-            // Entries out of place: its entry may be in a later row.
-            None if record.seq > self.max_embedded || self.offset != 0 => {
-                self.early.insert(record.seq, record);
-            }
-            _ => {
-                self.report.messages += 1;
-                // The body of an entry that was removed or found changed is part of
-                // that one fault.
-                if !self.is_missing(record.seq) && !self.leaf_faults.contains(&record.seq) {
-                    self.find(Finding::MessageWithoutEntry {
-                        seq: record.seq,
-                        message: record.id,
-                    });
-                }
-            }
+            matched => self.unmatched(record, matched.is_none()),
+        }
+    }
+
+    /// A message whose accepted entry has not been seen (`none_yet`) or does not accept it.
+    fn unmatched(&mut self, record: MessageRecord, none_yet: bool) {
+        // Entries out of place: its entry may be in a later row.
+        if none_yet && (record.seq > self.max_embedded || self.offset != 0) {
+            self.early.insert(record.seq, record);
+            return;
+        }
+        self.report.messages += 1;
+        // The body of an entry that was removed or found changed is part of that one fault.
+        if !self.is_missing(record.seq) && !self.leaf_faults.contains(&record.seq) {
+            self.find(Finding::MessageWithoutEntry {
+                seq: record.seq,
+                message: record.id,
+            });
         }
     }
 
@@ -1299,18 +1302,7 @@ impl Verifier {
                 self.erased_claims
                     .push((record.id, record.seq, record.erased_by));
             }
-            None if record.seq > self.max_embedded || self.offset != 0 => {
-                self.early.insert(record.seq, record);
-            }
-            _ => {
-                self.report.messages += 1;
-                if !self.is_missing(record.seq) && !self.leaf_faults.contains(&record.seq) {
-                    self.find(Finding::MessageWithoutEntry {
-                        seq: record.seq,
-                        message: record.id,
-                    });
-                }
-            }
+            matched => self.unmatched(record, matched.is_none()),
         }
     }
 
