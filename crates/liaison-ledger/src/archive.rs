@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use crate::error::LedgerError;
 use crate::export::{ExportDir, ExportError};
 use crate::ledger::Ledger;
-use crate::sql::{hash_from_db, seq_from_db, seq_to_db};
+use crate::sql::{db_time, hash_from_db, seq_from_db, seq_to_db};
 
 /// Creates the partitions up to `through` (fixing their size at `entries` the first time)
 /// and answers the last seq the created ones cover.
@@ -263,7 +263,7 @@ impl Ledger {
                 .unwrap_or_else(|_| out.to_path_buf())
                 .display()
                 .to_string(),
-            archived_at: micros(self.clock_now()),
+            archived_at: db_time(self.clock_now()),
         };
         let partitions = self.drop_archived(&record).await?;
         Ok(Archived {
@@ -283,20 +283,12 @@ impl Ledger {
         if self.checkpoint_at(size).await?.is_some() {
             return Ok(false);
         }
-        let root = self.root_at(size).await?;
-        let signed_at = micros(self.clock_now().to_offset(time::UtcOffset::UTC));
-        let note = signer.sign(size, root, signed_at);
-        sqlx::query(
-            "INSERT INTO ledger_checkpoints (tree_size, root_hash, signed_at, note) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING",
-        )
-        .bind(seq_to_db(size)?)
-        .bind(&root[..])
-        .bind(signed_at)
-        .bind(&note)
-        .execute(self.pool())
-        .await
-        .map_err(LedgerError::query("inserting the archive's checkpoint"))?;
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(LedgerError::query("acquiring a connection"))?;
+        crate::checkpoints::sign_and_store(&mut conn, signer, size, self.clock_now()).await?;
         Ok(true)
     }
 
@@ -369,10 +361,4 @@ impl Ledger {
             .map_err(LedgerError::query("committing the archive"))?;
         Ok(u64::try_from(dropped).unwrap_or(0))
     }
-}
-
-/// PostgreSQL keeps microseconds: what is recorded is what is read back.
-fn micros(at: OffsetDateTime) -> OffsetDateTime {
-    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(at)
 }

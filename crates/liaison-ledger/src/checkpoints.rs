@@ -9,14 +9,14 @@ use liaison_core::audit::Hash;
 use liaison_core::checkpoint::CheckpointSigner;
 use liaison_core::merkle;
 use serde::Serialize;
-use sqlx::Row;
 use sqlx::postgres::PgRow;
-use time::{OffsetDateTime, UtcOffset};
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
 use tracing::{debug, warn};
 
 use crate::error::LedgerError;
 use crate::ledger::Ledger;
-use crate::sql::{hash_from_db, seq_from_db, seq_to_db};
+use crate::sql::{db_time, hash_from_db, seq_from_db, seq_to_db};
 use crate::tree;
 
 /// Only one instance signs at a time ("ckpt" in ASCII); the others skip their turn.
@@ -54,6 +54,38 @@ fn checkpoint_row(row: &PgRow) -> Result<StoredCheckpoint, LedgerError> {
         root_hash: hash_from_db(row.try_get("root_hash").map_err(read)?)?,
         signed_at: row.try_get("signed_at").map_err(read)?,
         note: row.try_get("note").map_err(read)?,
+    })
+}
+
+/// Signs the tree of the first `size` entries (its root from the stored tree) and stores
+/// the checkpoint, unless one of that size is stored already.
+pub(crate) async fn sign_and_store(
+    conn: &mut PgConnection,
+    signer: &CheckpointSigner,
+    size: u64,
+    now: OffsetDateTime,
+) -> Result<StoredCheckpoint, LedgerError> {
+    let nodes = tree::fetch_nodes(conn, &merkle::nodes_for_root(size)).await?;
+    let root = merkle::root(&nodes, size).map_err(missing_node)?;
+    // The note and the column say the same time.
+    let signed_at = db_time(now);
+    let note = signer.sign(size, root, signed_at);
+    sqlx::query(
+        "INSERT INTO ledger_checkpoints (tree_size, root_hash, signed_at, note) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING",
+    )
+    .bind(seq_to_db(size)?)
+    .bind(&root[..])
+    .bind(signed_at)
+    .bind(&note)
+    .execute(&mut *conn)
+    .await
+    .map_err(LedgerError::query("inserting a checkpoint"))?;
+    Ok(StoredCheckpoint {
+        tree_size: size,
+        root_hash: root,
+        signed_at,
+        note,
     })
 }
 
@@ -96,35 +128,12 @@ impl Ledger {
         if size == 0 || size <= signed {
             return Ok(None);
         }
-        let nodes = tree::fetch_nodes(&mut tx, &merkle::nodes_for_root(size)).await?;
-        let root = merkle::root(&nodes, size).map_err(missing_node)?;
-        let now = self.clock_now().to_offset(UtcOffset::UTC);
-        // PostgreSQL keeps microseconds: the note and the column say the same time.
-        let signed_at = now
-            .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now);
-        let note = signer.sign(size, root, signed_at);
-        sqlx::query(
-            "INSERT INTO ledger_checkpoints (tree_size, root_hash, signed_at, note) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(seq_to_db(size)?)
-        .bind(&root[..])
-        .bind(signed_at)
-        .bind(&note)
-        .execute(&mut *tx)
-        .await
-        .map_err(LedgerError::query("inserting a checkpoint"))?;
+        let signed = sign_and_store(&mut tx, signer, size, self.clock_now()).await?;
         tx.commit()
             .await
             .map_err(LedgerError::query("committing a checkpoint"))?;
         debug!(tree.size = size, "checkpoint signed");
-        Ok(Some(StoredCheckpoint {
-            tree_size: size,
-            root_hash: root,
-            signed_at,
-            note,
-        }))
+        Ok(Some(signed))
     }
 
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {

@@ -11,7 +11,7 @@ use liaison_core::{Clock, Route};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Request;
@@ -68,7 +68,8 @@ pub(crate) async fn commit_batch(
         ))?;
     let (last_seq, known) = read_head(&mut tx, requests).await?;
     let outbox = lock_outbox_rows(&mut tx, requests).await?;
-    let at = entry_time(clock);
+    // The time in the canonical bytes is the one read back.
+    let at = crate::sql::db_time(clock.now());
     let cases = read_cases(&mut tx, requests, at).await?;
     let case_keys = read_case_keys(&mut tx, requests).await?;
     let context = PlanContext {
@@ -195,14 +196,6 @@ async fn write_erasures(
     .await
     .map_err(LedgerError::query("destroying the erased messages' keys"))?;
     Ok(())
-}
-
-/// Entry times are stored in PostgreSQL, which keeps microseconds: truncating first makes
-/// the time in the canonical bytes the same as the one read back.
-fn entry_time(clock: &dyn Clock) -> OffsetDateTime {
-    let now = clock.now().to_offset(UtcOffset::UTC);
-    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(now)
 }
 
 /// The last seq and the batch's message ids already in the ledger (archived ones
