@@ -394,13 +394,12 @@ fn parse_cutoff(text: &str) -> anyhow::Result<liaison_ledger::ArchiveCutoff> {
 
 async fn archive(config: &Config, before: &str, out: &Path) -> anyhow::Result<()> {
     let cutoff = parse_cutoff(before)?;
-    let key = pki_key(config)?;
     let signer = liaison_server::workers::checkpointing::signer(config)
         .map_err(|e| anyhow::anyhow!("the ledger signing key: {e}"))?;
     let ledger = open(config).await?;
     let bar = progress_bar(ledger.size().await?, "archiving");
     let archived = ledger
-        .archive(cutoff, out, &signer, &key, &mut |n| bar.set_position(n))
+        .archive(cutoff, out, &signer, &mut |n| bar.set_position(n))
         .await;
     bar.finish_and_clear();
     let archived = archived?;

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use liaison_core::audit::Hash;
-use liaison_core::checkpoint::{CheckpointSigner, CheckpointVerifier};
+use liaison_core::checkpoint::CheckpointSigner;
 use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
 
@@ -126,8 +126,11 @@ impl Ledger {
     /// stays in the database), never a message with a delivery still to publish or dead
     /// (the relay or a redrive still needs its body), never a row of the default
     /// partitions. A dispatched delivery is settled: RabbitMQ holds its copy.
-    async fn archivable_through(&self, cutoff: ArchiveCutoff) -> Result<u64, ArchiveError> {
-        let after = self.archived_through().await?;
+    async fn archivable_through(
+        &self,
+        after: u64,
+        cutoff: ArchiveCutoff,
+    ) -> Result<u64, ArchiveError> {
         let size = self.size().await?;
         let per: Option<i64> =
             sqlx::query_scalar("SELECT partition_entries FROM ledger_partitioning")
@@ -205,18 +208,19 @@ impl Ledger {
 
     /// Archives the partitions before `cutoff` into `out` (created; must be empty), which
     /// the operator keeps: [`ExportDir::verify`] checks it alone, and `liaison ledger verify
-    /// --archive` checks the whole ledger from the database and its archives. `signer`
-    /// signs the checkpoint of the archive's last seq when the broker has not signed one.
+    /// --archive` checks the whole ledger from the database and its archives. `signer` is
+    /// the ledger's key: it signs the checkpoint of the archive's last seq when the broker
+    /// has not signed one, and the archive carries its verifier key.
     pub async fn archive(
         &self,
         cutoff: ArchiveCutoff,
         out: &Path,
         signer: &CheckpointSigner,
-        key: &CheckpointVerifier,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Archived, ArchiveError> {
+        let key = &signer.verifier();
         let after = self.archived_through().await?;
-        let through = self.archivable_through(cutoff).await?;
+        let through = self.archivable_through(after, cutoff).await?;
         let signed_checkpoint = self.ensure_checkpoint_at(signer, through).await?;
         let exported = self
             .export_range(out, key, after, through, progress)

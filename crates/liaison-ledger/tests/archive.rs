@@ -123,13 +123,7 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
     // partitions: 120 settled entries make 3 partitions of 32.
     let first = archive_dir(dirs.path(), "archive-1");
     let archived = ledger
-        .archive(
-            ArchiveCutoff::Seq(1_000),
-            &first,
-            &signer,
-            &key,
-            &mut |_| {},
-        )
+        .archive(ArchiveCutoff::Seq(1_000), &first, &signer, &mut |_| {})
         .await
         .unwrap();
     assert_eq!(archived.record.first_seq, 1);
@@ -285,7 +279,6 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
                 ArchiveCutoff::Seq(1_000),
                 &dirs.path().join("nothing"),
                 &signer,
-                &key,
                 &mut |_| {}
             )
             .await,
@@ -313,13 +306,7 @@ async fn a_closed_range_is_archived_verified_proved_and_never_comes_back() {
     ledger.checkpoint(&signer).await.unwrap();
     let second = archive_dir(dirs.path(), "archive-2");
     let next = ledger
-        .archive(
-            ArchiveCutoff::Seq(1_000),
-            &second,
-            &signer,
-            &key,
-            &mut |_| {},
-        )
+        .archive(ArchiveCutoff::Seq(1_000), &second, &signer, &mut |_| {})
         .await
         .unwrap();
     assert_eq!(next.record.first_seq, 97);

@@ -266,8 +266,7 @@ async fn archive_half(
 ) -> anyhow::Result<ArchiveFigures> {
     let signer = liaison_server::workers::checkpointing::signer(config)
         .map_err(|e| anyhow::anyhow!("the ledger signing key: {e}"))?;
-    let key = liaison_pki::read_verifier_key(&liaison_pki::PkiLayout::new(config.tls_dir.clone()))?
-        .context("the ledger's verifier key")?;
+    let key = signer.verifier();
     let hot = |tables: &[TableUse]| -> i64 {
         tables
             .iter()
@@ -286,7 +285,6 @@ async fn archive_half(
             liaison_ledger::ArchiveCutoff::Seq(half),
             &out,
             &signer,
-            &key,
             &mut |_| {},
         )
         .await?;
