@@ -493,11 +493,8 @@ impl Ledger {
                 });
             }
             let messages = self.message_records(last, Some(page_last)).await?;
-            feed(&mut verifier, entries, messages);
-            verifier.messages_done_through(seq_from_db(page_last)?);
-            let computed = verifier.take_completed_nodes();
-            let stored = self.stored_tree_nodes(&computed).await?;
-            verifier.compare_tree_nodes(&computed, &stored);
+            self.verify_page(&mut verifier, entries, messages, seq_from_db(page_last)?)
+                .await?;
             progress(verifier.entries_seen());
             last = page_last;
         }
@@ -593,17 +590,31 @@ impl Ledger {
                 {
                     page_messages.push(m?);
                 }
-                feed(verifier, page, page_messages);
-                verifier.messages_done_through(last_seq);
-                let computed = verifier.take_completed_nodes();
-                let stored = self.stored_tree_nodes(&computed).await?;
-                verifier.compare_tree_nodes(&computed, &stored);
+                self.verify_page(verifier, page, page_messages, last_seq)
+                    .await?;
                 progress(verifier.entries_seen());
             }
             for m in messages {
                 verifier.message(m?);
             }
         }
+        Ok(())
+    }
+
+    /// Feeds one page of entries (through seq `last`) with their messages, then compares
+    /// the tree nodes they completed with the stored ones.
+    async fn verify_page(
+        &self,
+        verifier: &mut Verifier,
+        entries: Vec<EntryRecord>,
+        messages: Vec<MessageRecord>,
+        last: u64,
+    ) -> Result<(), LedgerError> {
+        feed(verifier, entries, messages);
+        verifier.messages_done_through(last);
+        let computed = verifier.take_completed_nodes();
+        let stored = self.stored_tree_nodes(&computed).await?;
+        verifier.compare_tree_nodes(&computed, &stored);
         Ok(())
     }
 
