@@ -44,16 +44,6 @@ pub struct ErasureBody {
     messages: Vec<ErasedMessageBody>,
 }
 
-/// The refusal of a caller that is not an administrator.
-fn not_admin(gateway: &Gateway, caller: &liaison_core::AgencyCode) -> Option<Problem> {
-    (!gateway.admins.contains(caller)).then(|| {
-        Problem::new(
-            RejectCode::Forbidden,
-            format!("erasure is for administrators; {caller} is not one (configuration `admins`)"),
-        )
-    })
-}
-
 /// Erases the personal data of a case
 ///
 /// For administrators. Records a `case.erased` entry (who, the legal basis, the messages)
@@ -83,7 +73,7 @@ pub(crate) async fn erase(
     Path(caseref): Path<String>,
     Json(request): Json<ErasureRequest>,
 ) -> Result<(StatusCode, Json<ErasureBody>), Problem> {
-    if let Some(refused) = not_admin(&gateway, &caller) {
+    if let Some(refused) = gateway.admin_refusal(&caller, "erasures") {
         return Err(refused);
     }
     let basis = request.basis.trim();
@@ -141,9 +131,12 @@ pub(crate) async fn erase(
         ErasureOutcome::StoredInClear { messages } => Err(Problem::new(
             RejectCode::NotErasable,
             format!(
-                "{} message(s) of case {caseref} are stored in clear (accepted before bodies were sealed), e.g. {}: nothing was erased",
+                "{} message(s) of case {caseref} are stored in clear (accepted before bodies were sealed){}: nothing was erased",
                 messages.len(),
-                messages[0]
+                messages
+                    .first()
+                    .map(|m| format!(", e.g. {m}"))
+                    .unwrap_or_default()
             ),
         )),
     }
@@ -177,7 +170,7 @@ pub(crate) async fn proposals(
     State(gateway): State<Gateway>,
     Extension(Caller(caller)): Extension<Caller>,
 ) -> Result<Json<ProposalsBody>, Problem> {
-    if let Some(refused) = not_admin(&gateway, &caller) {
+    if let Some(refused) = gateway.admin_refusal(&caller, "erasure proposals") {
         return Err(refused);
     }
     let proposals = gateway

@@ -42,6 +42,19 @@ impl Gateway {
     pub fn new(state: GatewayState) -> Self {
         Self(Arc::new(state))
     }
+
+    /// The `403` for a `caller` that is not one of the configuration's `admins` (`None` for
+    /// one that is); `what` names what is reserved to them ("traces", "erasures").
+    pub(crate) fn admin_refusal(&self, caller: &AgencyCode, what: &str) -> Option<Problem> {
+        (!self.admins.contains(caller)).then(|| {
+            Problem::new(
+                RejectCode::Forbidden,
+                format!(
+                    "{what} are for administrators; {caller} is not one (configuration `admins`)"
+                ),
+            )
+        })
+    }
 }
 
 impl std::ops::Deref for Gateway {
@@ -716,11 +729,8 @@ pub(crate) async fn trace(
     Extension(Caller(caller)): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Json<TraceBody>, Problem> {
-    if !gateway.admins.contains(&caller) {
-        return Err(Problem::new(
-            RejectCode::Forbidden,
-            format!("traces are for administrators; {caller} is not one (configuration `admins`)"),
-        ));
+    if let Some(refused) = gateway.admin_refusal(&caller, "traces") {
+        return Err(refused);
     }
     let entries = gateway
         .ledger
