@@ -1,6 +1,6 @@
 //! `liaison bench --quick`: the broker in the bench's process, the agencies' clients and
 //! the consuming agency in a load-generator process of their own, and every phase's CPU
-//! per process.
+//! per process, and the broker's own account of where a lone request's time went.
 
 use std::process::Command;
 
@@ -61,4 +61,24 @@ fn a_quick_bench_runs_its_load_generator_apart_and_reports_cpu_per_process() {
         assert!(cpu["postgresql_s"].is_number(), "{run}");
     }
     assert!(report["raw_floor"]["cpu"]["load_generator_s"].is_null());
+
+    // Where a lone request's time went, from the broker's own histograms: every lead of
+    // the run was accepted over HTTPS, and each went through a commit with all its steps.
+    let alone = &report["one_in_flight"];
+    let stages = &alone["stages"];
+    assert_eq!(stages["accepted"], alone["messages"], "{alone}");
+    let commit_ms = stages["commit_ms"].as_f64().expect("commit_ms");
+    assert!(commit_ms > 0.0, "{stages}");
+    let phases: Vec<(String, f64)> =
+        serde_json::from_value(stages["commit_phases_ms"].clone()).expect("commit phases");
+    let names: Vec<&str> = phases.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["seal", "begin", "read", "plan", "write", "commit"]);
+    let sum: f64 = phases.iter().map(|(_, ms)| ms).sum();
+    assert!(sum > 0.0 && sum <= commit_ms * 1.01, "{stages}");
+    assert!(
+        stages["accept_ms"].as_f64().expect("accept_ms")
+            <= alone["accepted_ms"]["max"].as_f64().expect("max"),
+        "{alone}"
+    );
+    assert!(text.contains("means, ms: agency saw "), "{text}");
 }

@@ -503,9 +503,14 @@ impl Ledger {
 
     async fn submit(&self, request: Request) -> Result<Answer, LedgerError> {
         let (reply, answer) = oneshot::channel();
+        let queued = std::time::Instant::now();
         self.inner
             .jobs
-            .send(Job { request, reply })
+            .send(Job {
+                request,
+                reply,
+                queued,
+            })
             .await
             .map_err(|_| LedgerError::Closed)?;
         answer.await.map_err(|_| LedgerError::Closed)?

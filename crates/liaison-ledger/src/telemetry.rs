@@ -10,23 +10,86 @@ use crate::{Ledger, LedgerError};
 pub const BATCH_ENTRIES: &str = "liaison_ledger_batch_entries";
 pub const COMMIT_DURATION: &str = "liaison_ledger_commit_duration_seconds";
 
+pub const COMMIT_PHASE_DURATION: &str = "liaison_ledger_commit_phase_seconds";
+pub const QUEUE_WAIT: &str = "liaison_ledger_queue_wait_seconds";
+
 /// One group commit, as logged and measured.
 pub(crate) struct BatchCommitted {
     pub requests: usize,
     pub entries: usize,
     pub elapsed: Duration,
+    pub phases: [Duration; Phase::ALL.len()],
 }
 
 impl BatchCommitted {
     pub fn emit(&self) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let [seal, begin, read, plan, write, commit] = self.phases.map(ms);
         tracing::debug!(
             requests = self.requests,
             entries = self.entries,
-            elapsed_ms = self.elapsed.as_secs_f64() * 1000.0,
+            elapsed_ms = ms(self.elapsed),
+            seal_ms = seal,
+            begin_ms = begin,
+            read_ms = read,
+            plan_ms = plan,
+            write_ms = write,
+            commit_ms = commit,
             "batch committed"
         );
         metrics::histogram!(BATCH_ENTRIES).record(self.entries as f64);
         metrics::histogram!(COMMIT_DURATION).record(self.elapsed.as_secs_f64());
+        for (phase, spent) in Phase::ALL.iter().zip(self.phases) {
+            metrics::histogram!(COMMIT_PHASE_DURATION, "phase" => phase.as_str())
+                .record(spent.as_secs_f64());
+        }
+    }
+}
+
+/// How long a request waited between being handed to the committer and the committer
+/// taking it into a batch: the batch before it committing, or a full queue.
+pub(crate) fn queue_wait(request: &'static str, waited: Duration) {
+    metrics::histogram!(QUEUE_WAIT, "request" => request).record(waited.as_secs_f64());
+}
+
+/// The steps of one group commit, timed so that an operator (and the benchmark) can tell
+/// the database's round trips from the committer's own work and from the fsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Sealing the accepted bodies (before the lock is taken; zero without a keyring).
+    Seal,
+    /// `BEGIN` and the sequencing lock, in one round trip; includes waiting for another
+    /// instance's batch to release the lock.
+    Begin,
+    /// Reading the head, the known ids, the outbox rows and cases the batch touches.
+    Read,
+    /// Planning the entries and growing the Merkle tree, in memory.
+    Plan,
+    /// The statements that write entries, messages, tree nodes, outbox rows and cases.
+    Write,
+    /// `COMMIT`: the WAL flushed to disk.
+    Commit,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Seal,
+        Phase::Begin,
+        Phase::Read,
+        Phase::Plan,
+        Phase::Write,
+        Phase::Commit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Seal => "seal",
+            Phase::Begin => "begin",
+            Phase::Read => "read",
+            Phase::Plan => "plan",
+            Phase::Write => "write",
+            Phase::Commit => "commit",
+        }
     }
 }
 

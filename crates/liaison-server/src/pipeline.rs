@@ -357,6 +357,7 @@ impl Pipeline {
         started: Instant,
         submit_trace: &str,
     ) -> Result<Accepted, Refusal> {
+        let checking = Instant::now();
         let Checked {
             envelope,
             route,
@@ -368,6 +369,7 @@ impl Pipeline {
                 submission.received_at,
             )
             .await?;
+        let admission = checking.elapsed();
         case.clocks.stage = stage;
         let span = tracing::Span::current();
         span.record("message.id", tracing::field::display(envelope.id));
@@ -395,6 +397,7 @@ impl Pipeline {
             message_id: accepted.receipt.id,
             seq: accepted.receipt.seq,
             duplicate: accepted.duplicate,
+            admission,
             elapsed: started.elapsed(),
         }
         .emit();

@@ -52,6 +52,10 @@ pub struct PathResult {
     /// watches the processes; absent when measured in-process).
     #[serde(default)]
     pub cpu: Option<CpuUse>,
+    /// The broker's own means over the phase (filled in by the bench, whose process the
+    /// broker runs in).
+    #[serde(default)]
+    pub stages: Option<super::stages::Stages>,
 }
 
 /// The leads the benchmark posts: the demo's realistic lead, its harm description
@@ -362,6 +366,7 @@ impl Ready {
             accepted_ms: Percentiles::of(accepted),
             delivered_ms: Percentiles::of(delivered),
             cpu: None,
+            stages: None,
         })
     }
 }

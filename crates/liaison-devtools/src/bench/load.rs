@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::cpu::{CpuUse, Snapshot};
 use super::full::{PathResult, Run};
+use super::stages::{Stages, Totals};
 
 /// The subcommand of the `liaison` binary that runs the load generator.
 pub const SUBCOMMAND: &str = "bench-load";
@@ -71,6 +72,7 @@ pub async fn run(run: &Run) -> anyhow::Result<PathResult> {
             other => bail!("the load generator said {other:?} instead of {READY}"),
         }
         let before = Snapshot::take(pid);
+        let totals_before = Totals::take();
         stdin.write_all(format!("{GO}\n").as_bytes()).await?;
         stdin.flush().await?;
         let line = lines
@@ -78,9 +80,11 @@ pub async fn run(run: &Run) -> anyhow::Result<PathResult> {
             .await?
             .context("the load generator ended without a result")?;
         let after = Snapshot::take(pid);
+        let totals_after = Totals::take();
         let mut result: PathResult =
             serde_json::from_str(&line).context("the load generator's result")?;
         result.cpu = Some(CpuUse::between(&before, &after, result.messages));
+        result.stages = Some(Stages::between(&totals_before, &totals_after));
         Ok(result)
     }
     .await;

@@ -26,6 +26,7 @@ mod load;
 mod raw;
 mod report;
 mod setup;
+mod stages;
 
 use std::time::Duration;
 

@@ -9,6 +9,8 @@ use super::setup::BenchWorld;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Percentiles {
+    #[serde(default)]
+    pub mean: f64,
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
@@ -25,6 +27,7 @@ impl Percentiles {
             samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]
         };
         Self {
+            mean: samples.iter().sum::<f64>() / samples.len() as f64,
             p50: at(0.50),
             p95: at(0.95),
             p99: at(0.99),
@@ -183,6 +186,10 @@ fn path_line(name: &str, r: &PathResult) -> String {
         .as_ref()
         .map(|c| format!("    {}\n", c.line("broker")))
         .unwrap_or_default()
+        + &r.stages
+            .as_ref()
+            .map(|s| format!("    {}\n", s.line(r.accepted_ms.mean)))
+            .unwrap_or_default()
 }
 
 async fn postgres_version(url: &str) -> String {
@@ -216,6 +223,7 @@ mod tests {
             seconds: 1000.0 / throughput,
             throughput,
             accepted_ms: Percentiles {
+                mean: 12.0,
                 p50: 10.0,
                 p95: 20.0,
                 p99: 30.0,
@@ -229,6 +237,7 @@ mod tests {
                 postgresql_s: Some(0.125),
                 messages: 1000,
             }),
+            stages: None,
         }
     }
 
@@ -293,6 +302,7 @@ mod tests {
     fn percentiles_pick_nearest_rank() {
         let p = Percentiles::of((1..=100).map(f64::from).collect());
         assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(p.mean, 50.5);
         assert_eq!(Percentiles::of(vec![]).p99, 0.0);
     }
 }

@@ -11,7 +11,7 @@ pub(crate) use store::{SEQUENCE_LOCK, write_cases};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use liaison_core::merkle::CompactRange;
 use liaison_core::{AgencyCode, Clock};
@@ -56,6 +56,22 @@ pub(crate) enum Answer {
 pub(crate) struct Job {
     pub request: Request,
     pub reply: Reply,
+    /// When the caller handed it over (before waiting for room in the queue).
+    pub queued: Instant,
+}
+
+impl Request {
+    /// The request's kind, as the queue-wait metric labels it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Request::Accept(_) => "accept",
+            Request::Reject(_) | Request::SummarizeRejections(_) => "reject",
+            Request::Deliveries(_) => "deliveries",
+            Request::Acknowledge { .. } => "acknowledge",
+            Request::Reveal(_) => "reveal",
+            Request::Erase(_) => "erase",
+        }
+    }
 }
 
 /// A relay in this process that takes freshly committed deliveries straight from the
@@ -104,8 +120,14 @@ impl Committer {
         let mut frontier = None;
         // `recv_many` waits for one job, then takes whatever else is queued, up to the limit.
         while receiver.recv_many(&mut jobs, batch_max).await > 0 {
-            let (requests, replies): (Vec<Request>, Vec<_>) =
-                jobs.drain(..).map(|job| (job.request, job.reply)).unzip();
+            let taken = Instant::now();
+            let (requests, replies): (Vec<Request>, Vec<_>) = jobs
+                .drain(..)
+                .map(|job| {
+                    crate::telemetry::queue_wait(job.request.kind(), taken - job.queued);
+                    (job.request, job.reply)
+                })
+                .unzip();
             self.commit(&requests, replies, &mut frontier).await;
             if let Some(size) = frontier.as_ref().map(CompactRange::size) {
                 self.extend_partitions(size, batch_max as u64).await;
@@ -162,12 +184,17 @@ impl Committer {
             )
             .await
             {
-                Ok((plan, leased)) => {
+                Ok(store::CommittedBatch {
+                    plan,
+                    leased,
+                    phases,
+                }) => {
                     self.batches_committed.fetch_add(1, Ordering::Relaxed);
                     crate::telemetry::BatchCommitted {
                         requests: range.len(),
                         entries: plan.writes.entries.len(),
                         elapsed: started.elapsed(),
+                        phases,
                     }
                     .emit();
                     if let (Some(handoff), false) = (&handoff, leased.is_empty()) {

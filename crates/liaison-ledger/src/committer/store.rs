@@ -3,7 +3,7 @@
 //! batch waits for, on a busy machine most of its time; the rows themselves are cheap.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use liaison_core::audit::Hash;
 use liaison_core::merkle::{CompactRange, NodeId};
@@ -20,6 +20,7 @@ use super::plan::{self, BatchWrites, DeliveryStatus, KnownMessage, OutboxRow, Pl
 use crate::error::LedgerError;
 use crate::model::{AcceptReceipt, PendingDelivery};
 use crate::sql::{agency_from_db, hash_from_db, seq_from_db, seq_to_db};
+use crate::telemetry::Phase;
 
 /// The advisory lock that serialises appends of every liaison instance sharing the
 /// database ("liaison" in ASCII). Held to commit, so seqs are gapless across instances.
@@ -56,9 +57,11 @@ pub(crate) async fn commit_batch(
     keyring: Option<&crate::keys::Keyring>,
     handoff_lease: Option<Duration>,
     frontier: &mut Option<CompactRange>,
-) -> Result<(Plan, Vec<PendingDelivery>), LedgerError> {
+) -> Result<CommittedBatch, LedgerError> {
+    let mut phases = PhaseTimer::start();
     // Sealed before the sequencing lock is taken: encryption never holds up other batches.
     let sealed = seal_bodies(requests, keyring)?;
+    phases.lap(Phase::Seal);
     let cached = frontier.take();
     let mut tx = pool
         .begin_with(BEGIN_SEQUENCED)
@@ -66,12 +69,14 @@ pub(crate) async fn commit_batch(
         .map_err(LedgerError::query(
             "starting a batch under the sequencing lock",
         ))?;
+    phases.lap(Phase::Begin);
     let (last_seq, known) = read_head(&mut tx, requests).await?;
     let outbox = lock_outbox_rows(&mut tx, requests).await?;
     // The time in the canonical bytes is the one read back.
     let at = crate::sql::db_time(clock.now());
     let cases = read_cases(&mut tx, requests, at).await?;
     let case_keys = read_case_keys(&mut tx, requests).await?;
+    phases.lap(Phase::Read);
     let context = PlanContext {
         first_seq: last_seq + 1,
         at,
@@ -92,15 +97,51 @@ pub(crate) async fn commit_batch(
     for entry in &plan.writes.entries {
         range.push(entry.leaf_hash, |id, hash| nodes.push((id, hash)));
     }
+    phases.lap(Phase::Plan);
 
     let leased = write(&mut tx, &plan.writes, &nodes, handoff_lease).await?;
     write_cases(&mut tx, &plan.writes.cases).await?;
     write_erasures(&mut tx, &plan.writes.erasures).await?;
+    phases.lap(Phase::Write);
     tx.commit()
         .await
         .map_err(LedgerError::query("committing a batch"))?;
+    phases.lap(Phase::Commit);
     *frontier = Some(range);
-    Ok((plan, leased))
+    Ok(CommittedBatch {
+        plan,
+        leased,
+        phases: phases.spent,
+    })
+}
+
+/// A batch that committed: what it wrote and answered, the deliveries it leased to this
+/// process's relay, and where its time went.
+pub(crate) struct CommittedBatch {
+    pub plan: Plan,
+    pub leased: Vec<PendingDelivery>,
+    pub phases: [Duration; Phase::ALL.len()],
+}
+
+struct PhaseTimer {
+    last: Instant,
+    spent: [Duration; Phase::ALL.len()],
+}
+
+impl PhaseTimer {
+    fn start() -> Self {
+        Self {
+            last: Instant::now(),
+            spent: [Duration::ZERO; Phase::ALL.len()],
+        }
+    }
+
+    /// Charges the time since the previous lap to `phase`.
+    fn lap(&mut self, phase: Phase) {
+        let now = Instant::now();
+        self.spent[phase as usize] += now - self.last;
+        self.last = now;
+    }
 }
 
 /// Each accepted body of the batch sealed under a data key of its own (none without a

@@ -6,8 +6,8 @@ use liaison_core::{AgencyCode, Channel, RejectCode};
 use uuid::Uuid;
 
 use super::{
-    ACCEPT_DURATION, DEAD_LETTERS, REFUSALS_SUMMARIZED, RELAY_PUBLISH_DURATION, RELAY_RETRIES,
-    SUBMISSIONS,
+    ACCEPT_DURATION, ADMISSION_DURATION, DEAD_LETTERS, REFUSALS_SUMMARIZED, RELAY_PUBLISH_DURATION,
+    RELAY_RETRIES, SUBMISSIONS,
 };
 
 /// The `type` label of a submission: a catalogue type, or `unknown` for anything else, so
@@ -24,6 +24,9 @@ pub struct Accepted<'a> {
     pub message_id: Uuid,
     pub seq: u64,
     pub duplicate: bool,
+    /// The checks before the ledger: parsing, schemas, authorization, routing.
+    pub admission: Duration,
+    /// From receipt to the durable answer.
     pub elapsed: Duration,
 }
 
@@ -45,6 +48,8 @@ impl Accepted<'_> {
         .increment(1);
         metrics::histogram!(ACCEPT_DURATION, "channel" => self.channel.as_str())
             .record(self.elapsed.as_secs_f64());
+        metrics::histogram!(ADMISSION_DURATION, "channel" => self.channel.as_str())
+            .record(self.admission.as_secs_f64());
     }
 }
 

@@ -47,8 +47,11 @@ const fn metric(
 
 pub const SUBMISSIONS: &str = "liaison_submissions_total";
 pub const ACCEPT_DURATION: &str = "liaison_accept_duration_seconds";
+pub const ADMISSION_DURATION: &str = "liaison_admission_duration_seconds";
 pub const LEDGER_BATCH_ENTRIES: &str = liaison_ledger::telemetry::BATCH_ENTRIES;
 pub const LEDGER_COMMIT_DURATION: &str = liaison_ledger::telemetry::COMMIT_DURATION;
+pub const LEDGER_COMMIT_PHASE_DURATION: &str = liaison_ledger::telemetry::COMMIT_PHASE_DURATION;
+pub const LEDGER_QUEUE_WAIT: &str = liaison_ledger::telemetry::QUEUE_WAIT;
 pub const RELAY_PUBLISH_DURATION: &str = "liaison_relay_publish_duration_seconds";
 pub const RELAY_RETRIES: &str = "liaison_relay_retries_total";
 pub const REFUSALS_SUMMARIZED: &str = "liaison_refusals_summarized_total";
@@ -80,6 +83,18 @@ pub const METRICS: &[Metric] = &[
         "Time from receiving a submission to its durable answer",
     ),
     metric(
+        ADMISSION_DURATION,
+        Kind::Histogram,
+        &["channel"],
+        "Time an accepted submission spent in the checks before the ledger: parsing, schemas, authorization, routing",
+    ),
+    metric(
+        LEDGER_QUEUE_WAIT,
+        Kind::Histogram,
+        &["request"],
+        "Time a request waited for the group committer to take it into a batch",
+    ),
+    metric(
         LEDGER_BATCH_ENTRIES,
         Kind::Histogram,
         &[],
@@ -90,6 +105,12 @@ pub const METRICS: &[Metric] = &[
         Kind::Histogram,
         &[],
         "Duration of one group commit",
+    ),
+    metric(
+        LEDGER_COMMIT_PHASE_DURATION,
+        Kind::Histogram,
+        &["phase"],
+        "Time one group commit spent in each step: seal, begin (and the sequencing lock), read, plan, write, commit (the WAL flush)",
     ),
     metric(
         REFUSALS_SUMMARIZED,
