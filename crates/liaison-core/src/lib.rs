@@ -11,6 +11,7 @@ pub mod cosignature;
 pub mod detail;
 pub mod entry;
 pub mod envelope;
+pub mod file_error;
 pub mod lifecycle;
 pub mod merkle;
 pub mod policy;
@@ -22,6 +23,7 @@ pub use calendar::{CalendarError, HolidayCalendar, Period};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::{Entry, EntryKind};
 pub use envelope::{Channel, Envelope, EnvelopeError, Submission};
+pub use file_error::FileError;
 pub use lifecycle::{CaseMoves, Lifecycle, LifecycleError, ThreadStep};
 pub use policy::{
     AnsweredBy, MandatoryRecipient, OriginalMessage, Policy, PolicyError, PolicyLoadError,

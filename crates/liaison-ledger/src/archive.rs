@@ -9,6 +9,7 @@
 //! records the archive and drops the partitions. The tree nodes are never archived: proofs
 //! of archived entries and every later checkpoint keep working from the database.
 
+use liaison_core::FileError;
 use std::path::{Path, PathBuf};
 
 use liaison_core::audit::Hash;
@@ -251,12 +252,9 @@ impl Ledger {
                 hex::encode(root)
             )));
         }
-        let manifest =
-            std::fs::read(out.join("manifest.json")).map_err(|source| ExportError::Io {
-                action: "read",
-                path: out.join("manifest.json"),
-                source,
-            })?;
+        let manifest = std::fs::read(out.join("manifest.json"))
+            .map_err(FileError::at("read", &out.join("manifest.json")))
+            .map_err(ExportError::from)?;
         let record = ArchiveRecord {
             first_seq: after + 1,
             last_seq: through,

@@ -18,6 +18,7 @@
 //! before anything is written ([`ExportError::WrongKey`]). Exports made before
 //! `ledger-key.vkey` existed are read with `ledger-key.pub` and the manifest's origin.
 
+use liaison_core::FileError;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -53,13 +54,8 @@ const PAGE: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] liaison_core::FileError),
     #[error("{path} line {line}: {reason}")]
     Format {
         path: PathBuf,
@@ -94,11 +90,7 @@ pub enum ExportError {
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
     let path = path.to_path_buf();
-    move |source| ExportError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| FileError::new(action, path, source).into()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,11 +191,10 @@ impl Writer {
 
     fn finish(self) -> Result<(), ExportError> {
         let path = self.path;
-        let file = self.out.into_inner().map_err(|e| ExportError::Io {
-            action: "write",
-            path: path.clone(),
-            source: e.into_error(),
-        })?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| FileError::new("write", &path, e.into_error()))?;
         file.sync_all().map_err(io("sync", &path))
     }
 }
@@ -999,11 +990,7 @@ impl ExportDir {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return from_pub(),
             Err(source) => {
-                return Err(ExportError::Io {
-                    action: "read",
-                    path: vkey_path,
-                    source,
-                });
+                return Err(FileError::new("read", vkey_path, source).into());
             }
         };
         let verifier =
@@ -1066,11 +1053,7 @@ fn lines(
                 }
                 Some(Ok((n, line)))
             }
-            Err(source) => Some(Err(ExportError::Io {
-                action: "read",
-                path: path.clone(),
-                source,
-            })),
+            Err(source) => Some(Err(FileError::new("read", &path, source).into())),
         }
     }))
 }

@@ -13,6 +13,7 @@
 //! keys, the others only unwrap, until [`crate::Ledger::rotate_keys`] has re-wrapped
 //! every key under the active one and the old file can be deleted.
 
+use liaison_core::FileError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -27,13 +28,8 @@ const KEY_CONTEXT: &[u8] = b"liaison.data-key.v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] liaison_core::FileError),
     #[error("{path}: a key-encryption key file holds 64 hex digits (liaison keys new)")]
     Format { path: PathBuf },
     #[error(
@@ -121,21 +117,15 @@ impl Keyring {
                 return Ok(None);
             }
             Err(source) => {
-                return Err(KeyError::Io {
-                    action: "read the key-encryption key directory",
-                    path: dir.to_owned(),
-                    source,
-                });
+                return Err(
+                    FileError::new("read the key-encryption key directory", dir, source).into(),
+                );
             }
         };
         let mut keys = Vec::new();
         for entry in entries {
             let path = entry
-                .map_err(|source| KeyError::Io {
-                    action: "read the key-encryption key directory",
-                    path: dir.to_owned(),
-                    source,
-                })?
+                .map_err(FileError::at("read the key-encryption key directory", dir))?
                 .path();
             if path.extension().and_then(|e| e.to_str()) != Some(KEK_EXTENSION) {
                 continue;
@@ -318,11 +308,8 @@ fn decrypt(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn read_kek(path: &Path) -> Result<[u8; 32], KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-        action: "read the key-encryption key",
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(FileError::at("read the key-encryption key", path))?;
     hex::decode(text.trim())
         .ok()
         .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
@@ -334,14 +321,6 @@ fn read_kek(path: &Path) -> Result<[u8; 32], KeyError> {
 /// Writes a new random KEK `<dir>/<id>.kek` (mode 0600; the directory 0700 when made),
 /// refusing to replace one.
 pub fn generate_kek(dir: &Path, id: &str) -> Result<PathBuf, KeyError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| KeyError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     if id.is_empty()
         || !id
             .bytes()
@@ -355,9 +334,10 @@ pub fn generate_kek(dir: &Path, id: &str) -> Result<PathBuf, KeyError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(io("create the key-encryption key directory", dir))?;
+    builder.create(dir).map_err(FileError::at(
+        "create the key-encryption key directory",
+        dir,
+    ))?;
     let mut key = [0u8; 32];
     SystemRandom::new()
         .fill(&mut key)
@@ -369,9 +349,9 @@ pub fn generate_kek(dir: &Path, id: &str) -> Result<PathBuf, KeyError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
         .open(&path)
-        .map_err(io("create the key-encryption key", &path))?;
+        .map_err(FileError::at("create the key-encryption key", &path))?;
     std::io::Write::write_all(&mut file, format!("{}\n", hex::encode(key)).as_bytes())
-        .map_err(io("write the key-encryption key", &path))?;
+        .map_err(FileError::at("write the key-encryption key", &path))?;
     Ok(path)
 }
 

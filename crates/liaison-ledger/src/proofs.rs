@@ -1,5 +1,7 @@
 //! Inclusion and consistency proofs from the stored tree, for agencies and auditors.
 
+use std::collections::HashMap;
+
 use liaison_core::audit::Hash;
 use liaison_core::merkle::{self, NodeId};
 use serde::Serialize;
@@ -77,18 +79,11 @@ impl Ledger {
         }
         let (covered, pending): (Vec<_>, Vec<_>) =
             entries.into_iter().partition(|(seq, ..)| *seq <= size);
-        let mut wanted: Vec<NodeId> = covered
+        let wanted: Vec<NodeId> = covered
             .iter()
             .flat_map(|(seq, ..)| merkle::nodes_for_inclusion(seq - 1, size))
             .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut conn = self
-            .pool()
-            .acquire()
-            .await
-            .map_err(LedgerError::query("acquiring a connection"))?;
-        let nodes = tree::fetch_nodes(&mut conn, &wanted).await?;
+        let nodes = self.tree_nodes(wanted).await?;
         let mut proofs = Vec::with_capacity(covered.len());
         for (seq, kind, entry, leaf_hash) in covered {
             let path = merkle::inclusion_proof(&nodes, seq - 1, size).map_err(proof_error)?;
@@ -137,13 +132,9 @@ impl Ledger {
             other => return Ok(Some(Err(other.map_or(0, |c| c.tree_size)))),
         };
         let size = checkpoint.tree_size;
-        let mut conn = self
-            .pool()
-            .acquire()
-            .await
-            .map_err(LedgerError::query("acquiring a connection"))?;
-        let nodes =
-            tree::fetch_nodes(&mut conn, &merkle::nodes_for_inclusion(seq - 1, size)).await?;
+        let nodes = self
+            .tree_nodes(merkle::nodes_for_inclusion(seq - 1, size))
+            .await?;
         let path = merkle::inclusion_proof(&nodes, seq - 1, size).map_err(proof_error)?;
         Ok(Some(Ok((
             checkpoint,
@@ -170,14 +161,7 @@ impl Ledger {
         let mut wanted = merkle::nodes_for_consistency(from, to);
         wanted.extend(merkle::nodes_for_root(from));
         wanted.extend(merkle::nodes_for_root(to));
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut conn = self
-            .pool()
-            .acquire()
-            .await
-            .map_err(LedgerError::query("acquiring a connection"))?;
-        let nodes = tree::fetch_nodes(&mut conn, &wanted).await?;
+        let nodes = self.tree_nodes(wanted).await?;
         Ok(ConsistencyProof {
             from,
             to,
@@ -187,14 +171,24 @@ impl Ledger {
         })
     }
 
-    /// The root hash of the first `size` entries, from the stored tree.
-    pub async fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+    /// The stored tree nodes `wanted` names (each once, whatever the repeats).
+    async fn tree_nodes(
+        &self,
+        mut wanted: Vec<NodeId>,
+    ) -> Result<HashMap<NodeId, Hash>, LedgerError> {
+        wanted.sort_unstable();
+        wanted.dedup();
         let mut conn = self
             .pool()
             .acquire()
             .await
             .map_err(LedgerError::query("acquiring a connection"))?;
-        let nodes = tree::fetch_nodes(&mut conn, &merkle::nodes_for_root(size)).await?;
+        tree::fetch_nodes(&mut conn, &wanted).await
+    }
+
+    /// The root hash of the first `size` entries, from the stored tree.
+    pub async fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        let nodes = self.tree_nodes(merkle::nodes_for_root(size)).await?;
         merkle::root(&nodes, size).map_err(missing_node)
     }
 

@@ -7,6 +7,7 @@
 //! next CRL number, and is written through a temporary file so that a crash never leaves
 //! a truncated CRL (which would stop the gateway from starting).
 
+use liaison_core::FileError;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -26,13 +27,8 @@ const CRL_VALIDITY: Duration = Duration::days(365);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrlError {
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] liaison_core::FileError),
     #[error("{path} is not a PEM certificate revocation list: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("cannot read the certificate {path}: {reason}")]
@@ -66,11 +62,7 @@ pub fn load(layout: &PkiLayout) -> Result<Vec<CertificateRevocationListDer<'stat
         Ok(pem) => pem,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(CrlError::Io {
-                action: "read",
-                path,
-                source,
-            });
+            return Err(FileError::new("read", path, source).into());
         }
     };
     parse_pem(&path, &pem)
@@ -132,11 +124,7 @@ pub fn read(path: &Path, ca_cert: &Path) -> Result<Option<Crl>, CrlError> {
         Ok(pem) => pem,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(CrlError::Io {
-                action: "read",
-                path: path.to_owned(),
-                source,
-            });
+            return Err(FileError::new("read", path, source).into());
         }
     };
     let ders = parse_pem(path, &pem)?;
@@ -319,11 +307,7 @@ fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), CrlError> {
     let temporary = path.with_extension("pem.tmp");
     let io = |action, path: &Path| {
         let path = path.to_owned();
-        move |source| CrlError::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| FileError::new(action, path, source).into()
     };
     fs::write(&temporary, contents).map_err(io("write", &temporary))?;
     fs::rename(&temporary, path).map_err(io("rename into", path))

@@ -15,6 +15,7 @@
 
 pub mod crl;
 
+use liaison_core::FileError;
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
@@ -184,13 +185,8 @@ pub enum PkiError {
         "the PKI in {dir} is incomplete ({missing} is missing): move the directory away and create a new PKI"
     )]
     Incomplete { dir: PathBuf, missing: PathBuf },
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] liaison_core::FileError),
     #[error("the server certificate needs at least one server name")]
     NoServerNames,
     #[error("invalid server name {name:?}: {source}")]
@@ -933,11 +929,7 @@ fn exists(path: &Path) -> Result<bool, PkiError> {
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PkiError {
     let path = path.to_path_buf();
-    move |source| PkiError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| FileError::new(action, path, source).into()
 }
 
 /// The agency a client certificate names: its SAN URI `urn:liaison:agency:<code>`. `None`

@@ -12,6 +12,7 @@
 //! Connections established before a revocation keep their verified handshake; the
 //! per-request check [`refuse_revoked`] answers their requests `401 unauthenticated`.
 
+use liaison_core::FileError;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -259,10 +260,6 @@ fn read_bytes(path: &std::path::Path) -> Result<Option<Vec<u8>>, CrlError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CrlError::Io {
-            action: "read",
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(FileError::new("read", path, source).into()),
     }
 }
