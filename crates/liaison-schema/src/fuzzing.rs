@@ -121,24 +121,22 @@ mod tests {
         FuzzTarget::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
     }
 
-    fn example(name: &str) -> serde_json::Value {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../schemas/pil.lead.v1/valid")
-            .join(name);
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    /// The first valid example lead of the catalogue, by file name.
+    fn first_valid_lead() -> serde_json::Value {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/pil.lead.v1/valid");
+        let first = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .min()
+            .unwrap();
+        serde_json::from_slice(&std::fs::read(first).unwrap()).unwrap()
     }
 
     #[test]
     fn a_valid_lead_is_routable() {
         let target = target();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/pil.lead.v1/valid");
-        let first = std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .min()
-            .unwrap();
-        let lead = example(&first);
+        let lead = first_valid_lead();
         let sender = AgencyCode::new(
             lead["source"]
                 .as_str()
@@ -155,14 +153,7 @@ mod tests {
     #[test]
     fn a_message_to_nobody_but_its_sender_is_refused() {
         let target = target();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/pil.lead.v1/valid");
-        let first = std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .min()
-            .unwrap();
-        let mut lead = example(&first);
+        let mut lead = first_valid_lead();
         lead["source"] = serde_json::json!("urn:liaison:agency:procuratorate");
         // `recipients` narrows the route to the sender itself, which is never a recipient.
         // (A misconduct lead would still reach discipline inspection, its mandatory addressee.)
