@@ -322,3 +322,140 @@ mod snapshots {
         }
     }
 }
+
+/// No module of a crate imports one that imports it back: the module graph of each crate
+/// (its `crate::` and `super::` paths outside tests and comments, each to the longest
+/// module it names) has no pair of modules that name each other. A parent and its own
+/// child may (a `mod.rs` re-exports what its children define).
+#[cfg(test)]
+mod module_imports {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    type Module = Vec<String>;
+
+    fn modules(src: &Path, dir: &Path, out: &mut BTreeMap<Module, String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                modules(src, &path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let relative = path.strip_prefix(src).unwrap().with_extension("");
+                let mut module: Module = relative
+                    .iter()
+                    .map(|part| part.to_string_lossy().into_owned())
+                    .collect();
+                if matches!(
+                    module.last().map(String::as_str),
+                    Some("mod" | "lib" | "main")
+                ) {
+                    module.pop();
+                }
+                out.insert(module, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+
+    /// The module paths `text` names after `prefix` (`crate::a::b::Item` → `[a, b, Item]`).
+    fn paths_after<'a>(text: &'a str, prefix: &str) -> impl Iterator<Item = Vec<&'a str>> {
+        text.match_indices(prefix).map(move |(at, _)| {
+            let rest = &text[at + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            rest[..end].split("::").filter(|s| !s.is_empty()).collect()
+        })
+    }
+
+    fn imports(module: &Module, source: &str, all: &BTreeMap<Module, String>) -> BTreeSet<Module> {
+        let code: String = source
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap()
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let parent = &module[..module.len().saturating_sub(1)];
+        let named = paths_after(&code, "crate::")
+            .map(|path| path.iter().map(|s| s.to_string()).collect::<Module>())
+            .chain(paths_after(&code, "super::").map(|path| {
+                let mut full = parent.to_vec();
+                full.extend(path.iter().map(|s| s.to_string()));
+                full
+            }));
+        let mut found = BTreeSet::new();
+        for path in named {
+            let target = (1..=path.len())
+                .rev()
+                .map(|n| path[..n].to_vec())
+                .find(|prefix| all.contains_key(prefix));
+            if let Some(target) = target {
+                let related = target.starts_with(module) || module.starts_with(&target);
+                if !related {
+                    found.insert(target);
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn no_module_imports_one_that_imports_it_back() {
+        let crates = crate::repo_root().join("crates");
+        let mut checked = 0;
+        let mut cycles = Vec::new();
+        for entry in std::fs::read_dir(&crates).unwrap().flatten() {
+            let src = entry.path().join("src");
+            if !src.is_dir() {
+                continue;
+            }
+            let mut all = BTreeMap::new();
+            modules(&src, &src, &mut all);
+            let graph: BTreeMap<&Module, BTreeSet<Module>> = all
+                .iter()
+                .map(|(module, source)| (module, imports(module, source, &all)))
+                .collect();
+            for (module, targets) in &graph {
+                checked += 1;
+                for target in targets {
+                    if *module < target && graph.get(target).is_some_and(|t| t.contains(*module)) {
+                        cycles.push(format!(
+                            "{}: {} ↔ {}",
+                            entry.file_name().to_string_lossy(),
+                            module.join("::"),
+                            target.join("::")
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(
+            checked > 100,
+            "only {checked} modules found: is the walk broken?"
+        );
+        assert!(
+            cycles.is_empty(),
+            "modules that import each other: {cycles:#?}"
+        );
+    }
+
+    #[test]
+    fn a_pair_that_imports_each_other_is_found() {
+        let all: BTreeMap<Module, String> = [
+            (vec!["a".to_owned()], "use crate::b::Thing;\n".to_owned()),
+            (
+                vec!["b".to_owned()],
+                "fn f() -> crate::a::Other { todo!() }\n".to_owned(),
+            ),
+            (vec!["c".to_owned()], "// see [a](crate::a)\n".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let a = imports(&vec!["a".to_owned()], &all[&vec!["a".to_owned()]], &all);
+        let b = imports(&vec!["b".to_owned()], &all[&vec!["b".to_owned()]], &all);
+        let c = imports(&vec!["c".to_owned()], &all[&vec!["c".to_owned()]], &all);
+        assert!(a.contains(&vec!["b".to_owned()]) && b.contains(&vec!["a".to_owned()]));
+        assert!(c.is_empty(), "a doc link is not an import: {c:?}");
+    }
+}

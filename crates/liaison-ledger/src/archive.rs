@@ -14,29 +14,13 @@ use std::path::{Path, PathBuf};
 
 use liaison_core::audit::Hash;
 use liaison_core::checkpoint::CheckpointSigner;
-use sqlx::{PgPool, Row};
+use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::error::LedgerError;
 use crate::export::{ExportDir, ExportError};
 use crate::ledger::Ledger;
 use crate::sql::{db_time, hash_from_db, seq_from_db, seq_to_db};
-
-/// Creates the partitions up to `through` (fixing their size at `entries` the first time)
-/// and answers the last seq the created ones cover.
-pub(crate) async fn extend_partitions(
-    pool: &PgPool,
-    through: u64,
-    entries: u64,
-) -> Result<u64, LedgerError> {
-    let covered: i64 = sqlx::query_scalar("SELECT liaison_extend_partitions($1, $2)")
-        .bind(seq_to_db(through)?)
-        .bind(seq_to_db(entries)?)
-        .fetch_one(pool)
-        .await
-        .map_err(LedgerError::query("creating ledger partitions"))?;
-    seq_from_db(covered)
-}
 
 /// Where an archive ends: before a seq, or before the first entry recorded at or after a
 /// time.

@@ -95,8 +95,8 @@ impl Ledger {
         crate::tree::ensure_complete(&pool).await?;
         let partition_entries = config.partition_entries.max(1);
         let batch_max = config.batch_max.max(1) as u64;
-        let size = crate::proofs::live_size(&pool).await?;
-        let partitioned_through = crate::archive::extend_partitions(
+        let size = crate::partitions::live_size(&pool).await?;
+        let partitioned_through = crate::partitions::extend_partitions(
             &pool,
             size + 2 * batch_max + partition_entries,
             partition_entries,

@@ -15,6 +15,7 @@ pub mod keys;
 mod ledger;
 mod model;
 mod outbox;
+mod partitions;
 mod privileges;
 mod proofs;
 mod read;

@@ -194,7 +194,7 @@ impl Ledger {
 
     /// How many entries the ledger holds (its last seq), archived ones included.
     pub async fn size(&self) -> Result<u64, LedgerError> {
-        live_size(self.pool()).await
+        crate::partitions::live_size(self.pool()).await
     }
 
     /// Whether the ledger holds an entry with this seq, in the database or archived (for
@@ -209,20 +209,6 @@ impl Ledger {
         .await
         .map_err(LedgerError::query("looking up a seq"))
     }
-}
-
-/// The ledger's last seq: its newest entry, or the end of the archived range when (as never
-/// happens through `liaison ledger archive`, which keeps the head) no entry is left.
-pub(crate) async fn live_size(pool: &sqlx::PgPool) -> Result<u64, LedgerError> {
-    seq_from_db(
-        sqlx::query_scalar(
-            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM ledger_entries), \
-                             (SELECT coalesce(max(last_seq), 0) FROM ledger_archives))::bigint",
-        )
-        .fetch_one(pool)
-        .await
-        .map_err(LedgerError::query("reading the ledger size"))?,
-    )
 }
 
 fn proof_error(e: merkle::ProofError<NodeId>) -> LedgerError {

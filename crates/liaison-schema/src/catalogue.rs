@@ -8,8 +8,9 @@ use jsonschema::Validator;
 use liaison_core::RejectCode;
 use serde_json::Value;
 
+use crate::error::CatalogueError;
 use crate::info::TypeInfo;
-use crate::load::{self, CatalogueError, SchemaFile};
+use crate::load::{self, SchemaFile};
 use crate::source::CatalogueSource;
 use crate::violation::{ValidationError, Violation, sorted, violations_of};
 

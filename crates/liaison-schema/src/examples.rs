@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::catalogue::Catalogue;
-use crate::load::{CatalogueError, ENVELOPE_EXAMPLES_DIR};
+use crate::error::CatalogueError;
+use crate::load::ENVELOPE_EXAMPLES_DIR;
 use crate::parse::{ParseLimits, parse};
 use crate::source::CatalogueSource;
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::load::CatalogueError;
+use crate::error::CatalogueError;
 
 /// The annotation keyword.
 pub const ANNOTATION: &str = "x-liaison";

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use jsonschema::{Registry, Validator};
 use serde_json::Value;
 
+use crate::error::CatalogueError;
 use crate::parse::{ParseLimits, parse};
 use crate::source::CatalogueSource;
 
@@ -23,28 +24,6 @@ pub const TYPE_SCHEMA_FILE: &str = "schema.json";
 
 /// A folder that holds envelope-level examples only, not a message type.
 pub const ENVELOPE_EXAMPLES_DIR: &str = "envelope";
-
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogueError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{} is not valid JSON: {source}", path.display())]
-    Json {
-        path: PathBuf,
-        #[source]
-        source: crate::ParseError,
-    },
-    #[error("{}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
-    #[error("{} does not compile as a JSON Schema 2020-12: {message}", path.display())]
-    Compile { path: PathBuf, message: String },
-    #[error("the schemas in {} do not form a consistent registry: {message}", dir.display())]
-    Registry { dir: PathBuf, message: String },
-}
 
 /// A schema file read from disk, checked for the members the catalogue relies on.
 pub(crate) struct SchemaFile {

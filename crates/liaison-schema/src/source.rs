@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::load::CatalogueError;
+use crate::error::CatalogueError;
 
 /// Every file of a catalogue, by its `/`-separated path relative to the catalogue root.
 #[derive(Clone, Debug, PartialEq, Eq)]

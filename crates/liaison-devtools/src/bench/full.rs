@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::cpu::CpuUse;
-use super::report::Percentiles;
 use super::setup::BenchWorld;
 use liaison_client::AgencyClient;
 
@@ -34,6 +33,36 @@ const SENDERS: [&str; 8] = [
     "water",
     "forestry",
 ];
+
+/// Latencies of one run, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    #[serde(default)]
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(mut samples: Vec<f64>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]
+        };
+        Self {
+            mean: samples.iter().sum::<f64>() / samples.len() as f64,
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: samples[samples.len() - 1],
+        }
+    }
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PathResult {
@@ -440,4 +469,17 @@ async fn paced(
         accepted.push(joined.context("posting task")??);
     }
     Ok(accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_nearest_rank() {
+        let p = Percentiles::of((1..=100).map(f64::from).collect());
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(p.mean, 50.5);
+        assert_eq!(Percentiles::of(vec![]).p99, 0.0);
+    }
 }

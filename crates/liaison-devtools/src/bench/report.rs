@@ -1,40 +1,11 @@
 //! The benchmark's result: text for people, JSON for records.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::full::PathResult;
 use super::ledger::LedgerResult;
 use super::raw::RawResult;
 use super::setup::BenchWorld;
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Percentiles {
-    #[serde(default)]
-    pub mean: f64,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    pub fn of(mut samples: Vec<f64>) -> Self {
-        if samples.is_empty() {
-            return Self::default();
-        }
-        samples.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]
-        };
-        Self {
-            mean: samples.iter().sum::<f64>() / samples.len() as f64,
-            p50: at(0.50),
-            p95: at(0.95),
-            p99: at(0.99),
-            max: samples[samples.len() - 1],
-        }
-    }
-}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
@@ -211,7 +182,7 @@ async fn postgres_version(url: &str) -> String {
 mod tests {
     use super::*;
     use crate::bench::cpu::CpuUse;
-    use crate::bench::full::Http;
+    use crate::bench::full::{Http, Percentiles};
 
     fn path(connections: usize, concurrency: usize, throughput: f64) -> PathResult {
         PathResult {
@@ -296,13 +267,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("    CPU µs per message: broker 500, load generator 250, RabbitMQ 125, PostgreSQL (server total) 125; total 1000\n"), "{text}");
-    }
-
-    #[test]
-    fn percentiles_pick_nearest_rank() {
-        let p = Percentiles::of((1..=100).map(f64::from).collect());
-        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
-        assert_eq!(p.mean, 50.5);
-        assert_eq!(Percentiles::of(vec![]).p99, 0.0);
     }
 }

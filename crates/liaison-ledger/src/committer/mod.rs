@@ -144,7 +144,9 @@ impl Committer {
             return;
         }
         let through = size + 2 * batch_max + self.partition_entries;
-        match crate::archive::extend_partitions(&self.pool, through, self.partition_entries).await {
+        match crate::partitions::extend_partitions(&self.pool, through, self.partition_entries)
+            .await
+        {
             Ok(covered) => self.partitioned_through = covered,
             Err(error) => {
                 warn!(%error, "could not create the next ledger partitions; trying again after the next batch")

@@ -82,7 +82,7 @@ pub struct GatewayState {
     /// The ledger's checkpoint key, which the console's pages verify checkpoints with.
     pub checkpoint_key: liaison_core::checkpoint::CheckpointVerifier,
     /// What the console keeps between pages (the overview's aggregates).
-    pub console: Arc<crate::http::console::ConsoleState>,
+    pub console: Arc<crate::http::console::state::ConsoleState>,
     /// `[retention]`: (message type, seconds), for the erasure proposals.
     pub retention: Arc<Vec<(String, i64)>>,
 }

@@ -17,6 +17,7 @@
 mod chart;
 pub mod i18n;
 pub mod mask;
+pub mod state;
 pub(crate) mod templates;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ use uuid::Uuid;
 
 use crate::http::gateway::{Caller, Gateway};
 use i18n::Lang;
+use state::Aggregates;
 
 /// The path every console route starts with.
 pub const PREFIX: &str = "/console";
@@ -405,24 +407,6 @@ async fn overview(console: Console, State(gateway): State<Gateway>) -> Response 
         "overview.html",
         minijinja::context! { ..charts, ..Value::from_serialize(&data) },
     )
-}
-
-/// The overview's two aggregates over a whole period (messages per day, cases per
-/// agency): their cost grows with the ledger, so a large ledger's are computed at most
-/// every [`AGGREGATES_MAX_AGE`] and in the background, and pages show them with their
-/// time. A small ledger's (computed within [`AGGREGATES_INLINE`]) are computed for each
-/// page.
-#[derive(Default)]
-pub struct ConsoleState {
-    aggregates: tokio::sync::RwLock<Option<Arc<Aggregates>>>,
-    refreshing: std::sync::atomic::AtomicBool,
-}
-
-pub(crate) struct Aggregates {
-    at: OffsetDateTime,
-    took: std::time::Duration,
-    per_day: Vec<liaison_ledger::DailyCount>,
-    cases: Vec<liaison_ledger::AgencyCases>,
 }
 
 const AGGREGATES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
