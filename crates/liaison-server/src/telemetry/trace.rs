@@ -9,9 +9,9 @@
 //!
 //! Spans are given their parent before they are first entered: OpenTelemetry fixes a
 //! span's parent when it starts. Span identities come from OpenTelemetry when its layer is installed
-//! ([`install_subscriber`] does for `liaison serve`); where it is not (a library caller
-//! with its own subscriber), the span ids are drawn here, so that the trace id still
-//! travels and each hop still names a span of its own.
+//! ([`install_subscriber`] does when an OTLP endpoint is configured); where it is not (no
+//! endpoint, or a library caller with its own subscriber), the span ids are drawn here, so
+//! that the trace id still travels and each hop still names a span of its own.
 
 use std::collections::HashMap;
 
