@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use liaison_core::audit::Hash;
 use liaison_core::merkle::{CompactRange, NodeId};
 use liaison_core::{Clock, Route};
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -100,7 +101,6 @@ pub(crate) async fn commit_batch(
     phases.lap(Phase::Plan);
 
     let leased = write(&mut tx, &plan.writes, &nodes, handoff_lease).await?;
-    write_cases(&mut tx, &plan.writes.cases).await?;
     write_erasures(&mut tx, &plan.writes.erasures).await?;
     phases.lap(Phase::Write);
     tx.commit()
@@ -460,6 +460,19 @@ pub(crate) async fn write_cases(
     if writes.is_empty() {
         return Ok(());
     }
+    bind_cases(sqlx::query(WRITE_CASES), writes)?
+        .execute(&mut *conn)
+        .await
+        .map_err(LedgerError::query("writing the batch's cases"))?;
+    Ok(())
+}
+
+/// Binds the case rows of `writes` as the next 35 parameters of `query` (in the order of
+/// [`WRITE_CASES`]'s `$1`–`$35`).
+fn bind_cases<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    writes: &'q CaseWrites,
+) -> Result<Query<'q, Postgres, PgArguments>, LedgerError> {
     let seqs = |values: Vec<u64>| {
         values
             .into_iter()
@@ -472,7 +485,7 @@ pub(crate) async fn write_cases(
         &writes.messages,
         &writes.clocks,
     );
-    sqlx::query(WRITE_CASES)
+    Ok(query
         .bind(column(cases, |c| c.caseref.as_str()))
         .bind(seqs(column(cases, |c| c.opened_seq))?)
         .bind(column(cases, |c| c.opened_at))
@@ -514,11 +527,7 @@ pub(crate) async fn write_cases(
                 .collect::<Result<Vec<_>, _>>()?,
         )
         .bind(column(clocks, |c| c.stopped_reason.as_deref()))
-        .bind(column(clocks, |c| c.stages_sent.join(",")))
-        .execute(&mut *conn)
-        .await
-        .map_err(LedgerError::query("writing the batch's cases"))?;
-    Ok(())
+        .bind(column(clocks, |c| c.stages_sent.join(","))))
 }
 
 /// Locks the outbox rows the batch's outcomes and acknowledgements touch, so that a relay
@@ -610,8 +619,51 @@ SELECT u.message_id, u.recipient, u.role, 'pending', $34, $35, $36 \
 FROM UNNEST($31::uuid[], $32::text[], $33::text[]) AS u(message_id, recipient, role) \
 RETURNING delivery_id, message_id, recipient";
 
-/// Writes the batch; with `handoff_lease` its new outbox rows are written as the first
-/// attempt, leased to this process, and returned as deliveries ready to publish.
+/// Parameters [`WRITE_BATCH`] takes; the case rows' follow them in the combined statement.
+const WRITE_BATCH_PARAMS: usize = 40;
+
+/// [`WRITE_BATCH`] with [`WRITE_CASES`]'s statements as more data-modifying CTEs of the
+/// same statement, their parameters numbered after [`WRITE_BATCH`]'s: a batch writes
+/// everything in one round trip. (They touch different tables, so no row is changed twice
+/// in the statement.)
+static WRITE_BATCH_WITH_CASES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let cases = WRITE_CASES
+        .strip_prefix("WITH ")
+        .expect("WRITE_CASES is a WITH statement");
+    let (ctes, counters) = cases
+        .split_once(") INSERT INTO case_counters")
+        .expect("WRITE_CASES ends by writing the counters");
+    let cases = format!("{ctes}), changed_counters AS ( INSERT INTO case_counters{counters} ) ");
+    let cases = renumber(&cases, WRITE_BATCH_PARAMS);
+    let (batch, outbox) = WRITE_BATCH
+        .split_once(") INSERT INTO outbox")
+        .expect("WRITE_BATCH ends by inserting the outbox rows");
+    format!("{batch}), {cases}INSERT INTO outbox{outbox}")
+});
+
+/// `sql` with every parameter `$n` renumbered `$(n + by)`.
+fn renumber(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Writes the batch, its cases included, in one statement; with `handoff_lease` its new
+/// outbox rows are written as the first attempt, leased to this process, and returned as
+/// deliveries ready to publish.
 async fn write(
     conn: &mut PgConnection,
     writes: &BatchWrites,
@@ -644,7 +696,7 @@ async fn write(
         .collect();
     let leased_until = handoff_lease.map(|lease| writes.at + lease);
     let attempts: i32 = if handoff_lease.is_some() { 1 } else { 0 };
-    let rows = sqlx::query(WRITE_BATCH)
+    let query = sqlx::query(WRITE_BATCH_WITH_CASES.as_str())
         // ledger_entries
         .bind(entry_seqs)
         .bind(column(entries, |e| e.at))
@@ -691,7 +743,9 @@ async fn write(
         // message_keys ($38–$40): the sealed messages' wrapped data keys
         .bind(column(&keyed, |(id, _, _)| *id))
         .bind(column(&keyed, |(_, kek, _)| *kek))
-        .bind(column(&keyed, |(_, _, wrapped)| *wrapped))
+        .bind(column(&keyed, |(_, _, wrapped)| *wrapped));
+    // case rows ($41–$75)
+    let rows = bind_cases(query, &writes.cases)?
         .fetch_all(&mut *conn)
         .await
         .map_err(LedgerError::query("writing a batch"))?;
@@ -734,6 +788,42 @@ fn column<'a, T, U>(rows: &'a [T], field: impl Fn(&'a T) -> U) -> Vec<U> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_combined_write_numbers_the_case_parameters_after_the_batch() {
+        assert_eq!(
+            renumber("a $1 b $35::text[] $x $", 40),
+            "a $41 b $75::text[] $x $"
+        );
+        let sql = WRITE_BATCH_WITH_CASES.as_str();
+        // Every parameter from 1 to 75 is used, none beyond.
+        let used = |n: usize| {
+            sql.match_indices(&format!("${n}"))
+                .any(|(at, p)| !sql[at + p.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        };
+        for n in 1..=WRITE_BATCH_PARAMS + 35 {
+            assert!(used(n), "${n} unused in {sql}");
+        }
+        assert!(!used(WRITE_BATCH_PARAMS + 36), "{sql}");
+        assert!(!WRITE_BATCH.contains(&format!("${}", WRITE_BATCH_PARAMS + 1)));
+        assert!(WRITE_BATCH.contains(&format!("${WRITE_BATCH_PARAMS}::")));
+        // The case statements became CTEs before the outbox insert, which still returns
+        // the leased rows.
+        let outbox = sql.find("INSERT INTO outbox").unwrap();
+        for cte in [
+            "changed_cases AS (",
+            "changed_threads AS (",
+            "new_case_messages AS (",
+            "changed_clocks AS (",
+            "changed_counters AS (",
+        ] {
+            assert!(
+                sql.find(cte).is_some_and(|at| at < outbox),
+                "{cte} in {sql}"
+            );
+        }
+        assert!(sql.ends_with("RETURNING delivery_id, message_id, recipient"));
+    }
 
     #[test]
     fn the_begin_statement_takes_the_sequencing_lock() {
