@@ -42,7 +42,21 @@ fn a_quick_bench_runs_its_load_generator_apart_and_reports_cpu_per_process() {
         .iter()
         .map(|r| r["connections"].as_u64().expect("connections"))
         .collect();
-    assert_eq!(connections, [1, 8]);
+    assert_eq!(connections, [1, 8, 8, 1]);
+    assert!(
+        report["one_connection_ratio"]
+            .as_f64()
+            .expect("one_connection_ratio")
+            > 0.0,
+        "{}",
+        report["one_connection_ratio"]
+    );
+    assert!(
+        text.contains(
+            "one HTTP/2 connection / eight (runs in the order 1, 8, 8, 1, taken together): "
+        ),
+        "{text}"
+    );
     for run in [&report["full_path"], &report["by_connections"][0]] {
         let cpu = &run["cpu"];
         // The broker and the load generator are both busy for the whole window.

@@ -28,10 +28,26 @@ pub struct Report {
     pub latency_at_half_rate: Option<PathResult>,
     /// The full path with one request in flight: what a lone request waits.
     pub one_in_flight: Option<PathResult>,
-    /// The same requests in flight over one HTTP/2 connection, then over eight.
+    /// The same requests in flight over one HTTP/2 connection and over eight, in the
+    /// order one, eight, eight, one.
     pub by_connections: Vec<PathResult>,
+    /// The throughput of the one-connection runs together over the eight-connection runs'.
+    pub one_connection_ratio: Option<f64>,
     /// Full-path throughput divided by the raw floor measured in the same run.
     pub ratio: f64,
+}
+
+/// Messages per second of the runs over `connections` connections, taken together.
+fn throughput_over(runs: &[PathResult], connections: usize) -> Option<f64> {
+    let (messages, seconds) = runs
+        .iter()
+        .filter(|r| r.connections == connections)
+        .fold((0, 0.0), |(m, s), r| (m + r.messages, s + r.seconds));
+    (seconds > 0.0).then(|| messages as f64 / seconds)
+}
+
+fn one_connection_ratio(runs: &[PathResult]) -> Option<f64> {
+    Some(throughput_over(runs, 1)? / throughput_over(runs, 8)?)
 }
 
 /// The full-path runs of one bench.
@@ -79,6 +95,7 @@ impl Report {
             full_path: runs.saturated,
             latency_at_half_rate: Some(runs.half_rate),
             one_in_flight: Some(runs.one_in_flight),
+            one_connection_ratio: one_connection_ratio(&runs.by_connections),
             by_connections: runs.by_connections,
             ratio,
         }
@@ -132,6 +149,11 @@ impl Report {
                 if r.connections == 1 { "" } else { "s" }
             );
             out.push_str(&path_line(&name, r));
+        }
+        if let Some(ratio) = self.one_connection_ratio {
+            out.push_str(&format!(
+                "one HTTP/2 connection / eight (runs in the order 1, 8, 8, 1, taken together): {ratio:.2}\n"
+            ));
         }
         out.push_str(&format!(
             "\nratio full path / raw floor: {:.2}\n",
@@ -214,7 +236,7 @@ mod tests {
 
     #[test]
     fn the_text_names_connections_and_cpu_per_process() {
-        let report = Report {
+        let mut report = Report {
             machine: Machine {
                 cores: 2,
                 agencies: 20,
@@ -247,9 +269,24 @@ mod tests {
             full_path: path(8, 256, 1000.0),
             latency_at_half_rate: None,
             one_in_flight: None,
-            by_connections: vec![path(1, 64, 500.0), path(8, 64, 900.0)],
+            by_connections: vec![
+                path(1, 64, 500.0),
+                path(8, 64, 900.0),
+                path(8, 64, 1100.0),
+                path(1, 64, 700.0),
+            ],
+            one_connection_ratio: None,
             ratio: 0.5,
         };
+        report.one_connection_ratio = one_connection_ratio(&report.by_connections);
+        // 2,000 messages in 2 + 1000/700 s over one connection, in 1000/900 + 1000/1100 s
+        // over eight.
+        let expected =
+            (2000.0 / (2.0 + 1000.0 / 700.0)) / (2000.0 / (1000.0 / 900.0 + 1000.0 / 1100.0));
+        assert!(
+            (report.one_connection_ratio.unwrap() - expected).abs() < 1e-9,
+            "{report:?}"
+        );
         let text = report.text();
         assert!(
             text.contains(
@@ -264,6 +301,12 @@ mod tests {
         );
         assert!(
             text.contains("full path, 64 in flight, 8 HTTP/2 connections:      900 msg/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "one HTTP/2 connection / eight (runs in the order 1, 8, 8, 1, taken together): {expected:.2}\n"
+            )),
             "{text}"
         );
         assert!(text.contains("    CPU µs per message: broker 500, load generator 250, RabbitMQ 125, PostgreSQL (server total) 125; total 1000\n"), "{text}");
