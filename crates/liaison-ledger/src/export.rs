@@ -88,11 +88,6 @@ pub enum ExportError {
     Ledger(#[from] LedgerError),
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
-    let path = path.to_path_buf();
-    move |source| FileError::new(action, path, source).into()
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
@@ -156,20 +151,21 @@ fn create_private(path: &Path) -> Result<File, ExportError> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(path).map_err(io("create", path))?;
+    let file = options.open(path).map_err(FileError::at("create", path))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io("set permissions on", path))?;
+            .map_err(FileError::at("set permissions on", path))?;
     }
     Ok(file)
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), ExportError> {
     let mut file = create_private(path)?;
-    file.write_all(contents).map_err(io("write", path))?;
-    file.sync_all().map_err(io("sync", path))
+    file.write_all(contents)
+        .map_err(FileError::at("write", path))?;
+    Ok(file.sync_all().map_err(FileError::at("sync", path))?)
 }
 
 impl Writer {
@@ -186,7 +182,8 @@ impl Writer {
         self.out
             .write_all(bytes)
             .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(io("write", &self.path))
+            .map_err(FileError::at("write", &self.path))?;
+        Ok(())
     }
 
     fn finish(self) -> Result<(), ExportError> {
@@ -195,7 +192,7 @@ impl Writer {
             .out
             .into_inner()
             .map_err(|e| FileError::new("write", &path, e.into_error()))?;
-        file.sync_all().map_err(io("sync", &path))
+        Ok(file.sync_all().map_err(FileError::at("sync", &path))?)
     }
 }
 
@@ -276,9 +273,9 @@ impl Ledger {
                 reason,
             });
         }
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        std::fs::create_dir_all(dir).map_err(FileError::at("create", dir))?;
         if std::fs::read_dir(dir)
-            .map_err(io("read", dir))?
+            .map_err(FileError::at("read", dir))?
             .next()
             .is_some()
         {
@@ -288,7 +285,7 @@ impl Ledger {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io("set permissions on", dir))?;
+                .map_err(FileError::at("set permissions on", dir))?;
         }
         let mut entries = Writer::create(dir, "entries.jsonl")?;
         let mut messages = Writer::create(dir, "messages.jsonl")?;
@@ -766,7 +763,7 @@ pub struct ExportDir {
 impl ExportDir {
     pub fn open(dir: &Path) -> Result<Self, ExportError> {
         let path = dir.join("manifest.json");
-        let text = std::fs::read(&path).map_err(io("read", &path))?;
+        let text = std::fs::read(&path).map_err(FileError::at("read", &path))?;
         let manifest: Manifest =
             serde_json::from_slice(&text).map_err(|e| ExportError::Format {
                 path: path.clone(),
@@ -790,7 +787,7 @@ impl ExportDir {
     /// got from the operator, or pass that key instead.
     pub fn public_key(&self) -> Result<[u8; 32], ExportError> {
         let path = self.dir.join(PUBLIC_KEY_FILE);
-        let text = std::fs::read_to_string(&path).map_err(io("read", &path))?;
+        let text = std::fs::read_to_string(&path).map_err(FileError::at("read", &path))?;
         parse_public_key(&text).map_err(|reason| ExportError::Format {
             path,
             line: 1,
@@ -1038,7 +1035,7 @@ pub fn parse_key_file(text: &str, origin: &str) -> Result<CheckpointVerifier, St
 fn lines(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<(u64, Vec<u8>), ExportError>> + Send + use<>, ExportError> {
-    let file = File::open(path).map_err(io("open", path))?;
+    let file = File::open(path).map_err(FileError::at("open", path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let path = path.to_path_buf();
     let mut n = 0u64;

@@ -305,12 +305,9 @@ fn existing_entries(layout: &PkiLayout) -> Result<(Vec<RevokedCertParams>, u64),
 
 fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), CrlError> {
     let temporary = path.with_extension("pem.tmp");
-    let io = |action, path: &Path| {
-        let path = path.to_owned();
-        move |source| FileError::new(action, path, source).into()
-    };
-    fs::write(&temporary, contents).map_err(io("write", &temporary))?;
-    fs::rename(&temporary, path).map_err(io("rename into", path))
+    fs::write(&temporary, contents).map_err(FileError::at("write", &temporary))?;
+    fs::rename(&temporary, path).map_err(FileError::at("rename into", path))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -253,7 +253,7 @@ pub fn agency_pkcs12(
         agency: code.clone(),
         reason,
     };
-    let read = |path: PathBuf| fs::read(&path).map_err(io_error("read", &path));
+    let read = |path: PathBuf| fs::read(&path).map_err(FileError::at("read", &path));
     let cert = CertificateDer::from_pem_slice(&read(layout.agency_cert(code))?)
         .map_err(|e| failed(format!("certificate: {e}")))?;
     let ca = CertificateDer::from_pem_slice(&read(layout.ca_cert())?)
@@ -500,7 +500,7 @@ pub fn custody_warnings(layout: &PkiLayout) -> Vec<String> {
 /// Loads the ledger signing key written by [`init`].
 pub fn load_ledger_signing_key(layout: &PkiLayout) -> Result<Ed25519KeyPair, PkiError> {
     let path = layout.ledger_signing_key();
-    let pkcs8 = fs::read(&path).map_err(io_error("read", &path))?;
+    let pkcs8 = fs::read(&path).map_err(FileError::at("read", &path))?;
     Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|rejected| PkiError::InvalidLedgerKey {
         path,
         reason: rejected.to_string(),
@@ -530,7 +530,7 @@ pub fn read_verifier_key(layout: &PkiLayout) -> Result<Option<CheckpointVerifier
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("read", &path)(e)),
+        Err(e) => return Err(FileError::new("read", path, e).into()),
     };
     CheckpointVerifier::from_vkey(&text)
         .map(Some)
@@ -543,7 +543,7 @@ pub fn read_verifier_key(layout: &PkiLayout) -> Result<Option<CheckpointVerifier
 /// Reads the ledger's public key, the one auditors use to check checkpoint signatures.
 pub fn read_ledger_public_key(layout: &PkiLayout) -> Result<[u8; 32], PkiError> {
     let path = layout.ledger_public_key();
-    let text = fs::read_to_string(&path).map_err(io_error("read", &path))?;
+    let text = fs::read_to_string(&path).map_err(FileError::at("read", &path))?;
     let bytes = hex::decode(text.trim()).map_err(|e| PkiError::InvalidLedgerKey {
         path: path.clone(),
         reason: e.to_string(),
@@ -636,9 +636,9 @@ fn move_legacy_ca_key(layout: &PkiLayout, files: &mut FileWriter) -> Result<(), 
     }
     create_dir(&layout.ca_dir())?;
     set_mode(&layout.ca_dir(), 0o700)?;
-    let cert = fs::read(layout.ca_cert()).map_err(io_error("read", &layout.ca_cert()))?;
+    let cert = fs::read(layout.ca_cert()).map_err(FileError::at("read", &layout.ca_cert()))?;
     files.public(&layout.ca_dir_cert(), &cert)?;
-    fs::rename(&legacy, layout.ca_key()).map_err(io_error("move", &legacy))?;
+    fs::rename(&legacy, layout.ca_key()).map_err(FileError::at("move", &legacy))?;
     files.written.push(layout.ca_key());
     Ok(())
 }
@@ -651,8 +651,8 @@ pub(crate) fn load_ca(layout: &PkiLayout) -> Result<Issuer<'static, KeyPair>, Pk
     } else {
         (layout.ca_dir_cert(), layout.ca_key())
     };
-    let cert_pem = fs::read_to_string(&cert_path).map_err(io_error("read", &cert_path))?;
-    let key_pem = fs::read_to_string(&key_path).map_err(io_error("read", &key_path))?;
+    let cert_pem = fs::read_to_string(&cert_path).map_err(FileError::at("read", &cert_path))?;
+    let key_pem = fs::read_to_string(&key_path).map_err(FileError::at("read", &key_path))?;
     let key = KeyPair::from_pem(&key_pem).map_err(|source| PkiError::LoadCa {
         path: key_path.clone(),
         source,
@@ -858,9 +858,9 @@ impl FileWriter {
         let temporary = path.with_file_name(format!(".{file_name}.tmp"));
         let mut file = open_with_mode(&temporary, mode)?;
         file.write_all(contents)
-            .map_err(io_error("write", &temporary))?;
-        file.sync_all().map_err(io_error("sync", &temporary))?;
-        fs::rename(&temporary, path).map_err(io_error("rename into place", path))?;
+            .map_err(FileError::at("write", &temporary))?;
+        file.sync_all().map_err(FileError::at("sync", &temporary))?;
+        fs::rename(&temporary, path).map_err(FileError::at("rename into place", path))?;
         self.written.push(path.to_path_buf());
         Ok(())
     }
@@ -875,24 +875,25 @@ fn open_with_mode(path: &Path, mode: u32) -> Result<fs::File, PkiError> {
         .truncate(true)
         .mode(mode)
         .open(path)
-        .map_err(io_error("create", path))?;
+        .map_err(FileError::at("create", path))?;
     // `mode` only applies to new files; a leftover temporary file from an interrupted run
     // keeps its old permissions unless they are set again.
     file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_error("set permissions on", path))?;
+        .map_err(FileError::at("set permissions on", path))?;
     Ok(file)
 }
 
 #[cfg(not(unix))]
 fn open_with_mode(path: &Path, _mode: u32) -> Result<fs::File, PkiError> {
-    fs::File::create(path).map_err(io_error("create", path))
+    Ok(fs::File::create(path).map_err(FileError::at("create", path))?)
 }
 
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> Result<(), PkiError> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(io_error("set permissions on", path))
+        .map_err(FileError::at("set permissions on", path))?;
+    Ok(())
 }
 
 #[cfg(not(unix))]
@@ -908,7 +909,7 @@ fn write_first_kek(layout: &PkiLayout, files: &mut FileWriter) -> Result<(), Pki
     {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_error("restrict", &dir))?;
+            .map_err(FileError::at("restrict", &dir))?;
     }
     let mut key = [0u8; 32];
     ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut key)
@@ -920,16 +921,12 @@ fn write_first_kek(layout: &PkiLayout, files: &mut FileWriter) -> Result<(), Pki
 }
 
 fn create_dir(path: &Path) -> Result<(), PkiError> {
-    fs::create_dir_all(path).map_err(io_error("create directory", path))
+    fs::create_dir_all(path).map_err(FileError::at("create directory", path))?;
+    Ok(())
 }
 
 fn exists(path: &Path) -> Result<bool, PkiError> {
-    path.try_exists().map_err(io_error("inspect", path))
-}
-
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PkiError {
-    let path = path.to_path_buf();
-    move |source| FileError::new(action, path, source).into()
+    Ok(path.try_exists().map_err(FileError::at("inspect", path))?)
 }
 
 /// The agency a client certificate names: its SAN URI `urn:liaison:agency:<code>`. `None`
