@@ -61,7 +61,8 @@ pub enum Phase {
     /// `BEGIN` and the sequencing lock, in one round trip; includes waiting for another
     /// instance's batch to release the lock.
     Begin,
-    /// Reading the head, the known ids, the outbox rows and cases the batch touches.
+    /// Reading the head, the known ids, the outbox rows and cases the batch touches (and
+    /// the tree's right edge, when the one kept from the last batch is stale).
     Read,
     /// Planning the entries and growing the Merkle tree, in memory.
     Plan,

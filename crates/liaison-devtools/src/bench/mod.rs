@@ -94,7 +94,7 @@ pub async fn run(options: &BenchOptions, base: &liaison_server::Config) -> anyho
 const COMPARE_CONCURRENCY: usize = 64;
 /// The connections it compares, in the order run: one, eight, eight, one, so that a host
 /// that speeds up or slows down during the comparison weighs on both sides alike.
-const COMPARE_CONNECTIONS: [usize; 4] = [1, 8, 8, 1];
+pub(crate) const COMPARE_CONNECTIONS: [usize; 4] = [1, 8, 8, 1];
 
 async fn phases(options: &BenchOptions, world: &setup::BenchWorld) -> anyhow::Result<Report> {
     let leads = full::Leads {

@@ -46,8 +46,11 @@ fn throughput_over(runs: &[PathResult], connections: usize) -> Option<f64> {
     (seconds > 0.0).then(|| messages as f64 / seconds)
 }
 
+/// The compared runs' throughput over the first connection count (one) divided by theirs
+/// over the second (eight).
 fn one_connection_ratio(runs: &[PathResult]) -> Option<f64> {
-    Some(throughput_over(runs, 1)? / throughput_over(runs, 8)?)
+    let [one, many, ..] = super::COMPARE_CONNECTIONS;
+    Some(throughput_over(runs, one)? / throughput_over(runs, many)?)
 }
 
 /// The full-path runs of one bench.
@@ -151,8 +154,13 @@ impl Report {
             out.push_str(&path_line(&name, r));
         }
         if let Some(ratio) = self.one_connection_ratio {
+            let order: Vec<String> = super::COMPARE_CONNECTIONS
+                .iter()
+                .map(usize::to_string)
+                .collect();
             out.push_str(&format!(
-                "one HTTP/2 connection / eight (runs in the order 1, 8, 8, 1, taken together): {ratio:.2}\n"
+                "one HTTP/2 connection / eight (runs in the order {}, taken together): {ratio:.2}\n",
+                order.join(", ")
             ));
         }
         out.push_str(&format!(

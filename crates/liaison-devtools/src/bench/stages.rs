@@ -24,9 +24,10 @@ impl Totals {
                 .filter_map(|line| {
                     let (series, value) = line.rsplit_once(' ')?;
                     let name = series.split('{').next()?;
-                    (name.ends_with("_sum") || name.ends_with("_count"))
-                        .then(|| Some((series.to_owned(), value.parse().ok()?)))
-                        .flatten()
+                    if !(name.ends_with("_sum") || name.ends_with("_count")) {
+                        return None;
+                    }
+                    Some((series.to_owned(), value.parse().ok()?))
                 })
                 .collect(),
         )

@@ -89,10 +89,16 @@ pub(crate) async fn commit_batch(
     };
     let plan = plan::plan(requests, context);
 
-    // The Merkle tree grows in the same transaction as its leaves.
+    // The Merkle tree grows in the same transaction as its leaves. Its right edge is read
+    // back only when the cached one is stale; that read counts as reading.
     let mut range = match cached {
         Some(range) if range.size() == last_seq => range,
-        _ => crate::tree::load_range(&mut tx, last_seq).await?,
+        _ => {
+            phases.lap(Phase::Plan);
+            let range = crate::tree::load_range(&mut tx, last_seq).await?;
+            phases.lap(Phase::Read);
+            range
+        }
     };
     let mut nodes = Vec::new();
     for entry in &plan.writes.entries {

@@ -34,7 +34,7 @@ pub fn install_subscriber(
 ) -> Result<TelemetryGuard, String> {
     let filter =
         EnvFilter::try_from_env("LIAISON_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let telemetry_endpoint = telemetry.otlp_endpoint.is_some();
+    let exporting = telemetry.otlp_endpoint.is_some();
     let telemetry = telemetry.clone();
     // The blocking HTTP client of the exporter must be built off the async runtime.
     let provider = std::thread::spawn(move || tracer_provider(&telemetry))
@@ -50,7 +50,7 @@ pub fn install_subscriber(
     // Without an endpoint the spans have nowhere to go: the OpenTelemetry layer's work on
     // every span (its span data, each field kept as an attribute) would be thrown away, so
     // it is left out and `trace` draws the span ids the trace context needs.
-    let export = telemetry_endpoint.then(|| tracing_opentelemetry::layer().with_tracer(tracer));
+    let export = exporting.then(|| tracing_opentelemetry::layer().with_tracer(tracer));
     tracing_subscriber::registry()
         .with(filter)
         .with(logs)
