@@ -1,6 +1,7 @@
 //! `liaison bench --quick`: the broker in the bench's process, the agencies' clients and
 //! the consuming agency in a load-generator process of their own, and every phase's CPU
-//! per process, and the broker's own account of where a lone request's time went.
+//! per process, the gateway alone and the ratio's ceiling, and the broker's own account of
+//! where a lone request's time went.
 
 use std::process::Command;
 
@@ -75,6 +76,36 @@ fn a_quick_bench_runs_its_load_generator_apart_and_reports_cpu_per_process() {
         assert!(cpu["postgresql_s"].is_number(), "{run}");
     }
     assert!(report["raw_floor"]["cpu"]["load_generator_s"].is_null());
+
+    // The gateway alone: the same leads answered by the route preview, none of them
+    // recorded (the broker's histograms count no accepted lead during the run); with the
+    // floor and the ledger, the ratio's ceiling.
+    let gateway = &report["gateway_alone"];
+    assert_eq!(
+        gateway["messages"], report["full_path"]["messages"],
+        "{gateway}"
+    );
+    assert_eq!(gateway["stages"]["accepted"], 0, "{gateway}");
+    assert!(
+        gateway["cpu"]["liaison_s"].as_f64().expect("broker CPU") > 0.0,
+        "{gateway}"
+    );
+    let ceiling = &report["ceiling"];
+    let part = |name: &str| ceiling[name].as_f64().expect(name);
+    let (floor, gateway_us, ledger) = (part("floor_us"), part("gateway_us"), part("ledger_us"));
+    assert!(floor > 0.0 && gateway_us > 0.0 && ledger > 0.0, "{ceiling}");
+    assert!(
+        (part("ratio") - floor / (floor + gateway_us + ledger)).abs() < 1e-9,
+        "{ceiling}"
+    );
+    assert!(
+        text.contains("gateway alone (route previews: TLS, HTTP/2, admission; nothing recorded):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ceiling of the ratio on this machine, CPU µs per message: floor "),
+        "{text}"
+    );
 
     // Where a lone request's time went, from the broker's own histograms: every lead of
     // the run was accepted over HTTPS, and each went through a commit with all its steps.

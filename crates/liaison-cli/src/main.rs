@@ -106,6 +106,10 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 8,
               value_parser = clap::value_parser!(u16).range(1..))]
         connections: u16,
+        /// Requests in flight in the saturated full-path run (and the gateway-alone run).
+        #[arg(long, value_name = "N", default_value_t = 256,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        in_flight: u16,
         /// Instead of the throughput run: post this many leads and report what they cost
         /// on disk (each table, the WAL) and in a RabbitMQ queue (docs/capacity.md).
         #[arg(long, value_name = "MESSAGES")]
@@ -432,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             agencies,
             http1,
             connections,
+            in_flight,
             capacity,
         } => {
             if let Some(messages) = capacity {
@@ -454,6 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     liaison_devtools::bench::Http::Http2
                 },
                 connections: usize::from(connections),
+                full_concurrency: usize::from(in_flight),
                 ..liaison_devtools::bench::BenchOptions::default()
             };
             if quick {

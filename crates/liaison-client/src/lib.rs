@@ -120,11 +120,16 @@ impl AgencyClient {
 
     /// Asks `/v1/routes/preview` who would receive `event`; nothing is recorded.
     pub async fn preview(&self, event: &Value) -> anyhow::Result<Answer> {
+        self.preview_bytes(serde_json::to_vec(event)?).await
+    }
+
+    /// [`AgencyClient::preview`] of raw CloudEvent bytes.
+    pub async fn preview_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<Answer> {
         let request = self
             .http
             .post(format!("{}/v1/routes/preview", self.base))
             .header("content-type", "application/cloudevents+json")
-            .body(serde_json::to_vec(event)?);
+            .body(bytes);
         answer(request.send().await.context("POST /v1/routes/preview")?).await
     }
 

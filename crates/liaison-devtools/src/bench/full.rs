@@ -222,13 +222,13 @@ async fn clients(
     Ok(clients)
 }
 
+/// The consuming agency's task: each lead's time from post to consumption, and when the
+/// last one arrived.
+type Consuming = tokio::task::JoinHandle<anyhow::Result<(Vec<f64>, Instant)>>;
+
 /// Consumes `expect` messages from the procuratorate's queue and returns each one's
 /// time from post to consumption.
-async fn consume(
-    target: &Target,
-    expect: usize,
-    started: Started,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<(Vec<f64>, Instant)>>> {
+async fn consume(target: &Target, expect: usize, started: Started) -> anyhow::Result<Consuming> {
     let connection = Connection::connect(&target.amqp_url, ConnectionProperties::default()).await?;
     let queue = agency_queue(&AgencyCode::new("procuratorate")?);
     let (channel, mut consumer) = super::raw::consumer(&connection, &queue).await?;
@@ -270,6 +270,7 @@ async fn consume(
 
 async fn post(
     client: &AgencyClient,
+    endpoint: Endpoint,
     id: Uuid,
     bytes: Vec<u8>,
     started: &Started,
@@ -279,8 +280,11 @@ async fn post(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(id, begin);
-    let answer = client.submit_bytes(bytes).await?;
-    if answer.status != 202 {
+    let answer = match endpoint {
+        Endpoint::Submit => client.submit_bytes(bytes).await?,
+        Endpoint::Preview => client.preview_bytes(bytes).await?,
+    };
+    if answer.status != endpoint.success() {
         bail!("lead {id} answered {} {}", answer.status, answer.body);
     }
     Ok(begin.elapsed().as_secs_f64() * 1000.0)
@@ -312,10 +316,34 @@ pub enum Pace {
     FixedRate { rate: f64, seconds: f64 },
 }
 
-/// One full-path run of the load generator.
+/// What the leads are posted to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Endpoint {
+    /// `POST /v1/messages`: the full path, each lead consumed from the procuratorate's
+    /// queue.
+    #[default]
+    Submit,
+    /// `POST /v1/routes/preview`: the same checks before the ledger, nothing recorded and
+    /// nothing delivered — the gateway alone (TLS, HTTP/2 and admission, both ends).
+    Preview,
+}
+
+impl Endpoint {
+    /// The status every post must be answered with.
+    fn success(self) -> u16 {
+        match self {
+            Self::Submit => 202,
+            Self::Preview => 200,
+        }
+    }
+}
+
+/// One run of the load generator.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     pub target: Target,
+    #[serde(default)]
+    pub endpoint: Endpoint,
     pub leads: Leads,
     pub http: Http,
     /// Clients (HTTP/2 connections) the requests are spread over.
@@ -327,14 +355,14 @@ pub struct Run {
     pub caseref_prefix: String,
 }
 
-/// A run with its connections open, its consumer listening and its leads made: what is
-/// left is what is measured.
+/// A run with its connections open, its consumer listening (when its leads are
+/// delivered) and its leads made: what is left is what is measured.
 pub struct Ready {
     run: Run,
     messages: usize,
     prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)>,
     started: Started,
-    consumer: tokio::task::JoinHandle<anyhow::Result<(Vec<f64>, Instant)>>,
+    consumer: Option<Consuming>,
 }
 
 impl Run {
@@ -349,7 +377,10 @@ impl Run {
         let clients = clients(&self.target, self.http, self.connections, self.concurrency).await?;
         let messages = self.messages();
         let started: Started = Arc::default();
-        let consumer = consume(&self.target, messages, started.clone()).await?;
+        let consumer = match self.endpoint {
+            Endpoint::Submit => Some(consume(&self.target, messages, started.clone()).await?),
+            Endpoint::Preview => None,
+        };
         let prepared = prepare(&clients, self.leads, messages, &self.caseref_prefix);
         Ok(Ready {
             run: self,
@@ -362,7 +393,8 @@ impl Run {
 }
 
 impl Ready {
-    /// Posts every lead and waits until the procuratorate has consumed them all.
+    /// Posts every lead and waits until the procuratorate has consumed them all (for
+    /// previews, until every answer is in).
     pub async fn go(self) -> anyhow::Result<PathResult> {
         let Ready {
             run,
@@ -374,15 +406,19 @@ impl Ready {
         let begin = Instant::now();
         let (accepted, concurrency, offered_rate) = match run.pace {
             Pace::Saturate { .. } => (
-                post_all(prepared, run.concurrency, &started).await?,
+                post_all(prepared, run.endpoint, run.concurrency, &started).await?,
                 Some(run.concurrency),
                 None,
             ),
             Pace::FixedRate { rate, .. } => {
-                (paced(prepared, rate, &started).await?, None, Some(rate))
+                let posted = paced(prepared, run.endpoint, rate, &started).await?;
+                (posted, None, Some(rate))
             }
         };
-        let (delivered, end) = consumer.await.context("consumer task")??;
+        let (delivered, end) = match consumer {
+            Some(consumer) => consumer.await.context("consumer task")??,
+            None => (Vec::new(), Instant::now()),
+        };
         let seconds = end.duration_since(begin).as_secs_f64();
         Ok(PathResult {
             http: run.http,
@@ -409,6 +445,7 @@ pub async fn saturate(
 ) -> anyhow::Result<PathResult> {
     Run {
         target: target.clone(),
+        endpoint: Endpoint::Submit,
         leads,
         http: Http::Http2,
         connections: SENDERS.len(),
@@ -431,7 +468,7 @@ pub async fn post_only(
 ) -> anyhow::Result<()> {
     let clients = clients(target, Http::Http2, SENDERS.len(), concurrency).await?;
     let prepared = prepare(&clients, leads, messages, "SD-WAITING-");
-    post_all(prepared, concurrency, &Started::default())
+    post_all(prepared, Endpoint::Submit, concurrency, &Started::default())
         .await
         .map(drop)
 }
@@ -439,11 +476,12 @@ pub async fn post_only(
 /// Posts every prepared lead, `concurrency` at once; each one's accept latency in ms.
 async fn post_all(
     prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)>,
+    endpoint: Endpoint,
     concurrency: usize,
     started: &Started,
 ) -> anyhow::Result<Vec<f64>> {
     let answers: Vec<anyhow::Result<f64>> = futures::stream::iter(prepared)
-        .map(|(client, id, bytes)| async move { post(&client, id, bytes, started).await })
+        .map(|(client, id, bytes)| async move { post(&client, endpoint, id, bytes, started).await })
         .buffer_unordered(concurrency)
         .collect()
         .await;
@@ -453,6 +491,7 @@ async fn post_all(
 /// An open-loop run: a lead every 1/rate seconds regardless of how fast answers come.
 async fn paced(
     prepared: Vec<(Arc<AgencyClient>, Uuid, Vec<u8>)>,
+    endpoint: Endpoint,
     rate: f64,
     started: &Started,
 ) -> anyhow::Result<Vec<f64>> {
@@ -463,7 +502,7 @@ async fn paced(
     for (client, id, bytes) in prepared {
         ticker.tick().await;
         let started = started.clone();
-        tasks.spawn(async move { post(&client, id, bytes, &started).await });
+        tasks.spawn(async move { post(&client, endpoint, id, bytes, &started).await });
     }
     while let Some(joined) = tasks.join_next().await {
         accepted.push(joined.context("posting task")??);

@@ -11,6 +11,7 @@ use liaison_ledger::{AcceptOutcome, Ledger, LedgerConfig, NewMessage};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::cpu::{CpuUse, Snapshot};
 use super::full::Leads;
 use super::setup::BenchWorld;
 
@@ -21,6 +22,8 @@ pub struct LedgerResult {
     pub seconds: f64,
     pub throughput: f64,
     pub transactions: u64,
+    /// CPU of each process while appending: this process is the committer and its callers.
+    pub cpu: CpuUse,
 }
 
 /// Runs in a database of its own, so that its outbox rows never reach the full-path phase.
@@ -69,6 +72,7 @@ async fn measure(
         })
         .collect::<anyhow::Result<_>>()?;
     let before = ledger.batches_committed();
+    let cpu_before = Snapshot::take(None);
     let started = Instant::now();
     let outcomes: Vec<_> = futures::stream::iter(messages)
         .map(|m| {
@@ -79,6 +83,7 @@ async fn measure(
         .collect()
         .await;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = CpuUse::between(&cpu_before, &Snapshot::take(None), appends);
     for outcome in outcomes {
         if !matches!(outcome?, AcceptOutcome::Recorded(_)) {
             bail!("ledger bench: an append was not recorded");
@@ -90,5 +95,6 @@ async fn measure(
         seconds,
         throughput: appends as f64 / seconds,
         transactions: ledger.batches_committed() - before,
+        cpu,
     })
 }

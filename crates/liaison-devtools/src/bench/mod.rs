@@ -7,9 +7,12 @@
 //! 3. **full path** — concurrent HTTPS clients with client certificates and keep-alive post
 //!    realistic leads; each is validated, committed, relayed with confirms and consumed from
 //!    the procuratorate's queue;
-//! 4. **latency** — the full path again at half the rate step 3 reached, and with one
+//! 4. **gateway alone** — the same leads to the route preview (the same checks, nothing
+//!    recorded or delivered); with the floor's and the ledger's CPU per message, the
+//!    ratio's ceiling on this machine;
+//! 5. **latency** — the full path again at half the rate step 3 reached, and with one
 //!    request in flight;
-//! 5. **connections** — 64 requests in flight over one HTTP/2 connection, then over eight.
+//! 6. **connections** — 64 requests in flight over one HTTP/2 connection, then over eight.
 //!
 //! The broker runs in this process; the agencies' clients and the consuming agency run in a
 //! separate one, the load generator ([`load`]). For each phase the CPU time of this process,
@@ -141,6 +144,7 @@ async fn full_path(
 ) -> anyhow::Result<report::FullPathRuns> {
     let run = |connections: usize, concurrency: usize, pace: full::Pace, prefix: &str| full::Run {
         target: full::Target::of(world, broker),
+        endpoint: full::Endpoint::Submit,
         leads,
         http: options.http,
         connections,
@@ -160,6 +164,24 @@ async fn full_path(
         },
         &format!("SD-BENCH-C{}-", options.full_concurrency),
     ))
+    .await?;
+    // The same leads to the route preview: TLS, HTTP/2 and admission on both ends, nothing
+    // recorded or delivered — what the gateway alone costs, for the ratio's ceiling.
+    eprintln!(
+        "gateway alone: {} route previews, {} in flight…",
+        options.full_messages, options.full_concurrency
+    );
+    let gateway = load::run(&full::Run {
+        endpoint: full::Endpoint::Preview,
+        ..run(
+            options.connections,
+            options.full_concurrency,
+            full::Pace::Saturate {
+                messages: options.full_messages,
+            },
+            "SD-BENCH-G-",
+        )
+    })
     .await?;
     let rate = (saturated.throughput / 2.0).max(1.0);
     eprintln!(
@@ -212,6 +234,7 @@ async fn full_path(
     }
     Ok(report::FullPathRuns {
         saturated,
+        gateway,
         half_rate,
         one_in_flight,
         by_connections,

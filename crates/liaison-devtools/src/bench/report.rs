@@ -25,6 +25,10 @@ pub struct Report {
     pub raw_floor: RawResult,
     pub ledger: LedgerResult,
     pub full_path: PathResult,
+    /// The same leads posted to the route preview: the gateway alone.
+    pub gateway_alone: Option<PathResult>,
+    /// The most the ratio could be on this machine, from the CPU each part costs.
+    pub ceiling: Option<Ceiling>,
     pub latency_at_half_rate: Option<PathResult>,
     /// The full path with one request in flight: what a lone request waits.
     pub one_in_flight: Option<PathResult>,
@@ -35,6 +39,51 @@ pub struct Report {
     pub one_connection_ratio: Option<f64>,
     /// Full-path throughput divided by the raw floor measured in the same run.
     pub ratio: f64,
+}
+
+/// The most the ratio could be on this machine. Where every process shares the same cores
+/// and keeps them busy, throughput goes as the inverse of the CPU a message costs, so the
+/// ratio is about the floor's CPU per message over the full path's. The full path costs at
+/// least the floor's own publishing and consuming, what the gateway alone costs (TLS,
+/// HTTP/2 and admission, on the agency's side and the broker's) and what the ledger alone
+/// costs to record it (the committer and PostgreSQL, in the large batches of a thousand
+/// concurrent callers). Each part is measured in the same run; the relay's recording of
+/// dispatches and the case rows are left out, so the real ceiling is lower still.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ceiling {
+    /// CPU µs per message of the raw floor, every process.
+    pub floor_us: f64,
+    /// CPU µs per request of the gateway alone: the broker and the load generator.
+    pub gateway_us: f64,
+    /// CPU µs per append of the ledger alone: the committer's process and PostgreSQL.
+    pub ledger_us: f64,
+    /// floor / (floor + gateway + ledger).
+    pub ratio: f64,
+}
+
+impl Ceiling {
+    pub fn of(raw: &RawResult, gateway: &PathResult, ledger: &LedgerResult) -> Option<Self> {
+        let per = |seconds: f64, count: usize| (count > 0).then(|| seconds * 1e6 / count as f64);
+        let floor_us = per(raw.cpu.total_s(), raw.messages)?;
+        let g = gateway.cpu.as_ref()?;
+        let gateway_us = per(g.liaison_s? + g.load_generator_s?, gateway.messages)?;
+        let l = &ledger.cpu;
+        let ledger_us = per(l.liaison_s? + l.postgresql_s?, ledger.appends)?;
+        let all = floor_us + gateway_us + ledger_us;
+        (all > 0.0).then(|| Self {
+            floor_us,
+            gateway_us,
+            ledger_us,
+            ratio: floor_us / all,
+        })
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "ceiling of the ratio on this machine, CPU µs per message: floor {:.0} / (floor {:.0} + gateway alone {:.0} + ledger alone {:.0}) = {:.2}\n",
+            self.floor_us, self.floor_us, self.gateway_us, self.ledger_us, self.ratio
+        )
+    }
 }
 
 /// Messages per second of the runs over `connections` connections, taken together.
@@ -56,6 +105,7 @@ fn one_connection_ratio(runs: &[PathResult]) -> Option<f64> {
 /// The full-path runs of one bench.
 pub struct FullPathRuns {
     pub saturated: PathResult,
+    pub gateway: PathResult,
     pub half_rate: PathResult,
     pub one_in_flight: PathResult,
     pub by_connections: Vec<PathResult>,
@@ -90,12 +140,15 @@ impl Report {
             os: command_output("uname", &["-sr"]),
         };
         let ratio = runs.saturated.throughput / raw_floor.throughput;
+        let ceiling = Ceiling::of(&raw_floor, &runs.gateway, &ledger);
         Self {
             machine,
             message_bytes,
             raw_floor,
             ledger,
             full_path: runs.saturated,
+            gateway_alone: Some(runs.gateway),
+            ceiling,
             latency_at_half_rate: Some(runs.half_rate),
             one_in_flight: Some(runs.one_in_flight),
             one_connection_ratio: one_connection_ratio(&runs.by_connections),
@@ -136,7 +189,20 @@ impl Report {
             "ledger appends (group commit, {} callers):              {:>8.0} entries/s in {} transactions\n",
             self.ledger.concurrency, self.ledger.throughput, self.ledger.transactions
         ));
+        out.push_str(&format!(
+            "    {}\n",
+            self.ledger.cpu.line("bench process (committer)")
+        ));
         out.push_str(&path_line("full path, saturated", &self.full_path));
+        if let Some(g) = &self.gateway_alone {
+            out.push_str(&format!(
+                "gateway alone (route previews: TLS, HTTP/2, admission; nothing recorded): {:>8.0} req/s ({} requests) — answered p50/p95/p99 {:.1}/{:.1}/{:.1} ms\n",
+                g.throughput, g.messages, g.accepted_ms.p50, g.accepted_ms.p95, g.accepted_ms.p99
+            ));
+            if let Some(cpu) = &g.cpu {
+                out.push_str(&format!("    {}\n", cpu.line("broker")));
+            }
+        }
         if let Some(l) = &self.latency_at_half_rate {
             out.push_str(&path_line("full path, half rate", l));
         }
@@ -167,6 +233,9 @@ impl Report {
             "\nratio full path / raw floor: {:.2}\n",
             self.ratio
         ));
+        if let Some(ceiling) = &self.ceiling {
+            out.push_str(&ceiling.line());
+        }
         out
     }
 }
@@ -273,8 +342,17 @@ mod tests {
                 seconds: 0.5,
                 throughput: 4000.0,
                 transactions: 10,
+                cpu: CpuUse {
+                    liaison_s: Some(0.05),
+                    load_generator_s: None,
+                    rabbitmq_s: Some(0.01),
+                    postgresql_s: Some(0.05),
+                    messages: 2000,
+                },
             },
             full_path: path(8, 256, 1000.0),
+            gateway_alone: Some(path(8, 256, 1000.0)),
+            ceiling: None,
             latency_at_half_rate: None,
             one_in_flight: None,
             by_connections: vec![
@@ -287,6 +365,23 @@ mod tests {
             ratio: 0.5,
         };
         report.one_connection_ratio = one_connection_ratio(&report.by_connections);
+        report.ceiling = Ceiling::of(
+            &report.raw_floor,
+            report.gateway_alone.as_ref().unwrap(),
+            &report.ledger,
+        );
+        // The floor: 0.4 s over 2,000 messages; the gateway: the broker's 0.5 s and the load
+        // generator's 0.25 s over 1,000 requests (RabbitMQ and PostgreSQL left out); the
+        // ledger: the committer's 0.05 s and PostgreSQL's 0.05 s over 2,000 appends.
+        assert_eq!(
+            report.ceiling,
+            Some(Ceiling {
+                floor_us: 200.0,
+                gateway_us: 750.0,
+                ledger_us: 50.0,
+                ratio: 0.2,
+            })
+        );
         // 2,000 messages in 2 + 1000/700 s over one connection, in 1000/900 + 1000/1100 s
         // over eight.
         let expected =
@@ -318,5 +413,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("    CPU µs per message: broker 500, load generator 250, RabbitMQ 125, PostgreSQL (server total) 125; total 1000\n"), "{text}");
+        assert!(
+            text.contains("gateway alone (route previews: TLS, HTTP/2, admission; nothing recorded):     1000 req/s (1000 requests)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ceiling of the ratio on this machine, CPU µs per message: floor 200 / (floor 200 + gateway alone 750 + ledger alone 50) = 0.20\n"),
+            "{text}"
+        );
     }
 }
