@@ -23,7 +23,7 @@ pub struct Consumer {
     stream: lapin::Consumer,
     operation_timeout: Duration,
     // Keeps the channel open for as long as the consumer lives.
-    _channel: Channel,
+    channel: Channel,
 }
 
 pub(crate) async fn open(
@@ -54,11 +54,29 @@ pub(crate) async fn open(
         queue: queue.to_owned(),
         stream,
         operation_timeout,
-        _channel: channel,
+        channel,
     })
 }
 
 impl Consumer {
+    /// Closes the consumer's channel and waits until RabbitMQ has closed it; its
+    /// unacknowledged deliveries go back to the queue. A consumer merely dropped closes its
+    /// channel in the background, and when the connection closes first, lapin logs that
+    /// late close as a connection error: close consumers before their bus.
+    pub async fn close(self) {
+        if !self.channel.status().connected() {
+            return;
+        }
+        let closing = within(
+            self.operation_timeout,
+            format!("close the consumer of {}", self.queue),
+            self.channel.close(200, "consumer closed".into()),
+        );
+        if let Err(error) = closing.await {
+            tracing::debug!(queue = %self.queue, %error, "closing a consumer's channel failed");
+        }
+    }
+
     /// The next delivery, or `Ok(None)` when `wait` passes without one.
     pub async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>, BusError> {
         match tokio::time::timeout(wait, self.stream.next()).await {

@@ -141,6 +141,23 @@ impl Publisher {
         self.operation_timeout
     }
 
+    /// Closes the channel and waits until RabbitMQ has closed it: a channel merely dropped
+    /// closes in the background, and when the connection closes first, lapin logs that
+    /// late close as a connection error. Clones of this publisher stop working too.
+    pub async fn close(self) {
+        if !self.is_open() {
+            return;
+        }
+        let closing = within(
+            self.operation_timeout,
+            "close a publisher channel",
+            self.channel.close(200, "publisher closed".into()),
+        );
+        if let Err(error) = closing.await {
+            tracing::debug!(%error, "closing a publisher channel failed");
+        }
+    }
+
     /// Whether the channel is still open; a closed publisher must be replaced.
     pub fn is_open(&self) -> bool {
         self.channel.status().connected()

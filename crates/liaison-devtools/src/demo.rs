@@ -616,6 +616,7 @@ pub async fn scenario(config: &Config, base: &str) -> anyhow::Result<ScenarioRep
     println!(
         "✓ 8. cases: the lead is received; the transfer is filed, its filing review answered late"
     );
+    procuratorate_queue.close().await;
     bus.close().await;
     Ok(ScenarioReport {
         caseref,

@@ -86,6 +86,7 @@ pub struct Broker {
     tasks: JoinSet<()>,
     watcher: Option<Arc<ClockWatcher>>,
     pipeline: Arc<Pipeline>,
+    inbox: Arc<Inbox>,
 }
 
 impl Broker {
@@ -313,7 +314,7 @@ impl Broker {
             bus: bus.clone(),
             revocation: revocation.clone(),
             ledger_role,
-            inbox,
+            inbox: inbox.clone(),
             flows: pipeline
                 .lifecycle()
                 .flows()
@@ -402,6 +403,7 @@ impl Broker {
             tasks,
             watcher,
             pipeline,
+            inbox,
         })
     }
 
@@ -422,6 +424,9 @@ impl Broker {
         while self.tasks.join_next().await.is_some() {}
         // What was summarized of the intervals still open is recorded before stopping.
         self.pipeline.record_refusal_summaries(true).await;
+        // Channels merely dropped close in the background, racing the connection's close;
+        // the workers closed theirs as they stopped, the inboxes' are closed here.
+        self.inbox.close().await;
         self.bus.close().await;
         tracing::info!("liaison stopped");
     }

@@ -98,6 +98,28 @@ impl Inbox {
         }
     }
 
+    /// Closes every agency's consumer (their deliveries still leased go back to the queues),
+    /// before the broker closes its RabbitMQ connection.
+    pub async fn close(&self) {
+        let inboxes: Vec<Arc<AgencyInbox>> = self
+            .agencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for inbox in inboxes {
+            inbox
+                .leased
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            if let Some(consumer) = inbox.consumer.lock().await.take() {
+                consumer.close().await;
+            }
+        }
+    }
+
     /// Deliveries leased to pulling clients of this instance, over every agency.
     pub fn leases(&self) -> usize {
         let agencies = self.agencies.lock().unwrap_or_else(|p| p.into_inner());

@@ -13,10 +13,8 @@
 //! endpoint, or a library caller with its own subscriber), the span ids are drawn here, so
 //! that the trace id still travels and each hop still names a span of its own.
 
-use std::collections::HashMap;
-
 use opentelemetry::Context;
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
@@ -24,22 +22,47 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 const TRACEPARENT: &str = "traceparent";
 
+/// The propagator's view of the one header it reads here: every submission and every
+/// delivery passes through, so no map is built for it.
+struct Incoming<'a>(&'a str);
+
+impl Extractor for Incoming<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == TRACEPARENT).then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
+    }
+}
+
+/// The header the propagator writes; `tracestate` (always empty here) is dropped.
+#[derive(Default)]
+struct Outgoing(Option<String>);
+
+impl Injector for Outgoing {
+    fn set(&mut self, key: &str, value: String) {
+        if key == TRACEPARENT {
+            self.0 = Some(value);
+        }
+    }
+}
+
 /// The span context a well-formed W3C `traceparent` names; `None` for anything else.
 pub fn parse(traceparent: &str) -> Option<SpanContext> {
-    let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.trim().to_owned())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
+    let cx = TraceContextPropagator::new().extract(&Incoming(traceparent));
     let span = cx.span().span_context().clone();
     span.is_valid().then_some(span)
 }
 
 /// The `traceparent` naming `span`.
 pub fn format(span: &SpanContext) -> String {
-    let mut carrier = HashMap::new();
+    let mut written = Outgoing::default();
     TraceContextPropagator::new().inject_context(
         &Context::new().with_remote_span_context(span.clone()),
-        &mut carrier,
+        &mut written,
     );
-    carrier.remove(TRACEPARENT).unwrap_or_default()
+    written.0.unwrap_or_default()
 }
 
 /// Makes `span` — created, not yet entered — the child of `parent` when that is a

@@ -106,7 +106,10 @@ impl DeadLetterRecorder {
         let mut consumer = self.bus.consume(QUEUE_DEAD_LEDGER, 50).await?;
         loop {
             let next = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = cancel.cancelled() => {
+                    consumer.close().await;
+                    return Ok(());
+                }
                 next = consumer.next(Duration::from_secs(60)) => next?,
             };
             let Some(delivery) = next else { continue };

@@ -93,6 +93,11 @@ impl Intake {
                     while let Some(settled) = in_flight.next().await {
                         settled?;
                     }
+                    drop(in_flight);
+                    consumer.close().await;
+                    if let Some(publisher) = publisher.into_inner() {
+                        publisher.close().await;
+                    }
                     return Ok(());
                 }
                 Some(settled) = in_flight.next(), if !in_flight.is_empty() => settled?,
