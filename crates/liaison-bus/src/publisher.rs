@@ -82,51 +82,37 @@ pub(crate) async fn open(
     })
 }
 
-/// A publish that was sent, or the reason it was not.
-enum Sent {
-    AwaitingConfirm(PublisherConfirm),
-    NotSent(String),
-}
-
 impl Publisher {
     /// Publishes every item to `liaison.deliver` with routing key = recipient, `mandatory`,
-    /// persistent, then awaits all confirms concurrently, each under the operation timeout.
+    /// persistent, and awaits every confirm, each under the operation timeout.
     ///
     /// Returns one outcome per item, in the order of `batch`. Only an ack without a
-    /// returned message is [`PublishOutcome::Confirmed`]. Once a publish fails, the channel
-    /// is unusable, so the items after it are [`PublishOutcome::Failed`] without trying.
+    /// returned message is [`PublishOutcome::Confirmed`]; once the channel fails, every
+    /// publish not yet confirmed is [`PublishOutcome::Failed`].
+    ///
+    /// The publishes start together. Each hands its frames to lapin's I/O thread and waits
+    /// until they are written: one after another, every delivery would cost a wake-up of
+    /// that thread, a write to the socket and a wake-up back; together, the thread writes
+    /// the batch in a few writes and RabbitMQ reads it in a few reads. lapin numbers a
+    /// publish for its confirm as it queues the frames, in the same step, so the confirms
+    /// match whatever order the publishes are queued in (the order of `batch`, as they are
+    /// first polled in turn).
     pub async fn publish_all(&self, batch: &[Outgoing]) -> Vec<PublishOutcome> {
         let timestamp = unix_seconds_now();
-        let mut sent = Vec::with_capacity(batch.len());
-        let mut broken: Option<String> = None;
-        for item in batch {
-            if let Some(reason) = &broken {
-                sent.push(Sent::NotSent(reason.clone()));
-                continue;
-            }
+        let limit = self.operation_timeout;
+        join_all(batch.iter().map(|item| async move {
+            // Only a malformed item fails here; the channel is fine for the others.
             let properties = match properties(item, timestamp) {
                 Ok(properties) => properties,
-                Err(reason) => {
-                    // Only this item is malformed; the channel is fine for the others.
-                    sent.push(Sent::NotSent(reason));
-                    continue;
-                }
+                Err(reason) => return PublishOutcome::Failed(reason),
             };
             match self.send(item, properties).await {
-                Ok(confirm) => sent.push(Sent::AwaitingConfirm(confirm)),
+                Ok(confirm) => await_confirm(confirm, limit).await,
                 Err(error) => {
                     let reason = error.to_string();
                     tracing::warn!(delivery_id = item.delivery_id, %reason, "publish failed");
-                    broken = Some(reason.clone());
-                    sent.push(Sent::NotSent(reason));
+                    PublishOutcome::Failed(reason)
                 }
-            }
-        }
-        let limit = self.operation_timeout;
-        join_all(sent.into_iter().map(|sent| async move {
-            match sent {
-                Sent::AwaitingConfirm(confirm) => await_confirm(confirm, limit).await,
-                Sent::NotSent(reason) => PublishOutcome::Failed(reason),
             }
         }))
         .await

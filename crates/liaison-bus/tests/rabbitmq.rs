@@ -164,6 +164,12 @@ async fn five_hundred_confirmed_publishes_arrive_intact() {
             .expect("receive")
             .unwrap_or_else(|| panic!("{} of 500 deliveries never arrived", expected.len()));
         let id = delivery.message_id.expect("message_id is a UUID");
+        // The publishes start together, yet reach the queue in the order of the batch.
+        let position = batch.len() - expected.len();
+        assert_eq!(
+            id, batch[position].message_id,
+            "delivery {position} out of order"
+        );
         let sent = expected
             .remove(&id)
             .unwrap_or_else(|| panic!("unexpected or duplicate {id}"));
