@@ -20,7 +20,7 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use liaison_core::AgencyCode;
 
 use crate::consumer::{self, Consumer};
-use crate::deadline::within;
+use crate::deadline::{close_channel, within};
 use crate::publisher::{self, Publisher};
 use crate::topology::IntakeQueueLimits;
 use crate::{BusError, topology};
@@ -117,15 +117,13 @@ impl Bus {
             self.shared.config.operation_timeout,
         )
         .await;
-        // A failed declaration has closed the channel already; closing is only tidiness.
-        if declared.is_ok() {
-            let _ = within(
-                self.shared.config.operation_timeout,
-                "close topology channel",
-                channel.close(200, "topology declared".into()),
-            )
-            .await;
-        }
+        // A failed declaration has closed the channel already.
+        close_channel(
+            &channel,
+            self.shared.config.operation_timeout,
+            "the topology channel",
+        )
+        .await;
         declared
     }
 
@@ -183,14 +181,7 @@ impl Bus {
                 consumers: q.consumer_count(),
             }));
         }
-        if channel.status().connected() {
-            let _ = within(
-                limit,
-                "close queue depth channel",
-                channel.close(200, "queue depths read".into()),
-            )
-            .await;
-        }
+        close_channel(&channel, limit, "the queue depth channel").await;
         Ok(depths)
     }
 

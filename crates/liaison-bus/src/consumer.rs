@@ -14,7 +14,7 @@ use lapin::{Acker, Channel};
 use uuid::Uuid;
 
 use crate::BusError;
-use crate::deadline::within;
+use crate::deadline::{close_channel, within};
 use crate::publisher::{HEADER_CASEREF, HEADER_DELIVERY, HEADER_SEQ, HEADER_TRACEPARENT};
 
 /// Deliveries from one queue, on a channel of its own.
@@ -60,21 +60,12 @@ pub(crate) async fn open(
 
 impl Consumer {
     /// Closes the consumer's channel and waits until RabbitMQ has closed it; its
-    /// unacknowledged deliveries go back to the queue. A consumer merely dropped closes its
-    /// channel in the background, and when the connection closes first, lapin logs that
-    /// late close as a connection error: close consumers before their bus.
+    /// unacknowledged deliveries go back to the queue. Close consumers before their bus: a
+    /// channel merely dropped closes in the background, and when the connection closes
+    /// first, lapin logs that late close as a connection error.
     pub async fn close(self) {
-        if !self.channel.status().connected() {
-            return;
-        }
-        let closing = within(
-            self.operation_timeout,
-            format!("close the consumer of {}", self.queue),
-            self.channel.close(200, "consumer closed".into()),
-        );
-        if let Err(error) = closing.await {
-            tracing::debug!(queue = %self.queue, %error, "closing a consumer's channel failed");
-        }
+        let what = format!("the consumer of {}", self.queue);
+        close_channel(&self.channel, self.operation_timeout, &what).await;
     }
 
     /// The next delivery, or `Ok(None)` when `wait` passes without one.

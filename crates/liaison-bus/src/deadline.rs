@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use lapin::Channel;
+
 use crate::BusError;
 
 /// Runs one lapin operation under `limit`, naming it in both failure cases.
@@ -19,5 +21,24 @@ pub(crate) async fn within<T>(
             operation: operation.into(),
             after: limit,
         }),
+    }
+}
+
+/// Closes `channel` (`what` names it in the log) and waits, under `limit`, until RabbitMQ
+/// has closed it. A channel merely dropped closes in the background, and when its
+/// connection closes first, lapin logs that late close as a connection error. A channel
+/// already closed needs nothing; a failure to close only logs, the channel is gone either
+/// way.
+pub(crate) async fn close_channel(channel: &Channel, limit: Duration, what: &str) {
+    if !channel.status().connected() {
+        return;
+    }
+    let closing = within(
+        limit,
+        format!("close {what}"),
+        channel.close(200, "closed by liaison".into()),
+    );
+    if let Err(error) = closing.await {
+        tracing::debug!(%error, "closing {what} failed");
     }
 }

@@ -13,7 +13,7 @@ use liaison_core::AgencyCode;
 use uuid::Uuid;
 
 use crate::BusError;
-use crate::deadline::within;
+use crate::deadline::{close_channel, within};
 use crate::topology::EXCHANGE_DELIVER;
 
 /// `content_type` of every delivery: the body is a structured-mode CloudEvent.
@@ -127,21 +127,11 @@ impl Publisher {
         self.operation_timeout
     }
 
-    /// Closes the channel and waits until RabbitMQ has closed it: a channel merely dropped
-    /// closes in the background, and when the connection closes first, lapin logs that
-    /// late close as a connection error. Clones of this publisher stop working too.
+    /// Closes the channel and waits until RabbitMQ has closed it; clones of this publisher
+    /// stop working too. Close publishers before their bus, as consumers
+    /// ([`crate::Consumer::close`]).
     pub async fn close(self) {
-        if !self.is_open() {
-            return;
-        }
-        let closing = within(
-            self.operation_timeout,
-            "close a publisher channel",
-            self.channel.close(200, "publisher closed".into()),
-        );
-        if let Err(error) = closing.await {
-            tracing::debug!(%error, "closing a publisher channel failed");
-        }
+        close_channel(&self.channel, self.operation_timeout, "a publisher channel").await;
     }
 
     /// Whether the channel is still open; a closed publisher must be replaced.
