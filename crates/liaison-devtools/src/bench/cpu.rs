@@ -152,7 +152,8 @@ impl CpuUse {
         }
     }
 
-    fn per_message_us(&self, seconds: Option<f64>) -> Option<f64> {
+    /// `seconds` of CPU over the messages measured, in µs; `None` without messages.
+    pub(crate) fn per_message_us(&self, seconds: Option<f64>) -> Option<f64> {
         seconds
             .filter(|_| self.messages > 0)
             .map(|s| s * 1e6 / self.messages as f64)

@@ -317,11 +317,10 @@ pub enum Pace {
 }
 
 /// What the leads are posted to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Endpoint {
     /// `POST /v1/messages`: the full path, each lead consumed from the procuratorate's
     /// queue.
-    #[default]
     Submit,
     /// `POST /v1/routes/preview`: the same checks before the ledger, nothing recorded and
     /// nothing delivered — the gateway alone (TLS, HTTP/2 and admission, both ends).
@@ -342,7 +341,6 @@ impl Endpoint {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     pub target: Target,
-    #[serde(default)]
     pub endpoint: Endpoint,
     pub leads: Leads,
     pub http: Http,

@@ -63,12 +63,11 @@ pub struct Ceiling {
 
 impl Ceiling {
     pub fn of(raw: &RawResult, gateway: &PathResult, ledger: &LedgerResult) -> Option<Self> {
-        let per = |seconds: f64, count: usize| (count > 0).then(|| seconds * 1e6 / count as f64);
-        let floor_us = per(raw.cpu.total_s(), raw.messages)?;
+        let floor_us = raw.cpu.per_message_us(Some(raw.cpu.total_s()))?;
         let g = gateway.cpu.as_ref()?;
-        let gateway_us = per(g.liaison_s? + g.load_generator_s?, gateway.messages)?;
+        let gateway_us = g.per_message_us(Some(g.liaison_s? + g.load_generator_s?))?;
         let l = &ledger.cpu;
-        let ledger_us = per(l.liaison_s? + l.postgresql_s?, ledger.appends)?;
+        let ledger_us = l.per_message_us(Some(l.liaison_s? + l.postgresql_s?))?;
         let all = floor_us + gateway_us + ledger_us;
         (all > 0.0).then(|| Self {
             floor_us,

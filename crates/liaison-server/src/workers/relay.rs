@@ -103,7 +103,6 @@ impl Relay {
                 // Finish what was published so that its outcomes are recorded; what was
                 // handed over but not published stays leased and is claimed after restart.
                 while rounds.next().await.is_some() {}
-                drop(rounds);
                 if let Some(publisher) = publisher.take() {
                     publisher.close().await;
                 }
